@@ -1,0 +1,85 @@
+# RetinaFace in C: `make` builds build/libretina.a and the apps, `make test` runs the Check
+# suites, `make bench` runs the benchmarks. CUDA sources compile when nvcc is found (CUDA=0 turns
+# that off); SAN=1 builds everything with ASan + UBSan into build-san/.
+
+CC      ?= cc
+NVCC    ?= nvcc
+SAN     ?= 0
+ifeq ($(origin CUDA), undefined)
+  CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+endif
+
+ifeq ($(SAN),1)
+  BUILD  ?= build-san
+  OPT    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN  := -fsanitize=address,undefined
+else
+  BUILD  ?= build
+  OPT    := -O2 -g
+  LDSAN  :=
+endif
+
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -pthread -I. $(OPT) -MMD -MP $(EXTRA_CFLAGS)
+LDLIBS  := -ljpeg -lz -lm -pthread
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+
+LIB_DIRS := tensor autograd nn models detection
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
+  CU_SRC   := $(wildcard cuda_kernels/*.cu)
+  CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+  CFLAGS   += -DHAVE_CUDA
+  NVFLAGS  := -O2 -std=c++17 -I. -DHAVE_CUDA -gencode arch=compute_90,code=sm_90 \
+              -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublas -lcudart_static -ldl -lrt -lstdc++
+else
+  CU_OBJ   :=
+endif
+
+APPS      := $(patsubst apps/%.c,$(BUILD)/%,$(wildcard apps/*.c))
+TEST_SRC  := $(wildcard tests/*.c)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH     := $(patsubst benchmarks/%.c,$(BUILD)/bench_%,$(wildcard benchmarks/*.c))
+
+# Rebuild everything when the flags change (CUDA on/off, SAN, EXTRA_CFLAGS).
+FLAGS_STAMP := $(BUILD)/flags.stamp
+$(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(NVFLAGS)' | cmp -s - $(FLAGS_STAMP) 2>/dev/null || echo '$(CC) $(CFLAGS) $(NVFLAGS)' > $(FLAGS_STAMP))
+
+.PHONY: all test bench clean
+all: $(BUILD)/libretina.a $(APPS)
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/libretina.a: $(LIB_OBJ) $(CU_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/%: $(BUILD)/obj/apps/%.o $(BUILD)/libretina.a
+	$(CC) $(LDSAN) -o $@ $< $(BUILD)/libretina.a $(LDLIBS)
+
+$(BUILD)/bench_%: $(BUILD)/obj/benchmarks/%.o $(BUILD)/libretina.a
+	$(CC) $(LDSAN) -o $@ $< $(BUILD)/libretina.a $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libretina.a
+	$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(BUILD)/libretina.a $(CHECK_LIBS) $(LDLIBS)
+
+# CK_DEFAULT_TIMEOUT: the slow end-to-end suites need more than Check's 4 s default.
+test: all $(BUILD)/run_tests
+	CK_DEFAULT_TIMEOUT=600 $(BUILD)/run_tests
+
+bench: all $(BENCH)
+	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(patsubst %,$(BUILD)/obj/%.d,$(basename $(wildcard apps/*.c benchmarks/*.c)))

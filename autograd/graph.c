@@ -1,0 +1,203 @@
+#include "autograd/graph.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/device.h"
+
+ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err)
+{
+    memset(g, 0, sizeof *g);
+    g->ctx = ctx;
+    g->grad_enabled = true;
+    arena_init(&g->arena, dev, (size_t)16 << 20);
+    arena_init(&g->meta, DEVICE_CPU, (size_t)1 << 20);
+    if (!g->arena.head || !g->meta.head) return error_set(err, ERR_OOM, "graph: cannot allocate the step arena");
+    return ERR_OK;
+}
+
+void graph_destroy(Graph *g)
+{
+    arena_destroy(&g->arena);
+    arena_destroy(&g->meta);
+    free(g->tape);
+    g->tape = NULL;
+    g->n_tape = g->cap_tape = 0;
+}
+
+void graph_reset(Graph *g)
+{
+    arena_reset(&g->arena);
+    arena_reset(&g->meta);
+    g->n_tape = 0;
+    error_clear(&g->err);
+}
+
+bool graph_set_grad_enabled(Graph *g, bool enabled)
+{
+    bool prev = g->grad_enabled;
+    g->grad_enabled = enabled;
+    return prev;
+}
+
+bool graph_ok(const Graph *g) { return g->err.code == ERR_OK; }
+
+Var *graph_fail(Graph *g, ErrorCode code, const char *fmt, ...)
+{
+    if (g->err.code == ERR_OK) {
+        g->err.code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g->err.msg, sizeof g->err.msg, fmt, ap);
+        va_end(ap);
+    }
+    return NULL;
+}
+
+void *graph_scratch(Graph *g, size_t bytes)
+{
+    return arena_alloc(&g->arena, bytes, &g->err);
+}
+
+void *graph_host_scratch(Graph *g, size_t bytes) { return arena_alloc(&g->meta, bytes, &g->err); }
+
+static Var *var_alloc_step(Graph *g)
+{
+    Var *v = arena_alloc(&g->meta, sizeof *v, &g->err);
+    if (v) memset(v, 0, sizeof *v);
+    return v;
+}
+
+Var *var_from_tensor(Graph *g, const Tensor *t, bool requires_grad)
+{
+    Var *v = var_alloc_step(g);
+    if (!v) return NULL;
+    v->value = *t;
+    v->value.owns = false;
+    v->requires_grad = requires_grad;
+    v->op = "input";
+    return v;
+}
+
+Var *var_new(Graph *g, int ndim, const int64_t *shape)
+{
+    Var *v = var_alloc_step(g);
+    if (!v) return NULL;
+    if (arena_tensor(&g->arena, &v->value, ndim, shape, &g->err)) return NULL;
+    v->op = "value";
+    return v;
+}
+
+static bool tape_push(Graph *g, Var *v)
+{
+    if (g->n_tape == g->cap_tape) {
+        size_t cap = g->cap_tape ? g->cap_tape * 2 : 256;
+        Var **t = realloc(g->tape, cap * sizeof *t);
+        if (!t) {
+            graph_fail(g, ERR_OOM, "graph: out of memory growing the tape");
+            return false;
+        }
+        g->tape = t;
+        g->cap_tape = cap;
+    }
+    g->tape[g->n_tape++] = v;
+    return true;
+}
+
+Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs, int ndim,
+                     const int64_t *shape, VarBackwardFn backward)
+{
+    if (!graph_ok(g)) return NULL;
+    bool needs_grad = false;
+    for (int i = 0; i < n_inputs; i++) {
+        if (!inputs[i]) return graph_fail(g, ERR_ARG, "%s: NULL input %d", op, i);
+        needs_grad |= inputs[i]->requires_grad;
+    }
+    needs_grad &= g->grad_enabled;
+    Var *v = var_new(g, ndim, shape);
+    if (!v) return NULL;
+    v->op = op;
+    if (needs_grad) {
+        v->requires_grad = true;
+        v->backward = backward;
+        v->inputs = arena_alloc(&g->meta, (size_t)n_inputs * sizeof *v->inputs, &g->err);
+        if (!v->inputs) return NULL;
+        memcpy(v->inputs, inputs, (size_t)n_inputs * sizeof *v->inputs);
+        v->n_inputs = n_inputs;
+        if (!tape_push(g, v)) return NULL;
+    }
+    return v;
+}
+
+float *var_grad(Graph *g, Var *v)
+{
+    if (v->grad.data) return v->grad.data;
+    v->grad = tensor_wrap(NULL, v->value.device, v->value.ndim, v->value.shape);
+    v->grad.data = arena_calloc(&g->arena, tensor_bytes(&v->value), &g->err);
+    return v->grad.data;
+}
+
+static ErrorCode run_tape(Graph *g)
+{
+    for (size_t i = g->n_tape; i-- > 0;) {
+        Var *v = g->tape[i];
+        if (v->grad.data && v->backward) v->backward(g, v);
+        if (!graph_ok(g)) return g->err.code;
+    }
+    return ERR_OK;
+}
+
+ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy)
+{
+    if (!graph_ok(g)) return g->err.code;
+    if (!y) return graph_fail(g, ERR_ARG, "backward: NULL output"), g->err.code;
+    if (!y->requires_grad)
+        return graph_fail(g, ERR_ARG, "backward: output does not depend on anything requiring grad"),
+               g->err.code;
+    float *seed = var_grad(g, y);
+    if (!seed) return g->err.code;
+    if (device_memcpy(seed, y->value.device, dy, DEVICE_CPU, tensor_bytes(&y->value), &g->err))
+        return g->err.code;
+    return run_tape(g);
+}
+
+ErrorCode graph_backward(Graph *g, Var *loss)
+{
+    if (!graph_ok(g)) return g->err.code;
+    if (loss && tensor_numel(&loss->value) != 1)
+        return graph_fail(g, ERR_SHAPE, "backward: loss must have one element"), g->err.code;
+    float one = 1.0f;
+    return graph_backward_with_grad(g, loss, &one);
+}
+
+Var *var_param_new(Device dev, int ndim, const int64_t *shape, Error *err)
+{
+    Var *v = calloc(1, sizeof *v);
+    if (!v) {
+        error_set(err, ERR_OOM, "out of memory allocating a parameter");
+        return NULL;
+    }
+    if (tensor_new(&v->value, dev, ndim, shape, err) || tensor_new(&v->grad, dev, ndim, shape, err)) {
+        var_param_free(v);
+        return NULL;
+    }
+    v->requires_grad = true;
+    v->is_param = true;
+    v->op = "param";
+    return v;
+}
+
+void var_param_free(Var *v)
+{
+    if (!v) return;
+    tensor_free(&v->value);
+    tensor_free(&v->grad);
+    free(v);
+}
+
+void var_zero_grad(Var *v)
+{
+    if (v->grad.data) device_memset_zero(v->grad.data, v->grad.device, tensor_bytes(&v->grad), NULL);
+}

@@ -1,0 +1,85 @@
+/* Reverse-mode autograd.
+ *
+ * Var: a tensor value plus (optionally) its gradient and the op that made it. Two kinds:
+ *  - parameters (var_param_new): value and grad owned by the Var, on the heap, alive across steps;
+ *    gradients accumulate into grad until var_zero_grad;
+ *  - step values (inputs and op outputs): Var, value and grad live in the Graph's arena and die at
+ *    graph_reset.
+ * Graph: the explicit per-step context. Ops append the Vars they create to its tape when some input
+ * requires a gradient and grad mode is on; graph_backward walks the tape in reverse, each node
+ * adding its contribution into its inputs' grads (so a value used twice receives both).
+ * Errors are sticky: the first failing op records the error in the graph and returns NULL; every op
+ * given a NULL input returns NULL, so a forward pass is written straight-line and checked once. */
+#ifndef AUTOGRAD_GRAPH_H
+#define AUTOGRAD_GRAPH_H
+
+#include <stdbool.h>
+
+#include "tensor/arena.h"
+#include "tensor/context.h"
+#include "tensor/tensor.h"
+
+typedef struct Var Var;
+typedef struct Graph Graph;
+
+/* Adds d(loss)/d(inputs) given d(loss)/d(self) = self->grad. */
+typedef void (*VarBackwardFn)(Graph *g, Var *self);
+
+struct Var {
+    Tensor value;
+    Tensor grad;          /* data == NULL until a gradient exists */
+    bool requires_grad;
+    bool is_param;
+    Var **inputs;         /* arena array of n_inputs */
+    int n_inputs;
+    VarBackwardFn backward;
+    void *saved;          /* op-specific state for backward, in the arena */
+    const char *op;       /* op name, for messages */
+};
+
+struct Graph {
+    Context *ctx;
+    Arena arena;   /* tensor data of the step, on the graph's device */
+    Arena meta;    /* Var structs and other host-side bookkeeping of the step */
+    Var **tape;
+    size_t n_tape, cap_tape;
+    bool grad_enabled;
+    Error err;
+};
+
+ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
+void graph_destroy(Graph *g);
+/* Frees every step value (activations, their grads, the tape); parameters are untouched. */
+void graph_reset(Graph *g);
+/* Turns recording off (inference) or on; returns the previous setting. */
+bool graph_set_grad_enabled(Graph *g, bool enabled);
+bool graph_ok(const Graph *g);
+
+/* Seeds d(loss)/d(loss) = 1 (loss must have one element) and runs the tape backwards. */
+ErrorCode graph_backward(Graph *g, Var *loss);
+/* Same from any output y with a given seed gradient dy (host array of y's numel, copied). */
+ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy);
+
+/* Parameters. */
+Var *var_param_new(Device dev, int ndim, const int64_t *shape, Error *err);
+void var_param_free(Var *v);
+void var_zero_grad(Var *v);
+
+/* A step value wrapping t (borrowed: the caller keeps t alive for the step). */
+Var *var_from_tensor(Graph *g, const Tensor *t, bool requires_grad);
+/* A new step value of the given shape, uninitialised, requiring no grad. */
+Var *var_new(Graph *g, int ndim, const int64_t *shape);
+
+/* For op implementations. */
+/* Creates the output Var of an op over inputs[0..n), recording it when a grad is needed. */
+Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs, int ndim,
+                     const int64_t *shape, VarBackwardFn backward);
+/* Gradient buffer of v, zero-filled on first use (arena for step values). NULL on failure. */
+float *var_grad(Graph *g, Var *v);
+/* Scratch memory for the step: on the graph's device, and on the host. */
+void *graph_scratch(Graph *g, size_t bytes);
+void *graph_host_scratch(Graph *g, size_t bytes);
+/* Records an error in g (first one wins) and returns NULL, for `return graph_fail(...)`. */
+Var *graph_fail(Graph *g, ErrorCode code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

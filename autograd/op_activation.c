@@ -1,0 +1,35 @@
+/* relu / leaky_relu. Backward uses the output's sign, which equals the input's for slope > 0 and
+ * for relu, so the input need not be kept. */
+#include "autograd/ops.h"
+
+static void leaky_relu_backward(Graph *g, Var *y)
+{
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    float slope = *(const float *)y->saved;
+    const float *yv = y->value.data, *dy = y->grad.data;
+    int64_t n = tensor_numel(&y->value);
+    for (int64_t i = 0; i < n; i++) dx[i] += yv[i] > 0.0f ? dy[i] : slope * dy[i];
+}
+
+Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "leaky_relu: NULL input");
+    if (negative_slope < 0.0f) return graph_fail(g, ERR_ARG, "leaky_relu: negative slope < 0");
+    Var *y = graph_op_output(g, negative_slope == 0.0f ? "relu" : "leaky_relu", &x, 1, x->value.ndim,
+                             x->value.shape, leaky_relu_backward);
+    if (!y) return NULL;
+    float *saved = graph_host_scratch(g, sizeof(float));
+    if (!saved) return NULL;
+    *saved = negative_slope;
+    y->saved = saved;
+    const float *xv = x->value.data;
+    float *yv = y->value.data;
+    int64_t n = tensor_numel(&x->value);
+    for (int64_t i = 0; i < n; i++) yv[i] = xv[i] > 0.0f ? xv[i] : negative_slope * xv[i];
+    return y;
+}
+
+Var *ag_relu(Graph *g, Var *x) { return ag_leaky_relu(g, x, 0.0f); }

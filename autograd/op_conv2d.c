@@ -1,0 +1,373 @@
+/* conv2d: im2col + our SGEMM for general convolutions, a direct kernel for depthwise ones
+ * (groups == Cin == Cout, where a GEMM would have M = 1), and no im2col at all for 1x1 stride-1
+ * unpadded convolutions (the input already is the column matrix). */
+#include <stdio.h>
+#include <string.h>
+
+#include "autograd/conv2d_cpu.h"
+#include "tensor/sgemm.h"
+
+Conv2dParams conv2d_params(int stride, int padding, int dilation, int groups)
+{
+    Conv2dParams p = {stride, stride, padding, padding, dilation, dilation, groups};
+    return p;
+}
+
+bool conv2d_shape(Conv2dShape *s, const Tensor *x, const Tensor *w, const Tensor *b,
+                  Conv2dParams p, char *msg, size_t msg_len)
+{
+    if (x->ndim != 4 || w->ndim != 4) {
+        snprintf(msg, msg_len, "input and weight must be 4-d (got %d and %d)", x->ndim, w->ndim);
+        return false;
+    }
+    if (p.groups < 1 || p.stride_h < 1 || p.stride_w < 1 || p.dil_h < 1 || p.dil_w < 1 ||
+        p.pad_h < 0 || p.pad_w < 0) {
+        snprintf(msg, msg_len, "invalid stride/padding/dilation/groups");
+        return false;
+    }
+    s->N = (int)x->shape[0], s->Cin = (int)x->shape[1], s->H = (int)x->shape[2], s->W = (int)x->shape[3];
+    s->Cout = (int)w->shape[0], s->KH = (int)w->shape[2], s->KW = (int)w->shape[3];
+    s->p = p;
+    if (s->Cin % p.groups || s->Cout % p.groups || w->shape[1] * p.groups != s->Cin) {
+        snprintf(msg, msg_len, "input has %d channels, weight [%d,%lld,%d,%d] with %d groups", s->Cin,
+                 s->Cout, (long long)w->shape[1], s->KH, s->KW, p.groups);
+        return false;
+    }
+    if (b && (b->ndim != 1 || b->shape[0] != s->Cout)) {
+        snprintf(msg, msg_len, "bias must be [%d]", s->Cout);
+        return false;
+    }
+    s->Ho = (s->H + 2 * p.pad_h - p.dil_h * (s->KH - 1) - 1) / p.stride_h + 1;
+    s->Wo = (s->W + 2 * p.pad_w - p.dil_w * (s->KW - 1) - 1) / p.stride_w + 1;
+    if (s->H + 2 * p.pad_h - p.dil_h * (s->KH - 1) - 1 < 0 ||
+        s->W + 2 * p.pad_w - p.dil_w * (s->KW - 1) - 1 < 0) {
+        snprintf(msg, msg_len, "input %dx%d smaller than the dilated kernel", s->H, s->W);
+        return false;
+    }
+    return true;
+}
+
+static bool is_depthwise(const Conv2dShape *s)
+{
+    return s->p.groups == s->Cin && s->Cout == s->Cin && s->p.groups > 1;
+}
+
+static bool is_pointwise(const Conv2dShape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 &&
+           s->p.pad_w == 0;
+}
+
+size_t conv2d_cpu_scratch_floats(const Conv2dShape *s)
+{
+    if (is_depthwise(s) || is_pointwise(s)) return 0;
+    return (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+}
+
+/* Valid output range [lo, hi) of o such that o*stride + off lies in [0, size). */
+static void valid_range(int out, int stride, int off, int size, int *lo, int *hi)
+{
+    int l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int h = size - 1 - off < 0 ? 0 : (size - 1 - off) / stride + 1;
+    if (h > out) h = out;
+    if (l > h) l = h;
+    *lo = l, *hi = h;
+}
+
+/* ---- im2col / col2im over one image and group: rows (c, ki, kj), columns (oh, ow) ---------- */
+
+typedef struct {
+    const Conv2dShape *s;
+    const float *x; /* first channel of the group, image n */
+    float *col;
+    float *dx;
+} ColJob;
+
+static void im2col_channel(void *arg, int c)
+{
+    const ColJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const Conv2dParams *p = &s->p;
+    const float *xc = j->x + (size_t)c * s->H * s->W;
+    for (int ki = 0; ki < s->KH; ki++)
+        for (int kj = 0; kj < s->KW; kj++) {
+            float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * s->Ho * s->Wo;
+            int off_w = kj * p->dil_w - p->pad_w, lo, hi;
+            valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
+            for (int oh = 0; oh < s->Ho; oh++) {
+                float *r = row + (size_t)oh * s->Wo;
+                int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+                if (ih < 0 || ih >= s->H) {
+                    memset(r, 0, (size_t)s->Wo * sizeof(float));
+                    continue;
+                }
+                const float *xr = xc + (size_t)ih * s->W + off_w;
+                for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+                if (p->stride_w == 1)
+                    memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+                else
+                    for (int ow = lo; ow < hi; ow++) r[ow] = xr[(size_t)ow * p->stride_w];
+                for (int ow = hi; ow < s->Wo; ow++) r[ow] = 0.0f;
+            }
+        }
+}
+
+static void col2im_channel(void *arg, int c)
+{
+    const ColJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const Conv2dParams *p = &s->p;
+    float *dxc = j->dx + (size_t)c * s->H * s->W;
+    for (int ki = 0; ki < s->KH; ki++)
+        for (int kj = 0; kj < s->KW; kj++) {
+            const float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * s->Ho * s->Wo;
+            int off_w = kj * p->dil_w - p->pad_w, lo, hi;
+            valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
+            for (int oh = 0; oh < s->Ho; oh++) {
+                int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+                if (ih < 0 || ih >= s->H) continue;
+                const float *r = row + (size_t)oh * s->Wo;
+                float *xr = dxc + (size_t)ih * s->W + off_w;
+                for (int ow = lo; ow < hi; ow++) xr[(size_t)ow * p->stride_w] += r[ow];
+            }
+        }
+}
+
+/* ---- depthwise: one task per (image, channel) plane in forward / input backward, one per
+ * channel (looping over images) for the weight gradient so tasks never share an output. ------ */
+
+typedef struct {
+    const Conv2dShape *s;
+    const float *x, *w, *b, *dy;
+    float *y, *dx, *dw, *db;
+} DepthwiseJob;
+
+static void depthwise_forward_plane(void *arg, int plane)
+{
+    const DepthwiseJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const Conv2dParams *p = &s->p;
+    int c = plane % s->Cin;
+    const float *x = j->x + (size_t)plane * s->H * s->W;
+    const float *w = j->w + (size_t)c * s->KH * s->KW;
+    float *y = j->y + (size_t)plane * s->Ho * s->Wo;
+    float bias = j->b ? j->b[c] : 0.0f;
+    for (int oh = 0; oh < s->Ho; oh++) {
+        float *yr = y + (size_t)oh * s->Wo;
+        for (int ow = 0; ow < s->Wo; ow++) yr[ow] = bias;
+        for (int ki = 0; ki < s->KH; ki++) {
+            int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+            if (ih < 0 || ih >= s->H) continue;
+            const float *xr = x + (size_t)ih * s->W;
+            for (int kj = 0; kj < s->KW; kj++) {
+                int off = kj * p->dil_w - p->pad_w, lo, hi;
+                valid_range(s->Wo, p->stride_w, off, s->W, &lo, &hi);
+                float wv = w[ki * s->KW + kj];
+                const float *xs = xr + off;
+                if (p->stride_w == 1)
+                    for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xs[ow];
+                else
+                    for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xs[(size_t)ow * p->stride_w];
+            }
+        }
+    }
+}
+
+static void depthwise_backward_input_plane(void *arg, int plane)
+{
+    const DepthwiseJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const Conv2dParams *p = &s->p;
+    int c = plane % s->Cin;
+    float *dx = j->dx + (size_t)plane * s->H * s->W;
+    const float *w = j->w + (size_t)c * s->KH * s->KW;
+    const float *dy = j->dy + (size_t)plane * s->Ho * s->Wo;
+    for (int oh = 0; oh < s->Ho; oh++) {
+        const float *dyr = dy + (size_t)oh * s->Wo;
+        for (int ki = 0; ki < s->KH; ki++) {
+            int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+            if (ih < 0 || ih >= s->H) continue;
+            float *xr = dx + (size_t)ih * s->W;
+            for (int kj = 0; kj < s->KW; kj++) {
+                int off = kj * p->dil_w - p->pad_w, lo, hi;
+                valid_range(s->Wo, p->stride_w, off, s->W, &lo, &hi);
+                float wv = w[ki * s->KW + kj];
+                float *xs = xr + off;
+                for (int ow = lo; ow < hi; ow++) xs[(size_t)ow * p->stride_w] += wv * dyr[ow];
+            }
+        }
+    }
+}
+
+static void depthwise_backward_weight_channel(void *arg, int c)
+{
+    const DepthwiseJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const Conv2dParams *p = &s->p;
+    int taps = s->KH * s->KW;
+    double a[taps];
+    for (int t = 0; t < taps; t++) a[t] = 0;
+    double bias_acc = 0;
+    for (int n = 0; n < s->N; n++) {
+        size_t plane = (size_t)n * s->Cin + c;
+        const float *x = j->x + plane * s->H * s->W;
+        const float *dy = j->dy + plane * s->Ho * s->Wo;
+        for (int oh = 0; oh < s->Ho; oh++) {
+            const float *dyr = dy + (size_t)oh * s->Wo;
+            if (j->db)
+                for (int ow = 0; ow < s->Wo; ow++) bias_acc += dyr[ow];
+            if (!j->dw) continue;
+            for (int ki = 0; ki < s->KH; ki++) {
+                int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+                if (ih < 0 || ih >= s->H) continue;
+                const float *xr = x + (size_t)ih * s->W;
+                for (int kj = 0; kj < s->KW; kj++) {
+                    int off = kj * p->dil_w - p->pad_w, lo, hi;
+                    valid_range(s->Wo, p->stride_w, off, s->W, &lo, &hi);
+                    const float *xs = xr + off;
+                    float sum = 0.0f;
+                    for (int ow = lo; ow < hi; ow++) sum += dyr[ow] * xs[(size_t)ow * p->stride_w];
+                    a[ki * s->KW + kj] += sum;
+                }
+            }
+        }
+    }
+    if (j->dw)
+        for (int t = 0; t < taps; t++) j->dw[(size_t)c * taps + t] += (float)a[t];
+    if (j->db) j->db[c] += (float)bias_acc;
+}
+
+/* ---- general path --------------------------------------------------------------------------- */
+
+typedef struct {
+    const Conv2dShape *s;
+    float *y;
+    const float *b;
+} BiasJob;
+
+static void add_bias_plane(void *arg, int plane)
+{
+    const BiasJob *j = arg;
+    int hw = j->s->Ho * j->s->Wo;
+    float bv = j->b[plane % j->s->Cout];
+    float *y = j->y + (size_t)plane * hw;
+    for (int i = 0; i < hw; i++) y[i] += bv;
+}
+
+void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
+                        const float *b, float *y, float *scratch)
+{
+    ThreadPool *pool = ctx->pool;
+    if (is_depthwise(s)) {
+        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL};
+        threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
+        return;
+    }
+    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
+    int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
+    for (int n = 0; n < s->N; n++)
+        for (int gi = 0; gi < G; gi++) {
+            const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+            const float *col = xg;
+            if (!is_pointwise(s)) {
+                ColJob cj = {s, xg, scratch, NULL};
+                threadpool_run(pool, Cg, im2col_channel, &cj);
+                col = scratch;
+            }
+            float *yg = y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
+            sgemm(pool, false, false, Cog, HWo, K, 1.0f, w + (size_t)gi * Cog * K, K, col, HWo, 0.0f,
+                  yg, HWo);
+        }
+    if (b) {
+        BiasJob bj = {s, y, b};
+        threadpool_run(pool, s->N * s->Cout, add_bias_plane, &bj);
+    }
+}
+
+void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, float *db, float *scratch)
+{
+    ThreadPool *pool = ctx->pool;
+    if (is_depthwise(s)) {
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db};
+        if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
+        if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
+        return;
+    }
+    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
+    int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
+    bool pointwise = is_pointwise(s);
+    for (int n = 0; n < s->N; n++)
+        for (int gi = 0; gi < G; gi++) {
+            const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+            const float *dyg = dy + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
+            const float *wg = w + (size_t)gi * Cog * K;
+            if (dw) {
+                const float *col = xg;
+                if (!pointwise) {
+                    ColJob cj = {s, xg, scratch, NULL};
+                    threadpool_run(pool, Cg, im2col_channel, &cj);
+                    col = scratch;
+                }
+                /* dW[Cog,K] += dy[Cog,HWo] col[K,HWo]^T */
+                sgemm(pool, false, true, Cog, K, HWo, 1.0f, dyg, HWo, col, HWo, 1.0f,
+                      dw + (size_t)gi * Cog * K, K);
+            }
+            if (dx) {
+                float *dxg = dx + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+                /* dcol[K,HWo] = W[Cog,K]^T dy[Cog,HWo] */
+                if (pointwise) {
+                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, 1.0f, dxg, HWo);
+                } else {
+                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, 0.0f, scratch, HWo);
+                    ColJob cj = {s, NULL, scratch, dxg};
+                    threadpool_run(pool, Cg, col2im_channel, &cj);
+                }
+            }
+        }
+    if (db)
+        for (int n = 0; n < s->N; n++)
+            for (int c = 0; c < s->Cout; c++) {
+                const float *d = dy + ((size_t)n * s->Cout + c) * HWo;
+                double acc = 0;
+                for (int i = 0; i < HWo; i++) acc += d[i];
+                db[c] += (float)acc;
+            }
+}
+
+/* ---- autograd wrapper ----------------------------------------------------------------------- */
+
+static void conv2d_backward(Graph *g, Var *y)
+{
+    const Conv2dShape *s = y->saved;
+    Var *x = y->inputs[0], *w = y->inputs[1], *b = y->n_inputs > 2 ? y->inputs[2] : NULL;
+    float *dx = x->requires_grad ? var_grad(g, x) : NULL;
+    float *dw = w->requires_grad ? var_grad(g, w) : NULL;
+    float *db = b && b->requires_grad ? var_grad(g, b) : NULL;
+    size_t scratch_n = conv2d_cpu_scratch_floats(s);
+    float *scratch = scratch_n ? graph_scratch(g, scratch_n * sizeof(float)) : NULL;
+    if (!graph_ok(g)) return;
+    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, y->grad.data, dx, dw, db, scratch);
+}
+
+Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x || !w) return graph_fail(g, ERR_ARG, "conv2d: NULL input");
+    Conv2dShape *s = graph_host_scratch(g, sizeof *s);
+    if (!s) return NULL;
+    char msg[256];
+    if (!conv2d_shape(s, &x->value, &w->value, b ? &b->value : NULL, p, msg, sizeof msg))
+        return graph_fail(g, ERR_SHAPE, "conv2d: %s", msg);
+    Var *inputs[3] = {x, w, b};
+    int64_t shape[4] = {s->N, s->Cout, s->Ho, s->Wo};
+    Var *y = graph_op_output(g, "conv2d", inputs, b ? 3 : 2, 4, shape, conv2d_backward);
+    if (!y) return NULL;
+    y->saved = s;
+    size_t scratch_n = conv2d_cpu_scratch_floats(s);
+    float *scratch = scratch_n ? graph_scratch(g, scratch_n * sizeof(float)) : NULL;
+    if (!graph_ok(g)) return NULL;
+    conv2d_forward_cpu(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL,
+                       y->value.data, scratch);
+    return y;
+}

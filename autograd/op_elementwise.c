@@ -1,0 +1,82 @@
+/* Elementwise add, scale and the full sum. */
+#include "autograd/ops.h"
+
+static void accumulate(float *dst, const float *src, float k, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] += k * src[i];
+}
+
+static void add_backward(Graph *g, Var *y)
+{
+    int64_t n = tensor_numel(&y->value);
+    for (int i = 0; i < 2; i++) {
+        Var *in = y->inputs[i];
+        if (!in->requires_grad) continue;
+        float *d = var_grad(g, in);
+        if (!d) return;
+        accumulate(d, y->grad.data, 1.0f, n);
+    }
+}
+
+Var *ag_add(Graph *g, Var *a, Var *b)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!a || !b) return graph_fail(g, ERR_ARG, "add: NULL input");
+    if (!tensor_same_shape(&a->value, &b->value)) {
+        char sa[96], sb[96];
+        return graph_fail(g, ERR_SHAPE, "add: shapes %s and %s differ",
+                          tensor_shape_str(&a->value, sa, sizeof sa),
+                          tensor_shape_str(&b->value, sb, sizeof sb));
+    }
+    Var *inputs[2] = {a, b};
+    Var *y = graph_op_output(g, "add", inputs, 2, a->value.ndim, a->value.shape, add_backward);
+    if (!y) return NULL;
+    int64_t n = tensor_numel(&a->value);
+    for (int64_t i = 0; i < n; i++) y->value.data[i] = a->value.data[i] + b->value.data[i];
+    return y;
+}
+
+static void scale_backward(Graph *g, Var *y)
+{
+    float *d = var_grad(g, y->inputs[0]);
+    if (d) accumulate(d, y->grad.data, *(const float *)y->saved, tensor_numel(&y->value));
+}
+
+Var *ag_scale(Graph *g, Var *x, float s)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "scale: NULL input");
+    Var *y = graph_op_output(g, "scale", &x, 1, x->value.ndim, x->value.shape, scale_backward);
+    if (!y) return NULL;
+    float *saved = graph_host_scratch(g, sizeof(float));
+    if (!saved) return NULL;
+    *saved = s;
+    y->saved = saved;
+    int64_t n = tensor_numel(&x->value);
+    for (int64_t i = 0; i < n; i++) y->value.data[i] = s * x->value.data[i];
+    return y;
+}
+
+static void sum_backward(Graph *g, Var *y)
+{
+    Var *x = y->inputs[0];
+    float *d = var_grad(g, x);
+    if (!d) return;
+    float dy = y->grad.data[0];
+    int64_t n = tensor_numel(&x->value);
+    for (int64_t i = 0; i < n; i++) d[i] += dy;
+}
+
+Var *ag_sum(Graph *g, Var *x)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "sum: NULL input");
+    int64_t one = 1;
+    Var *y = graph_op_output(g, "sum", &x, 1, 1, &one, sum_backward);
+    if (!y) return NULL;
+    double acc = 0;
+    int64_t n = tensor_numel(&x->value);
+    for (int64_t i = 0; i < n; i++) acc += x->value.data[i];
+    y->value.data[0] = (float)acc;
+    return y;
+}

@@ -1,0 +1,110 @@
+/* Losses with per-row selection: the detector picks positives and mined negatives per prior and
+ * these ops reduce over exactly those rows (sum reduction; the caller normalises). */
+#include <math.h>
+
+#include "autograd/ops.h"
+
+typedef struct {
+    const int32_t *labels;
+    const float *target;
+    const uint8_t *select;
+    int64_t rows, width;
+} LossSaved;
+
+static LossSaved *save_loss(Graph *g, const Var *x, const int32_t *labels, const float *target,
+                            const uint8_t *select)
+{
+    LossSaved *s = graph_host_scratch(g, sizeof *s);
+    if (!s) return NULL;
+    s->labels = labels, s->target = target, s->select = select;
+    s->width = x->value.shape[x->value.ndim - 1];
+    s->rows = tensor_numel(&x->value) / s->width;
+    return s;
+}
+
+static void cross_entropy_backward(Graph *g, Var *y)
+{
+    const LossSaved *s = y->saved;
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    float dl = y->grad.data[0];
+    int64_t C = s->width;
+    for (int64_t r = 0; r < s->rows; r++) {
+        if (s->select && !s->select[r]) continue;
+        const float *z = x->value.data + r * C;
+        float m = z[0];
+        for (int64_t c = 1; c < C; c++) m = z[c] > m ? z[c] : m;
+        double sum = 0;
+        for (int64_t c = 0; c < C; c++) sum += exp((double)z[c] - m);
+        for (int64_t c = 0; c < C; c++) {
+            double p = exp((double)z[c] - m) / sum;
+            dx[r * C + c] += dl * (float)(p - (c == s->labels[r] ? 1.0 : 0.0));
+        }
+    }
+}
+
+Var *ag_cross_entropy(Graph *g, Var *logits, const int32_t *labels, const uint8_t *select)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!logits || !labels) return graph_fail(g, ERR_ARG, "cross_entropy: NULL input");
+    int64_t one = 1;
+    Var *y = graph_op_output(g, "cross_entropy", &logits, 1, 1, &one, cross_entropy_backward);
+    if (!y) return NULL;
+    LossSaved *s = save_loss(g, logits, labels, NULL, select);
+    if (!s) return NULL;
+    y->saved = s;
+    double total = 0;
+    int64_t C = s->width;
+    for (int64_t r = 0; r < s->rows; r++) {
+        if (select && !select[r]) continue;
+        if (labels[r] < 0 || labels[r] >= C)
+            return graph_fail(g, ERR_ARG, "cross_entropy: label %d of row %lld outside [0, %lld)",
+                              labels[r], (long long)r, (long long)C);
+        const float *z = logits->value.data + r * C;
+        float m = z[0];
+        for (int64_t c = 1; c < C; c++) m = z[c] > m ? z[c] : m;
+        double sum = 0;
+        for (int64_t c = 0; c < C; c++) sum += exp((double)z[c] - m);
+        total += log(sum) + m - z[labels[r]];
+    }
+    y->value.data[0] = (float)total;
+    return y;
+}
+
+static void smooth_l1_backward(Graph *g, Var *y)
+{
+    const LossSaved *s = y->saved;
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    float dl = y->grad.data[0];
+    int64_t n = s->rows * s->width;
+    for (int64_t i = 0; i < n; i++) {
+        if (s->select && !s->select[i / s->width]) continue;
+        float d = x->value.data[i] - s->target[i];
+        float grad = d < -1.0f ? -1.0f : d > 1.0f ? 1.0f : d;
+        dx[i] += dl * grad;
+    }
+}
+
+Var *ag_smooth_l1(Graph *g, Var *pred, const float *target, const uint8_t *select)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!pred || !target) return graph_fail(g, ERR_ARG, "smooth_l1: NULL input");
+    int64_t one = 1;
+    Var *y = graph_op_output(g, "smooth_l1", &pred, 1, 1, &one, smooth_l1_backward);
+    if (!y) return NULL;
+    LossSaved *s = save_loss(g, pred, NULL, target, select);
+    if (!s) return NULL;
+    y->saved = s;
+    double total = 0;
+    int64_t n = s->rows * s->width;
+    for (int64_t i = 0; i < n; i++) {
+        if (select && !select[i / s->width]) continue;
+        double d = fabs((double)pred->value.data[i] - target[i]);
+        total += d < 1.0 ? 0.5 * d * d : d - 0.5;
+    }
+    y->value.data[0] = (float)total;
+    return y;
+}

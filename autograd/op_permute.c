@@ -1,0 +1,87 @@
+/* permute (into a contiguous copy) and reshape (a view sharing the input's data). */
+#include <string.h>
+
+#include "autograd/ops.h"
+
+/* dst (contiguous, shape of src permuted by perm) += or = src permuted. */
+static void permute_copy(const Tensor *src, const int *perm, float *dst, bool accumulate)
+{
+    Tensor view;
+    tensor_permute_view(&view, src, perm, NULL);
+    int64_t n = tensor_numel(src);
+    int64_t idx[TENSOR_MAX_DIMS] = {0};
+    int64_t off = 0;
+    int nd = view.ndim;
+    int64_t inner_len = nd ? view.shape[nd - 1] : 1, inner_stride = nd ? view.strides[nd - 1] : 1;
+    for (int64_t i = 0; i < n; i += inner_len) {
+        const float *s = src->data + off;
+        float *d = dst + i;
+        if (accumulate)
+            for (int64_t k = 0; k < inner_len; k++) d[k] += s[k * inner_stride];
+        else
+            for (int64_t k = 0; k < inner_len; k++) d[k] = s[k * inner_stride];
+        for (int dd = nd - 2; dd >= 0; dd--) {
+            idx[dd]++;
+            off += view.strides[dd];
+            if (idx[dd] < view.shape[dd]) break;
+            off -= view.strides[dd] * view.shape[dd];
+            idx[dd] = 0;
+        }
+    }
+}
+
+static void permute_backward(Graph *g, Var *y)
+{
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    const int *perm = y->saved;
+    int inverse[TENSOR_MAX_DIMS];
+    for (int i = 0; i < y->value.ndim; i++) inverse[perm[i]] = i;
+    Tensor dy = y->value;
+    dy.data = y->grad.data;
+    permute_copy(&dy, inverse, dx, true);
+}
+
+Var *ag_permute(Graph *g, Var *x, const int *perm)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "permute: NULL input");
+    Tensor view;
+    Error err = {0};
+    if (tensor_permute_view(&view, &x->value, perm, &err))
+        return graph_fail(g, err.code, "permute: %s", err.msg);
+    Var *y = graph_op_output(g, "permute", &x, 1, view.ndim, view.shape, permute_backward);
+    if (!y) return NULL;
+    int *saved = graph_host_scratch(g, TENSOR_MAX_DIMS * sizeof(int));
+    if (!saved) return NULL;
+    memcpy(saved, perm, (size_t)x->value.ndim * sizeof(int));
+    y->saved = saved;
+    permute_copy(&x->value, perm, y->value.data, false);
+    return y;
+}
+
+static void reshape_backward(Graph *g, Var *y)
+{
+    float *dx = var_grad(g, y->inputs[0]);
+    if (!dx) return;
+    int64_t n = tensor_numel(&y->value);
+    for (int64_t i = 0; i < n; i++) dx[i] += y->grad.data[i];
+}
+
+Var *ag_reshape(Graph *g, Var *x, int ndim, const int64_t *shape)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "reshape: NULL input");
+    Tensor view;
+    Error err = {0};
+    if (tensor_reshape_view(&view, &x->value, ndim, shape, &err))
+        return graph_fail(g, err.code, "reshape: %s", err.msg);
+    /* One element-sized placeholder buffer is allocated by graph_op_output; the output then
+     * aliases the input's data instead (no copy). */
+    int64_t one = 1;
+    Var *y = graph_op_output(g, "reshape", &x, 1, 1, &one, reshape_backward);
+    if (!y) return NULL;
+    y->value = view;
+    return y;
+}

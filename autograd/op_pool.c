@@ -1,0 +1,89 @@
+/* Global average pooling and max pooling (the ResNet stem's 3x3/2, pad 1). Max pooling saves the
+ * argmax of every output so backward routes the gradient to the chosen input (first max wins, as
+ * PyTorch). */
+#include <float.h>
+
+#include "autograd/ops.h"
+
+static void global_avg_pool_backward(Graph *g, Var *y)
+{
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    int64_t planes = x->value.shape[0] * x->value.shape[1];
+    int64_t hw = x->value.shape[2] * x->value.shape[3];
+    for (int64_t p = 0; p < planes; p++) {
+        float d = y->grad.data[p] / (float)hw;
+        for (int64_t i = 0; i < hw; i++) dx[p * hw + i] += d;
+    }
+}
+
+Var *ag_global_avg_pool(Graph *g, Var *x)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x || x->value.ndim != 4) return graph_fail(g, ERR_SHAPE, "global_avg_pool: needs a 4-d input");
+    int64_t shape[4] = {x->value.shape[0], x->value.shape[1], 1, 1};
+    Var *y = graph_op_output(g, "global_avg_pool", &x, 1, 4, shape, global_avg_pool_backward);
+    if (!y) return NULL;
+    int64_t planes = shape[0] * shape[1], hw = x->value.shape[2] * x->value.shape[3];
+    for (int64_t p = 0; p < planes; p++) {
+        double acc = 0;
+        for (int64_t i = 0; i < hw; i++) acc += x->value.data[p * hw + i];
+        y->value.data[p] = (float)(acc / (double)hw);
+    }
+    return y;
+}
+
+static void max_pool2d_backward(Graph *g, Var *y)
+{
+    float *dx = var_grad(g, y->inputs[0]);
+    if (!dx) return;
+    const int32_t *argmax = y->saved;
+    Var *x = y->inputs[0];
+    int64_t planes = y->value.shape[0] * y->value.shape[1];
+    int64_t out_hw = y->value.shape[2] * y->value.shape[3];
+    int64_t in_hw = x->value.shape[2] * x->value.shape[3];
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t i = 0; i < out_hw; i++)
+            if (argmax[p * out_hw + i] >= 0) dx[p * in_hw + argmax[p * out_hw + i]] += y->grad.data[p * out_hw + i];
+}
+
+Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x || x->value.ndim != 4) return graph_fail(g, ERR_SHAPE, "max_pool2d: needs a 4-d input");
+    if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding > kernel)
+        return graph_fail(g, ERR_ARG, "max_pool2d: invalid kernel/stride/padding");
+    int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
+    int Ho = (H + 2 * padding - kernel) / stride + 1, Wo = (W + 2 * padding - kernel) / stride + 1;
+    if (Ho < 1 || Wo < 1) return graph_fail(g, ERR_SHAPE, "max_pool2d: input smaller than kernel");
+    int64_t shape[4] = {x->value.shape[0], x->value.shape[1], Ho, Wo};
+    Var *y = graph_op_output(g, "max_pool2d", &x, 1, 4, shape, max_pool2d_backward);
+    if (!y) return NULL;
+    int64_t planes = shape[0] * shape[1];
+    int32_t *argmax = graph_host_scratch(g, (size_t)(planes * Ho * Wo) * sizeof(int32_t));
+    if (!argmax) return NULL;
+    y->saved = argmax;
+    for (int64_t p = 0; p < planes; p++) {
+        const float *in = x->value.data + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                float best = -FLT_MAX;
+                int32_t arg = -1;
+                for (int ki = 0; ki < kernel; ki++) {
+                    int ih = oh * stride - padding + ki;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int kj = 0; kj < kernel; kj++) {
+                        int iw = ow * stride - padding + kj;
+                        if (iw < 0 || iw >= W) continue;
+                        float v = in[ih * W + iw];
+                        if (arg < 0 || v > best) best = v, arg = ih * W + iw;
+                    }
+                }
+                int64_t o = (p * Ho + oh) * Wo + ow;
+                y->value.data[o] = best;
+                argmax[o] = arg;
+            }
+    }
+    return y;
+}

@@ -1,0 +1,37 @@
+/* Softmax over the last axis (max-subtracted). */
+#include <math.h>
+
+#include "autograd/ops.h"
+
+static void softmax_backward(Graph *g, Var *y)
+{
+    float *dx = var_grad(g, y->inputs[0]);
+    if (!dx) return;
+    int64_t C = y->value.shape[y->value.ndim - 1], rows = tensor_numel(&y->value) / C;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = y->value.data + r * C, *dy = y->grad.data + r * C;
+        double dot = 0;
+        for (int64_t c = 0; c < C; c++) dot += (double)p[c] * dy[c];
+        for (int64_t c = 0; c < C; c++) dx[r * C + c] += p[c] * (dy[c] - (float)dot);
+    }
+}
+
+Var *ag_softmax(Graph *g, Var *x)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "softmax: NULL input");
+    Var *y = graph_op_output(g, "softmax", &x, 1, x->value.ndim, x->value.shape, softmax_backward);
+    if (!y) return NULL;
+    int64_t C = x->value.shape[x->value.ndim - 1], rows = tensor_numel(&x->value) / C;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *in = x->value.data + r * C;
+        float *out = y->value.data + r * C;
+        float m = in[0];
+        for (int64_t c = 1; c < C; c++) m = in[c] > m ? in[c] : m;
+        double sum = 0;
+        for (int64_t c = 0; c < C; c++) sum += out[c] = expf(in[c] - m);
+        float inv = (float)(1.0 / sum);
+        for (int64_t c = 0; c < C; c++) out[c] *= inv;
+    }
+    return y;
+}

@@ -1,0 +1,54 @@
+/* Nearest upsampling to an explicit size. The source index is computed exactly as PyTorch's
+ * "nearest" does, in float: floor(o * (float)in / out), clamped; the integer form o*in/out can
+ * differ by one where the float product rounds down. */
+#include <math.h>
+
+#include "autograd/ops.h"
+
+static int source_index(int o, int in, int out)
+{
+    float scale = (float)in / (float)out;
+    int s = (int)floorf((float)o * scale);
+    return s < in ? s : in - 1;
+}
+
+static void upsample_backward(Graph *g, Var *y)
+{
+    Var *x = y->inputs[0];
+    float *dx = var_grad(g, x);
+    if (!dx) return;
+    int NC = (int)(x->value.shape[0] * x->value.shape[1]);
+    int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
+    int Ho = (int)y->value.shape[2], Wo = (int)y->value.shape[3];
+    for (int p = 0; p < NC; p++) {
+        float *d = dx + (size_t)p * H * W;
+        const float *dy = y->grad.data + (size_t)p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++) {
+            float *row = d + (size_t)source_index(oh, H, Ho) * W;
+            for (int ow = 0; ow < Wo; ow++) row[source_index(ow, W, Wo)] += dy[(size_t)oh * Wo + ow];
+        }
+    }
+}
+
+Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "upsample_nearest: NULL input");
+    if (x->value.ndim != 4 || out_h < 1 || out_w < 1)
+        return graph_fail(g, ERR_SHAPE, "upsample_nearest: needs a 4-d input and a positive size");
+    int64_t shape[4] = {x->value.shape[0], x->value.shape[1], out_h, out_w};
+    Var *y = graph_op_output(g, "upsample_nearest", &x, 1, 4, shape, upsample_backward);
+    if (!y) return NULL;
+    int NC = (int)(shape[0] * shape[1]);
+    int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
+    for (int p = 0; p < NC; p++) {
+        const float *src = x->value.data + (size_t)p * H * W;
+        float *dst = y->value.data + (size_t)p * out_h * out_w;
+        for (int oh = 0; oh < out_h; oh++) {
+            const float *row = src + (size_t)source_index(oh, H, out_h) * W;
+            for (int ow = 0; ow < out_w; ow++)
+                dst[(size_t)oh * out_w + ow] = row[source_index(ow, W, out_w)];
+        }
+    }
+    return y;
+}

@@ -1,0 +1,67 @@
+/* The differentiable ops. Each returns a new step Var (contiguous, in the graph's arena), or NULL
+ * with the error recorded in the graph (see graph.h). Shapes are NCHW for images.
+ * Every op lives in its own autograd/op_<name>.c with its forward and backward together; the CPU
+ * kernels are named <op>_forward_cpu / <op>_backward_<wrt>_cpu so that a CUDA twin in
+ * cuda_kernels/ can mirror them one to one. */
+#ifndef AUTOGRAD_OPS_H
+#define AUTOGRAD_OPS_H
+
+#include <stdint.h>
+
+#include "autograd/graph.h"
+
+/* conv2d: x [N,Cin,H,W], w [Cout,Cin/groups,KH,KW], b [Cout] or NULL -> [N,Cout,Ho,Wo] with
+ * Ho = (H + 2*pad_h - dil_h*(KH-1) - 1) / stride_h + 1 (PyTorch's convention). */
+typedef struct {
+    int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} Conv2dParams;
+Conv2dParams conv2d_params(int stride, int padding, int dilation, int groups);
+Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p);
+
+/* batchnorm2d over channel axis 1 of x [N,C,H,W]; gamma, beta [C]. training: normalise with the
+ * batch statistics and update running_mean/var (CPU/ device tensors of [C]) with
+ * r = (1-momentum) r + momentum * stat (unbiased variance); else use the running statistics. */
+Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mean,
+                    Tensor *running_var, bool training, float momentum, float eps);
+
+Var *ag_relu(Graph *g, Var *x);
+Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope); /* slope 0 is relu */
+
+/* Elementwise, same shapes. */
+Var *ag_add(Graph *g, Var *a, Var *b);
+Var *ag_scale(Graph *g, Var *x, float s);
+/* Sum of all elements -> [1]. */
+Var *ag_sum(Graph *g, Var *x);
+
+/* Concatenation of n inputs along axis (all other dims equal). */
+Var *ag_concat(Graph *g, Var *const *xs, int n, int axis);
+
+/* Nearest upsampling of [N,C,H,W] to [N,C,out_h,out_w]: source index floor(o * H / out_h), as
+ * F.interpolate(size=..., mode="nearest"). */
+Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w);
+
+/* Permutation into a contiguous tensor: out.shape[i] = x.shape[perm[i]]. */
+Var *ag_permute(Graph *g, Var *x, const int *perm);
+/* Same data, new shape (one -1 allowed). */
+Var *ag_reshape(Graph *g, Var *x, int ndim, const int64_t *shape);
+
+/* Softmax over the last axis. */
+Var *ag_softmax(Graph *g, Var *x);
+
+/* Cross-entropy on logits [..., C] viewed as rows of C: sum over rows r with select[r] != 0
+ * (select NULL: all rows) of -log softmax(logits[r])[labels[r]] -> [1]. labels and select are
+ * host arrays of one entry per row (CPU graphs). */
+Var *ag_cross_entropy(Graph *g, Var *logits, const int32_t *labels, const uint8_t *select);
+
+/* Smooth L1 (beta 1), sum reduction: pred [..., k] viewed as rows of k, target of the same
+ * numel (host array), over rows with select[r] != 0 (NULL: all) -> [1]. */
+Var *ag_smooth_l1(Graph *g, Var *pred, const float *target, const uint8_t *select);
+
+/* [N,C,H,W] -> [N,C,1,1] mean. */
+Var *ag_global_avg_pool(Graph *g, Var *x);
+/* Max pooling with padding treated as -inf (PyTorch's MaxPool2d). */
+Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding);
+/* x [N,in], w [out,in], b [out] or NULL -> [N,out]. */
+Var *ag_linear(Graph *g, Var *x, Var *w, Var *b);
+
+#endif

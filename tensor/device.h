@@ -1,0 +1,26 @@
+/* Memory on a device. CPU memory is 64-byte aligned host memory; CUDA memory comes from
+ * cuda_kernels/ (only when built with CUDA; otherwise CUDA requests fail with ERR_DEVICE). */
+#ifndef TENSOR_DEVICE_H
+#define TENSOR_DEVICE_H
+
+#include <stddef.h>
+
+#include "tensor/tensor.h"
+
+ErrorCode device_alloc(void **ptr, Device dev, size_t bytes, Error *err);
+void device_free(void *ptr, Device dev);
+ErrorCode device_memset_zero(void *ptr, Device dev, size_t bytes, Error *err);
+ErrorCode device_memcpy(void *dst, Device dst_dev, const void *src, Device src_dev, size_t bytes,
+                        Error *err);
+/* Number of usable CUDA devices (0 when built without CUDA or none present). */
+int device_cuda_count(void);
+
+/* Implemented in cuda_kernels/device_cuda.cu when HAVE_CUDA. */
+ErrorCode cuda_alloc(void **ptr, size_t bytes, Error *err);
+void cuda_free(void *ptr);
+ErrorCode cuda_memset_zero(void *ptr, size_t bytes, Error *err);
+ErrorCode cuda_memcpy(void *dst, int dst_on_device, const void *src, int src_on_device,
+                      size_t bytes, Error *err);
+int cuda_device_count(void);
+
+#endif

@@ -1,0 +1,115 @@
+#include "tensor/threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct ThreadPool {
+    int nthreads;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    unsigned long generation; /* bumped for every job */
+    int shutdown;
+    atomic_int busy;          /* set while a job runs: nested calls go serial */
+    /* current job */
+    ThreadTaskFn fn;
+    void *arg;
+    int ntasks;
+    atomic_int next_task;
+    int workers_done;
+};
+
+static void run_tasks(ThreadPool *p)
+{
+    for (;;) {
+        int t = atomic_fetch_add(&p->next_task, 1);
+        if (t >= p->ntasks) break;
+        p->fn(p->arg, t);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    ThreadPool *p = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->shutdown && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->mu);
+        if (p->shutdown) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        run_tasks(p);
+        pthread_mutex_lock(&p->mu);
+        p->workers_done++;
+        pthread_cond_signal(&p->done_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+ThreadPool *threadpool_create(int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    ThreadPool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->nthreads = nthreads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    p->threads = calloc((size_t)nthreads, sizeof *p->threads);
+    if (!p->threads) {
+        free(p);
+        return NULL;
+    }
+    for (int i = 1; i < nthreads; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
+            p->nthreads = i; /* keep the ones that started */
+            break;
+        }
+    }
+    return p;
+}
+
+void threadpool_destroy(ThreadPool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = 1;
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->threads);
+    free(p);
+}
+
+int threadpool_size(const ThreadPool *p) { return p ? p->nthreads : 1; }
+
+void threadpool_run(ThreadPool *p, int ntasks, ThreadTaskFn fn, void *arg)
+{
+    if (ntasks <= 0) return;
+    if (!p || p->nthreads == 1 || ntasks == 1 || p->busy) {
+        for (int t = 0; t < ntasks; t++) fn(arg, t);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->busy = 1;
+    p->fn = fn;
+    p->arg = arg;
+    p->ntasks = ntasks;
+    atomic_store(&p->next_task, 0);
+    p->workers_done = 0;
+    p->generation++;
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+
+    run_tasks(p);
+
+    pthread_mutex_lock(&p->mu);
+    while (p->workers_done < p->nthreads - 1) pthread_cond_wait(&p->done_cv, &p->mu);
+    p->busy = 0;
+    pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,429 @@
+/* Every op's backward against central finite differences (tests/gradcheck.h). Tolerances: eps
+ * 1e-2, |analytic - numeric| <= 2e-3 + 1e-2 |numeric| unless a test states otherwise; inputs of
+ * non-smooth ops are kept at least 0.05 away from their kinks so eps never crosses one. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/gradcheck.h"
+#include "tests/suites.h"
+
+typedef struct {
+    Tensor t[6];
+    int n;
+} Inputs;
+
+static Tensor *add_input(Inputs *in, Rng *r, int ndim, const int64_t *shape)
+{
+    Tensor *t = &in->t[in->n++];
+    ck_assert_int_eq(tensor_new(t, DEVICE_CPU, ndim, shape, NULL), ERR_OK);
+    tensor_fill_normal(t, r, 0, 1);
+    return t;
+}
+
+static void free_inputs(Inputs *in)
+{
+    for (int i = 0; i < in->n; i++) tensor_free(&in->t[i]);
+}
+
+static void run_check(GradcheckFn fn, void *arg, Inputs *in, const bool *wrt, GradcheckOptions opt,
+                      const char *what)
+{
+    Context *ctx = context_create(2);
+    bool all[6] = {true, true, true, true, true, true};
+    GradcheckResult res = gradcheck(ctx, fn, arg, in->t, in->n, wrt ? wrt : all, opt, 99);
+    context_destroy(ctx);
+    ck_assert_msg(res.failed == 0, "%s: %d of %d elements off (max abs err %.3g, max |grad| %.3g): %s",
+                  what, res.failed, res.checked, res.max_abs_err, res.max_grad, res.first_failure);
+    ck_assert_int_gt(res.checked, 0);
+}
+
+/* Moves every value at least `gap` away from `kink`. */
+static void avoid_kink(Tensor *t, float kink, float gap)
+{
+    for (int64_t i = 0; i < tensor_numel(t); i++) {
+        float d = t->data[i] - kink;
+        if (fabsf(d) < gap) t->data[i] = kink + (d < 0 ? -gap : gap);
+    }
+}
+
+/* ---- conv2d ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    int N, Cin, H, W, Cout, K, stride, pad, dil, groups, bias;
+} ConvCase;
+
+static Var *conv_fn(Graph *g, Var **in, void *arg)
+{
+    const ConvCase *c = arg;
+    return ag_conv2d(g, in[0], in[1], c->bias ? in[2] : NULL,
+                     conv2d_params(c->stride, c->pad, c->dil, c->groups));
+}
+
+START_TEST(conv2d_gradients)
+{
+    ConvCase cases[] = {
+        {2, 3, 7, 9, 4, 3, 1, 1, 1, 1, 1},   /* plain 3x3, odd sizes, bias */
+        {1, 4, 8, 7, 6, 3, 2, 1, 1, 1, 0},   /* stride 2 */
+        {2, 6, 9, 8, 6, 3, 1, 1, 1, 6, 0},   /* depthwise */
+        {1, 6, 9, 9, 6, 3, 2, 1, 1, 6, 1},   /* depthwise stride 2, bias */
+        {1, 4, 7, 6, 6, 3, 1, 0, 1, 2, 1},   /* 2 groups, padding 0 */
+        {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 1},   /* pointwise (no im2col path) */
+        {1, 4, 9, 9, 4, 3, 1, 2, 2, 1, 0},   /* dilation 2 */
+        {1, 3, 11, 10, 5, 7, 2, 3, 1, 1, 0}, /* 7x7 stride 2 stem */
+        {1, 4, 6, 7, 8, 1, 2, 0, 1, 1, 0},   /* 1x1 stride 2 (ResNet downsample) */
+        {1, 4, 5, 5, 8, 3, 1, 1, 1, 4, 0},   /* grouped with channel multiplier 2 */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        ConvCase *c = &cases[k];
+        Rng r;
+        rng_seed(&r, 100 + k, 0);
+        Inputs in = {0};
+        int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin / c->groups, c->K, c->K};
+        int64_t bs[1] = {c->Cout};
+        add_input(&in, &r, 4, xs);
+        add_input(&in, &r, 4, ws);
+        if (c->bias) add_input(&in, &r, 1, bs);
+        char what[64];
+        snprintf(what, sizeof what, "conv2d case %zu", k);
+        run_check(conv_fn, c, &in, NULL, gradcheck_defaults(), what);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
+START_TEST(conv2d_rejects_mismatched_shapes)
+{
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t xs[4] = {1, 3, 8, 8}, ws[4] = {4, 2, 3, 3};
+    Var *y = ag_conv2d(&g, var_new(&g, 4, xs), var_new(&g, 4, ws), NULL, conv2d_params(1, 1, 1, 1));
+    ck_assert_ptr_null(y);
+    ck_assert_int_eq(g.err.code, ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "conv2d"));
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
+/* ---- batchnorm ------------------------------------------------------------------------------- */
+
+typedef struct {
+    bool training;
+    Tensor rm, rv;
+} BnCase;
+
+static Var *bn_fn(Graph *g, Var **in, void *arg)
+{
+    BnCase *c = arg;
+    return ag_batchnorm2d(g, in[0], in[1], in[2], &c->rm, &c->rv, c->training, 0.1f, 1e-5f);
+}
+
+static void bn_case(bool training, int N, int C, int H, int W)
+{
+    Rng r;
+    rng_seed(&r, 200 + training, 0);
+    Inputs in = {0};
+    int64_t xs[4] = {N, C, H, W}, cs[1] = {C};
+    Tensor *x = add_input(&in, &r, 4, xs);
+    for (int64_t i = 0; i < tensor_numel(x); i++) x->data[i] = 2.0f * x->data[i] + 0.5f;
+    add_input(&in, &r, 1, cs);
+    add_input(&in, &r, 1, cs);
+    BnCase c = {training, {0}, {0}};
+    tensor_new(&c.rm, DEVICE_CPU, 1, cs, NULL);
+    tensor_new(&c.rv, DEVICE_CPU, 1, cs, NULL);
+    tensor_fill_uniform(&c.rm, &r, -0.5f, 0.5f);
+    tensor_fill_uniform(&c.rv, &r, 0.5f, 2.0f);
+    run_check(bn_fn, &c, &in, NULL, gradcheck_defaults(), training ? "batchnorm train" : "batchnorm eval");
+    tensor_free(&c.rm), tensor_free(&c.rv);
+    free_inputs(&in);
+}
+
+START_TEST(batchnorm2d_gradients)
+{
+    bn_case(true, 3, 4, 5, 3);
+    bn_case(false, 2, 5, 3, 7);
+}
+END_TEST
+
+START_TEST(batchnorm2d_running_statistics)
+{
+    /* momentum 0.1, unbiased variance, as torch.nn.BatchNorm2d. */
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t xs[4] = {2, 1, 1, 2}, cs[1] = {1};
+    Tensor x, gm, bt, rm, rv;
+    tensor_new(&x, DEVICE_CPU, 4, xs, NULL);
+    float vals[4] = {1, 2, 3, 6};
+    memcpy(x.data, vals, sizeof vals);
+    tensor_new(&gm, DEVICE_CPU, 1, cs, NULL), tensor_fill(&gm, 1);
+    tensor_new(&bt, DEVICE_CPU, 1, cs, NULL);
+    tensor_new(&rm, DEVICE_CPU, 1, cs, NULL);
+    tensor_new(&rv, DEVICE_CPU, 1, cs, NULL), tensor_fill(&rv, 1);
+    Var *y = ag_batchnorm2d(&g, var_from_tensor(&g, &x, false), var_from_tensor(&g, &gm, false),
+                            var_from_tensor(&g, &bt, false), &rm, &rv, true, 0.1f, 1e-5f);
+    ck_assert_ptr_nonnull(y);
+    /* mean 3, biased var 3.5, unbiased 14/3 */
+    ck_assert_float_eq_tol(rm.data[0], 0.3f, 1e-6);
+    ck_assert_float_eq_tol(rv.data[0], 0.9f + 0.1f * 14.0f / 3.0f, 1e-6);
+    ck_assert_float_eq_tol(y->value.data[3], (float)(3.0 / sqrt(3.5 + 1e-5)), 1e-5);
+    tensor_free(&x), tensor_free(&gm), tensor_free(&bt), tensor_free(&rm), tensor_free(&rv);
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
+/* ---- activations, elementwise ------------------------------------------------------------------ */
+
+static Var *relu_fn(Graph *g, Var **in, void *arg) { return ag_relu(g, in[0]); }
+static Var *leaky_fn(Graph *g, Var **in, void *arg) { return ag_leaky_relu(g, in[0], 0.1f); }
+static Var *add_fn(Graph *g, Var **in, void *arg)
+{
+    /* in[0] used twice: its gradient must collect both uses. */
+    return ag_add(g, ag_add(g, in[0], in[1]), ag_scale(g, in[0], -0.5f));
+}
+static Var *sum_fn(Graph *g, Var **in, void *arg) { return ag_sum(g, in[0]); }
+
+START_TEST(activation_and_elementwise_gradients)
+{
+    Rng r;
+    rng_seed(&r, 300, 0);
+    int64_t s[4] = {2, 3, 5, 7};
+    Inputs in = {0};
+    avoid_kink(add_input(&in, &r, 4, s), 0.0f, 0.05f);
+    run_check(relu_fn, NULL, &in, NULL, gradcheck_defaults(), "relu");
+    run_check(leaky_fn, NULL, &in, NULL, gradcheck_defaults(), "leaky_relu");
+    run_check(sum_fn, NULL, &in, NULL, gradcheck_defaults(), "sum");
+    add_input(&in, &r, 4, s);
+    run_check(add_fn, NULL, &in, NULL, gradcheck_defaults(), "add/scale with reuse");
+    free_inputs(&in);
+}
+END_TEST
+
+/* ---- shape ops ------------------------------------------------------------------------------- */
+
+typedef struct {
+    int axis, n;
+} ConcatCase;
+
+static Var *concat_fn(Graph *g, Var **in, void *arg)
+{
+    const ConcatCase *c = arg;
+    return ag_concat(g, in, c->n, c->axis);
+}
+
+START_TEST(concat_gradients)
+{
+    Rng r;
+    rng_seed(&r, 400, 0);
+    Inputs in = {0};
+    int64_t a[4] = {2, 3, 4, 5}, b[4] = {2, 1, 4, 5}, c[4] = {2, 4, 4, 5};
+    add_input(&in, &r, 4, a), add_input(&in, &r, 4, b), add_input(&in, &r, 4, c);
+    ConcatCase cc = {1, 3};
+    run_check(concat_fn, &cc, &in, NULL, gradcheck_defaults(), "concat channels");
+    free_inputs(&in);
+    /* The heads' concatenation: [N, P_i, k] along the prior axis. */
+    Inputs in2 = {0};
+    int64_t p1[3] = {2, 7, 4}, p2[3] = {2, 3, 4};
+    add_input(&in2, &r, 3, p1), add_input(&in2, &r, 3, p2);
+    ConcatCase pc = {1, 2};
+    run_check(concat_fn, &pc, &in2, NULL, gradcheck_defaults(), "concat priors");
+    ConcatCase last = {-1, 2};
+    int64_t q1[3] = {2, 7, 3};
+    tensor_free(&in2.t[1]);
+    in2.n = 1;
+    add_input(&in2, &r, 3, q1);
+    run_check(concat_fn, &last, &in2, NULL, gradcheck_defaults(), "concat last axis");
+    free_inputs(&in2);
+}
+END_TEST
+
+typedef struct {
+    int h, w;
+} SizeCase;
+
+static Var *upsample_fn(Graph *g, Var **in, void *arg)
+{
+    const SizeCase *s = arg;
+    return ag_upsample_nearest(g, in[0], s->h, s->w);
+}
+
+START_TEST(upsample_nearest_gradients_and_indices)
+{
+    Rng r;
+    rng_seed(&r, 500, 0);
+    Inputs in = {0};
+    int64_t s[4] = {1, 2, 3, 4};
+    add_input(&in, &r, 4, s);
+    SizeCase double_size = {6, 8}, odd = {5, 9}, shrink = {2, 3};
+    run_check(upsample_fn, &double_size, &in, NULL, gradcheck_defaults(), "upsample x2");
+    run_check(upsample_fn, &odd, &in, NULL, gradcheck_defaults(), "upsample to odd size");
+    run_check(upsample_fn, &shrink, &in, NULL, gradcheck_defaults(), "nearest downsample");
+    /* 20 -> 39 (the FPN's stride-32 to stride-16 step at 624 px): row o takes floor(o*20/39). */
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t col[4] = {1, 1, 20, 1};
+    Var *x = var_new(&g, 4, col);
+    for (int i = 0; i < 20; i++) x->value.data[i] = (float)i;
+    Var *y = ag_upsample_nearest(&g, x, 39, 1);
+    for (int o = 0; o < 39; o++) ck_assert_float_eq(y->value.data[o], (float)(o * 20 / 39));
+    graph_destroy(&g);
+    context_destroy(ctx);
+    free_inputs(&in);
+}
+END_TEST
+
+static Var *head_layout_fn(Graph *g, Var **in, void *arg)
+{
+    /* permute(0,2,3,1).view(N, -1, 4), as a RetinaFace head does. */
+    int perm[4] = {0, 2, 3, 1};
+    Var *p = ag_permute(g, in[0], perm);
+    int64_t shape[3] = {p ? p->value.shape[0] : 0, -1, 4};
+    return ag_reshape(g, p, 3, shape);
+}
+
+START_TEST(permute_reshape_gradients)
+{
+    Rng r;
+    rng_seed(&r, 600, 0);
+    Inputs in = {0};
+    int64_t s[4] = {2, 8, 3, 5};
+    add_input(&in, &r, 4, s);
+    run_check(head_layout_fn, NULL, &in, NULL, gradcheck_defaults(), "permute+reshape");
+    free_inputs(&in);
+}
+END_TEST
+
+/* ---- softmax, losses --------------------------------------------------------------------------- */
+
+static Var *softmax_fn(Graph *g, Var **in, void *arg) { return ag_softmax(g, in[0]); }
+
+typedef struct {
+    int32_t labels[64];
+    uint8_t select[64];
+    float target[64 * 4];
+} LossCase;
+
+static Var *ce_fn(Graph *g, Var **in, void *arg)
+{
+    LossCase *c = arg;
+    return ag_cross_entropy(g, in[0], c->labels, c->select);
+}
+
+static Var *sl1_fn(Graph *g, Var **in, void *arg)
+{
+    LossCase *c = arg;
+    return ag_smooth_l1(g, in[0], c->target, c->select);
+}
+
+START_TEST(softmax_and_loss_gradients)
+{
+    Rng r;
+    rng_seed(&r, 700, 0);
+    Inputs in = {0};
+    int64_t s[3] = {2, 9, 3};
+    add_input(&in, &r, 3, s);
+    run_check(softmax_fn, NULL, &in, NULL, gradcheck_defaults(), "softmax");
+    LossCase c;
+    for (int i = 0; i < 18; i++) {
+        c.labels[i] = (int32_t)rng_below(&r, 3);
+        c.select[i] = (uint8_t)(i % 3 != 1);
+    }
+    run_check(ce_fn, &c, &in, NULL, gradcheck_defaults(), "cross_entropy");
+    free_inputs(&in);
+
+    Inputs in2 = {0};
+    int64_t b[3] = {2, 8, 4};
+    Tensor *pred = add_input(&in2, &r, 3, b);
+    for (int i = 0; i < 64; i++) {
+        /* differences spread over both branches (|d| < 1 and > 1), none within 0.05 of a kink */
+        float d = (rng_uniform(&r) * 2 - 1) * 2.5f;
+        if (fabsf(fabsf(d) - 1.0f) < 0.05f) d = d > 0 ? d + 0.1f : d - 0.1f;
+        c.target[i] = pred->data[i] - d;
+    }
+    for (int i = 0; i < 16; i++) c.select[i] = (uint8_t)(i % 4 != 0);
+    run_check(sl1_fn, &c, &in2, NULL, gradcheck_defaults(), "smooth_l1");
+    free_inputs(&in2);
+}
+END_TEST
+
+START_TEST(loss_values)
+{
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t s[2] = {2, 2};
+    Var *z = var_new(&g, 2, s);
+    float v[4] = {0, 0, 1, 3};
+    memcpy(z->value.data, v, sizeof v);
+    int32_t labels[2] = {1, 0};
+    uint8_t sel[2] = {1, 1};
+    Var *ce = ag_cross_entropy(&g, z, labels, sel);
+    ck_assert_double_eq_tol(ce->value.data[0], log(2.0) + log(1 + exp(2.0)), 1e-6);
+    float target[4] = {0.5f, 0, 0, 0};
+    Var *l = ag_smooth_l1(&g, z, target, NULL); /* 0.125 + 0 + 0.5 + 2.5 */
+    ck_assert_double_eq_tol(l->value.data[0], 3.125, 1e-6);
+    int32_t bad[2] = {2, 0};
+    ck_assert_ptr_null(ag_cross_entropy(&g, z, bad, NULL));
+    ck_assert_int_eq(g.err.code, ERR_ARG);
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
+/* ---- pooling, linear --------------------------------------------------------------------------- */
+
+static Var *gap_fn(Graph *g, Var **in, void *arg) { return ag_global_avg_pool(g, in[0]); }
+static Var *maxpool_fn(Graph *g, Var **in, void *arg) { return ag_max_pool2d(g, in[0], 3, 2, 1); }
+static Var *linear_fn(Graph *g, Var **in, void *arg) { return ag_linear(g, in[0], in[1], in[2]); }
+
+START_TEST(pool_and_linear_gradients)
+{
+    Rng r;
+    rng_seed(&r, 800, 0);
+    Inputs in = {0};
+    int64_t s[4] = {2, 3, 7, 6};
+    Tensor *x = add_input(&in, &r, 4, s);
+    run_check(gap_fn, NULL, &in, NULL, gradcheck_defaults(), "global_avg_pool");
+    /* Distinct values 0.05 apart so the argmax of every window is stable under +-eps. */
+    int64_t n = tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) x->data[i] = (float)i * 0.05f;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = rng_below(&r, (uint32_t)(i + 1));
+        float t = x->data[i];
+        x->data[i] = x->data[j], x->data[j] = t;
+    }
+    run_check(maxpool_fn, NULL, &in, NULL, gradcheck_defaults(), "max_pool2d 3/2/1");
+    free_inputs(&in);
+
+    Inputs lin = {0};
+    int64_t xs[2] = {3, 7}, ws[2] = {5, 7}, bs[1] = {5};
+    add_input(&lin, &r, 2, xs), add_input(&lin, &r, 2, ws), add_input(&lin, &r, 1, bs);
+    run_check(linear_fn, NULL, &lin, NULL, gradcheck_defaults(), "linear");
+    free_inputs(&lin);
+}
+END_TEST
+
+Suite *ops_grad_suite(void)
+{
+    Suite *s = suite_create("ops_grad");
+    TCase *tc = tcase_create("gradcheck");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, conv2d_gradients);
+    tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
+    tcase_add_test(tc, batchnorm2d_gradients);
+    tcase_add_test(tc, batchnorm2d_running_statistics);
+    tcase_add_test(tc, activation_and_elementwise_gradients);
+    tcase_add_test(tc, concat_gradients);
+    tcase_add_test(tc, upsample_nearest_gradients_and_indices);
+    tcase_add_test(tc, permute_reshape_gradients);
+    tcase_add_test(tc, softmax_and_loss_gradients);
+    tcase_add_test(tc, loss_values);
+    tcase_add_test(tc, pool_and_linear_gradients);
+    suite_add_tcase(s, tc);
+    return s;
+}

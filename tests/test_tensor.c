@@ -1,0 +1,136 @@
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tensor/arena.h"
+#include "tensor/rng.h"
+#include "tensor/tensor.h"
+#include "tests/suites.h"
+
+START_TEST(tensor_create_reshape_and_permute)
+{
+    Error err = {0};
+    Tensor t;
+    int64_t shape[4] = {2, 3, 4, 5};
+    ck_assert_int_eq(tensor_new(&t, DEVICE_CPU, 4, shape, &err), ERR_OK);
+    ck_assert_int_eq(tensor_numel(&t), 120);
+    ck_assert(tensor_is_contiguous(&t));
+    for (int i = 0; i < 120; i++) ck_assert_float_eq(t.data[i], 0.0f);
+    for (int i = 0; i < 120; i++) t.data[i] = (float)i;
+
+    Tensor v;
+    int64_t flat[2] = {6, -1};
+    ck_assert_int_eq(tensor_reshape_view(&v, &t, 2, flat, &err), ERR_OK);
+    ck_assert_int_eq(v.shape[1], 20);
+    ck_assert_ptr_eq(v.data, t.data);
+    int64_t bad[2] = {7, 17};
+    ck_assert_int_eq(tensor_reshape_view(&v, &t, 2, bad, &err), ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "120"));
+
+    /* NCHW -> NHWC */
+    int perm[4] = {0, 2, 3, 1};
+    Tensor pv, pc;
+    error_clear(&err);
+    ck_assert_int_eq(tensor_permute_view(&pv, &t, perm, &err), ERR_OK);
+    ck_assert(!tensor_is_contiguous(&pv));
+    ck_assert_int_eq(tensor_new(&pc, DEVICE_CPU, 4, pv.shape, &err), ERR_OK);
+    ck_assert_int_eq(tensor_contiguous_copy(&pc, &pv, &err), ERR_OK);
+    for (int n = 0; n < 2; n++)
+        for (int h = 0; h < 4; h++)
+            for (int w = 0; w < 5; w++)
+                for (int c = 0; c < 3; c++)
+                    ck_assert_float_eq(pc.data[((n * 4 + h) * 5 + w) * 3 + c],
+                                       t.data[((n * 3 + c) * 4 + h) * 5 + w]);
+    int bad_perm[4] = {0, 0, 1, 2};
+    ck_assert_int_eq(tensor_permute_view(&pv, &t, bad_perm, &err), ERR_ARG);
+    tensor_free(&pc);
+    tensor_free(&t);
+    ck_assert_ptr_null(t.data);
+}
+END_TEST
+
+START_TEST(tensor_raw_round_trip_and_size_check)
+{
+    Error err = {0};
+    char path[] = "/tmp/retina_test_rawXXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    Rng r;
+    rng_seed(&r, 1, 1);
+    int64_t shape[2] = {3, 7};
+    Tensor t, u;
+    tensor_new(&t, DEVICE_CPU, 2, shape, &err);
+    tensor_fill_normal(&t, &r, 0, 1);
+    ck_assert_int_eq(tensor_save_raw(&t, path, &err), ERR_OK);
+    ck_assert_int_eq(tensor_load_raw(&u, path, 2, shape, &err), ERR_OK);
+    for (int i = 0; i < 21; i++) ck_assert_float_eq(t.data[i], u.data[i]);
+    int64_t wrong[2] = {3, 8};
+    Tensor w;
+    ck_assert_int_eq(tensor_load_raw(&w, path, 2, wrong, &err), ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, path));
+    error_clear(&err);
+    ck_assert_int_eq(tensor_load_raw(&w, "/nonexistent/x.f32", 2, wrong, &err), ERR_IO);
+    tensor_free(&t);
+    tensor_free(&u);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(rng_is_reproducible_and_sane)
+{
+    Rng a, b;
+    rng_seed(&a, 42, 1);
+    rng_seed(&b, 42, 1);
+    for (int i = 0; i < 100; i++) ck_assert_uint_eq(rng_u32(&a), rng_u32(&b));
+    rng_seed(&b, 43, 1);
+    int same = 0;
+    for (int i = 0; i < 100; i++) same += rng_u32(&a) == rng_u32(&b);
+    ck_assert_int_lt(same, 3);
+    double sum = 0, sq = 0;
+    int n = 200000;
+    for (int i = 0; i < n; i++) {
+        double x = rng_normal(&a);
+        sum += x, sq += x * x;
+    }
+    ck_assert_double_lt(fabs(sum / n), 0.01);
+    ck_assert_double_lt(fabs(sq / n - 1.0), 0.02);
+    for (int i = 0; i < 1000; i++) ck_assert_uint_lt(rng_below(&a, 7), 7);
+}
+END_TEST
+
+START_TEST(arena_reaches_steady_state)
+{
+    Arena a;
+    arena_init(&a, DEVICE_CPU, 1024); /* far too small: the first step must chain blocks */
+    Error err = {0};
+    void *steady_block = NULL;
+    for (int step = 0; step < 5; step++) {
+        for (int i = 0; i < 50; i++) {
+            char *p = arena_alloc(&a, 1000 + (size_t)i, &err);
+            ck_assert_ptr_nonnull(p);
+            ck_assert_int_eq((uintptr_t)p % 64, 0);
+            p[0] = 1, p[999] = 2;
+        }
+        if (step == 0) ck_assert_ptr_ne(a.head, NULL);
+        if (step >= 2) ck_assert_ptr_eq(a.head, steady_block); /* no new block once sized */
+        arena_reset(&a);
+        if (step == 1) steady_block = a.head;
+    }
+    arena_destroy(&a);
+}
+END_TEST
+
+Suite *tensor_suite(void)
+{
+    Suite *s = suite_create("tensor");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, tensor_create_reshape_and_permute);
+    tcase_add_test(tc, tensor_raw_round_trip_and_size_check);
+    tcase_add_test(tc, rng_is_reproducible_and_sane);
+    tcase_add_test(tc, arena_reaches_steady_state);
+    suite_add_tcase(s, tc);
+    return s;
+}
