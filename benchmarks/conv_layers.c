@@ -1,0 +1,114 @@
+/* Times every convolution shape of RetinaFace-MobileNet-0.25 at 640x640, batch 1, through
+ * ag_conv2d (forward, inference mode), and prints time, GFLOP/s and the fraction of this
+ * machine's measured FMA peak. FLOPs count 2 per multiply-add; bytes are input + weight + output
+ * once (the least traffic the layer needs). Usage: build/bench_conv_layers [threads] */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "autograd/ops.h"
+#include "benchmarks/bench_common.h"
+#include "tensor/rng.h"
+#include "tensor/sgemm.h"
+
+typedef struct {
+    const char *name;
+    int cin, cout, k, stride, groups, hw, count; /* hw: input side; count: occurrences */
+} Layer;
+
+static const Layer layers[] = {
+    {"stage1 conv 3x3/2", 3, 8, 3, 2, 1, 640, 1},
+    {"dw 8 3x3", 8, 8, 3, 1, 8, 320, 1},
+    {"pw 8->16", 8, 16, 1, 1, 1, 320, 1},
+    {"dw 16 3x3/2", 16, 16, 3, 2, 16, 320, 1},
+    {"pw 16->32", 16, 32, 1, 1, 1, 160, 1},
+    {"dw 32 3x3", 32, 32, 3, 1, 32, 160, 1},
+    {"pw 32->32", 32, 32, 1, 1, 1, 160, 1},
+    {"dw 32 3x3/2", 32, 32, 3, 2, 32, 160, 1},
+    {"pw 32->64", 32, 64, 1, 1, 1, 80, 1},
+    {"dw 64 3x3", 64, 64, 3, 1, 64, 80, 1},
+    {"pw 64->64", 64, 64, 1, 1, 1, 80, 1},
+    {"dw 64 3x3/2", 64, 64, 3, 2, 64, 80, 1},
+    {"pw 64->128", 64, 128, 1, 1, 1, 40, 1},
+    {"dw 128 3x3", 128, 128, 3, 1, 128, 40, 5},
+    {"pw 128->128", 128, 128, 1, 1, 1, 40, 5},
+    {"dw 128 3x3/2", 128, 128, 3, 2, 128, 40, 1},
+    {"pw 128->256", 128, 256, 1, 1, 1, 20, 1},
+    {"dw 256 3x3", 256, 256, 3, 1, 256, 20, 1},
+    {"pw 256->256", 256, 256, 1, 1, 1, 20, 1},
+    {"fpn out1 1x1 64->64", 64, 64, 1, 1, 1, 80, 1},
+    {"fpn out2 1x1 128->64", 128, 64, 1, 1, 1, 40, 1},
+    {"fpn out3 1x1 256->64", 256, 64, 1, 1, 1, 20, 1},
+    {"fpn merge 3x3 64->64 @80", 64, 64, 3, 1, 1, 80, 1},
+    {"fpn merge 3x3 64->64 @40", 64, 64, 3, 1, 1, 40, 1},
+    {"ssh 3x3 64->32 @80", 64, 32, 3, 1, 1, 80, 1},
+    {"ssh 3x3 64->16 @80", 64, 16, 3, 1, 1, 80, 1},
+    {"ssh 3x3 16->16 @80", 16, 16, 3, 1, 1, 80, 3},
+    {"ssh 3x3 64->32 @40", 64, 32, 3, 1, 1, 40, 1},
+    {"ssh 3x3 64->16 @40", 64, 16, 3, 1, 1, 40, 1},
+    {"ssh 3x3 16->16 @40", 16, 16, 3, 1, 1, 40, 3},
+    {"ssh 3x3 64->32 @20", 64, 32, 3, 1, 1, 20, 1},
+    {"ssh 3x3 64->16 @20", 64, 16, 3, 1, 1, 20, 1},
+    {"ssh 3x3 16->16 @20", 16, 16, 3, 1, 1, 20, 3},
+    {"heads 1x1 64->32 @80", 64, 32, 1, 1, 1, 80, 1},
+    {"heads 1x1 64->32 @40", 64, 32, 1, 1, 1, 40, 1},
+    {"heads 1x1 64->32 @20", 64, 32, 1, 1, 1, 20, 1},
+};
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    Context *ctx = context_create(threads);
+    if (!ctx) return 1;
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    graph_set_grad_enabled(&g, false);
+    char cpu[256];
+    bench_cpu_name(cpu, sizeof cpu);
+    double peak = bench_fma_peak_gflops(ctx->pool);
+    printf("conv2d forward, RetinaFace-MobileNet-0.25 layers at 640x640, batch 1\n");
+    printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s\n\n", cpu,
+           ctx->nthreads, sgemm_kernel_name(), peak);
+    printf("%-26s %5s %9s %9s %9s %7s\n", "layer", "count", "ms", "GFLOP/s", "GB/s", "%peak");
+    Rng r;
+    rng_seed(&r, 1, 1);
+    double total_ms = 0, total_flops = 0;
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        const Layer *L = &layers[i];
+        int64_t xs[4] = {1, L->cin, L->hw, L->hw}, ws[4] = {L->cout, L->cin / L->groups, L->k, L->k};
+        Tensor xt, wt;
+        if (tensor_new(&xt, DEVICE_CPU, 4, xs, NULL) || tensor_new(&wt, DEVICE_CPU, 4, ws, NULL)) return 1;
+        tensor_fill_normal(&xt, &r, 0, 1);
+        tensor_fill_normal(&wt, &r, 0, 0.1f);
+        Conv2dParams p = conv2d_params(L->stride, L->k / 2, 1, L->groups);
+        double times[25];
+        int reps = 25;
+        for (int rep = -3; rep < reps; rep++) {
+            graph_reset(&g); /* steady state: the arena is reused, as in a real forward pass */
+            Var *x = var_from_tensor(&g, &xt, false), *w = var_from_tensor(&g, &wt, false);
+            double t0 = bench_now();
+            Var *y = ag_conv2d(&g, x, w, NULL, p);
+            double dt = bench_now() - t0;
+            if (!y) {
+                fprintf(stderr, "%s: %s\n", L->name, g.err.msg);
+                return 1;
+            }
+            if (rep >= 0) times[rep] = dt;
+        }
+        tensor_free(&xt), tensor_free(&wt);
+        double ms = bench_median(times, reps) * 1e3;
+        int ho = (L->hw + 2 * (L->k / 2) - L->k) / L->stride + 1;
+        double flops = 2.0 * ho * ho * L->cout * (L->cin / L->groups) * L->k * L->k;
+        double bytes = 4.0 * ((double)L->cin * L->hw * L->hw + (double)L->cout * (L->cin / L->groups) * L->k * L->k +
+                              (double)L->cout * ho * ho);
+        double gflops = flops / (ms * 1e-3) / 1e9;
+        printf("%-26s %5d %9.3f %9.2f %9.2f %6.1f%%\n", L->name, L->count, ms, gflops,
+               bytes / (ms * 1e-3) / 1e9, peak > 0 ? 100 * gflops / peak : 0);
+        total_ms += ms * L->count;
+        total_flops += flops * L->count;
+    }
+    printf("\n%-26s %5s %9.3f %9.2f %9s %6.1f%%\n", "all convolutions", "", total_ms,
+           total_flops / (total_ms * 1e-3) / 1e9, "", peak > 0 ? 100 * total_flops / (total_ms * 1e-3) / 1e9 / peak : 0);
+    graph_destroy(&g);
+    context_destroy(ctx);
+    return 0;
+}
