@@ -9,6 +9,7 @@ Suite *tensor_suite(void);
 Suite *sgemm_suite(void);
 Suite *autograd_suite(void);
 Suite *ops_grad_suite(void);
+Suite *model_suite(void);
 
 /* Path of a file in ../shared (or $RETINA_SHARED), NULL when absent; buf holds the result. */
 const char *shared_path(const char *rel, char *buf, size_t len);

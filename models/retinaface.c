@@ -1,0 +1,169 @@
+#include "models/retinaface.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/safetensors.h"
+
+const RetinaConfig *retinaface_config(const char *name)
+{
+    static const struct {
+        const char *alias;
+        const RetinaConfig *(*get)(void);
+    } table[] = {
+        {"mobilenet0.25", retinaface_mnet025_config}, {"mnet025", retinaface_mnet025_config},
+        {"retinaface_mnet025", retinaface_mnet025_config}, {"resnet50", retinaface_r50_config},
+        {"r50", retinaface_r50_config}, {"retinaface_r50", retinaface_r50_config},
+        {"resnet18_p2p6", retinaface_r18_p2p6_config}, {"retinaface_r18_p2p6", retinaface_r18_p2p6_config},
+        {"mobilenet0.25_2cls", retinaface_2cls_config}, {"retinaface_2cls", retinaface_2cls_config},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(name, table[i].alias)) return table[i].get();
+    return NULL;
+}
+
+const char *const *retinaface_variant_names(void)
+{
+    static const char *const names[] = {"mobilenet0.25", "resnet50", "resnet18_p2p6", "mobilenet0.25_2cls", NULL};
+    return names;
+}
+
+RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed, Error *err)
+{
+    RetinaFace *m = calloc(1, sizeof *m);
+    if (!m) {
+        error_set(err, ERR_OOM, "out of memory creating %s", cfg->name);
+        return NULL;
+    }
+    m->cfg = *cfg;
+    params_init(&m->params, dev);
+    Rng rng;
+    rng_seed(&rng, seed, 0x5eed);
+    ErrorCode rc = cfg->backbone == BACKBONE_MOBILENET_V1
+                       ? mobilenet_v1_init(&m->body, &m->params, "body.", cfg->width, &rng, err)
+                       : resnet_init(&m->body, &m->params, "body.", cfg->depth, &rng, err);
+    int in_channels[RETINA_MAX_LEVELS];
+    for (int i = 0; !rc && i < cfg->n_fpn_inputs; i++) {
+        int idx = cfg->backbone_outputs[i];
+        if (idx < 0 || idx >= m->body.n_outputs)
+            rc = error_set(err, ERR_ARG, "%s: backbone output %d does not exist", cfg->name, idx);
+        else
+            in_channels[i] = m->body.out_channels[idx];
+    }
+    if (!rc)
+        rc = fpn_init(&m->fpn, &m->params, "fpn.", in_channels, cfg->n_fpn_inputs,
+                      cfg->n_levels - cfg->n_fpn_inputs, cfg->out_channels, &rng, err);
+    m->n_ssh = cfg->shared_ssh ? 1 : cfg->n_levels;
+    for (int i = 0; !rc && i < m->n_ssh; i++) {
+        char prefix[32];
+        if (cfg->shared_ssh)
+            snprintf(prefix, sizeof prefix, "ssh.");
+        else
+            snprintf(prefix, sizeof prefix, "ssh%d.", i + 1);
+        rc = ssh_init(&m->ssh[i], &m->params, prefix, cfg->out_channels, cfg->out_channels, &rng, err);
+    }
+    int A = cfg->anchors_per_level;
+    if (!rc)
+        rc = dense_head_init(&m->cls, &m->params, "ClassHead", cfg->n_levels, cfg->out_channels, A,
+                             cfg->num_classes, &rng, err);
+    if (!rc)
+        rc = dense_head_init(&m->box, &m->params, "BboxHead", cfg->n_levels, cfg->out_channels, A, 4, &rng, err);
+    if (!rc && cfg->landmarks)
+        rc = dense_head_init(&m->ldm, &m->params, "LandmarkHead", cfg->n_levels, cfg->out_channels, A, 10,
+                             &rng, err);
+    if (rc) {
+        retinaface_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void retinaface_free(RetinaFace *m)
+{
+    if (!m) return;
+    backbone_free(&m->body);
+    params_free(&m->params);
+    free(m);
+}
+
+bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, RetinaOutputs *out)
+{
+    memset(out, 0, sizeof *out);
+    if (x && (x->value.ndim != 4 || x->value.shape[1] != 3)) {
+        char buf[96];
+        graph_fail(g, ERR_SHAPE, "%s: input must be [N,3,H,W], got %s", m->cfg.name,
+                   tensor_shape_str(&x->value, buf, sizeof buf));
+        return false;
+    }
+    Var *feats[BACKBONE_MAX_OUTPUTS];
+    if (!backbone_forward(g, &m->body, x, training, feats)) return false;
+    out->n_backbone = m->body.n_outputs;
+    for (int i = 0; i < m->body.n_outputs; i++) out->backbone[i] = feats[i];
+    Var *ins[RETINA_MAX_LEVELS], *levels[RETINA_MAX_LEVELS];
+    for (int i = 0; i < m->cfg.n_fpn_inputs; i++) ins[i] = feats[m->cfg.backbone_outputs[i]];
+    if (!fpn_forward(g, &m->fpn, ins, training, levels)) return false;
+    for (int i = 0; i < m->cfg.n_levels; i++)
+        levels[i] = ssh_forward(g, &m->ssh[m->cfg.shared_ssh ? 0 : i], levels[i], training);
+    out->loc = dense_head_forward(g, &m->box, levels);
+    out->conf = dense_head_forward(g, &m->cls, levels);
+    if (m->cfg.landmarks) out->landms = dense_head_forward(g, &m->ldm, levels);
+    return graph_ok(g);
+}
+
+ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err)
+{
+    TensorDict d;
+    if (checkpoint_read(path, &d, err)) return err->code;
+    tensor_dict_strip_prefix(&d, "module.");
+    ErrorCode rc = params_load_dict(&m->params, &d, path, false, false, err);
+    tensor_dict_free(&d);
+    return rc;
+}
+
+ErrorCode retinaface_load_pretrained_backbone(RetinaFace *m, const char *path, Error *err)
+{
+    TensorDict d;
+    if (checkpoint_read(path, &d, err)) return err->code;
+    tensor_dict_strip_prefix(&d, "module.");
+    /* Rename into the model's namespace ("stage1.0.0.weight" -> "body.stage1.0.0.weight") and
+     * keep only what the backbone has: the classifier (fc) is dropped. */
+    TensorDict mine;
+    tensor_dict_init(&mine);
+    ErrorCode rc = ERR_OK;
+    int matched = 0;
+    for (int i = 0; i < d.n && !rc; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", m->cfg.pretrained_prefix, d.items[i].name);
+        if (!params_find(&m->params, name)) continue;
+        rc = tensor_dict_add(&mine, name, d.items[i].dtype, d.items[i].ndim, d.items[i].shape, d.items[i].data, err);
+        d.items[i].data = NULL;
+        matched++;
+    }
+    if (!rc && matched == 0)
+        rc = error_set(err, ERR_MISSING, "%s: no tensor matches the %s backbone", path, m->cfg.name);
+    /* Every backbone tensor must be present; the rest of the model keeps its initialisation. */
+    for (int i = 0; !rc && i < m->params.n; i++) {
+        const char *n = m->params.entries[i].name;
+        if (!strncmp(n, "body.", 5) && !tensor_dict_find(&mine, n))
+            rc = error_set(err, ERR_MISSING, "%s: backbone tensor %s missing", path, n + 5);
+    }
+    if (!rc) rc = params_load_dict(&m->params, &mine, path, true, false, err);
+    tensor_dict_free(&mine);
+    tensor_dict_free(&d);
+    return rc;
+}
+
+ErrorCode retinaface_save(const RetinaFace *m, const char *path, Error *err)
+{
+    TensorDict d;
+    if (params_to_dict(&m->params, &d, err)) {
+        tensor_dict_free(&d);
+        return err->code;
+    }
+    const char *keys[2] = {"format", "model"};
+    const char *values[2] = {"pt", m->cfg.name};
+    ErrorCode rc = safetensors_write(path, &d, keys, values, 2, err);
+    tensor_dict_free(&d);
+    return rc;
+}

@@ -1,0 +1,79 @@
+/* RetinaFace: backbone -> FPN -> SSH per level (or one shared SSH) -> class/box/landmark heads.
+ * A variant is a RetinaConfig (models/retinaface_<variant>.c); retinaface_create builds its
+ * parameters (PyTorch state_dict names, registration order = the reference's) with PyTorch's
+ * default initialisation from `seed`.
+ * Outputs for an input [N,3,H,W] (BGR minus mean): loc [N,P,4], conf [N,P,num_classes] logits
+ * (softmax is the caller's: detection applies it, training uses cross-entropy on logits),
+ * landms [N,P,10] or NULL, with P = sum over levels of ceil(H/step)*ceil(W/step)*anchors. */
+#ifndef MODELS_RETINAFACE_H
+#define MODELS_RETINAFACE_H
+
+#include "nn/backbone.h"
+#include "nn/fpn.h"
+#include "nn/heads.h"
+#include "nn/ssh.h"
+
+enum { RETINA_MAX_LEVELS = 6, RETINA_MAX_ANCHORS = 4 };
+
+typedef struct {
+    const char *name;         /* "mobilenet0.25" ... */
+    const char *description;
+    BackboneKind backbone;
+    float width;              /* MobileNetV1 width multiplier */
+    int depth;                /* ResNet depth */
+    int n_levels;             /* detection levels */
+    int backbone_outputs[RETINA_MAX_LEVELS]; /* backbone output index feeding FPN level i */
+    int n_fpn_inputs;         /* levels fed by the backbone; the rest are FPN extra levels */
+    int out_channels;
+    bool shared_ssh;          /* one SSH module for all levels ("ssh"), else ssh1..sshN */
+    int steps[RETINA_MAX_LEVELS];
+    int anchors_per_level;
+    float anchor_sizes[RETINA_MAX_LEVELS][RETINA_MAX_ANCHORS]; /* pixels, per level */
+    bool clip_priors;
+    float variance[2];
+    int num_classes;          /* including background */
+    bool landmarks;
+    int train_size;           /* square training crop */
+    const char *pretrained_prefix; /* where an ImageNet backbone checkpoint's keys go ("body.") */
+} RetinaConfig;
+
+typedef struct {
+    RetinaConfig cfg;
+    ParamStore params;
+    Backbone body;
+    Fpn fpn;
+    Ssh ssh[RETINA_MAX_LEVELS];
+    int n_ssh;
+    DenseHead cls, box, ldm;
+} RetinaFace;
+
+typedef struct {
+    Var *loc, *conf, *landms;
+    Var *backbone[BACKBONE_MAX_OUTPUTS]; /* for parity tests */
+    int n_backbone;
+} RetinaOutputs;
+
+/* Variants: "mobilenet0.25" (alias "mnet025"), "resnet50" ("r50"), "resnet18_p2p6",
+ * "mobilenet0.25_2cls". NULL when unknown. */
+const RetinaConfig *retinaface_config(const char *name);
+/* Names of all variants, NULL-terminated. */
+const char *const *retinaface_variant_names(void);
+
+RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed, Error *err);
+void retinaface_free(RetinaFace *m);
+bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, RetinaOutputs *out);
+
+/* Loads weights from a .safetensors or PyTorch .pth/.tar checkpoint (strict names and shapes;
+ * a "module." prefix is stripped). */
+ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err);
+/* Loads an ImageNet backbone checkpoint into the backbone only (its classifier is ignored). */
+ErrorCode retinaface_load_pretrained_backbone(RetinaFace *m, const char *path, Error *err);
+ErrorCode retinaface_save(const RetinaFace *m, const char *path, Error *err);
+
+/* Per-variant configs (models/retinaface_<variant>.c). */
+const RetinaConfig *retinaface_mnet025_config(void);
+const RetinaConfig *retinaface_r50_config(void);
+const RetinaConfig *retinaface_r18_p2p6_config(void);
+const RetinaConfig *retinaface_2cls_config(void);
+
+#endif

@@ -1,0 +1,35 @@
+/* ConvBnAct: conv2d -> optional BatchNorm2d -> optional (leaky) ReLU, the unit every RetinaFace
+ * block is made of. Parameter names follow the PyTorch module that holds them: conv_name
+ * ".weight" (and ".bias"), bn_name ".weight", ".bias", ".running_mean", ".running_var".
+ * Initialisation is PyTorch's default (conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN: 1, 0, 0, 1). */
+#ifndef NN_CONV_BN_H
+#define NN_CONV_BN_H
+
+#include "autograd/ops.h"
+#include "nn/params.h"
+#include "tensor/rng.h"
+
+enum { ACT_NONE = -1 }; /* pass as `leaky` for no activation; 0 is ReLU; > 0 leaky slope */
+
+typedef struct {
+    Var *weight, *bias;              /* bias only when there is no BN */
+    Var *bn_weight, *bn_bias;        /* NULL without BN */
+    Tensor *running_mean, *running_var;
+    Conv2dParams p;
+    float leaky;                     /* ACT_NONE, 0 (ReLU) or the negative slope */
+    int cin, cout, k;
+} ConvBnAct;
+
+typedef struct {
+    int cin, cout, kernel, stride, padding, groups;
+    bool batchnorm;                  /* false: the conv has a bias instead */
+    float leaky;
+} ConvBnActSpec;
+
+ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
+                           const char *bn_name, ConvBnActSpec spec, Rng *rng, Error *err);
+Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
+/* FLOPs (2 per multiply-add) of the convolution for an output of ho x wo, batch 1. */
+double conv_bn_act_flops(const ConvBnAct *c, int64_t ho, int64_t wo);
+
+#endif

@@ -1,0 +1,260 @@
+/* Model assembly: parameter counts of every variant, forward + backward of each on a small input,
+ * checkpoint round trips, PyTorch import, and forward parity with the reference PyTorch outputs. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/ops.h"
+#include "models/retinaface.h"
+#include "nn/safetensors.h"
+#include "tests/suites.h"
+
+START_TEST(parameter_counts)
+{
+    static const struct {
+        const char *name;
+        int64_t count;
+    } expected[] = {
+        {"mobilenet0.25", 426608},       /* the public model */
+        {"resnet50", 27293600},          /* the public model */
+        {"resnet18_p2p6", 11436784},     /* ours: ResNet-18 11,176,512 + FPN 209,920 + SSH 34,752 + heads 15,600 */
+        {"mobilenet0.25_2cls", 424463},  /* ours: 426,608 - 6,240 (heads) + 4,095 (3 anchors x 3 classes, boxes) */
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
+        Error err = {0};
+        RetinaFace *m = retinaface_create(retinaface_config(expected[i].name), DEVICE_CPU, 1, &err);
+        ck_assert_msg(m != NULL, "%s: %s", expected[i].name, err.msg);
+        ck_assert_msg(params_count(&m->params) == expected[i].count, "%s: %lld parameters, expected %lld",
+                      expected[i].name, (long long)params_count(&m->params), (long long)expected[i].count);
+        retinaface_free(m);
+    }
+}
+END_TEST
+
+START_TEST(every_variant_runs_forward_and_backward)
+{
+    Context *ctx = context_create(2);
+    for (const char *const *name = retinaface_variant_names(); *name; name++) {
+        Error err = {0};
+        RetinaFace *m = retinaface_create(retinaface_config(*name), DEVICE_CPU, 2, &err);
+        ck_assert_msg(m != NULL, "%s: %s", *name, err.msg);
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        int64_t xs[4] = {2, 3, 64, 96};
+        Var *x = var_new(&g, 4, xs);
+        Rng r;
+        rng_seed(&r, 3, 3);
+        tensor_fill_normal(&x->value, &r, 0, 50);
+        RetinaOutputs out;
+        ck_assert_msg(retinaface_forward(&g, m, x, true, &out), "%s: %s", *name, g.err.msg);
+        const RetinaConfig *c = &m->cfg;
+        int64_t P = 0;
+        for (int l = 0; l < c->n_levels; l++)
+            P += (int64_t)((64 + c->steps[l] - 1) / c->steps[l]) * ((96 + c->steps[l] - 1) / c->steps[l]) *
+                 c->anchors_per_level;
+        ck_assert_int_eq(out.loc->value.shape[1], P);
+        ck_assert_int_eq(out.conf->value.shape[2], c->num_classes);
+        ck_assert(c->landmarks == (out.landms != NULL));
+        Var *loss = ag_add(&g, ag_sum(&g, out.loc), ag_sum(&g, out.conf));
+        if (out.landms) loss = ag_add(&g, loss, ag_sum(&g, out.landms));
+        ck_assert_int_eq(graph_backward(&g, loss), ERR_OK);
+        /* Every parameter received a gradient (the first conv's is a full chain away). */
+        Var *first = m->params.entries[0].param;
+        double s = 0;
+        for (int64_t i = 0; i < tensor_numel(&first->grad); i++) s += fabs(first->grad.data[i]);
+        ck_assert_msg(s > 0, "%s: no gradient reached %s", *name, m->params.entries[0].name);
+        graph_destroy(&g);
+        retinaface_free(m);
+    }
+    context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(safetensors_round_trip_is_bit_exact)
+{
+    Error err = {0};
+    RetinaFace *a = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 11, &err);
+    RetinaFace *b = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 12, &err);
+    char path[] = "/tmp/retina_ckptXXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    ck_assert_int_eq(retinaface_save(a, path, &err), ERR_OK);
+    ck_assert_int_eq(retinaface_load(b, path, &err), ERR_OK);
+    for (int i = 0; i < a->params.n; i++) {
+        Tensor *ta = param_entry_tensor(&a->params.entries[i]), *tb = param_entry_tensor(&b->params.entries[i]);
+        ck_assert_int_eq(memcmp(ta->data, tb->data, tensor_bytes(ta)), 0);
+    }
+    char *model = NULL;
+    ck_assert_int_eq(safetensors_read_metadata(path, "model", &model, &err), ERR_OK);
+    ck_assert_str_eq(model, "mobilenet0.25");
+    free(model);
+
+    /* A checkpoint of another variant is refused, naming the file and a tensor. */
+    RetinaFace *c = retinaface_create(retinaface_config("resnet18_p2p6"), DEVICE_CPU, 1, &err);
+    error_clear(&err);
+    ck_assert_int_ne(retinaface_load(c, path, &err), ERR_OK);
+    ck_assert_ptr_nonnull(strstr(err.msg, path));
+    retinaface_free(c);
+
+    /* Truncation is detected. */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    ck_assert_int_eq(truncate(path, size - 100), 0);
+    error_clear(&err);
+    ck_assert_int_eq(retinaface_load(b, path, &err), ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+    unlink(path);
+    retinaface_free(a);
+    retinaface_free(b);
+}
+END_TEST
+
+START_TEST(pytorch_zip_format_imports)
+{
+    /* tests/data/zip_state_dict.pt: torch.save (torch 2.x, zip format) of an OrderedDict with a
+     * float32 [2,3] tensor, a transposed (non-contiguous) float32 view, a float64 vector and an
+     * int64 scalar; see tests/data/README.md. */
+    Error err = {0};
+    TensorDict d;
+    ck_assert_msg(checkpoint_read("tests/data/zip_state_dict.pt", &d, &err) == ERR_OK, "%s", err.msg);
+    NamedTensor *a = tensor_dict_find(&d, "a"), *t = tensor_dict_find(&d, "t"), *dbl = tensor_dict_find(&d, "d"),
+                *n = tensor_dict_find(&d, "n");
+    ck_assert(a && t && dbl && n);
+    ck_assert_int_eq(a->ndim, 2);
+    for (int i = 0; i < 6; i++) ck_assert_float_eq(a->data[i], (float)i * 0.5f - 1.0f);
+    /* t = a.t(): [3,2] with t[i][j] = a[j][i] */
+    ck_assert_int_eq(t->shape[0], 3);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++) ck_assert_float_eq(t->data[i * 2 + j], a->data[j * 3 + i]);
+    ck_assert_str_eq(dbl->dtype, "F64");
+    ck_assert_float_eq(dbl->data[2], 0.25f);
+    ck_assert_float_eq(n->data[0], 42.0f);
+    tensor_dict_free(&d);
+}
+END_TEST
+
+START_TEST(pth_import_errors_are_clear)
+{
+    Error err = {0};
+    TensorDict d;
+    char path[] = "/tmp/retina_badXXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_eq(write(fd, "hello world, not a checkpoint", 29), 29);
+    close(fd);
+    ck_assert_int_ne(checkpoint_read(path, &d, &err), ERR_OK);
+    ck_assert_ptr_nonnull(strstr(err.msg, path));
+    unlink(path);
+    error_clear(&err);
+    ck_assert_int_eq(checkpoint_read("/nonexistent.pth", &d, &err), ERR_IO);
+
+    char buf[512];
+    const char *pth = shared_path("weights/mobilenet0.25_Final.pth", buf, sizeof buf);
+    if (!pth) return;
+    /* A truncated copy of the real file. */
+    char tpath[] = "/tmp/retina_truncXXXXXX";
+    fd = mkstemp(tpath);
+    FILE *in = fopen(pth, "rb");
+    static char data[1 << 20];
+    size_t n = fread(data, 1, sizeof data, in);
+    fclose(in);
+    ck_assert_int_eq(write(fd, data, n), (ssize_t)n);
+    close(fd);
+    error_clear(&err);
+    ck_assert_int_eq(checkpoint_read(tpath, &d, &err), ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+    unlink(tpath);
+}
+END_TEST
+
+static void compare(const char *what, const Tensor *ours, const char *ref_path, double tol)
+{
+    Tensor ref;
+    Error err = {0};
+    ck_assert_msg(tensor_load_raw(&ref, ref_path, ours->ndim, ours->shape, &err) == ERR_OK, "%s", err.msg);
+    TensorDiff d = tensor_diff(ours->data, ref.data, tensor_numel(&ref), 1e-3);
+    printf("  parity %-22s max abs %.3e  max rel (to max|ref|) %.3e  max elementwise rel (|ref|>=1e-3) %.3e\n",
+           what, d.max_abs, d.max_rel_to_max, d.max_rel);
+    ck_assert_msg(d.max_rel_to_max <= tol, "%s: max rel %.3e > %.1e", what, d.max_rel_to_max, tol);
+    tensor_free(&ref);
+}
+
+START_TEST(forward_matches_pytorch_reference)
+{
+    char wbuf[512], ibuf[512], rbuf[512];
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wbuf, sizeof wbuf);
+    const char *input = shared_path("reference/retinaface_mnet025/infer_input.f32", ibuf, sizeof ibuf);
+    if (!weights || !input) {
+        printf("SKIP forward parity: ../shared reference data absent\n");
+        return;
+    }
+    Error err = {0};
+    RetinaFace *m = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 1, &err);
+    ck_assert_msg(retinaface_load(m, weights, &err) == ERR_OK, "%s", err.msg);
+    int64_t xs[4] = {1, 3, 624, 1024};
+    Tensor x;
+    ck_assert_int_eq(tensor_load_raw(&x, input, 4, xs, &err), ERR_OK);
+    Context *ctx = context_create(2);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    graph_set_grad_enabled(&g, false);
+    RetinaOutputs out;
+    ck_assert_msg(retinaface_forward(&g, m, var_from_tensor(&g, &x, false), false, &out), "%s", g.err.msg);
+    Var *conf = ag_softmax(&g, out.conf);
+    const char *dir = "reference/retinaface_mnet025/";
+    char p[600];
+#define REF(name) (snprintf(p, sizeof p, "%s%s", dir, name), shared_path(p, rbuf, sizeof rbuf))
+    compare("backbone stage1", &out.backbone[0]->value, REF("infer_backbone_stage1.f32"), 1e-4);
+    compare("backbone stage2", &out.backbone[1]->value, REF("infer_backbone_stage2.f32"), 1e-4);
+    compare("backbone stage3", &out.backbone[2]->value, REF("infer_backbone_stage3.f32"), 1e-4);
+    compare("loc", &out.loc->value, REF("infer_loc.f32"), 1e-4);
+    compare("conf (softmax)", &conf->value, REF("infer_conf.f32"), 1e-4);
+    compare("landms", &out.landms->value, REF("infer_landms.f32"), 1e-4);
+#undef REF
+    graph_destroy(&g);
+    context_destroy(ctx);
+    tensor_free(&x);
+    retinaface_free(m);
+}
+END_TEST
+
+START_TEST(pretrained_backbone_loads)
+{
+    char buf[512];
+    const char *path = shared_path("weights/mobilenetV1X0.25_pretrain.tar", buf, sizeof buf);
+    if (!path) {
+        printf("SKIP pretrained backbone: ../shared absent\n");
+        return;
+    }
+    Error err = {0};
+    RetinaFace *m = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 1, &err);
+    ck_assert_msg(retinaface_load_pretrained_backbone(m, path, &err) == ERR_OK, "%s", err.msg);
+    TensorDict d;
+    checkpoint_read(path, &d, &err);
+    NamedTensor *w = tensor_dict_find(&d, "module.stage2.3.3.weight");
+    ck_assert_ptr_nonnull(w);
+    Tensor *mine = param_entry_tensor(params_find(&m->params, "body.stage2.3.3.weight"));
+    ck_assert_int_eq(memcmp(mine->data, w->data, tensor_bytes(mine)), 0);
+    tensor_dict_free(&d);
+    retinaface_free(m);
+}
+END_TEST
+
+Suite *model_suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("retinaface");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, parameter_counts);
+    tcase_add_test(tc, every_variant_runs_forward_and_backward);
+    tcase_add_test(tc, safetensors_round_trip_is_bit_exact);
+    tcase_add_test(tc, pytorch_zip_format_imports);
+    tcase_add_test(tc, pth_import_errors_are_clear);
+    tcase_add_test(tc, forward_matches_pytorch_reference);
+    tcase_add_test(tc, pretrained_backbone_loads);
+    suite_add_tcase(s, tc);
+    return s;
+}
