@@ -74,7 +74,7 @@ $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libretina.a
 
 # CK_DEFAULT_TIMEOUT: the slow end-to-end suites need more than Check's 4 s default.
 test: all $(BUILD)/run_tests
-	CK_DEFAULT_TIMEOUT=600 $(BUILD)/run_tests
+	RETINA_BUILD=$(BUILD) CK_DEFAULT_TIMEOUT=600 $(BUILD)/run_tests
 
 bench: all $(BENCH)
 	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done

@@ -1,0 +1,255 @@
+/* build/detect: face detection on JPEG images with a RetinaFace model. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "detection/detector.h"
+#include "models/summary.h"
+#include "tensor/device.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: build/detect [options] IMAGE.jpg...\n"
+            "Detects faces (boxes, scores, 5 landmarks) with RetinaFace; one process, model loaded once.\n\n"
+            "  --model NAME       variant (default mobilenet0.25; also resnet50, resnet18_p2p6,\n"
+            "                     mobilenet0.25_2cls)\n"
+            "  --weights FILE     .safetensors or PyTorch .pth/.tar weights (required)\n"
+            "  --conf X           confidence threshold (default 0.02)\n"
+            "  --nms X            NMS IoU threshold (default 0.4)\n"
+            "  --top-k N          candidates before NMS (default 5000)\n"
+            "  --keep-top-k N     detections kept after NMS (default 750)\n"
+            "  --vis-thres X      score from which detections are drawn (default 0.6)\n"
+            "  --long-side N      resize so the long side is N pixels (default: original size)\n"
+            "  --json FILE        write detections as JSON, one object per image per line ('-' = stdout)\n"
+            "  --out-dir DIR      write annotated JPEGs (boxes, scores, landmarks) into DIR\n"
+            "  --threads N        CPU threads (default: all cores)\n"
+            "  --cpu | --gpu      device (default cpu; the CUDA backend is not built yet)\n"
+            "  --benchmark N      run the network N times on the first image after warm-up and print\n"
+            "                     'forward median X ms', 'postprocess median Y ms' and the input size\n"
+            "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
+            "  -h, --help         this help\n");
+}
+
+static void json_float_array(FILE *f, const float *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++) fprintf(f, i ? ", %.9g" : "%.9g", v[i]);
+    fputc(']', f);
+}
+
+static void write_json(FILE *f, const char *image, const Image *img, const Detection *d, int n, bool landmarks)
+{
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    fprintf(f, "{\"image\": \"");
+    for (const char *p = base; *p; p++) {
+        if (*p == '"' || *p == '\\') fputc('\\', f);
+        fputc(*p, f);
+    }
+    fprintf(f, "\", \"width\": %d, \"height\": %d, \"detections\": [", img->width, img->height);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, i ? ", {\"box\": " : "{\"box\": ");
+        json_float_array(f, d[i].box, 4);
+        fprintf(f, ", \"score\": %.9g", d[i].score);
+        if (landmarks) {
+            fprintf(f, ", \"landmarks\": ");
+            json_float_array(f, d[i].landmarks, 10);
+        }
+        fputc('}', f);
+    }
+    fprintf(f, "]}\n");
+}
+
+static ErrorCode write_annotated(const char *dir, const char *image, Image *img, const Detection *d, int n,
+                                 float vis_thres, bool landmarks, Error *err)
+{
+    static const uint8_t box_color[3] = {0, 0, 255}, text_color[3] = {255, 255, 255};
+    static const uint8_t point_colors[5][3] = {{0, 0, 255}, {255, 255, 0}, {255, 0, 255}, {0, 255, 0}, {255, 0, 0}};
+    for (int i = 0; i < n; i++) {
+        if (d[i].score < vis_thres) continue;
+        int x1 = (int)d[i].box[0], y1 = (int)d[i].box[1], x2 = (int)d[i].box[2], y2 = (int)d[i].box[3];
+        image_draw_rect(img, x1, y1, x2, y2, box_color, 2);
+        char s[16];
+        snprintf(s, sizeof s, "%.4f", d[i].score);
+        image_draw_text(img, x1, y1 - 10, s, text_color);
+        if (landmarks)
+            for (int p = 0; p < 5; p++)
+                image_draw_disc(img, (int)d[i].landmarks[2 * p], (int)d[i].landmarks[2 * p + 1], 2, point_colors[p]);
+    }
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, base);
+    return image_save_jpeg(path, img, 90, err);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
+    PostprocessOptions opt = postprocess_defaults();
+    float vis_thres = 0.6f;
+    int long_side = 0, threads = 0, benchmark = 0;
+    bool gpu = false;
+    enum { O_MODEL = 256, O_WEIGHTS, O_CONF, O_NMS, O_TOPK, O_KEEP, O_VIS, O_LONG, O_JSON, O_OUT, O_THREADS,
+           O_CPU, O_GPU, O_BENCH, O_SUMMARY };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, O_MODEL}, {"weights", required_argument, 0, O_WEIGHTS},
+        {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
+        {"top-k", required_argument, 0, O_TOPK}, {"keep-top-k", required_argument, 0, O_KEEP},
+        {"vis-thres", required_argument, 0, O_VIS}, {"long-side", required_argument, 0, O_LONG},
+        {"json", required_argument, 0, O_JSON}, {"out-dir", required_argument, 0, O_OUT},
+        {"threads", required_argument, 0, O_THREADS}, {"cpu", no_argument, 0, O_CPU},
+        {"gpu", no_argument, 0, O_GPU}, {"benchmark", required_argument, 0, O_BENCH},
+        {"summary", required_argument, 0, O_SUMMARY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    char *end;
+#define NUM(dst, conv, lo)                                                                         \
+    do {                                                                                           \
+        errno = 0;                                                                                 \
+        dst = conv;                                                                                \
+        if (*end || errno || dst < (lo)) {                                                         \
+            fprintf(stderr, "detect: invalid value '%s' for --%s\n", optarg, longopts[c - O_MODEL].name); \
+            return 2;                                                                              \
+        }                                                                                          \
+    } while (0)
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: model = optarg; break;
+        case O_WEIGHTS: weights = optarg; break;
+        case O_CONF: NUM(opt.conf_threshold, strtof(optarg, &end), 0); break;
+        case O_NMS: NUM(opt.nms_threshold, strtof(optarg, &end), 0); break;
+        case O_TOPK: NUM(opt.top_k, (int)strtol(optarg, &end, 10), 1); break;
+        case O_KEEP: NUM(opt.keep_top_k, (int)strtol(optarg, &end, 10), 1); break;
+        case O_VIS: NUM(vis_thres, strtof(optarg, &end), 0); break;
+        case O_LONG: NUM(long_side, (int)strtol(optarg, &end, 10), 16); break;
+        case O_JSON: json_path = optarg; break;
+        case O_OUT: out_dir = optarg; break;
+        case O_THREADS: NUM(threads, (int)strtol(optarg, &end, 10), 1); break;
+        case O_CPU: gpu = false; break;
+        case O_GPU: gpu = true; break;
+        case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1); break;
+        case O_SUMMARY: summary = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (gpu) {
+        fprintf(stderr, "detect: --gpu: the CUDA backend of the network is not implemented yet (%d device(s) "
+                        "visible); run without --gpu\n", device_cuda_count());
+        return 2;
+    }
+    if (!retinaface_config(model)) {
+        fprintf(stderr, "detect: unknown model '%s' (try --help)\n", model);
+        return 2;
+    }
+    Error err = {0};
+    if (summary) {
+        int w, h;
+        if (sscanf(summary, "%dx%d", &w, &h) != 2 || w < 32 || h < 32) {
+            fprintf(stderr, "detect: --summary expects WxH, e.g. 640x640\n");
+            return 2;
+        }
+        Detector d;
+        if (detector_init(&d, model, weights, threads, &err)) {
+            fprintf(stderr, "detect: %s\n", err.msg);
+            return 1;
+        }
+        ErrorCode rc = retinaface_print_summary(stdout, d.model, d.ctx, h, w, &err);
+        if (rc) fprintf(stderr, "detect: %s\n", err.msg);
+        detector_free(&d);
+        return rc ? 1 : 0;
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!weights) {
+        fprintf(stderr, "detect: no --weights given (e.g. --weights ../shared/weights/mobilenet0.25_Final.pth)\n");
+        return 2;
+    }
+    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "detect: cannot create %s: %s\n", out_dir, strerror(errno));
+        return 1;
+    }
+    FILE *json = NULL;
+    if (json_path) {
+        json = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
+        if (!json) {
+            fprintf(stderr, "detect: cannot write %s: %s\n", json_path, strerror(errno));
+            return 1;
+        }
+    }
+    Detector det;
+    if (detector_init(&det, model, weights, threads, &err)) {
+        fprintf(stderr, "detect: %s\n", err.msg);
+        return 1;
+    }
+    int failures = 0;
+    for (int i = optind; i < argc; i++) {
+        Image img;
+        error_clear(&err);
+        if (image_load_jpeg(argv[i], &img, &err)) {
+            fprintf(stderr, "detect: %s\n", err.msg);
+            failures++;
+            continue;
+        }
+        float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+        Detection *dets = NULL;
+        int n = 0;
+        DetectTiming t;
+        if (benchmark && i == optind) {
+            double *fw = malloc(sizeof(double) * (size_t)benchmark), *pp = malloc(sizeof(double) * (size_t)benchmark);
+            for (int r = -3; r < benchmark && fw && pp; r++) {
+                free(dets);
+                if (detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err)) break;
+                if (r >= 0) fw[r] = t.forward_ms, pp[r] = t.postprocess_ms;
+            }
+            if (!err.code && fw && pp) {
+                qsort(fw, (size_t)benchmark, sizeof *fw, cmp_double);
+                qsort(pp, (size_t)benchmark, sizeof *pp, cmp_double);
+                printf("input %dx%d, %d threads, %d runs\nforward median %.2f ms\npostprocess median %.2f ms\n",
+                       t.input_width, t.input_height, det.ctx->nthreads, benchmark, fw[benchmark / 2],
+                       pp[benchmark / 2]);
+            }
+            free(fw), free(pp);
+            free(dets);
+            dets = NULL;
+        }
+        if (!err.code) detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err);
+        if (err.code) {
+            fprintf(stderr, "detect: %s: %s\n", argv[i], err.msg);
+            failures++;
+        } else {
+            if (json) write_json(json, argv[i], &img, dets, n, det.model->cfg.landmarks);
+            if (!json && !out_dir && !benchmark) {
+                int shown = 0;
+                for (int k = 0; k < n; k++) shown += dets[k].score >= vis_thres;
+                printf("%s: %d faces (score >= %.2f) of %d detections\n", argv[i], shown, vis_thres, n);
+            }
+            if (out_dir && write_annotated(out_dir, argv[i], &img, dets, n, vis_thres, det.model->cfg.landmarks, &err)) {
+                fprintf(stderr, "detect: %s\n", err.msg);
+                failures++;
+            }
+        }
+        free(dets);
+        image_free(&img);
+    }
+    if (json && json != stdout && fclose(json) != 0) {
+        fprintf(stderr, "detect: writing %s failed\n", json_path);
+        failures++;
+    }
+    detector_free(&det);
+    return failures ? 1 : 0;
+}

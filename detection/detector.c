@@ -1,0 +1,109 @@
+#include "detection/detector.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->n_levels = cfg->n_levels;
+    spec->n_sizes = cfg->anchors_per_level;
+    spec->clip = cfg->clip_priors;
+    for (int k = 0; k < cfg->n_levels; k++) {
+        spec->steps[k] = cfg->steps[k];
+        for (int a = 0; a < cfg->anchors_per_level; a++) spec->sizes[k][a] = cfg->anchor_sizes[k][a];
+    }
+}
+
+ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, Error *err)
+{
+    memset(d, 0, sizeof *d);
+    const RetinaConfig *cfg = retinaface_config(model_name);
+    if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", model_name);
+    d->ctx = context_create(threads);
+    if (!d->ctx) return error_set(err, ERR_OOM, "cannot create the thread pool");
+    d->model = retinaface_create(cfg, DEVICE_CPU, 0, err);
+    if (!d->model || (weights && retinaface_load(d->model, weights, err)) ||
+        graph_init(&d->graph, d->ctx, DEVICE_CPU, err)) {
+        detector_free(d);
+        return err->code;
+    }
+    graph_set_grad_enabled(&d->graph, false);
+    return ERR_OK;
+}
+
+void detector_free(Detector *d)
+{
+    graph_destroy(&d->graph);
+    retinaface_free(d->model);
+    context_destroy(d->ctx);
+    memset(d, 0, sizeof *d);
+}
+
+ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
+                          Detection **dets, int *n, DetectTiming *timing, Error *err)
+{
+    *dets = NULL;
+    *n = 0;
+    const RetinaConfig *cfg = &d->model->cfg;
+    Image scaled = {0};
+    const Image *in = img;
+    if (resize != 1.0f) {
+        /* cv2.resize(fx=fy=resize): output size rounded to nearest. */
+        int w = (int)lrint(img->width * (double)resize), h = (int)lrint(img->height * (double)resize);
+        if (w < 1 || h < 1) return error_set(err, ERR_ARG, "resize factor %g leaves no pixels", resize);
+        if (image_resize(img, w, h, &scaled, err)) return err->code;
+        in = &scaled;
+    }
+    Graph *g = &d->graph;
+    graph_reset(g);
+    int64_t shape[4] = {1, 3, in->height, in->width};
+    Var *x = var_new(g, 4, shape);
+    if (!x) {
+        image_free(&scaled);
+        return error_set(err, g->err.code, "%s", g->err.msg);
+    }
+    static const float mean[3] = {104.0f, 117.0f, 123.0f};
+    image_to_chw(in, mean, x->value.data);
+    double t0 = now_ms();
+    RetinaOutputs out;
+    bool ok = retinaface_forward(g, d->model, x, false, &out);
+    Var *probs = ok ? ag_softmax(g, out.conf) : NULL;
+    double t1 = now_ms();
+    if (!probs) {
+        image_free(&scaled);
+        return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
+    }
+    PriorSpec spec;
+    retinaface_prior_spec(cfg, &spec);
+    int64_t P = priors_count(&spec, in->height, in->width);
+    float *priors = graph_host_scratch(g, (size_t)P * 4 * sizeof(float));
+    ErrorCode rc = ERR_OK;
+    if (!priors || P != probs->value.shape[1]) {
+        rc = error_set(err, ERR_SHAPE, "%lld priors for %lld outputs", (long long)P,
+                       (long long)probs->value.shape[1]);
+    } else {
+        priors_generate(&spec, in->height, in->width, priors);
+        rc = detections_from_outputs(out.loc->value.data, probs->value.data, cfg->num_classes,
+                                     out.landms ? out.landms->value.data : NULL, priors, P, cfg->variance,
+                                     (float)in->width / resize, (float)in->height / resize, 1, opt, dets, n, err);
+    }
+    double t2 = now_ms();
+    if (timing) {
+        timing->forward_ms = t1 - t0;
+        timing->postprocess_ms = t2 - t1;
+        timing->input_width = in->width;
+        timing->input_height = in->height;
+    }
+    image_free(&scaled);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* Detector: a RetinaFace model with its weights, a thread pool and a reusable step graph, turning
+ * BGR images into detections (network in eval mode, softmax, priors, postprocess). One detector
+ * serves many images; the step arena is reset between them, so steady state allocates nothing
+ * in the network. */
+#ifndef DETECTION_DETECTOR_H
+#define DETECTION_DETECTOR_H
+
+#include "detection/image.h"
+#include "detection/postprocess.h"
+#include "detection/priors.h"
+#include "models/retinaface.h"
+
+typedef struct {
+    RetinaFace *model;
+    Context *ctx;
+    Graph graph;
+} Detector;
+
+typedef struct {
+    double forward_ms, postprocess_ms;
+    int input_width, input_height;
+} DetectTiming;
+
+void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec);
+
+/* weights: .safetensors or PyTorch .pth; NULL keeps the random initialisation. */
+ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, Error *err);
+void detector_free(Detector *d);
+/* resize: scale applied to the image before the network (1 = original size); boxes are mapped back
+ * to the original image. */
+ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
+                          Detection **dets, int *n, DetectTiming *timing, Error *err);
+
+#endif

@@ -1,0 +1,267 @@
+#include "detection/image.h"
+
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+ErrorCode image_alloc(Image *img, int width, int height, Error *err)
+{
+    img->width = width, img->height = height;
+    img->bgr = malloc((size_t)width * height * 3 + 1);
+    if (!img->bgr) return error_set(err, ERR_OOM, "out of memory for a %dx%d image", width, height);
+    return ERR_OK;
+}
+
+void image_free(Image *img)
+{
+    free(img->bgr);
+    img->bgr = NULL;
+    img->width = img->height = 0;
+}
+
+typedef struct {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+    int fatal_warning; /* data was missing or corrupt: the pixels would be partly invented */
+} JpegError;
+
+static void on_error_exit(j_common_ptr cinfo)
+{
+    JpegError *e = (JpegError *)cinfo->err;
+    cinfo->err->format_message(cinfo, e->message);
+    longjmp(e->jump, 1);
+}
+
+static void on_message(j_common_ptr cinfo, int level)
+{
+    JpegError *e = (JpegError *)cinfo->err;
+    if (level >= 0) return; /* trace messages */
+    int code = cinfo->err->msg_code;
+    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_MUST_RESYNC) {
+        if (!e->fatal_warning) cinfo->err->format_message(cinfo, e->message);
+        e->fatal_warning = 1;
+    }
+}
+
+ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err)
+{
+    memset(img, 0, sizeof *img);
+    FILE *f = fopen(path, "rb");
+    if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct jpeg_decompress_struct cinfo;
+    JpegError jerr;
+    memset(&jerr, 0, sizeof jerr);
+    cinfo.err = jpeg_std_error(&jerr.mgr);
+    jerr.mgr.error_exit = on_error_exit;
+    jerr.mgr.emit_message = on_message;
+    unsigned char *row = NULL;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        free(row);
+        image_free(img);
+        return error_set(err, ERR_FORMAT, "%s: not a valid JPEG: %s", path, jerr.message);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, f);
+    jpeg_read_header(&cinfo, TRUE);
+    cinfo.out_color_space = JCS_RGB; /* grayscale and CMYK-free YCbCr come out as RGB */
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        return error_set(err, ERR_FORMAT, "%s: CMYK JPEGs are not supported", path);
+    }
+    if (min_w > 0 && min_h > 0) {
+        /* Largest reduction 1/2^k that keeps the image at least min_w x min_h. */
+        int denom = 1;
+        while (denom < 8 && (int)(cinfo.image_width / (unsigned)(denom * 2)) >= min_w &&
+               (int)(cinfo.image_height / (unsigned)(denom * 2)) >= min_h)
+            denom *= 2;
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = (unsigned)denom;
+    }
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_components != 3) longjmp(jerr.jump, 1);
+    int w = (int)cinfo.output_width, h = (int)cinfo.output_height;
+    if (w <= 0 || h <= 0 || (long long)w * h > (1LL << 28)) {
+        snprintf(jerr.message, sizeof jerr.message, "unreasonable size %dx%d", w, h);
+        longjmp(jerr.jump, 1);
+    }
+    if (image_alloc(img, w, h, err)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        return err->code;
+    }
+    row = malloc((size_t)w * 3);
+    if (!row) longjmp(jerr.jump, 1);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW rows[1] = {row};
+        int y = (int)cinfo.output_scanline;
+        jpeg_read_scanlines(&cinfo, rows, 1);
+        uint8_t *dst = img->bgr + (size_t)y * w * 3;
+        for (int x = 0; x < w; x++) {
+            dst[3 * x + 0] = row[3 * x + 2];
+            dst[3 * x + 1] = row[3 * x + 1];
+            dst[3 * x + 2] = row[3 * x + 0];
+        }
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    fclose(f);
+    free(row);
+    if (jerr.fatal_warning) {
+        image_free(img);
+        return error_set(err, ERR_FORMAT, "%s: corrupt or truncated JPEG: %s", path, jerr.message);
+    }
+    return ERR_OK;
+}
+
+ErrorCode image_load_jpeg(const char *path, Image *img, Error *err)
+{
+    return image_load_jpeg_scaled(path, 0, 0, img, err);
+}
+
+ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error *err)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return error_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    struct jpeg_compress_struct cinfo;
+    JpegError jerr;
+    memset(&jerr, 0, sizeof jerr);
+    cinfo.err = jpeg_std_error(&jerr.mgr);
+    jerr.mgr.error_exit = on_error_exit;
+    unsigned char *row = malloc((size_t)img->width * 3);
+    if (!row || setjmp(jerr.jump)) {
+        jpeg_destroy_compress(&cinfo);
+        fclose(f);
+        free(row);
+        remove(tmp);
+        return error_set(err, ERR_IO, "%s: JPEG encoding failed: %s", path, jerr.message);
+    }
+    jpeg_create_compress(&cinfo);
+    jpeg_stdio_dest(&cinfo, f);
+    cinfo.image_width = (JDIMENSION)img->width;
+    cinfo.image_height = (JDIMENSION)img->height;
+    cinfo.input_components = 3;
+    cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        const uint8_t *src = img->bgr + (size_t)cinfo.next_scanline * img->width * 3;
+        for (int x = 0; x < img->width; x++) {
+            row[3 * x] = src[3 * x + 2], row[3 * x + 1] = src[3 * x + 1], row[3 * x + 2] = src[3 * x];
+        }
+        JSAMPROW rows[1] = {row};
+        jpeg_write_scanlines(&cinfo, rows, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    free(row);
+    if (fclose(f) != 0) {
+        remove(tmp);
+        return error_set(err, ERR_IO, "%s: write failed", tmp);
+    }
+    if (rename(tmp, path) != 0) return error_set(err, ERR_IO, "%s: cannot rename: %s", path, strerror(errno));
+    return ERR_OK;
+}
+
+ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Error *err)
+{
+    if (width < 1 || height < 1) return error_set(err, ERR_ARG, "resize to %dx%d", width, height);
+    if (image_alloc(dst, width, height, err)) return err->code;
+    double sx = (double)src->width / width, sy = (double)src->height / height;
+    /* Per output column: left source index and weight (OpenCV: fx = (x+0.5)*scale - 0.5, clamped). */
+    int *x0 = malloc(sizeof(int) * (size_t)width);
+    float *wx = malloc(sizeof(float) * (size_t)width);
+    if (!x0 || !wx) {
+        free(x0), free(wx);
+        image_free(dst);
+        return error_set(err, ERR_OOM, "out of memory resizing");
+    }
+    for (int x = 0; x < width; x++) {
+        double fx = (x + 0.5) * sx - 0.5;
+        int ix = (int)floor(fx);
+        float a = (float)(fx - ix);
+        if (ix < 0) ix = 0, a = 0;
+        if (ix >= src->width - 1) ix = src->width - 1, a = 0;
+        x0[x] = ix, wx[x] = a;
+    }
+    for (int y = 0; y < height; y++) {
+        double fy = (y + 0.5) * sy - 0.5;
+        int iy = (int)floor(fy);
+        float b = (float)(fy - iy);
+        if (iy < 0) iy = 0, b = 0;
+        if (iy >= src->height - 1) iy = src->height - 1, b = 0;
+        const uint8_t *r0 = src->bgr + (size_t)iy * src->width * 3;
+        const uint8_t *r1 = src->bgr + (size_t)(iy + (iy < src->height - 1)) * src->width * 3;
+        uint8_t *out = dst->bgr + (size_t)y * width * 3;
+        for (int x = 0; x < width; x++) {
+            int i0 = x0[x] * 3, i1 = (x0[x] + (x0[x] < src->width - 1)) * 3;
+            float a = wx[x];
+            for (int c = 0; c < 3; c++) {
+                float top = r0[i0 + c] + a * (r0[i1 + c] - r0[i0 + c]);
+                float bot = r1[i0 + c] + a * (r1[i1 + c] - r1[i0 + c]);
+                float v = top + b * (bot - top);
+                out[3 * x + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
+            }
+        }
+    }
+    free(x0), free(wx);
+    return ERR_OK;
+}
+
+void image_to_chw(const Image *img, const float mean[3], float *chw)
+{
+    size_t plane = (size_t)img->width * img->height;
+    for (size_t i = 0; i < plane; i++)
+        for (int c = 0; c < 3; c++) chw[c * plane + i] = (float)img->bgr[3 * i + c] - mean[c];
+}
+
+static void put_pixel(Image *img, int x, int y, const uint8_t bgr[3])
+{
+    if (x < 0 || y < 0 || x >= img->width || y >= img->height) return;
+    memcpy(img->bgr + ((size_t)y * img->width + x) * 3, bgr, 3);
+}
+
+void image_draw_rect(Image *img, int x1, int y1, int x2, int y2, const uint8_t bgr[3], int thickness)
+{
+    for (int t = 0; t < thickness; t++) {
+        for (int x = x1 - t; x <= x2 + t; x++) put_pixel(img, x, y1 - t, bgr), put_pixel(img, x, y2 + t, bgr);
+        for (int y = y1 - t; y <= y2 + t; y++) put_pixel(img, x1 - t, y, bgr), put_pixel(img, x2 + t, y, bgr);
+    }
+}
+
+void image_draw_disc(Image *img, int cx, int cy, int radius, const uint8_t bgr[3])
+{
+    for (int dy = -radius; dy <= radius; dy++)
+        for (int dx = -radius; dx <= radius; dx++)
+            if (dx * dx + dy * dy <= radius * radius) put_pixel(img, cx + dx, cy + dy, bgr);
+}
+
+void image_draw_text(Image *img, int x, int y, const char *text, const uint8_t bgr[3])
+{
+    /* 5x7 glyphs for 0-9 and '.', one byte per row (low 5 bits, MSB left). */
+    static const uint8_t digits[11][7] = {
+        {14, 17, 19, 21, 25, 17, 14}, {4, 12, 4, 4, 4, 4, 14},   {14, 17, 1, 2, 4, 8, 31},
+        {31, 2, 4, 2, 1, 17, 14},     {2, 6, 10, 18, 31, 2, 2},  {31, 16, 30, 1, 1, 17, 14},
+        {6, 8, 16, 30, 17, 17, 14},   {31, 1, 2, 4, 8, 8, 8},    {14, 17, 17, 14, 17, 17, 14},
+        {14, 17, 17, 15, 1, 2, 12},   {0, 0, 0, 0, 0, 12, 12},
+    };
+    for (; *text; text++, x += 6) {
+        int g = *text == '.' ? 10 : (*text >= '0' && *text <= '9') ? *text - '0' : -1;
+        if (g < 0) continue;
+        for (int r = 0; r < 7; r++)
+            for (int c = 0; c < 5; c++)
+                if (digits[g][r] >> (4 - c) & 1) put_pixel(img, x + c, y + r, bgr);
+    }
+}

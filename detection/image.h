@@ -1,0 +1,36 @@
+/* Image: 8-bit interleaved BGR pixels (OpenCV's order, which the reference model was trained
+ * on), row-major, owned by the struct. JPEG decoding/encoding uses libjpeg(-turbo); decoding
+ * errors and truncated/corrupt data are reported, never returned as silently grey pixels. */
+#ifndef DETECTION_IMAGE_H
+#define DETECTION_IMAGE_H
+
+#include <stdint.h>
+
+#include "tensor/tensor.h"
+
+typedef struct {
+    int width, height;
+    uint8_t *bgr; /* width * height * 3 */
+} Image;
+
+ErrorCode image_load_jpeg(const char *path, Image *img, Error *err);
+/* Like image_load_jpeg, but lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the image
+ * will be downsampled anyway: the result is at least min_w x min_h where possible. */
+ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err);
+ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error *err);
+ErrorCode image_alloc(Image *img, int width, int height, Error *err);
+void image_free(Image *img);
+
+/* Bilinear resize with OpenCV's INTER_LINEAR pixel-centre convention (what the reference uses). */
+ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Error *err);
+
+/* Writes the network input: CHW float, channel c = B,G,R minus mean[c] (104, 117, 123). */
+void image_to_chw(const Image *img, const float mean[3], float *chw);
+
+/* Drawing for annotated outputs. */
+void image_draw_rect(Image *img, int x1, int y1, int x2, int y2, const uint8_t bgr[3], int thickness);
+void image_draw_disc(Image *img, int cx, int cy, int radius, const uint8_t bgr[3]);
+/* Small 5x7 bitmap digits and '.', for scores. */
+void image_draw_text(Image *img, int x, int y, const char *text, const uint8_t bgr[3]);
+
+#endif

@@ -1,0 +1,212 @@
+/* Detection pipeline: priors against the reference, NMS on hand-made boxes, detections of the
+ * imported model on the reference image, and the detect app's handling of bad input. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "detection/detector.h"
+#include "tests/suites.h"
+
+START_TEST(priors_match_reference)
+{
+    char buf[512];
+    const char *ref = shared_path("reference/retinaface_mnet025/infer_priors.f32", buf, sizeof buf);
+    PriorSpec spec;
+    retinaface_prior_spec(retinaface_config("mobilenet0.25"), &spec);
+    ck_assert_int_eq(priors_count(&spec, 624, 1024), 26240);
+    if (!ref) {
+        printf("SKIP prior parity: ../shared absent\n");
+        return;
+    }
+    float *p = malloc(26240 * 4 * sizeof(float));
+    priors_generate(&spec, 624, 1024, p);
+    Tensor r;
+    int64_t shape[2] = {26240, 4};
+    Error err = {0};
+    ck_assert_int_eq(tensor_load_raw(&r, ref, 2, shape, &err), ERR_OK);
+    TensorDiff d = tensor_diff(p, r.data, 26240 * 4, 1e-6);
+    ck_assert_msg(d.max_abs <= 1e-7, "priors differ by %g", d.max_abs);
+    tensor_free(&r);
+    free(p);
+}
+END_TEST
+
+START_TEST(nms_suppresses_overlaps_only)
+{
+    /* Sorted by score. Box 1 overlaps box 0 with IoU (+1 convention) 0.68 > 0.4: suppressed.
+     * Box 2 is disjoint; box 3 overlaps box 2 by 0.33 < 0.4: kept. */
+    float boxes[4][4] = {{0, 0, 9, 9}, {1, 1, 10, 10}, {20, 20, 29, 29}, {25, 20, 34, 29}};
+    int keep[4];
+    int n = nms_greedy(&boxes[0][0], 4, 0.4f, keep);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(keep[0], 0);
+    ck_assert_int_eq(keep[1], 2);
+    ck_assert_int_eq(keep[2], 3);
+    ck_assert_int_eq(nms_greedy(&boxes[0][0], 4, 0.3f, keep), 2);
+}
+END_TEST
+
+typedef struct {
+    float box[4], score;
+} RefDet;
+
+/* Reads "box": [...] and "score": x pairs of the reference JSON, in order. */
+static int read_reference(const char *path, RefDet *out, int max)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 20];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    int count = 0;
+    for (char *p = strstr(text, "\"box\""); p && count < max; p = strstr(p, "\"box\"")) {
+        p = strchr(p, '[') + 1;
+        for (int k = 0; k < 4; k++) {
+            out[count].box[k] = strtof(p, &p);
+            p = strchr(p, k < 3 ? ',' : ']') + 1;
+        }
+        p = strstr(p, "\"score\"");
+        out[count].score = strtof(strchr(p, ':') + 1, &p);
+        count++;
+    }
+    return count;
+}
+
+static float iou(const float *a, const float *b)
+{
+    float w = fminf(a[2], b[2]) - fmaxf(a[0], b[0]), h = fminf(a[3], b[3]) - fmaxf(a[1], b[1]);
+    if (w <= 0 || h <= 0) return 0;
+    float inter = w * h;
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter);
+}
+
+START_TEST(detections_match_reference)
+{
+    char wb[512], ib[512], jb[512];
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wb, sizeof wb);
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    const char *json = shared_path("reference/retinaface_mnet025/infer_detections.json", jb, sizeof jb);
+    if (!weights || !image || !json) {
+        printf("SKIP detection parity: ../shared absent\n");
+        return;
+    }
+    static RefDet ref[1000];
+    int n_ref = read_reference(json, ref, 1000);
+    ck_assert_int_eq(n_ref, 150);
+    Detector det;
+    Error err = {0};
+    ck_assert_msg(detector_init(&det, "mobilenet0.25", weights, 2, &err) == ERR_OK, "%s", err.msg);
+    Image img;
+    ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
+    PostprocessOptions opt = postprocess_defaults();
+    Detection *d;
+    int n;
+    ck_assert_int_eq(detector_detect(&det, &img, 1.0f, &opt, &d, &n, NULL, &err), ERR_OK);
+    int strong = 0, worst_matched = 0;
+    float worst_iou = 1, worst_score = 0;
+    for (int r = 0; r < n_ref; r++) {
+        if (ref[r].score < 0.5f) continue;
+        strong++;
+        float best = 0, dscore = 1;
+        for (int k = 0; k < n; k++) {
+            float o = iou(ref[r].box, d[k].box);
+            if (o > best) best = o, dscore = fabsf(d[k].score - ref[r].score);
+        }
+        worst_iou = fminf(worst_iou, best);
+        worst_score = fmaxf(worst_score, dscore);
+        worst_matched += best >= 0.95f && dscore <= 0.01f;
+    }
+    printf("  detections: ours %d, reference %d; %d/%d reference faces >= 0.5 matched (min IoU %.5f, max "
+           "score diff %.2e)\n",
+           n, n_ref, worst_matched, strong, worst_iou, worst_score);
+    ck_assert_int_eq(worst_matched, strong);
+    ck_assert_int_le(abs(n - n_ref), 2);
+    free(d);
+    image_free(&img);
+    detector_free(&det);
+}
+END_TEST
+
+/* Runs the detect app; returns its exit status and fills out/errs with its streams. */
+static int run_app(const char *args, char *out, size_t out_len, char *errs, size_t err_len)
+{
+    const char *build = getenv("RETINA_BUILD");
+    char cmd[2048], errfile[] = "/tmp/retina_stderrXXXXXX";
+    int fd = mkstemp(errfile);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s/detect %s 2>%s", build ? build : "build", args, errfile);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = 0;
+    int status = pclose(p);
+    FILE *e = fopen(errfile, "r");
+    n = fread(errs, 1, err_len - 1, e);
+    errs[n] = 0;
+    fclose(e);
+    unlink(errfile);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+START_TEST(detect_app_reports_bad_input_and_goes_on)
+{
+    char wb[512], ib[512];
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wb, sizeof wb);
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    if (!weights || !image) {
+        printf("SKIP detect app: ../shared absent\n");
+        return;
+    }
+    /* A truncated JPEG and a text file named .jpg, between two good images. */
+    char trunc[] = "/tmp/retina_truncXXXXXX.jpg", text[] = "/tmp/retina_textXXXXXX.jpg";
+    int fd = mkstemps(trunc, 4);
+    FILE *in = fopen(image, "rb");
+    static char data[1 << 20];
+    size_t n = fread(data, 1, sizeof data, in);
+    fclose(in);
+    ck_assert_int_eq(write(fd, data, n / 2), (ssize_t)(n / 2));
+    close(fd);
+    fd = mkstemps(text, 4);
+    ck_assert_int_eq(write(fd, "not an image\n", 13), 13);
+    close(fd);
+    static char out[1 << 20], errs[8192];
+    char args[4096];
+    snprintf(args, sizeof args, "--weights %s --json - %s %s %s %s", weights, image, trunc, text, image);
+    int rc = run_app(args, out, sizeof out, errs, sizeof errs);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(errs, trunc) && strstr(errs, text), "stderr: %s", errs);
+    /* Both good images were processed. */
+    char *first = strstr(out, "\"image\": \"test.jpg\"");
+    ck_assert_ptr_nonnull(first);
+    ck_assert_ptr_nonnull(strstr(first + 1, "\"image\": \"test.jpg\""));
+    /* One line of error per bad file. */
+    int lines = 0;
+    for (char *p = errs; *p; p++) lines += *p == '\n';
+    ck_assert_int_eq(lines, 2);
+    unlink(trunc);
+    unlink(text);
+
+    snprintf(args, sizeof args, "--weights /nonexistent/w.pth %s", image);
+    ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 1);
+    ck_assert_ptr_nonnull(strstr(errs, "/nonexistent/w.pth"));
+    ck_assert_int_eq(run_app("--help", out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_ptr_nonnull(strstr(out, "usage"));
+    ck_assert_int_eq(run_app("--conf abc x.jpg", out, sizeof out, errs, sizeof errs), 2);
+}
+END_TEST
+
+Suite *detect_suite(void)
+{
+    Suite *s = suite_create("detect");
+    TCase *tc = tcase_create("pipeline");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, priors_match_reference);
+    tcase_add_test(tc, nms_suppresses_overlaps_only);
+    tcase_add_test(tc, detections_match_reference);
+    tcase_add_test(tc, detect_app_reports_bad_input_and_goes_on);
+    suite_add_tcase(s, tc);
+    return s;
+}
