@@ -1,0 +1,352 @@
+/* build/eval: the official WIDER FACE val evaluation, and prediction over a val image tree. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "detection/detector.h"
+#include "detection/wider_eval.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: build/eval --gt DIR --pred DIR [--iou 0.5] [--events LIST] [--map] [--json FILE] [--plot FILE.svg]\n"
+            "       build/eval --predict --weights FILE --images DIR --out DIR [--model NAME] [--list FILE]\n"
+            "                  [--long-side N] [--conf 0.02] [--nms 0.4] [--top-k 5000] [--keep-top-k 750]\n\n"
+            "Evaluation (official WIDER FACE val protocol): --gt holds wider_face_val.mat and\n"
+            "wider_{easy,medium,hard}_val.mat; --pred the official layout <event>/<image>.txt. Prints\n"
+            "Easy/Medium/Hard AP. --events a,b,... restricts the protocol to those events (scores are\n"
+            "normalised over their predictions); by default, when the folder holds only some events, those\n"
+            "are evaluated, with a warning. --map adds the mean AP over IoU 0.50:0.05:0.95. --plot writes the\n"
+            "precision-recall curves of the three subsets as SVG; --json the numbers.\n\n"
+            "Prediction: runs the detector over DIR/<event>/*.jpg (the images listed in --list, e.g.\n"
+            "wider_val.txt, or every .jpg of every event directory) at original size (or --long-side) and\n"
+            "writes OUT/<event>/<image>.txt.\n"
+            "  --threads N   CPU threads;  -h, --help   this help\n");
+}
+
+static char **split_list(const char *s, int *n)
+{
+    *n = 0;
+    char **out = calloc(strlen(s) + 2, sizeof *out);
+    char *copy = strdup(s), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) out[(*n)++] = strdup(t);
+    free(copy);
+    return out;
+}
+
+static void write_svg(FILE *f, const WiderResult *r)
+{
+    static const char *names[3] = {"Easy", "Medium", "Hard"}, *colors[3] = {"#2a9d8f", "#e9c46a", "#e76f51"};
+    int W = 520, H = 420, x0 = 60, y0 = 20, pw = 420, ph = 340;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+               "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"black\"/>\n", x0, y0, pw, ph);
+    for (int i = 0; i <= 10; i++) {
+        double v = i / 10.0;
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.1f</text>\n", x0 + v * pw, y0 + ph + 16, v);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n", x0 - 6, y0 + ph - v * ph + 4, v);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>\n", x0 + v * pw, y0, x0 + v * pw,
+                y0 + ph);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">recall</text>\n", x0 + pw / 2, y0 + ph + 34);
+    fprintf(f, "<text x=\"15\" y=\"%d\" transform=\"rotate(-90 15 %d)\" text-anchor=\"middle\">precision</text>\n",
+            y0 + ph / 2, y0 + ph / 2);
+    for (int s = 0; s < 3; s++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[s]);
+        for (int t = 0; t < WIDER_THRESHOLDS; t++) {
+            double p = r->precision[s][t], rc = r->recall[s][t];
+            if (isnan(p)) continue;
+            fprintf(f, "%.1f,%.1f ", x0 + rc * pw, y0 + ph - p * ph);
+        }
+        fprintf(f, "\"/>\n<text x=\"%d\" y=\"%d\" fill=\"%s\">%s AP %.4f</text>\n", x0 + 10, y0 + ph - 60 + 18 * s,
+                colors[s], names[s], r->ap[s]);
+    }
+    fprintf(f, "</svg>\n");
+}
+
+static int evaluate(const char *gt_dir, const char *pred_dir, double iou, const char *events_arg, bool map,
+                    const char *json_path, const char *plot_path)
+{
+    Error err = {0};
+    WiderGt gt;
+    if (wider_gt_load(gt_dir, &gt, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        return 1;
+    }
+    int n_events = 0;
+    char **events = NULL;
+    if (events_arg) {
+        events = split_list(events_arg, &n_events);
+        for (int k = 0; k < n_events; k++) {
+            bool known = false;
+            for (int e = 0; e < gt.n_events && !known; e++) known = !strcmp(gt.events[e].name, events[k]);
+            if (!known) {
+                fprintf(stderr, "eval: --events: '%s' is not a WIDER FACE val event\n", events[k]);
+                wider_gt_free(&gt);
+                return 2;
+            }
+        }
+    } else {
+        /* The events of the ground truth that have a prediction directory. */
+        events = calloc((size_t)gt.n_events + 1, sizeof *events);
+        for (int e = 0; e < gt.n_events; e++) {
+            char path[4096];
+            struct stat st;
+            snprintf(path, sizeof path, "%s/%s", pred_dir, gt.events[e].name);
+            if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) events[n_events++] = strdup(gt.events[e].name);
+        }
+        if (n_events == 0) {
+            fprintf(stderr, "eval: %s holds no prediction directory of any WIDER FACE val event\n", pred_dir);
+            wider_gt_free(&gt);
+            free(events);
+            return 1;
+        }
+        if (n_events < gt.n_events)
+            fprintf(stderr, "eval: warning: %s has predictions for %d of %d events (%d missing); evaluating those %d "
+                            "only (choose with --events)\n",
+                    pred_dir, n_events, gt.n_events, gt.n_events - n_events, n_events);
+    }
+    WiderPreds preds;
+    if (wider_preds_load(pred_dir, (const char *const *)events, n_events, &preds, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        wider_gt_free(&gt);
+        return 1;
+    }
+    wider_normalise_scores(&preds);
+    WiderResult *res = malloc(sizeof *res);
+    int rc = 0;
+    if (wider_evaluate(&gt, &preds, (const char *const *)events, n_events, iou, res, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        rc = 1;
+    } else {
+        if (res->images_without_predictions)
+            fprintf(stderr, "eval: warning: %d images of the evaluated events have no prediction file (counted as no "
+                            "detections)\n", res->images_without_predictions);
+        printf("==================== Results (IoU %.2f, %d event%s) ====================\n", iou, n_events,
+               n_events > 1 ? "s" : "");
+        printf("Easy   Val AP: %.6f\nMedium Val AP: %.6f\nHard   Val AP: %.6f\n", res->ap[0], res->ap[1], res->ap[2]);
+        double map_ap[3] = {0, 0, 0};
+        if (map) {
+            WiderResult *r2 = malloc(sizeof *r2);
+            for (int k = 0; k < 10; k++) {
+                wider_evaluate(&gt, &preds, (const char *const *)events, n_events, 0.5 + 0.05 * k, r2, &err);
+                for (int s = 0; s < 3; s++) map_ap[s] += r2->ap[s] / 10;
+            }
+            free(r2);
+            printf("mAP@[.50:.95]  Easy %.6f  Medium %.6f  Hard %.6f\n", map_ap[0], map_ap[1], map_ap[2]);
+        }
+        if (json_path) {
+            FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
+            if (!f) {
+                fprintf(stderr, "eval: cannot write %s: %s\n", json_path, strerror(errno));
+                rc = 1;
+            } else {
+                fprintf(f, "{\"iou\": %g, \"events\": %d, \"easy\": %.9f, \"medium\": %.9f, \"hard\": %.9f", iou,
+                        n_events, res->ap[0], res->ap[1], res->ap[2]);
+                if (map) fprintf(f, ", \"map_easy\": %.9f, \"map_medium\": %.9f, \"map_hard\": %.9f", map_ap[0], map_ap[1], map_ap[2]);
+                fprintf(f, "}\n");
+                if (f != stdout) fclose(f);
+            }
+        }
+        if (plot_path) {
+            FILE *f = fopen(plot_path, "w");
+            if (!f) {
+                fprintf(stderr, "eval: cannot write %s: %s\n", plot_path, strerror(errno));
+                rc = 1;
+            } else {
+                write_svg(f, res);
+                fclose(f);
+            }
+        }
+    }
+    free(res);
+    for (int k = 0; k < n_events; k++) free(events[k]);
+    free(events);
+    wider_preds_free(&preds);
+    wider_gt_free(&gt);
+    return rc;
+}
+
+/* ---- prediction ---------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* "event/name.jpg" entries, from the list file or by scanning every event directory for .jpg. */
+static char **collect_images(const char *images, const char *list, int *n)
+{
+    *n = 0;
+    int cap = 256;
+    char **out = malloc(sizeof *out * (size_t)cap);
+    if (list) {
+        FILE *f = fopen(list, "r");
+        if (!f) {
+            fprintf(stderr, "eval: %s: %s\n", list, strerror(errno));
+            free(out);
+            return NULL;
+        }
+        char line[4096];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            char *p = line;
+            while (*p == '/') p++;
+            if (!*p) continue;
+            if (*n == cap) out = realloc(out, sizeof *out * (size_t)(cap *= 2));
+            out[(*n)++] = strdup(p);
+        }
+        fclose(f);
+        return out;
+    }
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "cd '%s' && ls -1 */*.jpg 2>/dev/null | sort", images);
+    FILE *p = popen(cmd, "r");
+    char line[4096];
+    while (p && fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (*n == cap) out = realloc(out, sizeof *out * (size_t)(cap *= 2));
+        out[(*n)++] = strdup(line);
+    }
+    if (p) pclose(p);
+    return out;
+}
+
+static int predict(const char *model, const char *weights, const char *images, const char *list, const char *out_dir,
+                   int long_side, const PostprocessOptions *opt, int threads)
+{
+    Error err = {0};
+    int n = 0;
+    char **names = collect_images(images, list, &n);
+    if (!names) return 1;
+    if (n == 0) {
+        fprintf(stderr, "eval: no images found under %s\n", images);
+        return 1;
+    }
+    Detector det;
+    if (detector_init(&det, model, weights, threads, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        return 1;
+    }
+    mkdir(out_dir, 0777);
+    int failures = 0;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char path[8192], out_path[8192], event[1024];
+        snprintf(path, sizeof path, "%s/%s", images, names[i]);
+        const char *slash = strchr(names[i], '/');
+        snprintf(event, sizeof event, "%.*s", slash ? (int)(slash - names[i]) : 0, names[i]);
+        const char *base = slash ? slash + 1 : names[i];
+        char stem[1024];
+        snprintf(stem, sizeof stem, "%s", base);
+        char *dot = strrchr(stem, '.');
+        if (dot) *dot = 0;
+        snprintf(out_path, sizeof out_path, "%s/%s", out_dir, event);
+        mkdir(out_path, 0777);
+        snprintf(out_path, sizeof out_path, "%s/%s/%s.txt", out_dir, event, stem);
+        Image img;
+        error_clear(&err);
+        Detection *d = NULL;
+        int nd = 0;
+        if (image_load_jpeg(path, &img, &err) == ERR_OK) {
+            float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+            if (detector_detect(&det, &img, resize, opt, &d, &nd, NULL, &err) == ERR_OK) {
+                float *boxes = malloc(sizeof(float) * 4 * ((size_t)nd + 1)), *scores = malloc(sizeof(float) * ((size_t)nd + 1));
+                for (int k = 0; k < nd; k++) memcpy(boxes + 4 * k, d[k].box, sizeof d[k].box), scores[k] = d[k].score;
+                wider_pred_file_write(out_path, stem, boxes, scores, nd, &err);
+                free(boxes), free(scores);
+            }
+            image_free(&img);
+        }
+        free(d);
+        if (err.code) {
+            fprintf(stderr, "\neval: %s\n", err.msg);
+            failures++;
+        }
+        double el = now_s() - t0, rate = (i + 1) / el;
+        fprintf(stderr, "\r[%4d/%d] %5.1f%%  %.2f img/s  ETA %.0fs   ", i + 1, n, 100.0 * (i + 1) / n, rate,
+                (n - i - 1) / rate);
+        free(names[i]);
+    }
+    fprintf(stderr, "\n%d images in %.1fs, %d failed; predictions in %s\n", n, now_s() - t0, failures, out_dir);
+    free(names);
+    detector_free(&det);
+    return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *gt = NULL, *pred = NULL, *events = NULL, *json = NULL, *plot = NULL;
+    const char *model = "mobilenet0.25", *weights = NULL, *images = NULL, *list = NULL, *out = NULL;
+    double iou = 0.5;
+    bool map = false, do_predict = false;
+    int long_side = 0, threads = 0;
+    PostprocessOptions opt = postprocess_defaults();
+    enum { O_GT = 256, O_PRED, O_IOU, O_EVENTS, O_MAP, O_JSON, O_PLOT, O_PREDICT, O_MODEL, O_WEIGHTS, O_IMAGES,
+           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS };
+    static const struct option longopts[] = {
+        {"gt", required_argument, 0, O_GT}, {"pred", required_argument, 0, O_PRED},
+        {"iou", required_argument, 0, O_IOU}, {"events", required_argument, 0, O_EVENTS},
+        {"map", no_argument, 0, O_MAP}, {"json", required_argument, 0, O_JSON},
+        {"plot", required_argument, 0, O_PLOT}, {"predict", no_argument, 0, O_PREDICT},
+        {"model", required_argument, 0, O_MODEL}, {"weights", required_argument, 0, O_WEIGHTS},
+        {"images", required_argument, 0, O_IMAGES}, {"list", required_argument, 0, O_LIST},
+        {"out", required_argument, 0, O_OUT}, {"long-side", required_argument, 0, O_LONG},
+        {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
+        {"top-k", required_argument, 0, O_TOPK}, {"keep-top-k", required_argument, 0, O_KEEP},
+        {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    char *end = "";
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_GT: gt = optarg; break;
+        case O_PRED: pred = optarg; break;
+        case O_IOU: iou = strtod(optarg, &end); break;
+        case O_EVENTS: events = optarg; break;
+        case O_MAP: map = true; break;
+        case O_JSON: json = optarg; break;
+        case O_PLOT: plot = optarg; break;
+        case O_PREDICT: do_predict = true; break;
+        case O_MODEL: model = optarg; break;
+        case O_WEIGHTS: weights = optarg; break;
+        case O_IMAGES: images = optarg; break;
+        case O_LIST: list = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_LONG: long_side = (int)strtol(optarg, &end, 10); break;
+        case O_CONF: opt.conf_threshold = strtof(optarg, &end); break;
+        case O_NMS: opt.nms_threshold = strtof(optarg, &end); break;
+        case O_TOPK: opt.top_k = (int)strtol(optarg, &end, 10); break;
+        case O_KEEP: opt.keep_top_k = (int)strtol(optarg, &end, 10); break;
+        case O_THREADS: threads = (int)strtol(optarg, &end, 10); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (*end) {
+            fprintf(stderr, "eval: invalid value '%s' for --%s\n", optarg, longopts[c - O_GT].name);
+            return 2;
+        }
+    }
+    if (do_predict) {
+        if (!weights || !images || !out) {
+            fprintf(stderr, "eval: --predict needs --weights, --images and --out (see --help)\n");
+            return 2;
+        }
+        return predict(model, weights, images, list, out, long_side, &opt, threads);
+    }
+    if (!gt || !pred) {
+        usage(stderr);
+        return 2;
+    }
+    if (!(iou > 0 && iou <= 1)) {
+        fprintf(stderr, "eval: --iou must be in (0, 1]\n");
+        return 2;
+    }
+    return evaluate(gt, pred, iou, events, map, json, plot);
+}

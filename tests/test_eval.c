@@ -1,0 +1,235 @@
+/* WIDER FACE evaluation: the .mat reader, the protocol on hand-made cases, the official numbers on
+ * the shared prediction set, and end to end from images with the imported model. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "detection/detector.h"
+#include "detection/matfile.h"
+#include "detection/wider_eval.h"
+#include "tests/suites.h"
+
+START_TEST(matfile_reads_official_ground_truth)
+{
+    char buf[512];
+    const char *path = shared_path("widerface/ground_truth/wider_face_val.mat", buf, sizeof buf);
+    if (!path) {
+        printf("SKIP .mat reader: ../shared absent\n");
+        return;
+    }
+    MatFile mf;
+    Error err = {0};
+    ck_assert_msg(matfile_read(path, &mf, &err) == ERR_OK, "%s", err.msg);
+    const MatValue *events = matfile_get(&mf, "event_list");
+    ck_assert_ptr_nonnull(events);
+    ck_assert_int_eq(events->numel, 61);
+    ck_assert_str_eq(mat_cell(events, 0, 0)->str, "0--Parade");
+    const MatValue *files = mat_cell(matfile_get(&mf, "file_list"), 0, 0);
+    ck_assert_int_eq(files->numel, 115);
+    ck_assert_str_eq(mat_cell(files, 0, 0)->str, "0_Parade_marchingband_1_465");
+    const MatValue *boxes = mat_cell(mat_cell(matfile_get(&mf, "face_bbx_list"), 0, 0), 0, 0);
+    ck_assert_int_eq(boxes->dims[0], 126);
+    ck_assert_int_eq(boxes->dims[1], 4);
+    /* first face: x y w h = 345 211 4 4, stored column-major */
+    ck_assert_double_eq(boxes->re[0], 345);
+    ck_assert_double_eq(boxes->re[126], 211);
+    ck_assert_double_eq(boxes->re[252], 4);
+    matfile_free(&mf);
+    error_clear(&err);
+    ck_assert_int_eq(matfile_read("tests/data/README.md", &mf, &err), ERR_FORMAT);
+}
+END_TEST
+
+/* One event, one image: faces A at (0,0,10,10) and B at (50,50,10,10); predictions: A (0.9), a false
+ * positive far away (0.8), B (0.7) -> normalised scores 1, 0.5, 0. */
+static void hand_made(WiderGt *gt, WiderPreds *p, int *keep, int n_keep)
+{
+    static double gt_boxes[8] = {0, 0, 10, 10, 50, 50, 10, 10};
+    static double boxes[15];
+    double init[15] = {0, 0, 10, 10, 0.9, 200, 200, 10, 10, 0.8, 50, 50, 10, 10, 0.7};
+    memcpy(boxes, init, sizeof init);
+    static WiderGtImage gi;
+    static WiderGtEvent ge;
+    static WiderPredImage pi;
+    static WiderPredEvent pe;
+    gi = (WiderGtImage){"img", 2, gt_boxes, {n_keep, n_keep, n_keep}, {keep, keep, keep}};
+    ge = (WiderGtEvent){"ev", &gi, 1};
+    *gt = (WiderGt){&ge, 1};
+    pi = (WiderPredImage){"img", 3, boxes};
+    pe = (WiderPredEvent){"ev", &pi, 1};
+    *p = (WiderPreds){&pe, 1};
+    wider_normalise_scores(p);
+}
+
+START_TEST(protocol_hand_made_cases)
+{
+    WiderGt gt;
+    WiderPreds p;
+    WiderResult *r = malloc(sizeof *r);
+    Error err = {0};
+    /* Both faces count: recall 0.5 at precision 1 until the false positive enters (precision 0.5),
+     * recall 1 at precision 2/3 at the last threshold: AP = 0.5 * 1 + 0.5 * 2/3. */
+    int both[2] = {1, 2};
+    hand_made(&gt, &p, both, 2);
+    ck_assert_double_eq_tol(p.events[0].images[0].boxes[9], 0.5, 1e-12);
+    ck_assert_int_eq(wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err), ERR_OK);
+    ck_assert_double_eq_tol(r->ap[0], 0.5 + 0.5 * 2.0 / 3.0, 1e-12);
+    /* B ignored: the detection on it is neither true nor false positive: AP 1. */
+    int only_a[1] = {1};
+    hand_made(&gt, &p, only_a, 1);
+    wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err);
+    ck_assert_double_eq_tol(r->ap[0], 1.0, 1e-12);
+    /* The box on A shifted by one pixel has IoU 100/142 = 0.704 (+1 convention): a match at IoU 0.7,
+     * a false positive at 0.75, where only B is found, at the last threshold, with precision 1/3. */
+    hand_made(&gt, &p, both, 2);
+    p.events[0].images[0].boxes[0] = 1, p.events[0].images[0].boxes[1] = 1;
+    wider_evaluate(&gt, &p, NULL, 0, 0.7, r, &err);
+    ck_assert_double_eq_tol(r->ap[0], 0.5 + 0.5 * 2.0 / 3.0, 1e-12);
+    wider_evaluate(&gt, &p, NULL, 0, 0.75, r, &err);
+    ck_assert_double_eq_tol(r->ap[0], 0.5 / 3.0, 1e-12);
+    /* An image without predictions: its faces count, nothing is found. */
+    hand_made(&gt, &p, both, 2);
+    p.events[0].images[0].n = 0;
+    wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err);
+    ck_assert_double_eq(r->ap[0], 0.0);
+    /* No ground-truth faces in the subset: recall is 0/0, AP NaN (as the official script). */
+    hand_made(&gt, &p, both, 0);
+    wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err);
+    ck_assert(isnan(r->ap[0]) || r->ap[0] == 0.0);
+    free(r);
+}
+END_TEST
+
+START_TEST(ties_keep_file_order)
+{
+    /* Two predictions of equal score on the same face: the first matches, the second is then a
+     * false positive at the same threshold; precision 1/2 at recall 1: AP 0.5. */
+    static double gt_boxes[4] = {0, 0, 10, 10};
+    double boxes[15] = {0, 0, 10, 10, 0.9, 0, 0, 10, 10, 0.9, 300, 300, 5, 5, 0.1};
+    int keep[1] = {1};
+    WiderGtImage gi = {"img", 1, gt_boxes, {1, 1, 1}, {keep, keep, keep}};
+    WiderGtEvent ge = {"ev", &gi, 1};
+    WiderGt gt = {&ge, 1};
+    WiderPredImage pi = {"img", 3, boxes};
+    WiderPredEvent pe = {"ev", &pi, 1};
+    WiderPreds p = {&pe, 1};
+    wider_normalise_scores(&p);
+    WiderResult *r = malloc(sizeof *r);
+    Error err = {0};
+    wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err);
+    /* The duplicate is not matched again (the face is already recalled): it stays a proposal. */
+    ck_assert_double_eq_tol(r->ap[0], 0.5, 1e-12);
+    free(r);
+}
+END_TEST
+
+START_TEST(malformed_prediction_file_is_named)
+{
+    char path[] = "/tmp/retina_predXXXXXX.txt";
+    int fd = mkstemps(path, 4);
+    const char *text = "img\n2\n1 2 3 4 0.5 \n1 2 three 4 0.5\n";
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    WiderPredImage im;
+    Error err = {0};
+    ck_assert_int_eq(wider_pred_file_read(path, &im, &err), ERR_FORMAT);
+    char where[600];
+    snprintf(where, sizeof where, "%s:4", path);
+    ck_assert_msg(strstr(err.msg, where) != NULL, "%s", err.msg);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(official_numbers_on_shared_predictions)
+{
+    char gb[512], pb[512];
+    const char *gt_dir = shared_path("widerface/ground_truth", gb, sizeof gb);
+    const char *pred_dir = shared_path("widerface/predictions_mnet025", pb, sizeof pb);
+    if (!gt_dir || !pred_dir) {
+        printf("SKIP official evaluation: ../shared absent\n");
+        return;
+    }
+    WiderGt gt;
+    WiderPreds p;
+    Error err = {0};
+    ck_assert_msg(wider_gt_load(gt_dir, &gt, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_msg(wider_preds_load(pred_dir, NULL, 0, &p, &err) == ERR_OK, "%s", err.msg);
+    wider_normalise_scores(&p);
+    WiderResult *r = malloc(sizeof *r);
+    ck_assert_int_eq(wider_evaluate(&gt, &p, NULL, 0, 0.5, r, &err), ERR_OK);
+    printf("  official protocol: Easy %.6f Medium %.6f Hard %.6f\n", r->ap[0], r->ap[1], r->ap[2]);
+    ck_assert_double_eq_tol(r->ap[0], 0.906958, 1e-6);
+    ck_assert_double_eq_tol(r->ap[1], 0.881579, 1e-6);
+    ck_assert_double_eq_tol(r->ap[2], 0.738286, 1e-6);
+    wider_preds_free(&p);
+    /* Restricted to one event, scores normalised over its predictions (../shared/README.md). */
+    const char *ev[1] = {"19--Couple"};
+    ck_assert_int_eq(wider_preds_load(pred_dir, ev, 1, &p, &err), ERR_OK);
+    wider_normalise_scores(&p);
+    wider_evaluate(&gt, &p, ev, 1, 0.5, r, &err);
+    ck_assert_double_eq_tol(r->ap[0], 0.970804, 1e-6);
+    ck_assert_double_eq_tol(r->ap[1], 0.930200, 1e-6);
+    ck_assert_double_eq_tol(r->ap[2], 0.898121, 1e-6);
+    free(r);
+    wider_preds_free(&p);
+    wider_gt_free(&gt);
+}
+END_TEST
+
+START_TEST(end_to_end_on_real_val_images)
+{
+    char gb[512], ib[512], lb[512], wb[512];
+    const char *gt_dir = shared_path("widerface/ground_truth", gb, sizeof gb);
+    const char *images = shared_path("widerface/WIDER_val/images", ib, sizeof ib);
+    const char *list = shared_path("widerface/WIDER_val/wider_val.txt", lb, sizeof lb);
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wb, sizeof wb);
+    if (!gt_dir || !images || !list || !weights) {
+        printf("SKIP end-to-end evaluation: ../shared absent\n");
+        return;
+    }
+    char out[] = "/tmp/retina_predsXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(out));
+    const char *build = getenv("RETINA_BUILD");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s/eval --predict --weights %s --images %s --list %s --out %s 2>/dev/null",
+             build ? build : "build", weights, images, list, out);
+    ck_assert_int_eq(system(cmd), 0);
+    WiderGt gt;
+    WiderPreds p;
+    Error err = {0};
+    const char *ev[1] = {"19--Couple"};
+    ck_assert_int_eq(wider_gt_load(gt_dir, &gt, &err), ERR_OK);
+    ck_assert_msg(wider_preds_load(out, ev, 1, &p, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(p.events[0].n_images, 36);
+    wider_normalise_scores(&p);
+    WiderResult *r = malloc(sizeof *r);
+    wider_evaluate(&gt, &p, ev, 1, 0.5, r, &err);
+    printf("  end to end 19--Couple: Easy %.6f Medium %.6f Hard %.6f (reference 0.971850 0.939535 0.913169)\n",
+           r->ap[0], r->ap[1], r->ap[2]);
+    ck_assert_double_eq_tol(r->ap[0], 0.9719, 0.003);
+    ck_assert_double_eq_tol(r->ap[1], 0.9395, 0.003);
+    ck_assert_double_eq_tol(r->ap[2], 0.9132, 0.003);
+    free(r);
+    wider_preds_free(&p);
+    wider_gt_free(&gt);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+Suite *eval_suite(void)
+{
+    Suite *s = suite_create("eval");
+    TCase *tc = tcase_create("widerface");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, matfile_reads_official_ground_truth);
+    tcase_add_test(tc, protocol_hand_made_cases);
+    tcase_add_test(tc, ties_keep_file_order);
+    tcase_add_test(tc, malformed_prediction_file_is_named);
+    tcase_add_test(tc, official_numbers_on_shared_predictions);
+    tcase_add_test(tc, end_to_end_on_real_val_images);
+    suite_add_tcase(s, tc);
+    return s;
+}
