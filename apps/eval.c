@@ -23,6 +23,9 @@ static void usage(FILE *f)
             "normalised over their predictions); by default, when the folder holds only some events, those\n"
             "are evaluated, with a warning. --map adds the mean AP over IoU 0.50:0.05:0.95. --plot writes the\n"
             "precision-recall curves of the three subsets as SVG; --json the numbers.\n\n"
+            "FDDB: build/eval --predict --fddb --folds DIR --images DIR --weights FILE --out DIR writes, for every\n"
+            "FDDB-fold-NN.txt of --folds, fold-NN-out.txt (image path, count, 'x y w h score' per face) from\n"
+            "the images <--images>/<path>.jpg, the format FDDB's evaluation program reads.\n\n"
             "Prediction: runs the detector over DIR/<event>/*.jpg (the images listed in --list, e.g.\n"
             "wider_val.txt, or every .jpg of every event directory) at original size (or --long-side) and\n"
             "writes OUT/<event>/<image>.txt.\n"
@@ -219,6 +222,69 @@ static char **collect_images(const char *images, const char *list, int *n)
     return out;
 }
 
+/* FDDB: one output file per fold list, rectangles with scores. */
+static int predict_fddb(const char *model, const char *weights, const char *images, const char *folds,
+                        const char *out_dir, int long_side, const PostprocessOptions *opt, int threads)
+{
+    Error err = {0};
+    Detector det;
+    if (detector_init(&det, model, weights, threads, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        return 1;
+    }
+    mkdir(out_dir, 0777);
+    int failures = 0, done = 0, folds_found = 0;
+    double t0 = now_s();
+    for (int fold = 1; fold <= 10; fold++) {
+        char list[4096], out[4096], line[4096];
+        snprintf(list, sizeof list, "%s/FDDB-fold-%02d.txt", folds, fold);
+        FILE *in = fopen(list, "r");
+        if (!in) continue;
+        folds_found++;
+        snprintf(out, sizeof out, "%s/fold-%02d-out.txt", out_dir, fold);
+        FILE *o = fopen(out, "w");
+        if (!o) {
+            fprintf(stderr, "eval: cannot write %s: %s\n", out, strerror(errno));
+            fclose(in);
+            detector_free(&det);
+            return 1;
+        }
+        while (fgets(line, sizeof line, in)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (!line[0]) continue;
+            char path[8192];
+            snprintf(path, sizeof path, "%s/%s.jpg", images, line);
+            Image img;
+            Detection *d = NULL;
+            int nd = 0;
+            error_clear(&err);
+            if (image_load_jpeg(path, &img, &err) == ERR_OK) {
+                float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+                detector_detect(&det, &img, resize, opt, &d, &nd, NULL, &err);
+                image_free(&img);
+            }
+            if (err.code) {
+                fprintf(stderr, "\neval: %s\n", err.msg);
+                failures++;
+                nd = 0;
+            }
+            fprintf(o, "%s\n%d\n", line, nd);
+            for (int k = 0; k < nd; k++)
+                fprintf(o, "%.2f %.2f %.2f %.2f %.6f\n", d[k].box[0], d[k].box[1], d[k].box[2] - d[k].box[0],
+                        d[k].box[3] - d[k].box[1], d[k].score);
+            free(d);
+            done++;
+            fprintf(stderr, "\rfold %d: %d images, %.2f img/s   ", fold, done, done / (now_s() - t0));
+        }
+        fclose(in);
+        if (fclose(o) != 0) failures++;
+    }
+    fprintf(stderr, "\n%d images, %d failed, %d fold lists\n", done, failures, folds_found);
+    detector_free(&det);
+    if (!folds_found) fprintf(stderr, "eval: no FDDB-fold-NN.txt in %s\n", folds);
+    return failures || !folds_found ? 1 : 0;
+}
+
 static int predict(const char *model, const char *weights, const char *images, const char *list, const char *out_dir,
                    int long_side, const PostprocessOptions *opt, int threads)
 {
@@ -286,11 +352,12 @@ int main(int argc, char **argv)
     const char *gt = NULL, *pred = NULL, *events = NULL, *json = NULL, *plot = NULL;
     const char *model = "mobilenet0.25", *weights = NULL, *images = NULL, *list = NULL, *out = NULL;
     double iou = 0.5;
-    bool map = false, do_predict = false;
+    bool map = false, do_predict = false, fddb = false;
+    const char *folds = NULL;
     int long_side = 0, threads = 0;
     PostprocessOptions opt = postprocess_defaults();
     enum { O_GT = 256, O_PRED, O_IOU, O_EVENTS, O_MAP, O_JSON, O_PLOT, O_PREDICT, O_MODEL, O_WEIGHTS, O_IMAGES,
-           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS };
+           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS, O_FDDB, O_FOLDS };
     static const struct option longopts[] = {
         {"gt", required_argument, 0, O_GT}, {"pred", required_argument, 0, O_PRED},
         {"iou", required_argument, 0, O_IOU}, {"events", required_argument, 0, O_EVENTS},
@@ -301,7 +368,8 @@ int main(int argc, char **argv)
         {"out", required_argument, 0, O_OUT}, {"long-side", required_argument, 0, O_LONG},
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
         {"top-k", required_argument, 0, O_TOPK}, {"keep-top-k", required_argument, 0, O_KEEP},
-        {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"threads", required_argument, 0, O_THREADS}, {"fddb", no_argument, 0, O_FDDB},
+        {"folds", required_argument, 0, O_FOLDS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end = "";
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -325,6 +393,8 @@ int main(int argc, char **argv)
         case O_TOPK: opt.top_k = (int)strtol(optarg, &end, 10); break;
         case O_KEEP: opt.keep_top_k = (int)strtol(optarg, &end, 10); break;
         case O_THREADS: threads = (int)strtol(optarg, &end, 10); break;
+        case O_FDDB: fddb = true; break;
+        case O_FOLDS: folds = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -334,6 +404,13 @@ int main(int argc, char **argv)
         }
     }
     if (do_predict) {
+        if (fddb) {
+            if (!weights || !images || !out || !folds) {
+                fprintf(stderr, "eval: --predict --fddb needs --weights, --images, --folds and --out\n");
+                return 2;
+            }
+            return predict_fddb(model, weights, images, folds, out, long_side, &opt, threads);
+        }
         if (!weights || !images || !out) {
             fprintf(stderr, "eval: --predict needs --weights, --images and --out (see --help)\n");
             return 2;

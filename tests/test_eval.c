@@ -219,6 +219,44 @@ START_TEST(end_to_end_on_real_val_images)
 }
 END_TEST
 
+START_TEST(fddb_output_format)
+{
+    char wb[512], ib[512];
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wb, sizeof wb);
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    if (!weights || !image) {
+        printf("SKIP FDDB output: ../shared absent\n");
+        return;
+    }
+    char dir[] = "/tmp/retina_fddbXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cmd[4096];
+    const char *build = getenv("RETINA_BUILD");
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/folds %s/img/2002/08 && cp %s %s/img/2002/08/img_1.jpg && "
+             "printf '2002/08/img_1\\n2002/08/missing\\n' > %s/folds/FDDB-fold-01.txt && "
+             "%s/eval --predict --fddb --folds %s/folds --images %s/img --weights %s --out %s/out 2>/dev/null",
+             dir, dir, image, dir, dir, build ? build : "build", dir, dir, weights, dir);
+    /* One image is missing: reported, exit status 1, the other image still written. */
+    ck_assert_int_ne(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/out/fold-01-out.txt", dir);
+    FILE *f = fopen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "2002/08/img_1\n");
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_int_eq(atoi(line), 150);
+    float x, y, w, h, s;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_int_eq(sscanf(line, "%f %f %f %f %f", &x, &y, &w, &h, &s), 5);
+    ck_assert_float_eq_tol(x, 653.19f, 0.01f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 Suite *eval_suite(void)
 {
     Suite *s = suite_create("eval");
@@ -230,6 +268,7 @@ Suite *eval_suite(void)
     tcase_add_test(tc, malformed_prediction_file_is_named);
     tcase_add_test(tc, official_numbers_on_shared_predictions);
     tcase_add_test(tc, end_to_end_on_real_val_images);
+    tcase_add_test(tc, fddb_output_format);
     suite_add_tcase(s, tc);
     return s;
 }
