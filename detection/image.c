@@ -123,6 +123,30 @@ ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *
     return ERR_OK;
 }
 
+ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct jpeg_decompress_struct cinfo;
+    JpegError jerr;
+    memset(&jerr, 0, sizeof jerr);
+    cinfo.err = jpeg_std_error(&jerr.mgr);
+    jerr.mgr.error_exit = on_error_exit;
+    jerr.mgr.emit_message = on_message;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        fclose(f);
+        return error_set(err, ERR_FORMAT, "%s: not a valid JPEG: %s", path, jerr.message);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, f);
+    jpeg_read_header(&cinfo, TRUE);
+    *width = (int)cinfo.image_width, *height = (int)cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    fclose(f);
+    return ERR_OK;
+}
+
 ErrorCode image_load_jpeg(const char *path, Image *img, Error *err)
 {
     return image_load_jpeg_scaled(path, 0, 0, img, err);
@@ -264,4 +288,39 @@ void image_draw_text(Image *img, int x, int y, const char *text, const uint8_t b
             for (int c = 0; c < 5; c++)
                 if (digits[g][r] >> (4 - c) & 1) put_pixel(img, x + c, y + r, bgr);
     }
+}
+
+ErrorCode image_resize_nearest(const Image *src, int width, int height, Image *dst, Error *err)
+{
+    if (width < 1 || height < 1) return error_set(err, ERR_ARG, "resize to %dx%d", width, height);
+    if (image_alloc(dst, width, height, err)) return err->code;
+    for (int y = 0; y < height; y++) {
+        int sy = (int)((int64_t)y * src->height / height);
+        for (int x = 0; x < width; x++) {
+            int sx = (int)((int64_t)x * src->width / width);
+            memcpy(dst->bgr + ((size_t)y * width + x) * 3, src->bgr + ((size_t)sy * src->width + sx) * 3, 3);
+        }
+    }
+    return ERR_OK;
+}
+
+ErrorCode image_resize_area(const Image *src, int width, int height, Image *dst, Error *err)
+{
+    if (width >= src->width || height >= src->height) return image_resize(src, width, height, dst, err);
+    if (image_alloc(dst, width, height, err)) return err->code;
+    for (int y = 0; y < height; y++) {
+        int y0 = (int)((int64_t)y * src->height / height), y1 = (int)((int64_t)(y + 1) * src->height / height);
+        if (y1 <= y0) y1 = y0 + 1;
+        for (int x = 0; x < width; x++) {
+            int x0 = (int)((int64_t)x * src->width / width), x1 = (int)((int64_t)(x + 1) * src->width / width);
+            if (x1 <= x0) x1 = x0 + 1;
+            unsigned sum[3] = {0, 0, 0};
+            for (int yy = y0; yy < y1; yy++)
+                for (int xx = x0; xx < x1; xx++)
+                    for (int c = 0; c < 3; c++) sum[c] += src->bgr[((size_t)yy * src->width + xx) * 3 + c];
+            unsigned n = (unsigned)((y1 - y0) * (x1 - x0));
+            for (int c = 0; c < 3; c++) dst->bgr[((size_t)y * width + x) * 3 + c] = (uint8_t)((sum[c] + n / 2) / n);
+        }
+    }
+    return ERR_OK;
 }

@@ -17,12 +17,18 @@ ErrorCode image_load_jpeg(const char *path, Image *img, Error *err);
 /* Like image_load_jpeg, but lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the image
  * will be downsampled anyway: the result is at least min_w x min_h where possible. */
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err);
+/* Reads only the header: the full-resolution size. */
+ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err);
 ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error *err);
 ErrorCode image_alloc(Image *img, int width, int height, Error *err);
 void image_free(Image *img);
 
 /* Bilinear resize with OpenCV's INTER_LINEAR pixel-centre convention (what the reference uses). */
 ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Error *err);
+
+/* Nearest-neighbour and area (box-average, for shrinking) resizes, used by augmentation. */
+ErrorCode image_resize_nearest(const Image *src, int width, int height, Image *dst, Error *err);
+ErrorCode image_resize_area(const Image *src, int width, int height, Image *dst, Error *err);
 
 /* Writes the network input: CHW float, channel c = B,G,R minus mean[c] (104, 117, 123). */
 void image_to_chw(const Image *img, const float mean[3], float *chw);

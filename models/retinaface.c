@@ -116,6 +116,7 @@ ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err)
     TensorDict d;
     if (checkpoint_read(path, &d, err)) return err->code;
     tensor_dict_strip_prefix(&d, "module.");
+    tensor_dict_drop_prefix(&d, "optimizer."); /* training checkpoints load for inference too */
     ErrorCode rc = params_load_dict(&m->params, &d, path, false, false, err);
     tensor_dict_free(&d);
     return rc;

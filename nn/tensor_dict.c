@@ -60,6 +60,21 @@ NamedTensor *tensor_dict_find(TensorDict *d, const char *name)
     return NULL;
 }
 
+void tensor_dict_drop_prefix(TensorDict *d, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    int kept = 0;
+    for (int i = 0; i < d->n; i++) {
+        if (!strncmp(d->items[i].name, prefix, n)) {
+            free(d->items[i].name);
+            free(d->items[i].data);
+        } else {
+            d->items[kept++] = d->items[i];
+        }
+    }
+    d->n = kept;
+}
+
 void tensor_dict_strip_prefix(TensorDict *d, const char *prefix)
 {
     size_t n = strlen(prefix);

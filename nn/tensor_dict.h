@@ -26,6 +26,8 @@ void tensor_dict_free(TensorDict *d);
 ErrorCode tensor_dict_add(TensorDict *d, const char *name, const char *dtype, int ndim,
                           const int64_t *shape, float *data, Error *err);
 NamedTensor *tensor_dict_find(TensorDict *d, const char *name);
+/* Removes every entry whose name starts with prefix (e.g. "optimizer." of training checkpoints). */
+void tensor_dict_drop_prefix(TensorDict *d, const char *prefix);
 /* Strips a leading prefix ("module.") from every name that has it. */
 void tensor_dict_strip_prefix(TensorDict *d, const char *prefix);
 

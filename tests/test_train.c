@@ -3,9 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "detection/detector.h"
 #include "detection/multibox_loss.h"
+#include "models/trainer.h"
 #include "tests/suites.h"
 
 /* Reads manifest.json's train_targets.value: [[[15 numbers] per face] per image]. */
@@ -166,6 +168,146 @@ START_TEST(matching_forces_best_prior_and_skips_missing_landmarks)
 }
 END_TEST
 
+static float box_iou(const float *a, const float *b)
+{
+    float w = fminf(a[2], b[2]) - fmaxf(a[0], b[0]), h = fminf(a[3], b[3]) - fmaxf(a[1], b[1]);
+    if (w <= 0 || h <= 0) return 0;
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h);
+}
+
+START_TEST(overfits_the_tiny_set)
+{
+    char lb[512], pb[512];
+    const char *labels = shared_path("data/tiny/train/label.txt", lb, sizeof lb);
+    const char *pre = shared_path("weights/mobilenetV1X0.25_pretrain.tar", pb, sizeof pb);
+    if (!labels || !pre) {
+        printf("SKIP overfit: ../shared absent\n");
+        return;
+    }
+    TrainOptions o = train_defaults();
+    o.data = labels, o.pretrained = pre;
+    o.epochs = 60, o.batch = 1, o.lr = 0.01f, o.augment = false, o.workers = 1;
+    RetinaFace *m = NULL;
+    TrainReport rep;
+    Error err = {0};
+    ck_assert_msg(train_run(&o, &m, &rep, &err) == ERR_OK, "%s", err.msg);
+    printf("  overfit: total loss %.3f -> %.3f in %d steps\n", rep.first_loss, rep.last_loss, rep.steps);
+    ck_assert_double_lt(rep.last_loss, 0.2 * rep.first_loss);
+    /* The trained model finds the labelled faces. */
+    TrainSet set;
+    ck_assert_int_eq(trainset_load(labels, NULL, &set, &err), ERR_OK);
+    ck_assert_int_eq(set.samples[0].n, 27);
+    Detector det = {0};
+    det.model = m;
+    det.ctx = context_create(2);
+    graph_init(&det.graph, det.ctx, DEVICE_CPU, NULL);
+    graph_set_grad_enabled(&det.graph, false);
+    Image img;
+    ck_assert_int_eq(image_load_jpeg(set.samples[0].path, &img, &err), ERR_OK);
+    PostprocessOptions popt = postprocess_defaults();
+    Detection *d;
+    int n;
+    /* At the training geometry: the long side at 640 (training pads to a square and resizes). */
+    float resize = 640.0f / (float)(img.width > img.height ? img.width : img.height);
+    ck_assert_int_eq(detector_detect(&det, &img, resize, &popt, &d, &n, NULL, &err), ERR_OK);
+    int found = 0;
+    for (int f = 0; f < 27; f++) {
+        bool hit = false;
+        for (int k = 0; k < n && !hit; k++) hit = d[k].score >= 0.5f && box_iou(set.samples[0].faces + FACE_FIELDS * f, d[k].box) >= 0.5f;
+        found += hit;
+    }
+    printf("  overfit: %d of 27 labelled faces detected (score >= 0.5, IoU >= 0.5)\n", found);
+    ck_assert_int_ge(found, 20);
+    free(d);
+    image_free(&img);
+    trainset_free(&set);
+    detector_free(&det);
+}
+END_TEST
+
+START_TEST(resume_is_bit_exact)
+{
+    char lb[512];
+    const char *labels = shared_path("data/tiny/train/label.txt", lb, sizeof lb);
+    if (!labels) {
+        printf("SKIP resume: ../shared absent\n");
+        return;
+    }
+    char dir_a[] = "/tmp/retina_runaXXXXXX", dir_b[] = "/tmp/retina_runbXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir_a));
+    ck_assert_ptr_nonnull(mkdtemp(dir_b));
+    TrainOptions o = train_defaults();
+    o.data = labels, o.batch = 1, o.size = 320, o.workers = 1, o.save_every = 1, o.seed = 7;
+    TrainReport rep;
+    Error err = {0};
+    RetinaFace *straight = NULL, *resumed = NULL;
+    o.epochs = 2, o.save_dir = dir_a;
+    ck_assert_msg(train_run(&o, &straight, &rep, &err) == ERR_OK, "%s", err.msg);
+    o.epochs = 1, o.save_dir = dir_b;
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_OK);
+    char ck[4200];
+    snprintf(ck, sizeof ck, "%s/mobilenet0.25_epoch1.safetensors", dir_b);
+    o.epochs = 2, o.resume = ck;
+    ck_assert_msg(train_run(&o, &resumed, &rep, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(rep.steps, 1);
+    for (int i = 0; i < straight->params.n; i++) {
+        Tensor *a = param_entry_tensor(&straight->params.entries[i]), *b = param_entry_tensor(&resumed->params.entries[i]);
+        ck_assert_msg(memcmp(a->data, b->data, tensor_bytes(a)) == 0, "%s differs", straight->params.entries[i].name);
+    }
+    retinaface_free(straight);
+    retinaface_free(resumed);
+    snprintf(ck, sizeof ck, "rm -rf %s %s", dir_a, dir_b);
+    ck_assert_int_eq(system(ck), 0);
+}
+END_TEST
+
+START_TEST(bad_training_input)
+{
+    char dir[] = "/tmp/retina_badsetXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[4200], cmd[8600];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/images && printf 'junk' > %s/images/broken.jpg", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    char ib[512];
+    const char *good = shared_path("data/tiny/train/images/test.jpg", ib, sizeof ib);
+    if (good) {
+        snprintf(cmd, sizeof cmd, "cp %s %s/images/good.jpg", good, dir);
+        ck_assert_int_eq(system(cmd), 0);
+    }
+    /* A malformed face line: the error names the file and the line. */
+    snprintf(path, sizeof path, "%s/label.txt", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# good.jpg\n10 10 50 50 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 0.5\n10 10 oops 50\n");
+    fclose(f);
+    TrainSet set;
+    Error err = {0};
+    ck_assert_int_eq(trainset_load(path, NULL, &set, &err), ERR_FORMAT);
+    char where[4300];
+    snprintf(where, sizeof where, "%s:3", path);
+    ck_assert_msg(strstr(err.msg, where) != NULL, "%s", err.msg);
+    if (!good) return;
+    /* A missing image is skipped and counted; an unreadable one is skipped by the loader. */
+    f = fopen(path, "w");
+    fprintf(f, "# good.jpg\n600 100 60 70 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 0.5\n"
+               "# missing.jpg\n10 10 50 50\n# broken.jpg\n10 10 50 50\n");
+    fclose(f);
+    error_clear(&err);
+    ck_assert_int_eq(trainset_load(path, NULL, &set, &err), ERR_OK);
+    ck_assert_int_eq(set.n, 2);
+    ck_assert_int_eq(set.missing_images, 1);
+    trainset_free(&set);
+    TrainOptions o = train_defaults();
+    o.data = path, o.epochs = 1, o.batch = 2, o.size = 160, o.workers = 2;
+    TrainReport rep;
+    ck_assert_msg(train_run(&o, NULL, &rep, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(rep.failed_images, 1);
+    ck_assert_int_eq(rep.missing_images, 1);
+    ck_assert_int_eq(rep.steps, 1);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -173,6 +315,9 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matching_forces_best_prior_and_skips_missing_landmarks);
     tcase_add_test(tc, training_step_matches_reference);
+    tcase_add_test(tc, bad_training_input);
+    tcase_add_test(tc, resume_is_bit_exact);
+    tcase_add_test(tc, overfits_the_tiny_set);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,35 @@
+/* Loader: batches of augmented training images, prepared in the background. A producer thread
+ * builds batch k+1 (its samples spread over `workers` threads) while the trainer uses batch k.
+ * Reproducible: the epoch's order is a shuffle seeded by (seed, epoch) and every sample's
+ * augmentation RNG by (seed, epoch, position), so results do not depend on the worker count.
+ * Images that cannot be read are left out of their batch and counted (Batch.failed, with the
+ * first message in Batch.error). */
+#ifndef DETECTION_LOADER_H
+#define DETECTION_LOADER_H
+
+#include "detection/augment.h"
+
+enum { LOADER_MAX_FACES = 1024 };
+
+typedef struct {
+    int n;              /* images in this batch */
+    int size;
+    float *images;      /* n x 3 x size x size */
+    float *targets;     /* per image LOADER_MAX_FACES x FACE_FIELDS */
+    int *n_faces;
+    int failed;
+    char error[512];
+} Batch;
+
+typedef struct Loader Loader;
+
+Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_size, int workers, uint64_t seed,
+                      Error *err);
+void loader_destroy(Loader *l);
+int loader_batches_per_epoch(const Loader *l);
+/* Starts an epoch at batch first_batch (resume). */
+void loader_begin_epoch(Loader *l, int epoch, int first_batch);
+/* The next batch of the epoch, NULL when the epoch is over. Valid until the next call. */
+const Batch *loader_next(Loader *l);
+
+#endif

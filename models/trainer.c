@@ -1,0 +1,240 @@
+#include "models/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "detection/detector.h"
+#include "nn/safetensors.h"
+
+TrainOptions train_defaults(void)
+{
+    TrainOptions o;
+    memset(&o, 0, sizeof o);
+    o.model = "mobilenet0.25";
+    o.epochs = 250, o.batch = 32, o.size = 0, o.workers = 4, o.save_every = 10;
+    o.lr = 1e-3f, o.momentum = 0.9f, o.weight_decay = 5e-4f, o.gamma = 0.1f;
+    o.decay_epochs[0] = 190, o.decay_epochs[1] = 220, o.n_decay = 2;
+    o.schedule = LR_STEP;
+    o.seed = 1;
+    o.augment = true;
+    return o;
+}
+
+float train_learning_rate(const TrainOptions *o, int epoch, int step, int steps_per_epoch)
+{
+    double t = epoch + (double)step / (steps_per_epoch > 0 ? steps_per_epoch : 1);
+    if (o->warmup_epochs > 0 && t < o->warmup_epochs) return (float)(1e-6 + (o->lr - 1e-6) * t / o->warmup_epochs);
+    if (o->schedule == LR_COSINE) return (float)(o->lr * 0.5 * (1 + cos(M_PI * t / o->epochs)));
+    double lr = o->lr;
+    for (int k = 0; k < o->n_decay; k++)
+        if (epoch >= o->decay_epochs[k]) lr *= o->gamma;
+    return (float)lr;
+}
+
+ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, int next_epoch, uint64_t seed,
+                                Error *err)
+{
+    TensorDict d;
+    ErrorCode rc = params_to_dict(&m->params, &d, err);
+    if (!rc) rc = sgd_state_to_dict(sgd, &m->params, &d, err);
+    char epoch_s[32], seed_s[32];
+    snprintf(epoch_s, sizeof epoch_s, "%d", next_epoch);
+    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+    const char *keys[4] = {"format", "model", "next_epoch", "seed"};
+    const char *values[4] = {"pt", m->cfg.name, epoch_s, seed_s};
+    if (!rc) rc = safetensors_write(path, &d, keys, values, 4, err);
+    tensor_dict_free(&d);
+    return rc;
+}
+
+ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *next_epoch, uint64_t *seed, Error *err)
+{
+    char *model = NULL, *epoch_s = NULL, *seed_s = NULL;
+    if (safetensors_read_metadata(path, "model", &model, err) || safetensors_read_metadata(path, "next_epoch", &epoch_s, err) ||
+        safetensors_read_metadata(path, "seed", &seed_s, err)) {
+        free(model), free(epoch_s), free(seed_s);
+        return err->code;
+    }
+    ErrorCode rc = ERR_OK;
+    if (!model || !epoch_s || !seed_s)
+        rc = error_set(err, ERR_FORMAT, "%s: not a training checkpoint (no model/next_epoch/seed metadata)", path);
+    else if (strcmp(model, m->cfg.name))
+        rc = error_set(err, ERR_ARG, "%s: checkpoint of model %s, training %s", path, model, m->cfg.name);
+    if (!rc) {
+        *next_epoch = atoi(epoch_s);
+        *seed = strtoull(seed_s, NULL, 10);
+    }
+    free(model), free(epoch_s), free(seed_s);
+    if (rc) return rc;
+    TensorDict d;
+    if (safetensors_read(path, &d, err)) return err->code;
+    rc = params_load_dict(&m->params, &d, path, false, true, err);
+    if (!rc) rc = sgd_state_from_dict(sgd, &m->params, &d, path, err);
+    tensor_dict_free(&d);
+    return rc;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *rep, Error *err)
+{
+    memset(rep, 0, sizeof *rep);
+    if (model_out) *model_out = NULL;
+    const RetinaConfig *cfg = retinaface_config(o->model);
+    if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", o->model);
+    int size = o->size ? o->size : cfg->train_size;
+    if (o->batch < 1 || o->epochs < 1 || size < 32) return error_set(err, ERR_ARG, "batch, epochs and size must be positive");
+    TrainSet set;
+    if (trainset_load(o->data, o->images, &set, err)) return err->code;
+    rep->missing_images = set.missing_images;
+    if (set.missing_images && o->log)
+        fprintf(o->log, "warning: %d images listed in %s were not found and are skipped\n", set.missing_images, o->data);
+    Context *ctx = context_create(o->threads);
+    RetinaFace *m = retinaface_create(cfg, DEVICE_CPU, o->seed, err);
+    Sgd sgd = {0};
+    Graph g;
+    bool graph_ready = false;
+    Loader *loader = NULL;
+    float *priors = NULL;
+    ErrorCode rc = ERR_OK;
+    if (!ctx || !m) {
+        rc = err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
+        goto out;
+    }
+    if (o->pretrained && (rc = retinaface_load_pretrained_backbone(m, o->pretrained, err))) goto out;
+    if ((rc = sgd_init(&sgd, &m->params, o->momentum, o->weight_decay, err))) goto out;
+    int start_epoch = 0;
+    uint64_t seed = o->seed;
+    if (o->resume && (rc = train_checkpoint_load(o->resume, m, &sgd, &start_epoch, &seed, err))) goto out;
+    if ((rc = graph_init(&g, ctx, DEVICE_CPU, err))) goto out;
+    graph_ready = true;
+    AugmentOptions aug = augment_defaults(size);
+    aug.augment = o->augment;
+    loader = loader_create(&set, &aug, o->batch, o->workers, seed, err);
+    if (!loader) {
+        rc = err->code ? err->code : ERR_OOM;
+        goto out;
+    }
+    PriorSpec spec;
+    retinaface_prior_spec(cfg, &spec);
+    int64_t P = priors_count(&spec, size, size);
+    priors = malloc(sizeof(float) * 4 * (size_t)P);
+    if (!priors) {
+        rc = error_set(err, ERR_OOM, "out of memory");
+        goto out;
+    }
+    priors_generate(&spec, size, size, priors);
+    MultiBoxOptions mb = multibox_defaults();
+    memcpy(mb.variance, cfg->variance, sizeof mb.variance);
+    int per_epoch = loader_batches_per_epoch(loader);
+    int total_steps = per_epoch * (o->epochs - start_epoch);
+    double t0 = now_s();
+    int steps_done = 0;
+    if (o->save_dir) mkdir(o->save_dir, 0777);
+    if (o->log)
+        fprintf(o->log, "training %s on %d images (%d faces dropped), %d batches of %d per epoch, epochs %d..%d, size %d\n",
+                cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, start_epoch + 1, o->epochs, size);
+    for (int epoch = start_epoch; epoch < o->epochs && !rc; epoch++) {
+        loader_begin_epoch(loader, epoch, 0);
+        const Batch *b;
+        int step = 0;
+        while (!rc && (b = loader_next(loader))) {
+            rep->failed_images += b->failed;
+            if (b->failed && o->log) fprintf(o->log, "warning: %d image(s) skipped: %s\n", b->failed, b->error);
+            if (b->n == 0) {
+                step++;
+                continue;
+            }
+            float lr = train_learning_rate(o, epoch, step, per_epoch);
+            graph_reset(&g);
+            int64_t xs[4] = {b->n, 3, size, size};
+            Tensor xt = tensor_wrap(b->images, DEVICE_CPU, 4, xs);
+            RetinaOutputs out;
+            ImageTargets targets[b->n];
+            /* Split the rows into the loss's arrays (host scratch of the step). */
+            for (int i = 0; i < b->n; i++) {
+                int n = b->n_faces[i];
+                const float *rows = b->targets + (size_t)LOADER_MAX_FACES * FACE_FIELDS * i;
+                float *boxes = graph_host_scratch(&g, sizeof(float) * 4 * (size_t)(n + 1));
+                float *lms = graph_host_scratch(&g, sizeof(float) * 10 * (size_t)(n + 1));
+                int32_t *labels = graph_host_scratch(&g, sizeof(int32_t) * (size_t)(n + 1));
+                uint8_t *has = graph_host_scratch(&g, (size_t)(n + 1));
+                if (!boxes || !lms || !labels || !has) break;
+                for (int k = 0; k < n; k++) {
+                    memcpy(boxes + 4 * k, rows + FACE_FIELDS * k, 4 * sizeof(float));
+                    memcpy(lms + 10 * k, rows + FACE_FIELDS * k + 4, 10 * sizeof(float));
+                    labels[k] = 1;
+                    has[k] = rows[FACE_FIELDS * k + 14] > 0;
+                }
+                targets[i] = (ImageTargets){n, boxes, lms, labels, has};
+            }
+            MultiBoxLosses L;
+            if (!retinaface_forward(&g, m, var_from_tensor(&g, &xt, false), true, &out) ||
+                !multibox_loss(&g, out.loc, out.conf, out.landms, priors, targets, &mb, &L) ||
+                graph_backward(&g, L.total)) {
+                rc = error_set(err, g.err.code ? g.err.code : ERR_ARG, "step %d: %s", steps_done + 1, g.err.msg);
+                break;
+            }
+            double total = L.total->value.data[0];
+            double ll = L.loss_l->value.data[0], lc = L.loss_c->value.data[0];
+            double lm = L.loss_landm ? L.loss_landm->value.data[0] : 0;
+            if (!isfinite(total)) {
+                rc = error_set(err, ERR_ARG,
+                               "loss became %s at epoch %d step %d (global step %d); stopped, last good checkpoint: %s",
+                               isnan(total) ? "NaN" : "inf", epoch + 1, step + 1, steps_done + 1,
+                               rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
+                break;
+            }
+            sgd_step(&sgd, &m->params, lr);
+            params_zero_grad(&m->params);
+            if (steps_done == 0) rep->first_loss = total;
+            rep->last_loss = total, rep->last_l = ll, rep->last_c = lc, rep->last_landm = lm;
+            steps_done++;
+            step++;
+            if (o->log) {
+                rep->images_seen += b->n;
+                double el = now_s() - t0, ips = rep->images_seen / el;
+                double eta = (total_steps - steps_done) * el / steps_done;
+                fprintf(o->log,
+                        "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %.1f img/s | ETA "
+                        "%dh%02dm%02ds\n",
+                        epoch + 1, o->epochs, step, per_epoch, ll, lc, lm, total, lr, ips, (int)(eta / 3600),
+                        (int)(eta / 60) % 60, (int)eta % 60);
+                fflush(o->log);
+            }
+            if (o->max_steps && steps_done >= o->max_steps) break;
+        }
+        rep->steps = steps_done;
+        if (rc) break;
+        bool last = epoch + 1 == o->epochs || (o->max_steps && steps_done >= o->max_steps);
+        if (o->save_dir && ((epoch + 1) % (o->save_every > 0 ? o->save_every : 1) == 0 || last)) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s_epoch%d.safetensors", o->save_dir, cfg->name, epoch + 1);
+            if ((rc = train_checkpoint_save(path, m, &sgd, epoch + 1, seed, err))) break;
+            snprintf(rep->last_checkpoint, sizeof rep->last_checkpoint, "%s", path);
+            if (o->log) fprintf(o->log, "saved %s\n", path);
+        }
+        if (last) break;
+    }
+out:
+    loader_destroy(loader);
+    free(priors);
+    if (graph_ready) graph_destroy(&g);
+    sgd_free(&sgd);
+    if (model_out && !rc)
+        *model_out = m;
+    else
+        retinaface_free(m);
+    context_destroy(ctx);
+    trainset_free(&set);
+    return rc;
+}

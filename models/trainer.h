@@ -1,0 +1,54 @@
+/* Trainer: the training loop of a RetinaFace variant — batches from the Loader, forward in train
+ * mode, MultiBox loss, backward, SGD — with the learning-rate schedule, progress lines, atomic
+ * checkpoints (weights + optimiser momentum + epoch + seed, one safetensors file) and exact
+ * resumption (the data order and augmentation are functions of (seed, epoch, position)). */
+#ifndef MODELS_TRAINER_H
+#define MODELS_TRAINER_H
+
+#include <stdio.h>
+
+#include "detection/loader.h"
+#include "detection/multibox_loss.h"
+#include "models/retinaface.h"
+#include "nn/sgd.h"
+
+typedef enum { LR_STEP, LR_COSINE } LrSchedule;
+
+typedef struct {
+    const char *model;           /* variant name */
+    const char *data;            /* label file */
+    const char *images;          /* NULL: beside the label file */
+    const char *pretrained;      /* backbone checkpoint or NULL */
+    const char *resume;          /* training checkpoint or NULL */
+    const char *save_dir;        /* NULL: no checkpoints */
+    int epochs, batch, size, workers, threads, save_every;
+    float lr, momentum, weight_decay, gamma;
+    int decay_epochs[4], n_decay;
+    LrSchedule schedule;
+    int warmup_epochs;
+    uint64_t seed;
+    bool augment;
+    int max_steps;               /* stop after this many steps in total (0: no limit), for tests */
+    FILE *log;                   /* progress lines (NULL: silent) */
+} TrainOptions;
+
+typedef struct {
+    int steps;
+    double first_loss, last_loss;      /* total loss of the first / last step */
+    double last_l, last_c, last_landm;
+    int failed_images, missing_images;
+    long images_seen;
+    char last_checkpoint[4096];
+} TrainReport;
+
+TrainOptions train_defaults(void);
+/* Trains; the model is created inside and returned in *model_out when not NULL. */
+ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport *report, Error *err);
+float train_learning_rate(const TrainOptions *opt, int epoch, int step_in_epoch, int steps_per_epoch);
+
+ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, int next_epoch, uint64_t seed,
+                                Error *err);
+/* Restores weights and momentum; *next_epoch and *seed from the metadata. */
+ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *next_epoch, uint64_t *seed, Error *err);
+
+#endif

@@ -1,0 +1,23 @@
+/* SGD with momentum and weight decay, PyTorch's formulation: d = grad + wd * p; v = m * v + d;
+ * p -= lr * v (v starts at zero, which equals PyTorch's first-step v = d). Weight decay applies to
+ * every parameter, as the reference trainer does. One momentum buffer per parameter, owned here;
+ * saved in checkpoints as "optimizer.momentum.<parameter name>". */
+#ifndef NN_SGD_H
+#define NN_SGD_H
+
+#include "nn/tensor_dict.h"
+
+typedef struct {
+    float momentum, weight_decay;
+    Tensor *velocity; /* per ParamStore entry; data NULL for buffers */
+    int n;
+} Sgd;
+
+ErrorCode sgd_init(Sgd *s, const ParamStore *ps, float momentum, float weight_decay, Error *err);
+void sgd_free(Sgd *s);
+void sgd_step(Sgd *s, ParamStore *ps, float lr);
+/* Adds / restores the momentum buffers in a checkpoint dict. */
+ErrorCode sgd_state_to_dict(const Sgd *s, const ParamStore *ps, TensorDict *d, Error *err);
+ErrorCode sgd_state_from_dict(Sgd *s, const ParamStore *ps, TensorDict *d, const char *source, Error *err);
+
+#endif
