@@ -48,7 +48,7 @@ BENCH     := $(patsubst benchmarks/%.c,$(BUILD)/bench_%,$(wildcard benchmarks/*.
 FLAGS_STAMP := $(BUILD)/flags.stamp
 $(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(NVFLAGS)' | cmp -s - $(FLAGS_STAMP) 2>/dev/null || echo '$(CC) $(CFLAGS) $(NVFLAGS)' > $(FLAGS_STAMP))
 
-.PHONY: all test bench clean
+.PHONY: all test bench clean deps
 all: $(BUILD)/libretina.a $(APPS)
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
@@ -78,6 +78,10 @@ test: all $(BUILD)/run_tests
 
 bench: all $(BENCH)
 	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
+
+# Installs missing Debian packages (compiler, Check, libjpeg-turbo, zlib headers) with apt-get.
+deps:
+	@bash .ci/install-deps
 
 clean:
 	rm -rf build build-san
