@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "detection/detector.h"
 #include "models/summary.h"
@@ -205,7 +204,7 @@ int main(int argc, char **argv)
             failures++;
             continue;
         }
-        float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+        float resize = detector_resize_for_long_side(&img, long_side);
         Detection *dets = NULL;
         int n = 0;
         DetectTiming t;

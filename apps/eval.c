@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
+#include "tensor/clock.h"
 #include "detection/detector.h"
 #include "detection/wider_eval.h"
 
@@ -177,12 +177,6 @@ static int evaluate(const char *gt_dir, const char *pred_dir, double iou, const 
 
 /* ---- prediction ---------------------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* "event/name.jpg" entries, from the list file or by scanning every event directory for .jpg. */
 static char **collect_images(const char *images, const char *list, int *n)
@@ -234,7 +228,7 @@ static int predict_fddb(const char *model, const char *weights, const char *imag
     }
     mkdir(out_dir, 0777);
     int failures = 0, done = 0, folds_found = 0;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     for (int fold = 1; fold <= 10; fold++) {
         char list[4096], out[4096], line[4096];
         snprintf(list, sizeof list, "%s/FDDB-fold-%02d.txt", folds, fold);
@@ -259,7 +253,7 @@ static int predict_fddb(const char *model, const char *weights, const char *imag
             int nd = 0;
             error_clear(&err);
             if (image_load_jpeg(path, &img, &err) == ERR_OK) {
-                float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+                float resize = detector_resize_for_long_side(&img, long_side);
                 detector_detect(&det, &img, resize, opt, &d, &nd, NULL, &err);
                 image_free(&img);
             }
@@ -274,7 +268,7 @@ static int predict_fddb(const char *model, const char *weights, const char *imag
                         d[k].box[3] - d[k].box[1], d[k].score);
             free(d);
             done++;
-            fprintf(stderr, "\rfold %d: %d images, %.2f img/s   ", fold, done, done / (now_s() - t0));
+            fprintf(stderr, "\rfold %d: %d images, %.2f img/s   ", fold, done, done / (clock_seconds() - t0));
         }
         fclose(in);
         if (fclose(o) != 0) failures++;
@@ -303,7 +297,7 @@ static int predict(const char *model, const char *weights, const char *images, c
     }
     mkdir(out_dir, 0777);
     int failures = 0;
-    double t0 = now_s();
+    double t0 = clock_seconds();
     for (int i = 0; i < n; i++) {
         char path[8192], out_path[8192], event[1024];
         snprintf(path, sizeof path, "%s/%s", images, names[i]);
@@ -322,7 +316,7 @@ static int predict(const char *model, const char *weights, const char *images, c
         Detection *d = NULL;
         int nd = 0;
         if (image_load_jpeg(path, &img, &err) == ERR_OK) {
-            float resize = long_side ? (float)long_side / (float)(img.width > img.height ? img.width : img.height) : 1.0f;
+            float resize = detector_resize_for_long_side(&img, long_side);
             if (detector_detect(&det, &img, resize, opt, &d, &nd, NULL, &err) == ERR_OK) {
                 float *boxes = malloc(sizeof(float) * 4 * ((size_t)nd + 1)), *scores = malloc(sizeof(float) * ((size_t)nd + 1));
                 for (int k = 0; k < nd; k++) memcpy(boxes + 4 * k, d[k].box, sizeof d[k].box), scores[k] = d[k].score;
@@ -336,12 +330,12 @@ static int predict(const char *model, const char *weights, const char *images, c
             fprintf(stderr, "\neval: %s\n", err.msg);
             failures++;
         }
-        double el = now_s() - t0, rate = (i + 1) / el;
+        double el = clock_seconds() - t0, rate = (i + 1) / el;
         fprintf(stderr, "\r[%4d/%d] %5.1f%%  %.2f img/s  ETA %.0fs   ", i + 1, n, 100.0 * (i + 1) / n, rate,
                 (n - i - 1) / rate);
         free(names[i]);
     }
-    fprintf(stderr, "\n%d images in %.1fs, %d failed; predictions in %s\n", n, now_s() - t0, failures, out_dir);
+    fprintf(stderr, "\n%d images in %.1fs, %d failed; predictions in %s\n", n, clock_seconds() - t0, failures, out_dir);
     free(names);
     detector_free(&det);
     return failures ? 1 : 0;

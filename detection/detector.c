@@ -1,16 +1,11 @@
 #include "detection/detector.h"
+#include "tensor/clock.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+static double now_ms(void) { return clock_seconds() * 1e3; }
 
 void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec)
 {
@@ -47,6 +42,12 @@ void detector_free(Detector *d)
     retinaface_free(d->model);
     context_destroy(d->ctx);
     memset(d, 0, sizeof *d);
+}
+
+float detector_resize_for_long_side(const Image *img, int long_side)
+{
+    if (long_side <= 0) return 1.0f;
+    return (float)long_side / (float)(img->width > img->height ? img->width : img->height);
 }
 
 ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,

@@ -26,6 +26,8 @@ void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec);
 /* weights: .safetensors or PyTorch .pth; NULL keeps the random initialisation. */
 ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, Error *err);
 void detector_free(Detector *d);
+/* The resize factor that brings the long side to long_side pixels (1 when long_side <= 0). */
+float detector_resize_for_long_side(const Image *img, int long_side);
 /* resize: scale applied to the image before the network (1 = original size); boxes are mapped back
  * to the original image. */
 ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,

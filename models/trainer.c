@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "detection/detector.h"
 #include "nn/safetensors.h"
+#include "tensor/clock.h"
 
 TrainOptions train_defaults(void)
 {
@@ -78,12 +78,6 @@ ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *rep, Error *err)
 {
@@ -137,7 +131,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     memcpy(mb.variance, cfg->variance, sizeof mb.variance);
     int per_epoch = loader_batches_per_epoch(loader);
     int total_steps = per_epoch * (o->epochs - start_epoch);
-    double t0 = now_s();
+    double t0 = clock_seconds();
     int steps_done = 0;
     if (o->save_dir) mkdir(o->save_dir, 0777);
     if (o->log)
@@ -202,7 +196,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
             step++;
             if (o->log) {
                 rep->images_seen += b->n;
-                double el = now_s() - t0, ips = rep->images_seen / el;
+                double el = clock_seconds() - t0, ips = rep->images_seen / el;
                 double eta = (total_steps - steps_done) * el / steps_done;
                 fprintf(o->log,
                         "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %.1f img/s | ETA "

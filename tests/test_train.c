@@ -208,7 +208,7 @@ START_TEST(overfits_the_tiny_set)
     Detection *d;
     int n;
     /* At the training geometry: the long side at 640 (training pads to a square and resizes). */
-    float resize = 640.0f / (float)(img.width > img.height ? img.width : img.height);
+    float resize = detector_resize_for_long_side(&img, 640);
     ck_assert_int_eq(detector_detect(&det, &img, resize, &popt, &d, &n, NULL, &err), ERR_OK);
     int found = 0;
     for (int f = 0; f < 27; f++) {
