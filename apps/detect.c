@@ -28,7 +28,7 @@ static void usage(FILE *f)
             "  --json FILE        write detections as JSON, one object per image per line ('-' = stdout)\n"
             "  --out-dir DIR      write annotated JPEGs (boxes, scores, landmarks) into DIR\n"
             "  --threads N        CPU threads (default: all cores)\n"
-            "  --cpu | --gpu      device (default cpu; the CUDA backend is not built yet)\n"
+            "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
             "                     'forward median X ms', 'postprocess median Y ms' and the input size\n"
             "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
@@ -144,11 +144,6 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (gpu) {
-        fprintf(stderr, "detect: --gpu: the CUDA backend of the network is not implemented yet (%d device(s) "
-                        "visible); run without --gpu\n", device_cuda_count());
-        return 2;
-    }
     if (!retinaface_config(model)) {
         fprintf(stderr, "detect: unknown model '%s' (try --help)\n", model);
         return 2;
@@ -161,7 +156,7 @@ int main(int argc, char **argv)
             return 2;
         }
         Detector d;
-        if (detector_init(&d, model, weights, threads, &err)) {
+        if (detector_init(&d, model, weights, threads, gpu, &err)) {
             fprintf(stderr, "detect: %s\n", err.msg);
             return 1;
         }
@@ -191,7 +186,7 @@ int main(int argc, char **argv)
         }
     }
     Detector det;
-    if (detector_init(&det, model, weights, threads, &err)) {
+    if (detector_init(&det, model, weights, threads, gpu, &err)) {
         fprintf(stderr, "detect: %s\n", err.msg);
         return 1;
     }

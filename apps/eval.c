@@ -29,7 +29,7 @@ static void usage(FILE *f)
             "Prediction: runs the detector over DIR/<event>/*.jpg (the images listed in --list, e.g.\n"
             "wider_val.txt, or every .jpg of every event directory) at original size (or --long-side) and\n"
             "writes OUT/<event>/<image>.txt.\n"
-            "  --threads N   CPU threads;  -h, --help   this help\n");
+            "  --threads N   CPU threads;  --gpu   run the network on the GPU;  -h, --help   this help\n");
 }
 
 static char **split_list(const char *s, int *n)
@@ -218,11 +218,11 @@ static char **collect_images(const char *images, const char *list, int *n)
 
 /* FDDB: one output file per fold list, rectangles with scores. */
 static int predict_fddb(const char *model, const char *weights, const char *images, const char *folds,
-                        const char *out_dir, int long_side, const PostprocessOptions *opt, int threads)
+                        const char *out_dir, int long_side, const PostprocessOptions *opt, int threads, bool gpu)
 {
     Error err = {0};
     Detector det;
-    if (detector_init(&det, model, weights, threads, &err)) {
+    if (detector_init(&det, model, weights, threads, gpu, &err)) {
         fprintf(stderr, "eval: %s\n", err.msg);
         return 1;
     }
@@ -280,7 +280,7 @@ static int predict_fddb(const char *model, const char *weights, const char *imag
 }
 
 static int predict(const char *model, const char *weights, const char *images, const char *list, const char *out_dir,
-                   int long_side, const PostprocessOptions *opt, int threads)
+                   int long_side, const PostprocessOptions *opt, int threads, bool gpu)
 {
     Error err = {0};
     int n = 0;
@@ -291,7 +291,7 @@ static int predict(const char *model, const char *weights, const char *images, c
         return 1;
     }
     Detector det;
-    if (detector_init(&det, model, weights, threads, &err)) {
+    if (detector_init(&det, model, weights, threads, gpu, &err)) {
         fprintf(stderr, "eval: %s\n", err.msg);
         return 1;
     }
@@ -346,12 +346,12 @@ int main(int argc, char **argv)
     const char *gt = NULL, *pred = NULL, *events = NULL, *json = NULL, *plot = NULL;
     const char *model = "mobilenet0.25", *weights = NULL, *images = NULL, *list = NULL, *out = NULL;
     double iou = 0.5;
-    bool map = false, do_predict = false, fddb = false;
+    bool map = false, do_predict = false, fddb = false, gpu = false;
     const char *folds = NULL;
     int long_side = 0, threads = 0;
     PostprocessOptions opt = postprocess_defaults();
     enum { O_GT = 256, O_PRED, O_IOU, O_EVENTS, O_MAP, O_JSON, O_PLOT, O_PREDICT, O_MODEL, O_WEIGHTS, O_IMAGES,
-           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS, O_FDDB, O_FOLDS };
+           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS, O_FDDB, O_FOLDS, O_GPU, O_CPU };
     static const struct option longopts[] = {
         {"gt", required_argument, 0, O_GT}, {"pred", required_argument, 0, O_PRED},
         {"iou", required_argument, 0, O_IOU}, {"events", required_argument, 0, O_EVENTS},
@@ -363,7 +363,7 @@ int main(int argc, char **argv)
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
         {"top-k", required_argument, 0, O_TOPK}, {"keep-top-k", required_argument, 0, O_KEEP},
         {"threads", required_argument, 0, O_THREADS}, {"fddb", no_argument, 0, O_FDDB},
-        {"folds", required_argument, 0, O_FOLDS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"folds", required_argument, 0, O_FOLDS}, {"gpu", no_argument, 0, O_GPU}, {"cpu", no_argument, 0, O_CPU}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end = "";
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -389,6 +389,8 @@ int main(int argc, char **argv)
         case O_THREADS: threads = (int)strtol(optarg, &end, 10); break;
         case O_FDDB: fddb = true; break;
         case O_FOLDS: folds = optarg; break;
+        case O_GPU: gpu = true; break;
+        case O_CPU: gpu = false; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -403,13 +405,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "eval: --predict --fddb needs --weights, --images, --folds and --out\n");
                 return 2;
             }
-            return predict_fddb(model, weights, images, folds, out, long_side, &opt, threads);
+            return predict_fddb(model, weights, images, folds, out, long_side, &opt, threads, gpu);
         }
         if (!weights || !images || !out) {
             fprintf(stderr, "eval: --predict needs --weights, --images and --out (see --help)\n");
             return 2;
         }
-        return predict(model, weights, images, list, out, long_side, &opt, threads);
+        return predict(model, weights, images, list, out, long_side, &opt, threads, gpu);
     }
     if (!gt || !pred) {
         usage(stderr);

@@ -33,7 +33,8 @@ static void usage(FILE *f)
             "  --seed N             data order and augmentation seed (default 1)\n"
             "  --no-augment         whole images, resized (for debugging and overfitting tests)\n"
             "  --max-steps N        stop after N steps\n"
-            "  --cpu | --gpu        device (default cpu; the CUDA backend is not built yet)\n"
+            "  --cpu | --gpu        device (default cpu)\n"
+            "  --tf32               allow TF32 tensor cores on the GPU (the PyTorch reference's default)\n"
             "  -h, --help\n");
 }
 
@@ -44,7 +45,7 @@ int main(int argc, char **argv)
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
            O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_MAXSTEPS,
-           O_CPU, O_GPU, O_GAMMA };
+           O_CPU, O_GPU, O_GAMMA, O_TF32 };
     static const struct option longopts[] = {
         {"data", 1, 0, O_DATA}, {"images", 1, 0, O_IMAGES}, {"model", 1, 0, O_MODEL}, {"epochs", 1, 0, O_EPOCHS},
         {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"decay-epochs", 1, 0, O_DECAY}, {"cosine", 0, 0, O_COSINE},
@@ -52,7 +53,7 @@ int main(int argc, char **argv)
         {"size", 1, 0, O_SIZE}, {"workers", 1, 0, O_WORKERS}, {"threads", 1, 0, O_THREADS},
         {"save-dir", 1, 0, O_SAVEDIR}, {"save-every", 1, 0, O_SAVEEVERY}, {"resume", 1, 0, O_RESUME},
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
-        {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA},
+        {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -92,6 +93,7 @@ int main(int argc, char **argv)
         case O_MAXSTEPS: o.max_steps = (int)strtol(optarg, &end, 10); break;
         case O_CPU: gpu = false; break;
         case O_GPU: gpu = true; break;
+        case O_TF32: o.tf32 = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -104,11 +106,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (gpu) {
-        fprintf(stderr, "train: --gpu: the CUDA backend of the training step is not implemented yet (%d device(s) "
-                        "visible); run without --gpu\n", device_cuda_count());
-        return 2;
-    }
+    o.gpu = gpu;
     Error err = {0};
     TrainReport rep;
     ErrorCode rc = train_run(&o, NULL, &rep, &err);

@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "tensor/device.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err)
 {
@@ -22,6 +25,9 @@ void graph_destroy(Graph *g)
 {
     arena_destroy(&g->arena);
     arena_destroy(&g->meta);
+    device_free(g->workspace, g->arena.device);
+    g->workspace = NULL;
+    g->workspace_bytes = 0;
     free(g->tape);
     g->tape = NULL;
     g->n_tape = g->cap_tape = 0;
@@ -59,6 +65,29 @@ Var *graph_fail(Graph *g, ErrorCode code, const char *fmt, ...)
 void *graph_scratch(Graph *g, size_t bytes)
 {
     return arena_alloc(&g->arena, bytes, &g->err);
+}
+
+bool graph_check_cuda(Graph *g, const char *op)
+{
+#ifdef HAVE_CUDA
+    /* Only GPU graphs launch kernels; on a machine without a driver the query itself would fail. */
+    if (graph_ok(g) && g->arena.device == DEVICE_CUDA) cuda_check_launch(op, &g->err);
+#else
+    (void)op;
+#endif
+    return graph_ok(g);
+}
+
+void *graph_workspace(Graph *g, size_t bytes)
+{
+    if (bytes <= g->workspace_bytes) return g->workspace;
+    /* Freeing device memory waits for the kernels that may still use it. */
+    device_free(g->workspace, g->arena.device);
+    g->workspace = NULL;
+    g->workspace_bytes = 0;
+    if (device_alloc(&g->workspace, g->arena.device, bytes, &g->err)) return NULL;
+    g->workspace_bytes = bytes;
+    return g->workspace;
 }
 
 void *graph_host_scratch(Graph *g, size_t bytes) { return arena_alloc(&g->meta, bytes, &g->err); }

@@ -45,6 +45,8 @@ struct Graph {
     size_t n_tape, cap_tape;
     bool grad_enabled;
     Error err;
+    void *workspace;        /* one op's temporary buffer (im2col), reused by every op */
+    size_t workspace_bytes;
 };
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
@@ -79,6 +81,13 @@ float *var_grad(Graph *g, Var *v);
 /* Scratch memory for the step: on the graph's device, and on the host. */
 void *graph_scratch(Graph *g, size_t bytes);
 void *graph_host_scratch(Graph *g, size_t bytes);
+/* Temporary memory for the duration of one op call (kernels of one stream run in order, so the
+ * next op may reuse it): grows to the largest request and is kept across steps. */
+void *graph_workspace(Graph *g, size_t bytes);
+/* True when v's data lives on the GPU (ops then run their CUDA twin). */
+static inline bool var_on_cuda(const Var *v) { return v->value.device == DEVICE_CUDA; }
+/* After CUDA launches: turns a launch error into the graph's error; returns graph_ok. */
+bool graph_check_cuda(Graph *g, const char *op);
 /* Records an error in g (first one wins) and returns NULL, for `return graph_fail(...)`. */
 Var *graph_fail(Graph *g, ErrorCode code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 typedef struct {
     int N, C, HW;
@@ -108,6 +111,14 @@ static void batchnorm2d_backward(Graph *g, Var *y)
     j->dgamma = gamma->requires_grad ? var_grad(g, gamma) : NULL;
     j->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
     if (!graph_ok(g)) return;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_batchnorm_backward(g->ctx, j->N, j->C, j->HW, j->training, j->x, j->gamma, j->mean, j->dy, j->dx,
+                                j->dgamma, j->dbeta);
+        graph_check_cuda(g, "batchnorm2d backward");
+        return;
+    }
+#endif
     threadpool_run(g->ctx->pool, j->C, bn_backward_channel, j);
 }
 
@@ -127,7 +138,9 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
     Var *y = graph_op_output(g, "batchnorm2d", inputs, 3, 4, x->value.shape, batchnorm2d_backward);
     if (!y) return NULL;
     BatchNormJob *j = graph_host_scratch(g, sizeof *j);
-    float *stats = graph_host_scratch(g, 2 * (size_t)C * sizeof(float));
+    /* mean and inverse std per channel, where the kernels run */
+    float *stats = var_on_cuda(x) ? graph_scratch(g, 2 * (size_t)C * sizeof(float))
+                                  : graph_host_scratch(g, 2 * (size_t)C * sizeof(float));
     if (!j || !stats) return NULL;
     memset(j, 0, sizeof *j);
     j->N = (int)x->value.shape[0], j->C = (int)C;
@@ -137,7 +150,14 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
     j->mean = stats, j->invstd = stats + C;
     j->x = x->value.data, j->y = y->value.data;
     j->running_mean = running_mean, j->running_var = running_var;
-    threadpool_run(g->ctx->pool, (int)C, bn_forward_channel, j);
     y->saved = j;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_batchnorm_forward(g->ctx, j->N, j->C, j->HW, j->x, j->gamma, j->beta, running_mean->data, running_var->data,
+                               training, momentum, eps, stats, j->y);
+        return graph_check_cuda(g, "batchnorm2d") ? y : NULL;
+    }
+#endif
+    threadpool_run(g->ctx->pool, (int)C, bn_forward_channel, j);
     return y;
 }

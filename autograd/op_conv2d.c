@@ -6,6 +6,9 @@
 
 #include "autograd/conv2d_cpu.h"
 #include "tensor/sgemm.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 Conv2dParams conv2d_params(int stride, int padding, int dilation, int groups)
 {
@@ -345,8 +348,14 @@ static void conv2d_backward(Graph *g, Var *y)
     float *dw = w->requires_grad ? var_grad(g, w) : NULL;
     float *db = b && b->requires_grad ? var_grad(g, b) : NULL;
     size_t scratch_n = conv2d_cpu_scratch_floats(s);
-    float *scratch = scratch_n ? graph_scratch(g, scratch_n * sizeof(float)) : NULL;
+    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, y->grad.data, dx, dw, db, scratch, &g->err);
+        return;
+    }
+#endif
     conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, y->grad.data, dx, dw, db, scratch);
 }
 
@@ -365,8 +374,15 @@ Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p)
     if (!y) return NULL;
     y->saved = s;
     size_t scratch_n = conv2d_cpu_scratch_floats(s);
-    float *scratch = scratch_n ? graph_scratch(g, scratch_n * sizeof(float)) : NULL;
+    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return NULL;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        conv2d_forward_cuda(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, y->value.data, scratch,
+                            &g->err);
+        return graph_ok(g) ? y : NULL;
+    }
+#endif
     conv2d_forward_cpu(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL,
                        y->value.data, scratch);
     return y;

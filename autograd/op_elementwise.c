@@ -1,8 +1,20 @@
 /* Elementwise add, scale and the full sum. */
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
-static void accumulate(float *dst, const float *src, float k, int64_t n)
+/* dst += k * src over n elements, on the device of v. */
+static void accumulate(Graph *g, const Var *v, float *dst, const float *src, float k, int64_t n)
 {
+#ifdef HAVE_CUDA
+    if (var_on_cuda(v)) {
+        cuda_axpy(g->ctx, dst, src, k, n);
+        graph_check_cuda(g, "accumulate");
+        return;
+    }
+#endif
+    (void)g, (void)v;
     for (int64_t i = 0; i < n; i++) dst[i] += k * src[i];
 }
 
@@ -14,7 +26,7 @@ static void add_backward(Graph *g, Var *y)
         if (!in->requires_grad) continue;
         float *d = var_grad(g, in);
         if (!d) return;
-        accumulate(d, y->grad.data, 1.0f, n);
+        accumulate(g, y, d, y->grad.data, 1.0f, n);
     }
 }
 
@@ -32,6 +44,12 @@ Var *ag_add(Graph *g, Var *a, Var *b)
     Var *y = graph_op_output(g, "add", inputs, 2, a->value.ndim, a->value.shape, add_backward);
     if (!y) return NULL;
     int64_t n = tensor_numel(&a->value);
+#ifdef HAVE_CUDA
+    if (var_on_cuda(a)) {
+        cuda_add(g->ctx, a->value.data, b->value.data, y->value.data, n);
+        return graph_check_cuda(g, "add") ? y : NULL;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) y->value.data[i] = a->value.data[i] + b->value.data[i];
     return y;
 }
@@ -39,7 +57,7 @@ Var *ag_add(Graph *g, Var *a, Var *b)
 static void scale_backward(Graph *g, Var *y)
 {
     float *d = var_grad(g, y->inputs[0]);
-    if (d) accumulate(d, y->grad.data, *(const float *)y->saved, tensor_numel(&y->value));
+    if (d) accumulate(g, y, d, y->grad.data, *(const float *)y->saved, tensor_numel(&y->value));
 }
 
 Var *ag_scale(Graph *g, Var *x, float s)
@@ -53,6 +71,12 @@ Var *ag_scale(Graph *g, Var *x, float s)
     *saved = s;
     y->saved = saved;
     int64_t n = tensor_numel(&x->value);
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_scale(g->ctx, x->value.data, y->value.data, s, n);
+        return graph_check_cuda(g, "scale") ? y : NULL;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) y->value.data[i] = s * x->value.data[i];
     return y;
 }
@@ -62,8 +86,15 @@ static void sum_backward(Graph *g, Var *y)
     Var *x = y->inputs[0];
     float *d = var_grad(g, x);
     if (!d) return;
-    float dy = y->grad.data[0];
     int64_t n = tensor_numel(&x->value);
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_add_scalar_grad(g->ctx, d, y->grad.data, n);
+        graph_check_cuda(g, "sum backward");
+        return;
+    }
+#endif
+    float dy = y->grad.data[0];
     for (int64_t i = 0; i < n; i++) d[i] += dy;
 }
 
@@ -74,8 +105,14 @@ Var *ag_sum(Graph *g, Var *x)
     int64_t one = 1;
     Var *y = graph_op_output(g, "sum", &x, 1, 1, &one, sum_backward);
     if (!y) return NULL;
-    double acc = 0;
     int64_t n = tensor_numel(&x->value);
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_sum(g->ctx, x->value.data, y->value.data, n);
+        return graph_check_cuda(g, "sum") ? y : NULL;
+    }
+#endif
+    double acc = 0;
     for (int64_t i = 0; i < n; i++) acc += x->value.data[i];
     y->value.data[0] = (float)acc;
     return y;

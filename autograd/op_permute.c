@@ -2,12 +2,23 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 /* dst (contiguous, shape of src permuted by perm) += or = src permuted. */
-static void permute_copy(const Tensor *src, const int *perm, float *dst, bool accumulate)
+static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *dst, bool accumulate)
 {
     Tensor view;
     tensor_permute_view(&view, src, perm, NULL);
+#ifdef HAVE_CUDA
+    if (src->device == DEVICE_CUDA) {
+        cuda_permute(g->ctx, src->data, dst, view.ndim, view.shape, view.strides, accumulate);
+        graph_check_cuda(g, "permute");
+        return;
+    }
+#endif
+    (void)g;
     int64_t n = tensor_numel(src);
     int64_t idx[TENSOR_MAX_DIMS] = {0};
     int64_t off = 0;
@@ -40,7 +51,7 @@ static void permute_backward(Graph *g, Var *y)
     for (int i = 0; i < y->value.ndim; i++) inverse[perm[i]] = i;
     Tensor dy = y->value;
     dy.data = y->grad.data;
-    permute_copy(&dy, inverse, dx, true);
+    permute_copy(g, &dy, inverse, dx, true);
 }
 
 Var *ag_permute(Graph *g, Var *x, const int *perm)
@@ -57,8 +68,8 @@ Var *ag_permute(Graph *g, Var *x, const int *perm)
     if (!saved) return NULL;
     memcpy(saved, perm, (size_t)x->value.ndim * sizeof(int));
     y->saved = saved;
-    permute_copy(&x->value, perm, y->value.data, false);
-    return y;
+    permute_copy(g, &x->value, perm, y->value.data, false);
+    return graph_ok(g) ? y : NULL;
 }
 
 static void reshape_backward(Graph *g, Var *y)
@@ -66,6 +77,13 @@ static void reshape_backward(Graph *g, Var *y)
     float *dx = var_grad(g, y->inputs[0]);
     if (!dx) return;
     int64_t n = tensor_numel(&y->value);
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_axpy(g->ctx, dx, y->grad.data, 1.0f, n);
+        graph_check_cuda(g, "reshape backward");
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) dx[i] += y->grad.data[i];
 }
 

@@ -4,6 +4,9 @@
 #include <float.h>
 
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 static void global_avg_pool_backward(Graph *g, Var *y)
 {
@@ -12,6 +15,13 @@ static void global_avg_pool_backward(Graph *g, Var *y)
     if (!dx) return;
     int64_t planes = x->value.shape[0] * x->value.shape[1];
     int64_t hw = x->value.shape[2] * x->value.shape[3];
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_global_avg_pool(g->ctx, y->grad.data, dx, planes, hw, true);
+        graph_check_cuda(g, "global_avg_pool backward");
+        return;
+    }
+#endif
     for (int64_t p = 0; p < planes; p++) {
         float d = y->grad.data[p] / (float)hw;
         for (int64_t i = 0; i < hw; i++) dx[p * hw + i] += d;
@@ -26,6 +36,12 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     Var *y = graph_op_output(g, "global_avg_pool", &x, 1, 4, shape, global_avg_pool_backward);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1], hw = x->value.shape[2] * x->value.shape[3];
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_global_avg_pool(g->ctx, x->value.data, y->value.data, planes, hw, false);
+        return graph_check_cuda(g, "global_avg_pool") ? y : NULL;
+    }
+#endif
     for (int64_t p = 0; p < planes; p++) {
         double acc = 0;
         for (int64_t i = 0; i < hw; i++) acc += x->value.data[p * hw + i];
@@ -34,18 +50,34 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     return y;
 }
 
+typedef struct {
+    int32_t *argmax; /* per output: flat input index of the max (device memory on the GPU) */
+    int kernel, stride, padding;
+} MaxPoolSaved;
+
 static void max_pool2d_backward(Graph *g, Var *y)
 {
     float *dx = var_grad(g, y->inputs[0]);
     if (!dx) return;
-    const int32_t *argmax = y->saved;
+    const MaxPoolSaved *ms = y->saved;
     Var *x = y->inputs[0];
     int64_t planes = y->value.shape[0] * y->value.shape[1];
     int64_t out_hw = y->value.shape[2] * y->value.shape[3];
     int64_t in_hw = x->value.shape[2] * x->value.shape[3];
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_max_pool2d_backward_full(g->ctx, y->grad.data, ms->argmax, dx, (int)planes, (int)x->value.shape[2],
+                                      (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3],
+                                      ms->kernel, ms->stride, ms->padding);
+        graph_check_cuda(g, "max_pool2d backward");
+        return;
+    }
+#endif
     for (int64_t p = 0; p < planes; p++)
-        for (int64_t i = 0; i < out_hw; i++)
-            if (argmax[p * out_hw + i] >= 0) dx[p * in_hw + argmax[p * out_hw + i]] += y->grad.data[p * out_hw + i];
+        for (int64_t i = 0; i < out_hw; i++) {
+            int32_t a = ms->argmax[p * out_hw + i];
+            if (a >= 0) dx[p * in_hw + a] += y->grad.data[p * out_hw + i];
+        }
 }
 
 Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
@@ -61,9 +93,20 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
     Var *y = graph_op_output(g, "max_pool2d", &x, 1, 4, shape, max_pool2d_backward);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1];
-    int32_t *argmax = graph_host_scratch(g, (size_t)(planes * Ho * Wo) * sizeof(int32_t));
-    if (!argmax) return NULL;
-    y->saved = argmax;
+    size_t n_out = (size_t)(planes * Ho * Wo);
+    MaxPoolSaved *ms = graph_host_scratch(g, sizeof *ms);
+    if (!ms) return NULL;
+    ms->kernel = kernel, ms->stride = stride, ms->padding = padding;
+    ms->argmax = var_on_cuda(x) ? graph_scratch(g, n_out * sizeof(int32_t)) : graph_host_scratch(g, n_out * sizeof(int32_t));
+    if (!ms->argmax) return NULL;
+    y->saved = ms;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_max_pool2d_forward(g->ctx, x->value.data, y->value.data, ms->argmax, (int)planes, H, W, Ho, Wo, kernel,
+                                stride, padding);
+        return graph_check_cuda(g, "max_pool2d") ? y : NULL;
+    }
+#endif
     for (int64_t p = 0; p < planes; p++) {
         const float *in = x->value.data + p * H * W;
         for (int oh = 0; oh < Ho; oh++)
@@ -82,7 +125,7 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
                 }
                 int64_t o = (p * Ho + oh) * Wo + ow;
                 y->value.data[o] = best;
-                argmax[o] = arg;
+                ms->argmax[o] = arg;
             }
     }
     return y;

@@ -2,12 +2,22 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 static void softmax_backward(Graph *g, Var *y)
 {
     float *dx = var_grad(g, y->inputs[0]);
     if (!dx) return;
     int64_t C = y->value.shape[y->value.ndim - 1], rows = tensor_numel(&y->value) / C;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_softmax_backward(g->ctx, y->value.data, y->grad.data, dx, rows, C);
+        graph_check_cuda(g, "softmax backward");
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++) {
         const float *p = y->value.data + r * C, *dy = y->grad.data + r * C;
         double dot = 0;
@@ -23,6 +33,12 @@ Var *ag_softmax(Graph *g, Var *x)
     Var *y = graph_op_output(g, "softmax", &x, 1, x->value.ndim, x->value.shape, softmax_backward);
     if (!y) return NULL;
     int64_t C = x->value.shape[x->value.ndim - 1], rows = tensor_numel(&x->value) / C;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_softmax_forward(g->ctx, x->value.data, y->value.data, rows, C);
+        return graph_check_cuda(g, "softmax") ? y : NULL;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++) {
         const float *in = x->value.data + r * C;
         float *out = y->value.data + r * C;

@@ -4,6 +4,9 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
 
 static int source_index(int o, int in, int out)
 {
@@ -20,6 +23,13 @@ static void upsample_backward(Graph *g, Var *y)
     int NC = (int)(x->value.shape[0] * x->value.shape[1]);
     int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
     int Ho = (int)y->value.shape[2], Wo = (int)y->value.shape[3];
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) {
+        cuda_upsample_nearest(g->ctx, y->grad.data, dx, NC, H, W, Ho, Wo, true);
+        graph_check_cuda(g, "upsample_nearest backward");
+        return;
+    }
+#endif
     for (int p = 0; p < NC; p++) {
         float *d = dx + (size_t)p * H * W;
         const float *dy = y->grad.data + (size_t)p * Ho * Wo;
@@ -41,6 +51,12 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
     if (!y) return NULL;
     int NC = (int)(shape[0] * shape[1]);
     int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
+#ifdef HAVE_CUDA
+    if (var_on_cuda(x)) {
+        cuda_upsample_nearest(g->ctx, x->value.data, y->value.data, NC, H, W, out_h, out_w, false);
+        return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
+    }
+#endif
     for (int p = 0; p < NC; p++) {
         const float *src = x->value.data + (size_t)p * H * W;
         float *dst = y->value.data + (size_t)p * out_h * out_w;

@@ -1,5 +1,6 @@
 #include "detection/detector.h"
 #include "tensor/clock.h"
+#include "tensor/device.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec)
     }
 }
 
-ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, Error *err)
+ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err)
 {
     memset(d, 0, sizeof *d);
     const RetinaConfig *cfg = retinaface_config(model_name);
@@ -27,8 +28,10 @@ ErrorCode detector_init(Detector *d, const char *model_name, const char *weights
     d->ctx = context_create(threads);
     if (!d->ctx) return error_set(err, ERR_OOM, "cannot create the thread pool");
     d->model = retinaface_create(cfg, DEVICE_CPU, 0, err);
+    Device dev = gpu ? DEVICE_CUDA : DEVICE_CPU;
     if (!d->model || (weights && retinaface_load(d->model, weights, err)) ||
-        graph_init(&d->graph, d->ctx, DEVICE_CPU, err)) {
+        (gpu && (context_enable_cuda(d->ctx, false, err) || params_to_device(&d->model->params, dev, err))) ||
+        graph_init(&d->graph, d->ctx, dev, err)) {
         detector_free(d);
         return err->code;
     }
@@ -74,16 +77,42 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
         return error_set(err, g->err.code, "%s", g->err.msg);
     }
     static const float mean[3] = {104.0f, 117.0f, 123.0f};
-    image_to_chw(in, mean, x->value.data);
+    bool on_gpu = var_on_cuda(x);
+    float *chw = on_gpu ? graph_host_scratch(g, tensor_bytes(&x->value)) : x->value.data;
+    if (!chw) {
+        image_free(&scaled);
+        return error_set(err, ERR_OOM, "out of memory");
+    }
+    image_to_chw(in, mean, chw);
+    if (on_gpu && device_memcpy(x->value.data, DEVICE_CUDA, chw, DEVICE_CPU, tensor_bytes(&x->value), err)) {
+        image_free(&scaled);
+        return err->code;
+    }
     double t0 = now_ms();
     RetinaOutputs out;
     bool ok = retinaface_forward(g, d->model, x, false, &out);
     Var *probs = ok ? ag_softmax(g, out.conf) : NULL;
-    double t1 = now_ms();
     if (!probs) {
         image_free(&scaled);
         return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
     }
+    /* Network outputs on the host for postprocessing (a copy when they live on the GPU; the copy
+     * waits for the kernels, so the forward time includes them). */
+    const float *loc = out.loc->value.data, *conf = probs->value.data, *lms = out.landms ? out.landms->value.data : NULL;
+    if (on_gpu) {
+        float *h[3] = {NULL, NULL, NULL};
+        Var *src[3] = {out.loc, probs, out.landms};
+        for (int k = 0; k < 3; k++) {
+            if (!src[k]) continue;
+            h[k] = graph_host_scratch(g, tensor_bytes(&src[k]->value));
+            if (!h[k] || device_memcpy(h[k], DEVICE_CPU, src[k]->value.data, DEVICE_CUDA, tensor_bytes(&src[k]->value), err)) {
+                image_free(&scaled);
+                return err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
+            }
+        }
+        loc = h[0], conf = h[1], lms = h[2];
+    }
+    double t1 = now_ms();
     PriorSpec spec;
     retinaface_prior_spec(cfg, &spec);
     int64_t P = priors_count(&spec, in->height, in->width);
@@ -94,8 +123,7 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
                        (long long)probs->value.shape[1]);
     } else {
         priors_generate(&spec, in->height, in->width, priors);
-        rc = detections_from_outputs(out.loc->value.data, probs->value.data, cfg->num_classes,
-                                     out.landms ? out.landms->value.data : NULL, priors, P, cfg->variance,
+        rc = detections_from_outputs(loc, conf, cfg->num_classes, lms, priors, P, cfg->variance,
                                      (float)in->width / resize, (float)in->height / resize, 1, opt, dets, n, err);
     }
     double t2 = now_ms();

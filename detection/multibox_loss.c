@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/device.h"
+
 MultiBoxOptions multibox_defaults(void)
 {
     MultiBoxOptions o = {0.35f, 7, {0.1f, 0.2f}, 2.0f};
@@ -49,7 +51,16 @@ bool multibox_loss(Graph *g, Var *loc, Var *conf, Var *landms, const float *prio
         graph_fail(g, ERR_OOM, "multibox_loss: out of memory");
         return false;
     }
+    /* Hard-negative ranking runs on the host: on the GPU the logits are copied over once. */
     const float *logits = conf->value.data;
+    if (var_on_cuda(conf)) {
+        float *host = graph_host_scratch(g, tensor_bytes(&conf->value));
+        if (!host || device_memcpy(host, DEVICE_CPU, conf->value.data, DEVICE_CUDA, tensor_bytes(&conf->value), &g->err)) {
+            free(ranked);
+            return false;
+        }
+        logits = host;
+    }
     /* The reference ranks negatives by log_sum_exp(x) - x[0] with one global max for stability. */
     float gmax = -INFINITY;
     for (int64_t i = 0; i < B * P * C; i++) gmax = logits[i] > gmax ? logits[i] : gmax;

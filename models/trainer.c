@@ -9,6 +9,7 @@
 #include "detection/detector.h"
 #include "nn/safetensors.h"
 #include "tensor/clock.h"
+#include "tensor/device.h"
 
 TrainOptions train_defaults(void)
 {
@@ -105,11 +106,13 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         goto out;
     }
     if (o->pretrained && (rc = retinaface_load_pretrained_backbone(m, o->pretrained, err))) goto out;
+    Device dev = o->gpu ? DEVICE_CUDA : DEVICE_CPU;
+    if (o->gpu && ((rc = context_enable_cuda(ctx, o->tf32, err)) || (rc = params_to_device(&m->params, dev, err)))) goto out;
     if ((rc = sgd_init(&sgd, &m->params, o->momentum, o->weight_decay, err))) goto out;
     int start_epoch = 0;
     uint64_t seed = o->seed;
     if (o->resume && (rc = train_checkpoint_load(o->resume, m, &sgd, &start_epoch, &seed, err))) goto out;
-    if ((rc = graph_init(&g, ctx, DEVICE_CPU, err))) goto out;
+    if ((rc = graph_init(&g, ctx, dev, err))) goto out;
     graph_ready = true;
     AugmentOptions aug = augment_defaults(size);
     aug.augment = o->augment;
@@ -152,6 +155,14 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
             graph_reset(&g);
             int64_t xs[4] = {b->n, 3, size, size};
             Tensor xt = tensor_wrap(b->images, DEVICE_CPU, 4, xs);
+            Var *xv = var_from_tensor(&g, &xt, false);
+            if (o->gpu) { /* the batch goes to the device once per step */
+                xv = var_new(&g, 4, xs);
+                if (!xv || tensor_copy(&xv->value, &xt, &g.err)) {
+                    rc = error_set(err, g.err.code ? g.err.code : ERR_OOM, "step %d: %s", steps_done + 1, g.err.msg);
+                    break;
+                }
+            }
             RetinaOutputs out;
             ImageTargets targets[b->n];
             /* Split the rows into the loss's arrays (host scratch of the step). */
@@ -172,15 +183,17 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                 targets[i] = (ImageTargets){n, boxes, lms, labels, has};
             }
             MultiBoxLosses L;
-            if (!retinaface_forward(&g, m, var_from_tensor(&g, &xt, false), true, &out) ||
+            if (!retinaface_forward(&g, m, xv, true, &out) ||
                 !multibox_loss(&g, out.loc, out.conf, out.landms, priors, targets, &mb, &L) ||
                 graph_backward(&g, L.total)) {
                 rc = error_set(err, g.err.code ? g.err.code : ERR_ARG, "step %d: %s", steps_done + 1, g.err.msg);
                 break;
             }
-            double total = L.total->value.data[0];
-            double ll = L.loss_l->value.data[0], lc = L.loss_c->value.data[0];
-            double lm = L.loss_landm ? L.loss_landm->value.data[0] : 0;
+            float host[4] = {0, 0, 0, 0};
+            Var *parts[4] = {L.total, L.loss_l, L.loss_c, L.loss_landm};
+            for (int k = 0; k < 4; k++)
+                if (parts[k]) device_memcpy(&host[k], DEVICE_CPU, parts[k]->value.data, parts[k]->value.device, sizeof(float), &g.err);
+            double total = host[0], ll = host[1], lc = host[2], lm = host[3];
             if (!isfinite(total)) {
                 rc = error_set(err, ERR_ARG,
                                "loss became %s at epoch %d step %d (global step %d); stopped, last good checkpoint: %s",
@@ -188,7 +201,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                                rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
                 break;
             }
-            sgd_step(&sgd, &m->params, lr);
+            sgd_step(&sgd, &m->params, lr, ctx);
             params_zero_grad(&m->params);
             if (steps_done == 0) rep->first_loss = total;
             rep->last_loss = total, rep->last_l = ll, rep->last_c = lc, rep->last_landm = lm;

@@ -28,6 +28,8 @@ typedef struct {
     int warmup_epochs;
     uint64_t seed;
     bool augment;
+    bool gpu;                    /* train on the CUDA device */
+    bool tf32;                   /* allow TF32 tensor cores in cuBLAS (GPU only) */
     int max_steps;               /* stop after this many steps in total (0: no limit), for tests */
     FILE *log;                   /* progress lines (NULL: silent) */
 } TrainOptions;

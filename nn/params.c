@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/device.h"
+
 void params_init(ParamStore *ps, Device dev)
 {
     memset(ps, 0, sizeof *ps);
@@ -100,6 +102,32 @@ int64_t params_count(const ParamStore *ps)
     for (int i = 0; i < ps->n; i++)
         if (ps->entries[i].kind == ENTRY_PARAM) n += tensor_numel(&ps->entries[i].param->value);
     return n;
+}
+
+static ErrorCode move_tensor(Tensor *t, Device dev, Error *err)
+{
+    if (!t->data || t->device == dev) return ERR_OK;
+    Tensor moved;
+    if (tensor_new(&moved, dev, t->ndim, t->shape, err)) return err->code;
+    if (tensor_copy(&moved, t, err)) {
+        tensor_free(&moved);
+        return err->code;
+    }
+    tensor_free(t);
+    *t = moved;
+    return ERR_OK;
+}
+
+ErrorCode params_to_device(ParamStore *ps, Device dev, Error *err)
+{
+    for (int i = 0; i < ps->n; i++) {
+        ParamEntry *e = &ps->entries[i];
+        ErrorCode rc = e->kind == ENTRY_PARAM ? move_tensor(&e->param->value, dev, err) || move_tensor(&e->param->grad, dev, err)
+                                              : move_tensor(e->buffer, dev, err);
+        if (rc) return err && err->code ? err->code : ERR_DEVICE;
+    }
+    ps->device = dev;
+    return ERR_OK;
 }
 
 void params_zero_grad(ParamStore *ps)

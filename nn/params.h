@@ -35,5 +35,8 @@ Tensor *param_entry_tensor(ParamEntry *e);
 /* Number of trainable scalars (what sum(p.numel() for p in model.parameters()) gives). */
 int64_t params_count(const ParamStore *ps);
 void params_zero_grad(ParamStore *ps);
+/* Moves every parameter (value and grad) and buffer to dev, in place: the Var and Tensor structs
+ * stay where they are, so blocks keep pointing at them. */
+ErrorCode params_to_device(ParamStore *ps, Device dev, Error *err);
 
 #endif

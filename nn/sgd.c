@@ -4,6 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/device.h"
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
+
 ErrorCode sgd_init(Sgd *s, const ParamStore *ps, float momentum, float weight_decay, Error *err)
 {
     memset(s, 0, sizeof *s);
@@ -29,8 +34,20 @@ void sgd_free(Sgd *s)
     memset(s, 0, sizeof *s);
 }
 
-void sgd_step(Sgd *s, ParamStore *ps, float lr)
+void sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx)
 {
+#ifdef HAVE_CUDA
+    if (ps->device == DEVICE_CUDA) {
+        for (int i = 0; i < ps->n; i++) {
+            if (ps->entries[i].kind != ENTRY_PARAM || !ps->entries[i].param->requires_grad) continue;
+            Var *p = ps->entries[i].param;
+            cuda_sgd_update(ctx, p->value.data, p->grad.data, s->velocity[i].data, lr, s->momentum, s->weight_decay,
+                            tensor_numel(&p->value));
+        }
+        return;
+    }
+#endif
+    (void)ctx;
     for (int i = 0; i < ps->n; i++) {
         if (ps->entries[i].kind != ENTRY_PARAM) continue;
         Var *p = ps->entries[i].param;
@@ -52,7 +69,10 @@ ErrorCode sgd_state_to_dict(const Sgd *s, const ParamStore *ps, TensorDict *d, E
         const Tensor *v = &s->velocity[i];
         float *data = malloc(tensor_bytes(v) + 1);
         if (!data) return error_set(err, ERR_OOM, "out of memory");
-        memcpy(data, v->data, tensor_bytes(v));
+        if (device_memcpy(data, DEVICE_CPU, v->data, v->device, tensor_bytes(v), err)) {
+            free(data);
+            return err->code;
+        }
         char name[200];
         snprintf(name, sizeof name, "optimizer.momentum.%s", ps->entries[i].name);
         if (tensor_dict_add(d, name, "F32", v->ndim, v->shape, data, err)) return err->code;
@@ -70,7 +90,8 @@ ErrorCode sgd_state_from_dict(Sgd *s, const ParamStore *ps, TensorDict *d, const
         if (!t) return error_set(err, ERR_MISSING, "%s: optimizer state %s missing", source, name);
         if (shape_numel(t->ndim, t->shape) != tensor_numel(&s->velocity[i]))
             return error_set(err, ERR_SHAPE, "%s: optimizer state %s has the wrong size", source, name);
-        memcpy(s->velocity[i].data, t->data, tensor_bytes(&s->velocity[i]));
+        if (device_memcpy(s->velocity[i].data, s->velocity[i].device, t->data, DEVICE_CPU, tensor_bytes(&s->velocity[i]), err))
+            return err->code;
     }
     return ERR_OK;
 }

@@ -6,6 +6,7 @@
 #define NN_SGD_H
 
 #include "nn/tensor_dict.h"
+#include "tensor/context.h"
 
 typedef struct {
     float momentum, weight_decay;
@@ -15,7 +16,8 @@ typedef struct {
 
 ErrorCode sgd_init(Sgd *s, const ParamStore *ps, float momentum, float weight_decay, Error *err);
 void sgd_free(Sgd *s);
-void sgd_step(Sgd *s, ParamStore *ps, float lr);
+/* On the parameters' device (ctx supplies the CUDA stream when they are on the GPU). */
+void sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx);
 /* Adds / restores the momentum buffers in a checkpoint dict. */
 ErrorCode sgd_state_to_dict(const Sgd *s, const ParamStore *ps, TensorDict *d, Error *err);
 ErrorCode sgd_state_from_dict(Sgd *s, const ParamStore *ps, TensorDict *d, const char *source, Error *err);

@@ -3,6 +3,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#ifdef HAVE_CUDA
+#include "cuda_kernels/cuda_ops.h"
+#endif
+
 Context *context_create(int nthreads)
 {
     if (nthreads <= 0) {
@@ -20,9 +24,22 @@ Context *context_create(int nthreads)
     return ctx;
 }
 
+ErrorCode context_enable_cuda(Context *ctx, bool allow_tf32, Error *err)
+{
+#ifdef HAVE_CUDA
+    return cuda_context_init(ctx, allow_tf32, err);
+#else
+    (void)ctx, (void)allow_tf32;
+    return error_set(err, ERR_DEVICE, "this build has no CUDA support (rebuild with nvcc, CUDA=1)");
+#endif
+}
+
 void context_destroy(Context *ctx)
 {
     if (!ctx) return;
+#ifdef HAVE_CUDA
+    cuda_context_destroy(ctx);
+#endif
     threadpool_destroy(ctx->pool);
     free(ctx);
 }

@@ -4,6 +4,9 @@
 #ifndef TENSOR_CONTEXT_H
 #define TENSOR_CONTEXT_H
 
+#include <stdbool.h>
+
+#include "tensor/error.h"
 #include "tensor/threadpool.h"
 
 typedef struct Context {
@@ -14,6 +17,9 @@ typedef struct Context {
 
 /* nthreads <= 0: use all online CPUs. Returns NULL on failure. */
 Context *context_create(int nthreads);
+/* Adds the GPU (stream, cuBLAS handle); TF32 tensor cores only when allow_tf32. Fails with
+ * ERR_DEVICE when the build has no CUDA or no device is present. */
+ErrorCode context_enable_cuda(Context *ctx, bool allow_tf32, Error *err);
 void context_destroy(Context *ctx);
 
 #endif

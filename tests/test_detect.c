@@ -99,7 +99,7 @@ START_TEST(detections_match_reference)
     ck_assert_int_eq(n_ref, 150);
     Detector det;
     Error err = {0};
-    ck_assert_msg(detector_init(&det, "mobilenet0.25", weights, 2, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_msg(detector_init(&det, "mobilenet0.25", weights, 2, false, &err) == ERR_OK, "%s", err.msg);
     Image img;
     ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
     PostprocessOptions opt = postprocess_defaults();

@@ -8,40 +8,8 @@
 #include "detection/detector.h"
 #include "detection/multibox_loss.h"
 #include "models/trainer.h"
+#include "tests/reference_targets.h"
 #include "tests/suites.h"
-
-/* Reads manifest.json's train_targets.value: [[[15 numbers] per face] per image]. */
-static int read_targets(const char *manifest, float rows[][8][15], int *counts, int max_images)
-{
-    FILE *f = fopen(manifest, "rb");
-    ck_assert_ptr_nonnull(f);
-    static char text[1 << 20];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    char *p = strstr(text, "\"train_targets\"");
-    ck_assert_ptr_nonnull(p);
-    p = strstr(p, "\"value\"");
-    p = strchr(p, '[');
-    int depth = 0, image = -1, face = -1, k = 0;
-    for (; *p; p++) {
-        if (*p == '[') {
-            depth++;
-            if (depth == 2) image++, face = -1;
-            if (depth == 3) face++, k = 0;
-        } else if (*p == ']') {
-            if (depth == 3) counts[image] = face + 1;
-            if (--depth == 0) break;
-        } else if (depth == 3 && (*p == '-' || (*p >= '0' && *p <= '9'))) {
-            char *end;
-            float v = strtof(p, &end);
-            ck_assert_int_lt(image, max_images);
-            rows[image][face][k++] = v;
-            p = end - 1;
-        }
-    }
-    return image + 1;
-}
 
 static void compare_grad(RetinaFace *m, const char *name, double *worst)
 {
@@ -71,10 +39,9 @@ START_TEST(training_step_matches_reference)
         printf("SKIP training parity: ../shared absent\n");
         return;
     }
-    static float rows[4][8][15];
-    int counts[4] = {0};
-    int B = read_targets(manifest, rows, counts, 4);
-    ck_assert_int_eq(B, 2);
+    static ReferenceTargets ref_t;
+    reference_targets_read(manifest, &ref_t);
+    ck_assert_int_eq(ref_t.n_images, 2);
     Error err = {0};
     RetinaFace *m = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 1, &err);
     ck_assert_int_eq(retinaface_load(m, weights, &err), ERR_OK);
@@ -91,19 +58,7 @@ START_TEST(training_step_matches_reference)
     int64_t P = priors_count(&spec, 640, 640);
     float *priors = malloc(sizeof(float) * 4 * (size_t)P);
     priors_generate(&spec, 640, 640, priors);
-    ImageTargets t[2];
-    static float boxes[2][8][4], landms[2][8][10];
-    static int32_t labels[2][8];
-    static uint8_t has[2][8];
-    for (int b = 0; b < B; b++) {
-        for (int k = 0; k < counts[b]; k++) {
-            memcpy(boxes[b][k], rows[b][k], 4 * sizeof(float));
-            memcpy(landms[b][k], rows[b][k] + 4, 10 * sizeof(float));
-            labels[b][k] = 1;
-            has[b][k] = rows[b][k][14] > 0;
-        }
-        t[b] = (ImageTargets){counts[b], &boxes[b][0][0], &landms[b][0][0], labels[b], has[b]};
-    }
+    const ImageTargets *t = ref_t.targets;
     MultiBoxOptions opt = multibox_defaults();
     MultiBoxLosses L;
     ck_assert_msg(multibox_loss(&g, out.loc, out.conf, out.landms, priors, t, &opt, &L), "%s", g.err.msg);

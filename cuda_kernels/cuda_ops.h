@@ -1,0 +1,83 @@
+/* CUDA twins of the CPU ops (built only with HAVE_CUDA). Each function mirrors a CPU kernel of
+ * autograd/op_*.c one to one, takes device pointers, runs on the Context's stream and reports
+ * failures through the graph error of its caller (return value: 0 or ErrorCode).
+ * Backward functions ACCUMULATE into their outputs, as on the CPU. */
+#ifndef CUDA_KERNELS_CUDA_OPS_H
+#define CUDA_KERNELS_CUDA_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "autograd/conv2d_cpu.h"
+#include "tensor/context.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Context: stream + cuBLAS handle; TF32 off unless allow_tf32. */
+ErrorCode cuda_context_init(Context *ctx, bool allow_tf32, Error *err);
+void cuda_context_destroy(Context *ctx);
+ErrorCode cuda_sync(Context *ctx, Error *err);
+/* Last kernel-launch error, as an ErrorCode with message. */
+ErrorCode cuda_check_launch(const char *what, Error *err);
+
+/* C[M,N] = alpha op(A) op(B) + beta C, row-major (as tensor/sgemm.h), through cuBLAS. */
+ErrorCode cuda_sgemm(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc, Error *err);
+
+void cuda_fill(Context *ctx, float *x, float v, int64_t n);
+void cuda_axpy(Context *ctx, float *y, const float *x, float a, int64_t n);           /* y += a x */
+void cuda_add(Context *ctx, const float *a, const float *b, float *y, int64_t n);      /* y = a + b */
+void cuda_scale(Context *ctx, const float *x, float *y, float s, int64_t n);           /* y = s x */
+void cuda_sum(Context *ctx, const float *x, float *y, int64_t n);                      /* y[0] = sum x */
+void cuda_add_scalar_grad(Context *ctx, float *dx, const float *dy, int64_t n);        /* dx += dy[0] */
+void cuda_leaky_relu_forward(Context *ctx, const float *x, float *y, float slope, int64_t n);
+void cuda_leaky_relu_backward(Context *ctx, const float *y, const float *dy, float *dx, float slope, int64_t n);
+
+ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
+                              float *y, float *scratch, Error *err);
+ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
+                               float *dx, float *dw, float *db, float *scratch, Error *err);
+
+/* BatchNorm: stats [2C] (mean, invstd) written in training, read in eval. */
+void cuda_batchnorm_forward(Context *ctx, int N, int C, int HW, const float *x, const float *gamma,
+                            const float *beta, float *running_mean, float *running_var, bool training,
+                            float momentum, float eps, float *stats, float *y);
+void cuda_batchnorm_backward(Context *ctx, int N, int C, int HW, bool training, const float *x, const float *gamma,
+                             const float *stats, const float *dy, float *dx, float *dgamma, float *dbeta);
+
+/* Copies [outer, row] blocks into/out of a wider [outer, out_row] tensor at column offset. */
+void cuda_concat_copy(Context *ctx, const float *src, float *dst, int64_t outer, int64_t row, int64_t out_row,
+                      int64_t offset, bool accumulate_backward);
+void cuda_upsample_nearest(Context *ctx, const float *x, float *y, int NC, int H, int W, int Ho, int Wo,
+                           bool backward);
+/* Gathers a permuted copy: dst[i] = src[offset(i)] (or dst += for accumulate). */
+void cuda_permute(Context *ctx, const float *src, float *dst, int ndim, const int64_t *out_shape,
+                  const int64_t *src_strides_permuted, bool accumulate);
+void cuda_softmax_forward(Context *ctx, const float *x, float *y, int64_t rows, int64_t C);
+void cuda_softmax_backward(Context *ctx, const float *y, const float *dy, float *dx, int64_t rows, int64_t C);
+/* Losses: labels/select/target are device arrays; the scalar loss goes to out[0]. */
+void cuda_cross_entropy_forward(Context *ctx, const float *z, const int32_t *labels, const uint8_t *select,
+                                int64_t rows, int64_t C, float *out);
+void cuda_cross_entropy_backward(Context *ctx, const float *z, const int32_t *labels, const uint8_t *select,
+                                 int64_t rows, int64_t C, const float *dl, float *dz);
+void cuda_smooth_l1_forward(Context *ctx, const float *x, const float *t, const uint8_t *select, int64_t rows,
+                            int64_t k, float *out);
+void cuda_smooth_l1_backward(Context *ctx, const float *x, const float *t, const uint8_t *select, int64_t rows,
+                             int64_t k, const float *dl, float *dx);
+void cuda_global_avg_pool(Context *ctx, const float *x, float *y, int64_t planes, int64_t hw, bool backward);
+void cuda_max_pool2d_forward(Context *ctx, const float *x, float *y, int32_t *argmax, int planes, int H, int W,
+                             int Ho, int Wo, int k, int stride, int pad);
+void cuda_max_pool2d_backward_full(Context *ctx, const float *dy, const int32_t *argmax, float *dx, int planes, int H,
+                                   int W, int Ho, int Wo, int k, int stride, int pad);
+void cuda_bias_add_rows(Context *ctx, float *y, const float *b, int64_t rows, int64_t cols);     /* y[r][c] += b[c] */
+void cuda_bias_grad_rows(Context *ctx, const float *dy, float *db, int64_t rows, int64_t cols);  /* db[c] += sum_r */
+/* One fused SGD update over a parameter: v = m v + (g + wd w); w -= lr v. */
+void cuda_sgd_update(Context *ctx, float *w, const float *g, float *v, float lr, float momentum, float wd, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
