@@ -113,8 +113,10 @@ static void batchnorm2d_backward(Graph *g, Var *y)
     if (!graph_ok(g)) return;
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
+        void *scratch = graph_workspace(g, cuda_batchnorm_scratch_bytes(j->C));
+        if (!scratch) return;
         cuda_batchnorm_backward(g->ctx, j->N, j->C, j->HW, j->training, j->x, j->gamma, j->mean, j->dy, j->dx,
-                                j->dgamma, j->dbeta);
+                                j->dgamma, j->dbeta, scratch);
         graph_check_cuda(g, "batchnorm2d backward");
         return;
     }
@@ -153,8 +155,10 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
     y->saved = j;
 #ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
+        void *scratch = graph_workspace(g, cuda_batchnorm_scratch_bytes(j->C));
+        if (!scratch) return NULL;
         cuda_batchnorm_forward(g->ctx, j->N, j->C, j->HW, j->x, j->gamma, j->beta, running_mean->data, running_var->data,
-                               training, momentum, eps, stats, j->y);
+                               training, momentum, eps, stats, j->y, scratch);
         return graph_check_cuda(g, "batchnorm2d") ? y : NULL;
     }
 #endif

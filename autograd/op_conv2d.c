@@ -340,6 +340,16 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 
 /* ---- autograd wrapper ----------------------------------------------------------------------- */
 
+/* The CPU kernels work image by image; the CUDA twin does all images in one batched GEMM. */
+static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s)
+{
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) return conv2d_cuda_workspace_floats(s);
+#endif
+    (void)y;
+    return conv2d_cpu_scratch_floats(s);
+}
+
 static void conv2d_backward(Graph *g, Var *y)
 {
     const Conv2dShape *s = y->saved;
@@ -347,7 +357,7 @@ static void conv2d_backward(Graph *g, Var *y)
     float *dx = x->requires_grad ? var_grad(g, x) : NULL;
     float *dw = w->requires_grad ? var_grad(g, w) : NULL;
     float *db = b && b->requires_grad ? var_grad(g, b) : NULL;
-    size_t scratch_n = conv2d_cpu_scratch_floats(s);
+    size_t scratch_n = conv2d_scratch_floats(y, s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
 #ifdef HAVE_CUDA
@@ -373,7 +383,7 @@ Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p)
     Var *y = graph_op_output(g, "conv2d", inputs, b ? 3 : 2, 4, shape, conv2d_backward);
     if (!y) return NULL;
     y->saved = s;
-    size_t scratch_n = conv2d_cpu_scratch_floats(s);
+    size_t scratch_n = conv2d_scratch_floats(y, s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return NULL;
 #ifdef HAVE_CUDA

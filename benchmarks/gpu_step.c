@@ -59,26 +59,50 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
         t[b] = (ImageTargets){FACES, boxes + 4 * b * FACES, lms + 10 * b * FACES, labels + b * FACES, has + b * FACES};
     }
     MultiBoxOptions opt = multibox_defaults();
-    double *times = malloc(sizeof(double) * (size_t)reps);
-    for (int rep = -3; rep < reps; rep++) {
-        cuda_sync(ctx, &err);
-        double t0 = bench_now();
-        graph_reset(&g);
-        Var *x = var_new(&g, 4, xs);
-        tensor_copy(&x->value, &host, &err);
-        RetinaOutputs out;
-        MultiBoxLosses L;
-        if (!retinaface_forward(&g, m, x, true, &out) || !multibox_loss(&g, out.loc, out.conf, out.landms, priors, t, &opt, &L) ||
-            graph_backward(&g, L.total)) {
-            fprintf(stderr, "step failed: %s\n", g.err.msg);
-            exit(1);
+    /* Pass 0: whole steps, no synchronisation inside. Pass 1: a synchronisation after each phase
+     * (input copy, forward, loss with matching, backward, SGD), for the breakdown. */
+    double *times = malloc(sizeof(double) * (size_t)reps), *phase[5];
+    for (int k = 0; k < 5; k++) phase[k] = malloc(sizeof(double) * (size_t)reps);
+    for (int pass = 0; pass < 2; pass++)
+        for (int rep = -3; rep < reps; rep++) {
+            cuda_sync(ctx, &err);
+            double tp[6];
+            tp[0] = bench_now();
+            graph_reset(&g);
+            Var *x = var_new(&g, 4, xs);
+            tensor_copy(&x->value, &host, &err);
+            if (pass) cuda_sync(ctx, &err);
+            tp[1] = bench_now();
+            RetinaOutputs out;
+            MultiBoxLosses L;
+            bool ok = retinaface_forward(&g, m, x, true, &out);
+            if (pass) cuda_sync(ctx, &err);
+            tp[2] = bench_now();
+            ok = ok && multibox_loss(&g, out.loc, out.conf, out.landms, priors, t, &opt, &L);
+            if (pass) cuda_sync(ctx, &err);
+            tp[3] = bench_now();
+            ok = ok && graph_backward(&g, L.total) == ERR_OK;
+            if (pass) cuda_sync(ctx, &err);
+            tp[4] = bench_now();
+            if (!ok) {
+                fprintf(stderr, "step failed: %s\n", g.err.msg);
+                exit(1);
+            }
+            sgd_step(&sgd, &m->params, 1e-3f, ctx);
+            params_zero_grad(&m->params);
+            cuda_sync(ctx, &err);
+            tp[5] = bench_now();
+            if (rep < 0) continue;
+            if (!pass) times[rep] = (tp[5] - tp[0]) * 1e3;
+            else
+                for (int k = 0; k < 5; k++) phase[k][rep] = (tp[k + 1] - tp[k]) * 1e3;
         }
-        sgd_step(&sgd, &m->params, 1e-3f, ctx);
-        params_zero_grad(&m->params);
-        cuda_sync(ctx, &err);
-        if (rep >= 0) times[rep] = (bench_now() - t0) * 1e3;
-    }
     double med = bench_median(times, reps);
+    static const char *names[5] = {"input copy", "forward", "loss + matching", "backward", "sgd + zero grad"};
+    printf("  %s batch %d at %d: step %.1f ms; with a sync after each phase:", model, batch, size, med);
+    for (int k = 0; k < 5; k++) printf(" %s %.1f", names[k], bench_median(phase[k], reps));
+    printf(" ms\n");
+    for (int k = 0; k < 5; k++) free(phase[k]);
     free(times), free(t), free(boxes), free(lms), free(labels), free(has), free(priors);
     tensor_free(&host);
     graph_destroy(&g);

@@ -69,3 +69,18 @@ extern "C" ErrorCode cuda_sgemm(Context *ctx, bool ta, bool tb, int M, int N, in
                          (int)s);
     return ERR_OK;
 }
+
+extern "C" ErrorCode cuda_sgemm_strided_batched(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+                                                const float *A, int lda, long long strideA, const float *B, int ldb,
+                                                long long strideB, float beta, float *C, int ldc, long long strideC,
+                                                int batch, Error *err)
+{
+    if (M <= 0 || N <= 0 || batch <= 0) return ERR_OK;
+    cublasStatus_t s = cublasSgemmStridedBatched(blas_of(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                 N, M, K, &alpha, B, ldb, strideB, A, lda, strideA, &beta, C, ldc,
+                                                 strideC, batch);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return error_set(err, ERR_DEVICE, "cublasSgemmStridedBatched(%d,%d,%d,x%d) failed at %s:%d: status %d", M, N, K,
+                         batch, __FILE__, __LINE__, (int)s);
+    return ERR_OK;
+}

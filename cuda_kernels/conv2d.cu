@@ -29,6 +29,61 @@ __global__ void k_im2col(const float *x, float *col, ConvGeom g, int Cg)
     }
 }
 
+// Batched: col[n][(c*KH+ki)*KW+kj][oh*Wo+ow] for group gi of every image n.
+__global__ void k_im2col_batched(const float *x, float *col, ConvGeom g, int Cg, int gi, int N)
+{
+    int64_t hw = (int64_t)g.Ho * g.Wo, per = (int64_t)Cg * g.KH * g.KW * hw, n_all = per * N;
+    GRID_STRIDE(i, n_all)
+    {
+        int64_t img = i / per, rem = i % per;
+        int64_t r = rem / hw, o = rem % hw;
+        int kj = (int)(r % g.KW), ki = (int)((r / g.KW) % g.KH), c = (int)(r / (g.KW * g.KH));
+        int oh = (int)(o / g.Wo), ow = (int)(o % g.Wo);
+        int ih = oh * g.sh - g.ph + ki * g.dh, iw = ow * g.sw - g.pw + kj * g.dw;
+        const float *xc = x + ((img * g.Cin) + (int64_t)gi * Cg + c) * g.H * g.W;
+        col[i] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? xc[(int64_t)ih * g.W + iw] : 0.0f;
+    }
+}
+
+// Batched gather col2im: dx[n][gi*Cg + c][ih][iw] += entries of col[n] that read it.
+__global__ void k_col2im_batched(const float *col, float *dx, ConvGeom g, int Cg, int gi, int N)
+{
+    int64_t hw = (int64_t)g.Ho * g.Wo, plane = (int64_t)g.H * g.W, per = (int64_t)Cg * plane;
+    int64_t col_per = (int64_t)Cg * g.KH * g.KW * hw;
+    GRID_STRIDE(i, per * N)
+    {
+        int64_t img = i / per, rem = i % per;
+        int iw = (int)(rem % g.W), ih = (int)((rem / g.W) % g.H), c = (int)(rem / plane);
+        const float *cn = col + img * col_per;
+        float acc = 0;
+        for (int ki = 0; ki < g.KH; ki++) {
+            int th = ih + g.ph - ki * g.dh;
+            if (th < 0 || th % g.sh) continue;
+            int oh = th / g.sh;
+            if (oh >= g.Ho) continue;
+            for (int kj = 0; kj < g.KW; kj++) {
+                int tw = iw + g.pw - kj * g.dw;
+                if (tw < 0 || tw % g.sw) continue;
+                int ow = tw / g.sw;
+                if (ow >= g.Wo) continue;
+                acc += cn[(((int64_t)c * g.KH + ki) * g.KW + kj) * hw + (int64_t)oh * g.Wo + ow];
+            }
+        }
+        dx[(img * g.Cin + (int64_t)gi * Cg + c) * plane + rem % plane] += acc;
+    }
+}
+
+// dw[j] += sum over n of partial[n][j] (fixed order: deterministic).
+__global__ void k_sum_partials(const float *partial, float *dw, int N, int64_t len)
+{
+    GRID_STRIDE(j, len)
+    {
+        float acc = 0;
+        for (int n = 0; n < N; n++) acc += partial[(int64_t)n * len + j];
+        dw[j] += acc;
+    }
+}
+
 // dx[c][ih][iw] += sum of the col entries that read it.
 __global__ void k_col2im(const float *col, float *dx, ConvGeom g, int Cg)
 {
@@ -104,14 +159,24 @@ __global__ void k_depthwise_bwd_input(const float *dy, const float *w, float *dx
     }
 }
 
-// One block per (channel, tap): dw[c][tap] += sum over images and output pixels.
-__global__ void k_depthwise_bwd_weight(const float *x, const float *dy, float *dw, ConvGeom g, int N)
+enum { DW_MAX_CHUNKS = 64 };
+
+static int dw_chunks(int64_t total)
+{
+    int64_t c = (total + 16383) / 16384;
+    return (int)(c < 1 ? 1 : c > DW_MAX_CHUNKS ? DW_MAX_CHUNKS : c);
+}
+
+// grid (chunks, channel * taps): partial[(c*taps+tap)*chunks + chunk] = the chunk's share of
+// sum over images and output pixels of dy * x; finished in a fixed order by k_depthwise_dw_finish.
+__global__ void k_depthwise_bwd_weight(const float *x, const float *dy, float *partial, ConvGeom g, int N, int chunks)
 {
     int taps = g.KH * g.KW;
-    int c = blockIdx.x / taps, tap = blockIdx.x % taps, ki = tap / g.KW, kj = tap % g.KW;
+    int c = blockIdx.y / taps, tap = blockIdx.y % taps, ki = tap / g.KW, kj = tap % g.KW, chunk = blockIdx.x;
     int64_t hw = (int64_t)g.Ho * g.Wo, total = (int64_t)N * hw;
+    int64_t lo = total * chunk / chunks, hi = total * (chunk + 1) / chunks;
     float acc = 0;
-    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         int64_t img = i / hw, o = i % hw;
         int oh = (int)(o / g.Wo), ow = (int)(o % g.Wo);
         int ih = oh * g.sh - g.ph + ki * g.dh, iw = ow * g.sw - g.pw + kj * g.dw;
@@ -126,7 +191,17 @@ __global__ void k_depthwise_bwd_weight(const float *x, const float *dy, float *d
         if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) dw[(int64_t)c * taps + tap] += part[0];
+    if (threadIdx.x == 0) partial[(int64_t)blockIdx.y * chunks + chunk] = part[0];
+}
+
+__global__ void k_depthwise_dw_finish(const float *partial, float *dw, int64_t n, int chunks)
+{
+    GRID_STRIDE(j, n)
+    {
+        float acc = 0;
+        for (int k = 0; k < chunks; k++) acc += partial[j * chunks + k];
+        dw[j] += acc;
+    }
 }
 
 // One block per channel: db[c] += sum over images and pixels of dy[n][c].
@@ -159,6 +234,14 @@ static bool pointwise(const Conv2dShape *s)
     return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 && s->p.pad_w == 0;
 }
 
+extern "C" size_t conv2d_cuda_workspace_floats(const Conv2dShape *s)
+{
+    if (depthwise(s)) return (size_t)s->Cin * s->KH * s->KW * DW_MAX_CHUNKS;
+    size_t K = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW, hwo = (size_t)s->Ho * s->Wo;
+    size_t cols = pointwise(s) ? 0 : (size_t)s->N * K * hwo;
+    return cols + (size_t)s->N * (s->Cout / s->p.groups) * K;
+}
+
 extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                                          const float *b, float *y, float *scratch, Error *err)
 {
@@ -169,20 +252,20 @@ extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, con
         k_depthwise_fwd<<<blocks_for((int64_t)s->N * s->Cin * hwo), 256, 0, st>>>(x, w, b, y, g, s->N);
         return cuda_check_launch("conv2d depthwise", err);
     }
-    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G, K = Cg * s->KH * s->KW;
-    for (int n = 0; n < s->N; n++)
-        for (int gi = 0; gi < G; gi++) {
-            const float *xg = x + ((int64_t)n * s->Cin + (int64_t)gi * Cg) * s->H * s->W;
-            const float *col = xg;
-            if (!pointwise(s)) {
-                k_im2col<<<blocks_for((int64_t)K * hwo), 256, 0, st>>>(xg, scratch, g, Cg);
-                col = scratch;
-            }
-            float *yg = y + ((int64_t)n * s->Cout + (int64_t)gi * Cog) * hwo;
-            if (cuda_sgemm(ctx, false, false, Cog, (int)hwo, K, 1.0f, w + (int64_t)gi * Cog * K, K, col, (int)hwo, 0.0f,
-                           yg, (int)hwo, err))
-                return err->code;
+    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G, K = Cg * s->KH * s->KW, N = s->N;
+    /* All images of a group in one strided-batched GEMM: y[n] = W[g] col[n]. */
+    for (int gi = 0; gi < G; gi++) {
+        const float *B = x + (int64_t)gi * Cg * s->H * s->W;
+        long long strideB = (long long)s->Cin * s->H * s->W;
+        if (!pointwise(s)) {
+            k_im2col_batched<<<blocks_for((int64_t)N * K * hwo), 256, 0, st>>>(x, scratch, g, Cg, gi, N);
+            B = scratch, strideB = (long long)K * hwo;
         }
+        if (cuda_sgemm_strided_batched(ctx, false, false, Cog, (int)hwo, K, 1.0f, w + (int64_t)gi * Cog * K, K, 0, B,
+                                       (int)hwo, strideB, 0.0f, y + (int64_t)gi * Cog * hwo, (int)hwo,
+                                       (long long)s->Cout * hwo, N, err))
+            return err->code;
+    }
     if (b) k_bias_planes<<<blocks_for((int64_t)s->N * s->Cout * hwo), 256, 0, st>>>(y, b, s->Cout, hwo, (int64_t)s->N * s->Cout * hwo);
     return cuda_check_launch("conv2d", err);
 }
@@ -196,38 +279,49 @@ extern "C" ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, co
     if (db) k_channel_sum<<<s->Cout, 256, 0, st>>>(dy, db, s->N, s->Cout, hwo);
     if (depthwise(s)) {
         if (dx) k_depthwise_bwd_input<<<blocks_for((int64_t)s->N * s->Cin * s->H * s->W), 256, 0, st>>>(dy, w, dx, g, s->N);
-        if (dw) k_depthwise_bwd_weight<<<s->Cin * s->KH * s->KW, 256, 0, st>>>(x, dy, dw, g, s->N);
+        if (dw) {
+            int chunks = dw_chunks((int64_t)s->N * hwo), taps = s->KH * s->KW;
+            k_depthwise_bwd_weight<<<dim3(chunks, s->Cin * taps), 256, 0, st>>>(x, dy, scratch, g, s->N, chunks);
+            k_depthwise_dw_finish<<<blocks_for((int64_t)s->Cin * taps), 256, 0, st>>>(scratch, dw, (int64_t)s->Cin * taps, chunks);
+        }
         return cuda_check_launch("conv2d depthwise backward", err);
     }
-    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G, K = Cg * s->KH * s->KW;
+    int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G, K = Cg * s->KH * s->KW, N = s->N;
     bool pw = pointwise(s);
-    for (int n = 0; n < s->N; n++)
-        for (int gi = 0; gi < G; gi++) {
-            const float *xg = x + ((int64_t)n * s->Cin + (int64_t)gi * Cg) * s->H * s->W;
-            const float *dyg = dy + ((int64_t)n * s->Cout + (int64_t)gi * Cog) * hwo;
-            const float *wg = w + (int64_t)gi * Cog * K;
-            if (dw) {
-                const float *col = xg;
-                if (!pw) {
-                    k_im2col<<<blocks_for((int64_t)K * hwo), 256, 0, st>>>(xg, scratch, g, Cg);
-                    col = scratch;
-                }
-                if (cuda_sgemm(ctx, false, true, Cog, K, (int)hwo, 1.0f, dyg, (int)hwo, col, (int)hwo, 1.0f,
-                               dw + (int64_t)gi * Cog * K, K, err))
-                    return err->code;
+    /* scratch: [N][K][hwo] columns, then [N][Cog][K] per-image weight-gradient partials */
+    float *cols = scratch, *partial = scratch + (pw ? 0 : (int64_t)N * K * hwo);
+    for (int gi = 0; gi < G; gi++) {
+        const float *xg = x + (int64_t)gi * Cg * s->H * s->W;
+        const float *dyg = dy + (int64_t)gi * Cog * hwo;
+        const float *wg = w + (int64_t)gi * Cog * K;
+        long long x_stride = (long long)s->Cin * s->H * s->W, dy_stride = (long long)s->Cout * hwo;
+        if (dw) {
+            const float *col = xg;
+            long long col_stride = x_stride;
+            if (!pw) {
+                k_im2col_batched<<<blocks_for((int64_t)N * K * hwo), 256, 0, st>>>(x, cols, g, Cg, gi, N);
+                col = cols, col_stride = (long long)K * hwo;
             }
-            if (dx) {
-                float *dxg = dx + ((int64_t)n * s->Cin + (int64_t)gi * Cg) * s->H * s->W;
-                if (pw) {
-                    if (cuda_sgemm(ctx, true, false, K, (int)hwo, Cog, 1.0f, wg, K, dyg, (int)hwo, 1.0f, dxg, (int)hwo, err))
-                        return err->code;
-                } else {
-                    if (cuda_sgemm(ctx, true, false, K, (int)hwo, Cog, 1.0f, wg, K, dyg, (int)hwo, 0.0f, scratch, (int)hwo,
-                                   err))
-                        return err->code;
-                    k_col2im<<<blocks_for((int64_t)Cg * s->H * s->W), 256, 0, st>>>(scratch, dxg, g, Cg);
-                }
+            /* partial[n] = dy[n] col[n]^T, then summed over n in a fixed order */
+            if (cuda_sgemm_strided_batched(ctx, false, true, Cog, K, (int)hwo, 1.0f, dyg, (int)hwo, dy_stride, col,
+                                           (int)hwo, col_stride, 0.0f, partial, K, (long long)Cog * K, N, err))
+                return err->code;
+            k_sum_partials<<<blocks_for((int64_t)Cog * K), 256, 0, st>>>(partial, dw + (int64_t)gi * Cog * K, N,
+                                                                          (int64_t)Cog * K);
+        }
+        if (dx) {
+            if (pw) {
+                if (cuda_sgemm_strided_batched(ctx, true, false, K, (int)hwo, Cog, 1.0f, wg, K, 0, dyg, (int)hwo,
+                                               dy_stride, 1.0f, dx + (int64_t)gi * Cg * s->H * s->W, (int)hwo, x_stride,
+                                               N, err))
+                    return err->code;
+            } else {
+                if (cuda_sgemm_strided_batched(ctx, true, false, K, (int)hwo, Cog, 1.0f, wg, K, 0, dyg, (int)hwo,
+                                               dy_stride, 0.0f, cols, (int)hwo, (long long)K * hwo, N, err))
+                    return err->code;
+                k_col2im_batched<<<blocks_for((int64_t)N * Cg * s->H * s->W), 256, 0, st>>>(cols, dx, g, Cg, gi, N);
             }
         }
+    }
     return cuda_check_launch("conv2d backward", err);
 }

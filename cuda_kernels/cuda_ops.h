@@ -26,6 +26,13 @@ ErrorCode cuda_check_launch(const char *what, Error *err);
 ErrorCode cuda_sgemm(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc, Error *err);
 
+/* The same for `batch` independent problems at the given element strides (0 = shared operand). */
+ErrorCode cuda_sgemm_strided_batched(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+                                     int lda, long long strideA, const float *B, int ldb, long long strideB, float beta,
+                                     float *C, int ldc, long long strideC, int batch, Error *err);
+/* Workspace floats conv2d_forward_cuda / conv2d_backward_cuda need (all images at once). */
+size_t conv2d_cuda_workspace_floats(const Conv2dShape *s);
+
 void cuda_fill(Context *ctx, float *x, float v, int64_t n);
 void cuda_axpy(Context *ctx, float *y, const float *x, float a, int64_t n);           /* y += a x */
 void cuda_add(Context *ctx, const float *a, const float *b, float *y, int64_t n);      /* y = a + b */
@@ -40,12 +47,14 @@ ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x
 ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
                                float *dx, float *dw, float *db, float *scratch, Error *err);
 
-/* BatchNorm: stats [2C] (mean, invstd) written in training, read in eval. */
+/* BatchNorm: stats [2C] (mean, invstd) written in training, read in eval; scratch: device memory of
+ * cuda_batchnorm_scratch_bytes(C) for the reductions. */
+size_t cuda_batchnorm_scratch_bytes(int C);
 void cuda_batchnorm_forward(Context *ctx, int N, int C, int HW, const float *x, const float *gamma,
                             const float *beta, float *running_mean, float *running_var, bool training,
-                            float momentum, float eps, float *stats, float *y);
+                            float momentum, float eps, float *stats, float *y, void *scratch);
 void cuda_batchnorm_backward(Context *ctx, int N, int C, int HW, bool training, const float *x, const float *gamma,
-                             const float *stats, const float *dy, float *dx, float *dgamma, float *dbeta);
+                             const float *stats, const float *dy, float *dx, float *dgamma, float *dbeta, void *scratch);
 
 /* Copies [outer, row] blocks into/out of a wider [outer, out_row] tensor at column offset. */
 void cuda_concat_copy(Context *ctx, const float *src, float *dst, int64_t outer, int64_t row, int64_t out_row,
