@@ -33,8 +33,8 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
     Graph g;
     graph_init(&g, ctx, DEVICE_CUDA, &err);
     int64_t xs[4] = {batch, 3, size, size};
-    Tensor host;
-    tensor_new(&host, DEVICE_CPU, 4, xs, &err);
+    /* the input as the trainer's loader provides it: page-locked host memory */
+    Tensor host = tensor_wrap(host_alloc_pinned((size_t)shape_numel(4, xs) * sizeof(float)), DEVICE_CPU, 4, xs);
     Rng r;
     rng_seed(&r, 1, 1);
     tensor_fill_normal(&host, &r, 0, 50);
@@ -104,7 +104,7 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
     printf(" ms\n");
     for (int k = 0; k < 5; k++) free(phase[k]);
     free(times), free(t), free(boxes), free(lms), free(labels), free(has), free(priors);
-    tensor_free(&host);
+    host_free_pinned(host.data);
     graph_destroy(&g);
     sgd_free(&sgd);
     retinaface_free(m);
@@ -112,19 +112,28 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
     return med;
 }
 
-static void inference(const char *model, int w, int h, int reps, double *net_ms, double *post_ms)
+static void inference(const char *model, const char *weights, int w, int h, int reps, double *net_ms, double *post_ms)
 {
     Error err = {0};
     Detector d;
-    if (detector_init(&d, model, NULL, 0, true, &err)) {
+    if (detector_init(&d, model, weights, 0, true, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
     }
-    Image img;
-    image_alloc(&img, w, h, &err);
-    Rng r;
-    rng_seed(&r, 2, 2);
-    for (int i = 0; i < w * h * 3; i++) img.bgr[i] = (uint8_t)rng_below(&r, 256);
+    Image img, full;
+    char ib[512];
+    const char *photo = getenv("RETINA_BENCH_IMAGE");
+    if (photo && image_load_jpeg(photo, &full, &err) == ERR_OK) {
+        /* a real photo (faces): a random-weight network or noise would make NMS the benchmark */
+        image_resize(&full, w, h, &img, &err);
+        image_free(&full);
+    } else {
+        image_alloc(&img, w, h, &err);
+        Rng r;
+        rng_seed(&r, 2, 2);
+        for (int i = 0; i < w * h * 3; i++) img.bgr[i] = (uint8_t)rng_below(&r, 256);
+    }
+    (void)ib;
     PostprocessOptions opt = postprocess_defaults();
     double *a = malloc(sizeof(double) * (size_t)reps), *b = malloc(sizeof(double) * (size_t)reps);
     for (int rep = -5; rep < reps; rep++) {
@@ -151,7 +160,7 @@ static double loader_images_per_s(const char *labels, int workers, int batch)
         return 0;
     }
     AugmentOptions opt = augment_defaults(640);
-    Loader *l = loader_create(&set, &opt, batch, workers, 1, &err);
+    Loader *l = loader_create(&set, &opt, batch, workers, 1, false, &err);
     double t0 = bench_now();
     int images = 0;
     for (int epoch = 0; epoch < 2; epoch++) {
@@ -187,10 +196,11 @@ int main(int argc, char **argv)
     printf("%-52s %10.1f\n", "ResNet-50 train step, 840x840, TF32", train_step_ms("resnet50", r50_batch, 840, true, 5));
     printf("  (batch %d)\n", r50_batch);
     double net, post;
-    inference("mobilenet0.25", 640, 480, 50, &net, &post);
+    const char *mnet_weights = getenv("RETINA_BENCH_WEIGHTS");
+    inference("mobilenet0.25", mnet_weights, 640, 480, 50, &net, &post);
     printf("%-52s %10.2f  (+ postprocess %.2f on the host)\n", "MobileNet-0.25 inference b1 640x480, network", net, post);
-    inference("resnet50", 640, 480, 50, &net, &post);
-    printf("%-52s %10.2f  (+ postprocess %.2f on the host)\n", "ResNet-50 inference b1 640x480, network", net, post);
+    inference("resnet50", NULL, 640, 480, 50, &net, &post);
+    printf("%-52s %10.2f  (random weights: postprocess not representative)\n", "ResNet-50 inference b1 640x480, network", net);
 #else
     printf("built without CUDA: GPU figures skipped\n");
 #endif

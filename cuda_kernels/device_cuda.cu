@@ -42,6 +42,28 @@ extern "C" ErrorCode cuda_memcpy(void *dst, int dst_on_device, const void *src, 
     return ERR_OK;
 }
 
+extern "C" void *cuda_host_alloc(size_t bytes)
+{
+    void *p = nullptr;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    return p;
+}
+
+extern "C" int cuda_host_free(void *ptr)
+{
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (a.type != cudaMemoryTypeHost) return 0;
+    cudaFreeHost(ptr);
+    return 1;
+}
+
 extern "C" int cuda_device_count(void)
 {
     int n = 0;

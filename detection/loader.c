@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/device.h"
 #include "tensor/threadpool.h"
 
 struct Loader {
@@ -18,6 +19,7 @@ struct Loader {
     int slot_batch[2];      /* batch index held by the slot, -1 when free */
     int epoch, next_to_make, next_to_take, n_batches;
     bool stop, running;
+    bool pinned;
     pthread_t producer;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -71,6 +73,14 @@ static void make_batch(Loader *l, Batch *b, int k)
     free(errors);
 }
 
+static void free_images(const Loader *l, float *p)
+{
+    if (l->pinned)
+        host_free_pinned(p);
+    else
+        free(p);
+}
+
 static void *producer_main(void *arg)
 {
     Loader *l = arg;
@@ -93,7 +103,7 @@ static void *producer_main(void *arg)
 }
 
 Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_size, int workers, uint64_t seed,
-                      Error *err)
+                      bool pinned, Error *err)
 {
     Loader *l = calloc(1, sizeof *l);
     if (!l) return NULL;
@@ -104,13 +114,15 @@ Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_
     size_t img = (size_t)3 * opt->size * opt->size;
     for (int s = 0; s < 2; s++) {
         l->slots[s].size = opt->size;
-        l->slots[s].images = malloc(sizeof(float) * img * (size_t)batch_size);
+        l->slots[s].images = pinned ? host_alloc_pinned(sizeof(float) * img * (size_t)batch_size)
+                                    : malloc(sizeof(float) * img * (size_t)batch_size);
+        l->pinned = pinned;
         l->slots[s].targets = malloc(sizeof(float) * LOADER_MAX_FACES * FACE_FIELDS * (size_t)batch_size);
         l->slots[s].n_faces = malloc(sizeof(int) * (size_t)batch_size);
         l->slot_batch[s] = -1;
         if (!l->slots[s].images || !l->slots[s].targets || !l->slots[s].n_faces) {
             error_set(err, ERR_OOM, "loader: out of memory for batches of %d at %d px", batch_size, opt->size);
-            for (int k = 0; k < 2; k++) free(l->slots[k].images), free(l->slots[k].targets), free(l->slots[k].n_faces);
+            for (int k = 0; k < 2; k++) free_images(l, l->slots[k].images), free(l->slots[k].targets), free(l->slots[k].n_faces);
             threadpool_destroy(l->pool);
             free(l->order);
             free(l);
@@ -123,7 +135,7 @@ Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_
         error_set(err, ERR_OOM, "loader: cannot start worker threads");
         free(l->order);
         threadpool_destroy(l->pool);
-        for (int s = 0; s < 2; s++) free(l->slots[s].images), free(l->slots[s].targets), free(l->slots[s].n_faces);
+        for (int s = 0; s < 2; s++) free_images(l, l->slots[s].images), free(l->slots[s].targets), free(l->slots[s].n_faces);
         free(l);
         return NULL;
     }
@@ -143,7 +155,7 @@ void loader_destroy(Loader *l)
         pthread_cond_destroy(&l->cv);
     }
     threadpool_destroy(l->pool);
-    for (int s = 0; s < 2; s++) free(l->slots[s].images), free(l->slots[s].targets), free(l->slots[s].n_faces);
+    for (int s = 0; s < 2; s++) free_images(l, l->slots[s].images), free(l->slots[s].targets), free(l->slots[s].n_faces);
     free(l->order);
     free(l);
 }

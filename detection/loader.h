@@ -23,8 +23,9 @@ typedef struct {
 
 typedef struct Loader Loader;
 
+/* pinned: batch buffers in page-locked memory (training on the GPU copies them faster). */
 Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_size, int workers, uint64_t seed,
-                      Error *err);
+                      bool pinned, Error *err);
 void loader_destroy(Loader *l);
 int loader_batches_per_epoch(const Loader *l);
 /* Starts an epoch at batch first_batch (resume). */

@@ -116,7 +116,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     graph_ready = true;
     AugmentOptions aug = augment_defaults(size);
     aug.augment = o->augment;
-    loader = loader_create(&set, &aug, o->batch, o->workers, seed, err);
+    loader = loader_create(&set, &aug, o->batch, o->workers, seed, o->gpu, err);
     if (!loader) {
         rc = err->code ? err->code : ERR_OOM;
         goto out;

@@ -26,7 +26,29 @@ ErrorCode cuda_memcpy(void *dst, int dst_on_device, const void *src, int src_on_
     return no_cuda(err);
 }
 int cuda_device_count(void) { return 0; }
+void *cuda_host_alloc(size_t bytes)
+{
+    (void)bytes;
+    return NULL;
+}
+int cuda_host_free(void *ptr)
+{
+    (void)ptr;
+    return 0;
+}
 #endif
+
+void *host_alloc_pinned(size_t bytes)
+{
+    void *p = cuda_host_alloc(bytes);
+    if (p) return p;
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
+void host_free_pinned(void *ptr)
+{
+    if (ptr && !cuda_host_free(ptr)) free(ptr);
+}
 
 ErrorCode device_alloc(void **ptr, Device dev, size_t bytes, Error *err)
 {

@@ -12,6 +12,10 @@ void device_free(void *ptr, Device dev);
 ErrorCode device_memset_zero(void *ptr, Device dev, size_t bytes, Error *err);
 ErrorCode device_memcpy(void *dst, Device dst_dev, const void *src, Device src_dev, size_t bytes,
                         Error *err);
+/* Page-locked host memory (fast, asynchronous-capable copies to the GPU); falls back to ordinary
+ * aligned memory when CUDA is unavailable. Free with host_free_pinned. */
+void *host_alloc_pinned(size_t bytes);
+void host_free_pinned(void *ptr);
 /* Number of usable CUDA devices (0 when built without CUDA or none present). */
 int device_cuda_count(void);
 
@@ -22,5 +26,7 @@ ErrorCode cuda_memset_zero(void *ptr, size_t bytes, Error *err);
 ErrorCode cuda_memcpy(void *dst, int dst_on_device, const void *src, int src_on_device,
                       size_t bytes, Error *err);
 int cuda_device_count(void);
+void *cuda_host_alloc(size_t bytes); /* NULL when not possible */
+int cuda_host_free(void *ptr);       /* 1 when ptr was page-locked memory */
 
 #endif
