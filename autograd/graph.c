@@ -5,10 +5,81 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/clock.h"
 #include "tensor/device.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
+
+enum { PROFILE_MAX_OPS = 64 };
+
+struct GraphProfile {
+    const char *name[PROFILE_MAX_OPS];
+    double forward_ms[PROFILE_MAX_OPS], backward_ms[PROFILE_MAX_OPS];
+    long calls[PROFILE_MAX_OPS];
+    int n;
+    const char *open_op; /* forward op running since open_t */
+    double open_t;
+};
+
+static double profile_now_ms(Graph *g)
+{
+#ifdef HAVE_CUDA
+    if (g->arena.device == DEVICE_CUDA) cuda_sync(g->ctx, NULL);
+#endif
+    return clock_seconds() * 1e3;
+}
+
+static int profile_slot(struct GraphProfile *p, const char *op)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->name[i], op)) return i;
+    if (p->n == PROFILE_MAX_OPS) return -1;
+    p->name[p->n] = op;
+    return p->n++;
+}
+
+/* Closes the forward op in flight (its kernels end before the next op starts). */
+static void profile_close_forward(Graph *g)
+{
+    struct GraphProfile *p = g->profile;
+    if (!p || !p->open_op) return;
+    int i = profile_slot(p, p->open_op);
+    double now = profile_now_ms(g);
+    if (i >= 0) p->forward_ms[i] += now - p->open_t, p->calls[i]++;
+    p->open_op = NULL;
+}
+
+void graph_enable_profile(Graph *g)
+{
+    if (!g->profile) g->profile = calloc(1, sizeof *g->profile);
+}
+
+static int by_total(const void *a, const void *b, void *ctx)
+{
+    const struct GraphProfile *p = ctx;
+    int x = *(const int *)a, y = *(const int *)b;
+    double tx = p->forward_ms[x] + p->backward_ms[x], ty = p->forward_ms[y] + p->backward_ms[y];
+    return tx < ty ? 1 : tx > ty ? -1 : 0;
+}
+
+void graph_print_profile(const Graph *g, FILE *out, int steps)
+{
+    const struct GraphProfile *p = g->profile;
+    if (!p) return;
+    int order[PROFILE_MAX_OPS];
+    for (int i = 0; i < p->n; i++) order[i] = i;
+    qsort_r(order, (size_t)p->n, sizeof *order, by_total, (void *)p);
+    double tf = 0, tb = 0;
+    fprintf(out, "  %-18s %8s %12s %12s\n", "op", "calls", "forward ms", "backward ms");
+    for (int k = 0; k < p->n; k++) {
+        int i = order[k];
+        fprintf(out, "  %-18s %8ld %12.2f %12.2f\n", p->name[i], p->calls[i] / (steps ? steps : 1),
+                p->forward_ms[i] / (steps ? steps : 1), p->backward_ms[i] / (steps ? steps : 1));
+        tf += p->forward_ms[i], tb += p->backward_ms[i];
+    }
+    fprintf(out, "  %-18s %8s %12.2f %12.2f\n", "total", "", tf / (steps ? steps : 1), tb / (steps ? steps : 1));
+}
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err)
 {
@@ -28,6 +99,8 @@ void graph_destroy(Graph *g)
     device_free(g->workspace, g->arena.device);
     g->workspace = NULL;
     g->workspace_bytes = 0;
+    free(g->profile);
+    g->profile = NULL;
     free(g->tape);
     g->tape = NULL;
     g->n_tape = g->cap_tape = 0;
@@ -35,6 +108,7 @@ void graph_destroy(Graph *g)
 
 void graph_reset(Graph *g)
 {
+    profile_close_forward(g);
     arena_reset(&g->arena);
     arena_reset(&g->meta);
     g->n_tape = 0;
@@ -139,6 +213,11 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
                      const int64_t *shape, VarBackwardFn backward)
 {
     if (!graph_ok(g)) return NULL;
+    if (g->profile) {
+        profile_close_forward(g);
+        g->profile->open_op = op;
+        g->profile->open_t = profile_now_ms(g);
+    }
     bool needs_grad = false;
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i]) return graph_fail(g, ERR_ARG, "%s: NULL input %d", op, i);
@@ -170,8 +249,17 @@ float *var_grad(Graph *g, Var *v)
 
 static ErrorCode run_tape(Graph *g)
 {
+    profile_close_forward(g);
     for (size_t i = g->n_tape; i-- > 0;) {
         Var *v = g->tape[i];
+        if (g->profile && v->grad.data && v->backward) {
+            double t0 = profile_now_ms(g);
+            v->backward(g, v);
+            int k = profile_slot(g->profile, v->op);
+            if (k >= 0) g->profile->backward_ms[k] += profile_now_ms(g) - t0;
+            if (!graph_ok(g)) return g->err.code;
+            continue;
+        }
         if (v->grad.data && v->backward) v->backward(g, v);
         if (!graph_ok(g)) return g->err.code;
     }

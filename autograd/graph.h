@@ -14,6 +14,7 @@
 #define AUTOGRAD_GRAPH_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "tensor/arena.h"
 #include "tensor/context.h"
@@ -47,7 +48,14 @@ struct Graph {
     Error err;
     void *workspace;        /* one op's temporary buffer (im2col), reused by every op */
     size_t workspace_bytes;
+    struct GraphProfile *profile; /* NULL unless graph_enable_profile */
 };
+
+/* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and
+ * time is summed per op name, separately for forward and backward. Slows the step down. */
+void graph_enable_profile(Graph *g);
+/* Prints "op, calls, forward ms, backward ms" sorted by total, per profiled step (divides by steps). */
+void graph_print_profile(const Graph *g, FILE *out, int steps);
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
 void graph_destroy(Graph *g);

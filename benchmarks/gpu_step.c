@@ -97,12 +97,30 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
             else
                 for (int k = 0; k < 5; k++) phase[k][rep] = (tp[k + 1] - tp[k]) * 1e3;
         }
+    /* Pass 2: per-op times (synchronising around every op). */
+    graph_enable_profile(&g);
+    int prof_steps = 3;
+    for (int rep = 0; rep < prof_steps; rep++) {
+        graph_reset(&g);
+        Var *x = var_new(&g, 4, xs);
+        tensor_copy(&x->value, &host, &err);
+        RetinaOutputs out;
+        MultiBoxLosses L;
+        if (!retinaface_forward(&g, m, x, true, &out) || !multibox_loss(&g, out.loc, out.conf, out.landms, priors, t, &opt, &L) ||
+            graph_backward(&g, L.total)) {
+            fprintf(stderr, "step failed: %s\n", g.err.msg);
+            exit(1);
+        }
+        params_zero_grad(&m->params);
+    }
     double med = bench_median(times, reps);
     static const char *names[5] = {"input copy", "forward", "loss + matching", "backward", "sgd + zero grad"};
     printf("  %s batch %d at %d: step %.1f ms; with a sync after each phase:", model, batch, size, med);
     for (int k = 0; k < 5; k++) printf(" %s %.1f", names[k], bench_median(phase[k], reps));
     printf(" ms\n");
     for (int k = 0; k < 5; k++) free(phase[k]);
+    printf("  per op (one step, synchronised around each op):\n");
+    graph_print_profile(&g, stdout, prof_steps);
     free(times), free(t), free(boxes), free(lms), free(labels), free(has), free(priors);
     host_free_pinned(host.data);
     graph_destroy(&g);
