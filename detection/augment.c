@@ -61,8 +61,11 @@ static uint8_t clamp_u8(float v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : 
 
 static void convert(Image *img, float alpha, float beta)
 {
+    /* an 8-bit in, 8-bit out map: one table lookup per byte */
+    uint8_t lut[256];
+    for (int v = 0; v < 256; v++) lut[v] = clamp_u8(v * alpha + beta);
     size_t n = (size_t)img->width * img->height * 3;
-    for (size_t i = 0; i < n; i++) img->bgr[i] = clamp_u8(img->bgr[i] * alpha + beta);
+    for (size_t i = 0; i < n; i++) img->bgr[i] = lut[img->bgr[i]];
 }
 
 /* OpenCV 8-bit HSV: H in [0,180), S and V in [0,255]. */
@@ -80,22 +83,27 @@ static void bgr_to_hsv(uint8_t *p)
         else h = 240.0f + 60.0f * (r - g) / d;
         if (h < 0) h += 360;
     }
-    int hh = (int)lrintf(h / 2);
+    int hh = (int)(h / 2 + 0.5f);
     p[0] = (uint8_t)(hh >= 180 ? hh - 180 : hh), p[1] = (uint8_t)s, p[2] = (uint8_t)v;
 }
 
 static void hsv_to_bgr(uint8_t *p)
 {
-    float h = p[0] * 2.0f, s = p[1] / 255.0f, v = (float)p[2];
-    float c = v * s, x = c * (1 - fabsf(fmodf(h / 60.0f, 2) - 1)), m = v - c;
+    /* sector and position inside it without fmodf/lrintf: this runs for every pixel */
+    float hs = p[0] * (2.0f / 60.0f), s = p[1] * (1.0f / 255.0f), v = (float)p[2];
+    int sector = (int)hs;
+    float f = hs - (float)sector;
+    float c = v * s, x = c * ((sector & 1) ? 1.0f - f : f), m = v - c;
     float r, g, b;
-    if (h < 60) r = c, g = x, b = 0;
-    else if (h < 120) r = x, g = c, b = 0;
-    else if (h < 180) r = 0, g = c, b = x;
-    else if (h < 240) r = 0, g = x, b = c;
-    else if (h < 300) r = x, g = 0, b = c;
-    else r = c, g = 0, b = x;
-    p[0] = clamp_u8(lrintf(b + m)), p[1] = clamp_u8(lrintf(g + m)), p[2] = clamp_u8(lrintf(r + m));
+    switch (sector % 6) {
+    case 0: r = c, g = x, b = 0; break;
+    case 1: r = x, g = c, b = 0; break;
+    case 2: r = 0, g = c, b = x; break;
+    case 3: r = 0, g = x, b = c; break;
+    case 4: r = x, g = 0, b = c; break;
+    default: r = c, g = 0, b = x; break;
+    }
+    p[0] = clamp_u8(b + m + 0.5f), p[1] = clamp_u8(g + m + 0.5f), p[2] = clamp_u8(r + m + 0.5f);
 }
 
 static void saturation_hue(Image *img, Rng *r)
@@ -104,6 +112,7 @@ static void saturation_hue(Image *img, Rng *r)
     float alpha = sat ? uniform(r, 0.5f, 1.5f) : 1.0f;
     hue_on = randrange(r, 2);
     int shift = hue_on ? randrange(r, 37) - 18 : 0;
+    if (!sat && !hue_on) return; /* nothing to change: skip the HSV round trip */
     size_t n = (size_t)img->width * img->height;
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = img->bgr + 3 * i;
@@ -170,8 +179,9 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         memcpy(crop.bgr + (size_t)y * cw * 3, full.bgr + ((size_t)(ct + y) * full.width + cl) * 3, (size_t)cw * 3);
     image_free(&full);
     if (opt->augment) distort(&crop, r);
-    for (int i = 0; i < side_w * side_h; i++)
-        for (int k = 0; k < 3; k++) canvas.bgr[3 * i + k] = (uint8_t)opt->mean[k];
+    if (c.pad) /* only the padding shows the mean colour; a crop covers the whole canvas */
+        for (int i = 0; i < side_w * side_h; i++)
+            for (int k = 0; k < 3; k++) canvas.bgr[3 * i + k] = (uint8_t)opt->mean[k];
     for (int y = 0; y < ch; y++) memcpy(canvas.bgr + (size_t)y * side_w * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
     image_free(&crop);
     /* Targets in crop pixels (original resolution), then the canvas size in the same units. */

@@ -236,7 +236,7 @@ ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Erro
                 float top = r0[i0 + c] + a * (r0[i1 + c] - r0[i0 + c]);
                 float bot = r1[i0 + c] + a * (r1[i1 + c] - r1[i0 + c]);
                 float v = top + b * (bot - top);
-                out[3 * x + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
+                out[3 * x + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : (int)(v + 0.5f));
             }
         }
     }
