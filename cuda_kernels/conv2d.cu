@@ -1,7 +1,8 @@
-// conv2d on the GPU, mirroring autograd/op_conv2d.c: im2col + cuBLAS SGEMM per image and group
-// (no im2col for 1x1 stride-1 convolutions), a direct kernel for depthwise convolutions. Backward
-// kernels are written as gathers (each output element summed by one thread), so there are no
-// atomics and results are deterministic.
+// conv2d on the GPU, mirroring autograd/op_conv2d.c: im2col of all images of a group at once and
+// one cuBLAS strided-batched SGEMM over the images (no im2col for 1x1 stride-1 convolutions), a
+// direct kernel for depthwise convolutions. Backward kernels are gathers or two-stage reductions
+// (each output summed by one thread in a fixed order), so there are no atomics and results are
+// deterministic.
 #include "cuda_kernels/cuda_common.h"
 
 struct ConvGeom {
@@ -13,20 +14,6 @@ static ConvGeom geom(const Conv2dShape *s)
     ConvGeom g = {s->Cin, s->H, s->W, s->Cout, s->KH, s->KW, s->Ho, s->Wo, s->p.stride_h, s->p.stride_w,
                   s->p.pad_h, s->p.pad_w, s->p.dil_h, s->p.dil_w, s->p.groups};
     return g;
-}
-
-// col[(c*KH+ki)*KW+kj][oh*Wo+ow] for the Cg channels starting at x.
-__global__ void k_im2col(const float *x, float *col, ConvGeom g, int Cg)
-{
-    int64_t hw = (int64_t)g.Ho * g.Wo, n = (int64_t)Cg * g.KH * g.KW * hw;
-    GRID_STRIDE(i, n)
-    {
-        int64_t r = i / hw, o = i % hw;
-        int kj = (int)(r % g.KW), ki = (int)((r / g.KW) % g.KH), c = (int)(r / (g.KW * g.KH));
-        int oh = (int)(o / g.Wo), ow = (int)(o % g.Wo);
-        int ih = oh * g.sh - g.ph + ki * g.dh, iw = ow * g.sw - g.pw + kj * g.dw;
-        col[i] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? x[((int64_t)c * g.H + ih) * g.W + iw] : 0.0f;
-    }
 }
 
 // Batched: col[n][(c*KH+ki)*KW+kj][oh*Wo+ow] for group gi of every image n.
@@ -81,31 +68,6 @@ __global__ void k_sum_partials(const float *partial, float *dw, int N, int64_t l
         float acc = 0;
         for (int n = 0; n < N; n++) acc += partial[(int64_t)n * len + j];
         dw[j] += acc;
-    }
-}
-
-// dx[c][ih][iw] += sum of the col entries that read it.
-__global__ void k_col2im(const float *col, float *dx, ConvGeom g, int Cg)
-{
-    int64_t n = (int64_t)Cg * g.H * g.W, hw = (int64_t)g.Ho * g.Wo;
-    GRID_STRIDE(i, n)
-    {
-        int iw = (int)(i % g.W), ih = (int)((i / g.W) % g.H), c = (int)(i / ((int64_t)g.W * g.H));
-        float acc = 0;
-        for (int ki = 0; ki < g.KH; ki++) {
-            int th = ih + g.ph - ki * g.dh;
-            if (th < 0 || th % g.sh) continue;
-            int oh = th / g.sh;
-            if (oh >= g.Ho) continue;
-            for (int kj = 0; kj < g.KW; kj++) {
-                int tw = iw + g.pw - kj * g.dw;
-                if (tw < 0 || tw % g.sw) continue;
-                int ow = tw / g.sw;
-                if (ow >= g.Wo) continue;
-                acc += col[(((int64_t)c * g.KH + ki) * g.KW + kj) * hw + (int64_t)oh * g.Wo + ow];
-            }
-        }
-        dx[i] += acc;
     }
 }
 
