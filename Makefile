@@ -49,6 +49,8 @@ FLAGS_STAMP := $(BUILD)/flags.stamp
 $(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(NVFLAGS)' | cmp -s - $(FLAGS_STAMP) 2>/dev/null || echo '$(CC) $(CFLAGS) $(NVFLAGS)' > $(FLAGS_STAMP))
 
 .PHONY: all test bench clean deps
+# Keep object files of apps and benchmarks (make would delete them as intermediates).
+.SECONDARY:
 all: $(BUILD)/libretina.a $(APPS)
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
