@@ -88,7 +88,7 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
                 fprintf(stderr, "step failed: %s\n", g.err.msg);
                 exit(1);
             }
-            sgd_step(&sgd, &m->params, 1e-3f, ctx);
+            sgd_step(&sgd, &m->params, 1e-3f, ctx, &err);
             params_zero_grad(&m->params);
             cuda_sync(ctx, &err);
             tp[5] = bench_now();

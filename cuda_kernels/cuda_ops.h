@@ -82,8 +82,11 @@ void cuda_max_pool2d_backward_full(Context *ctx, const float *dy, const int32_t 
                                    int W, int Ho, int Wo, int k, int stride, int pad);
 void cuda_bias_add_rows(Context *ctx, float *y, const float *b, int64_t rows, int64_t cols);     /* y[r][c] += b[c] */
 void cuda_bias_grad_rows(Context *ctx, const float *dy, float *db, int64_t rows, int64_t cols);  /* db[c] += sum_r */
-/* One fused SGD update over a parameter: v = m v + (g + wd w); w -= lr v. */
-void cuda_sgd_update(Context *ctx, float *w, const float *g, float *v, float lr, float momentum, float wd, int64_t n);
+/* One fused SGD update over all parameters in one launch: v = m v + (g + wd w); w -= lr v.
+ * w, g, v: device arrays of n_params device pointers; offsets: device array of n_params + 1 prefix
+ * sums of the parameter sizes. */
+void cuda_sgd_update_all(Context *ctx, float *const *w, float *const *g, float *const *v, const int64_t *offsets,
+                         int n_params, float lr, float momentum, float wd);
 
 #ifdef __cplusplus
 }

@@ -35,14 +35,28 @@ __global__ void k_sum(const float *x, float *y, int64_t n)
     if (threadIdx.x == 0) y[0] = (float)part[0];
 }
 
-__global__ void k_sgd(float *w, const float *g, float *v, float lr, float m, float wd, int64_t n)
+// Grid-stride over the concatenation of all parameters; each element finds its parameter by binary
+// search in the prefix sums (159 parameters for MobileNet-0.25: 8 steps).
+__global__ void k_sgd_all(float *const *w, float *const *g, float *const *v, const int64_t *offsets, int n_params,
+                          float lr, float m, float wd)
 {
-    GRID_STRIDE(i, n)
+    int64_t total = offsets[n_params];
+    GRID_STRIDE(i, total)
     {
-        float d = g[i] + wd * w[i];
-        float vi = m * v[i] + d;
-        v[i] = vi;
-        w[i] -= lr * vi;
+        int lo = 0, hi = n_params - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (offsets[mid] <= i)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        int64_t k = i - offsets[lo];
+        float wi = w[lo][k];
+        float d = g[lo][k] + wd * wi;
+        float vi = m * v[lo][k] + d;
+        v[lo][k] = vi;
+        w[lo][k] = wi - lr * vi;
     }
 }
 
@@ -73,8 +87,12 @@ void cuda_leaky_relu_backward(Context *ctx, const float *y, const float *dy, flo
 {
     k_leaky_bwd<<<blocks_for(n), 256, 0, stream_of(ctx)>>>(y, dy, dx, slope, n);
 }
-void cuda_sgd_update(Context *ctx, float *w, const float *g, float *v, float lr, float momentum, float wd, int64_t n)
+void cuda_sgd_update_all(Context *ctx, float *const *w, float *const *g, float *const *v, const int64_t *offsets,
+                         int n_params, float lr, float momentum, float wd)
 {
-    k_sgd<<<blocks_for(n), 256, 0, stream_of(ctx)>>>(w, g, v, lr, momentum, wd, n);
+    if (n_params <= 0) return;
+    // The element count lives on the device; a grid sized for ~1M elements per 256-thread block
+    // row strides over any total.
+    k_sgd_all<<<4096, 256, 0, stream_of(ctx)>>>(w, g, v, offsets, n_params, lr, momentum, wd);
 }
 }

@@ -201,7 +201,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                                rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
                 break;
             }
-            sgd_step(&sgd, &m->params, lr, ctx);
+            if ((rc = sgd_step(&sgd, &m->params, lr, ctx, err))) break;
             params_zero_grad(&m->params);
             if (steps_done == 0) rep->first_loss = total;
             rep->last_loss = total, rep->last_l = ll, rep->last_c = lc, rep->last_landm = lm;

@@ -29,22 +29,46 @@ ErrorCode sgd_init(Sgd *s, const ParamStore *ps, float momentum, float weight_de
 
 void sgd_free(Sgd *s)
 {
+    if (s->device_tables) device_free(s->device_tables, DEVICE_CUDA);
     for (int i = 0; i < s->n && s->velocity; i++) tensor_free(&s->velocity[i]);
     free(s->velocity);
     memset(s, 0, sizeof *s);
 }
 
-void sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx)
+ErrorCode sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx, Error *err)
 {
 #ifdef HAVE_CUDA
     if (ps->device == DEVICE_CUDA) {
-        for (int i = 0; i < ps->n; i++) {
-            if (ps->entries[i].kind != ENTRY_PARAM || !ps->entries[i].param->requires_grad) continue;
-            Var *p = ps->entries[i].param;
-            cuda_sgd_update(ctx, p->value.data, p->grad.data, s->velocity[i].data, lr, s->momentum, s->weight_decay,
-                            tensor_numel(&p->value));
+        if (!s->device_tables) {
+            /* [w ptrs][g ptrs][v ptrs][offsets] uploaded once: parameters never move afterwards */
+            int n = 0;
+            for (int i = 0; i < ps->n; i++) n += ps->entries[i].kind == ENTRY_PARAM && ps->entries[i].param->requires_grad;
+            size_t bytes = sizeof(float *) * 3 * (size_t)n + sizeof(int64_t) * ((size_t)n + 1);
+            char *host = malloc(bytes);
+            if (!host) return error_set(err, ERR_OOM, "sgd: out of host memory");
+            float **w = (float **)host, **g = w + n, **v = g + n;
+            int64_t *off = (int64_t *)(v + n);
+            int k = 0;
+            off[0] = 0;
+            for (int i = 0; i < ps->n; i++) {
+                if (ps->entries[i].kind != ENTRY_PARAM || !ps->entries[i].param->requires_grad) continue;
+                Var *p = ps->entries[i].param;
+                w[k] = p->value.data, g[k] = p->grad.data, v[k] = s->velocity[i].data;
+                off[k + 1] = off[k] + tensor_numel(&p->value);
+                k++;
+            }
+            if (device_alloc(&s->device_tables, DEVICE_CUDA, bytes, err) ||
+                device_memcpy(s->device_tables, DEVICE_CUDA, host, DEVICE_CPU, bytes, err)) {
+                free(host);
+                return err ? err->code : ERR_DEVICE;
+            }
+            free(host);
+            s->n_trainable = n;
         }
-        return;
+        float **w = s->device_tables, **g = w + s->n_trainable, **v = g + s->n_trainable;
+        cuda_sgd_update_all(ctx, w, g, v, (const int64_t *)(v + s->n_trainable), s->n_trainable, lr, s->momentum,
+                            s->weight_decay);
+        return cuda_check_launch("sgd update", err);
     }
 #endif
     (void)ctx;
@@ -60,6 +84,7 @@ void sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx)
             w[k] -= lr * v[k];
         }
     }
+    return ERR_OK;
 }
 
 ErrorCode sgd_state_to_dict(const Sgd *s, const ParamStore *ps, TensorDict *d, Error *err)

@@ -9,6 +9,7 @@
 
 #include "detection/detector.h"
 #include "detection/multibox_loss.h"
+#include "nn/sgd.h"
 #include "tensor/device.h"
 #include "tensor/rng.h"
 #include "tests/reference_targets.h"
@@ -252,6 +253,42 @@ START_TEST(gpu_losses_parity)
 }
 END_TEST
 
+/* The fused all-parameter SGD kernel against the CPU update, over three steps. */
+START_TEST(gpu_sgd_parity)
+{
+    Error err = {0};
+    Context *ctx = context_create(1);
+    ck_assert_msg(cuda_context_init(ctx, false, &err) == ERR_OK, "%s", err.msg);
+    ParamStore ps[2];
+    Sgd sgd[2];
+    int64_t s1[2] = {7, 13}, s2[1] = {5};
+    Rng r;
+    for (int d = 0; d < 2; d++) {
+        params_init(&ps[d], DEVICE_CPU);
+        Var *a = params_add(&ps[d], "a", "", 2, s1, &err), *b = params_add(&ps[d], "b", "", 1, s2, &err);
+        ck_assert_ptr_nonnull(params_add_buffer(&ps[d], "stats", "", 1, s2, &err));
+        rng_seed(&r, 4, 4);
+        Var *vs[2] = {a, b};
+        for (int k = 0; k < 2; k++) tensor_fill_normal(&vs[k]->value, &r, 0, 1), tensor_fill_normal(&vs[k]->grad, &r, 0, 1);
+        if (d) ck_assert_int_eq(params_to_device(&ps[d], DEVICE_CUDA, &err), ERR_OK);
+        ck_assert_int_eq(sgd_init(&sgd[d], &ps[d], 0.9f, 5e-4f, &err), ERR_OK);
+        for (int step = 0; step < 3; step++) ck_assert_int_eq(sgd_step(&sgd[d], &ps[d], 0.01f, ctx, &err), ERR_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        Tensor *c = &ps[0].entries[i].param->value, *g = &ps[1].entries[i].param->value;
+        float *host = malloc(tensor_bytes(g));
+        copy_to_host(host, g);
+        double e = rel_err(host, c->data, tensor_numel(c));
+        printf("  gpu parity sgd (3 steps) %s %.2e\n", ps[0].entries[i].name, e);
+        ck_assert_double_le(e, 1e-6);
+        free(host);
+    }
+    for (int d = 0; d < 2; d++) sgd_free(&sgd[d]), params_free(&ps[d]);
+    cuda_context_destroy(ctx);
+    context_destroy(ctx);
+}
+END_TEST
+
 /* A full training step of the imported MobileNet-0.25 on the reference batch: CPU vs GPU. */
 START_TEST(gpu_training_step_parity)
 {
@@ -390,6 +427,7 @@ Suite *cuda_suite(void)
     tcase_add_test(tc, gpu_conv2d_parity);
     tcase_add_test(tc, gpu_other_ops_parity);
     tcase_add_test(tc, gpu_losses_parity);
+    tcase_add_test(tc, gpu_sgd_parity);
     tcase_add_test(tc, gpu_training_step_parity);
     suite_add_tcase(s, tc);
 #endif

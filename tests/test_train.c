@@ -263,12 +263,35 @@ START_TEST(bad_training_input)
 }
 END_TEST
 
+START_TEST(sgd_matches_pytorch_formula)
+{
+    /* PyTorch SGD(momentum 0.9, weight_decay 0.1), lr 0.1, grad 0.5, w0 = 1:
+     * step 1: d = 0.6, v = 0.6, w = 0.94; step 2: d = 0.594, v = 1.134, w = 0.8266. */
+    ParamStore ps;
+    params_init(&ps, DEVICE_CPU);
+    int64_t one = 1;
+    Error err = {0};
+    Var *w = params_add(&ps, "w", "", 1, &one, &err);
+    w->value.data[0] = 1.0f;
+    Sgd sgd;
+    ck_assert_int_eq(sgd_init(&sgd, &ps, 0.9f, 0.1f, &err), ERR_OK);
+    w->grad.data[0] = 0.5f;
+    ck_assert_int_eq(sgd_step(&sgd, &ps, 0.1f, NULL, &err), ERR_OK);
+    ck_assert_float_eq_tol(w->value.data[0], 0.94f, 1e-6);
+    ck_assert_int_eq(sgd_step(&sgd, &ps, 0.1f, NULL, &err), ERR_OK);
+    ck_assert_float_eq_tol(w->value.data[0], 0.8266f, 1e-6);
+    sgd_free(&sgd);
+    params_free(&ps);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("loss");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matching_forces_best_prior_and_skips_missing_landmarks);
+    tcase_add_test(tc, sgd_matches_pytorch_formula);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
