@@ -19,8 +19,10 @@ bool conv2d_shape(Conv2dShape *s, const Tensor *x, const Tensor *w, const Tensor
                   Conv2dParams p, char *msg, size_t msg_len);
 size_t conv2d_cpu_scratch_floats(const Conv2dShape *s);
 
+/* act < 0: no activation; act >= 0: leaky ReLU with that slope (0 = ReLU), applied with the bias in
+ * one pass over the output (the conv epilogue). */
 void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                        const float *b, float *y, float *scratch);
+                        const float *b, float act, float *y, float *scratch);
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                          const float *dy, float *dx, float *dw, float *db, float *scratch);
 

@@ -143,7 +143,14 @@ typedef struct {
     const Conv2dShape *s;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
+    float act;
 } DepthwiseJob;
+
+static inline void activate_row(float *y, int n, float act)
+{
+    if (act < 0.0f) return;
+    for (int i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : act * y[i];
+}
 
 static void depthwise_forward_plane(void *arg, int plane)
 {
@@ -173,6 +180,7 @@ static void depthwise_forward_plane(void *arg, int plane)
                     for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xs[(size_t)ow * p->stride_w];
             }
         }
+        activate_row(yr, s->Wo, j->act);
     }
 }
 
@@ -246,23 +254,32 @@ typedef struct {
     const Conv2dShape *s;
     float *y;
     const float *b;
-} BiasJob;
+    float act;
+} EpilogueJob;
 
-static void add_bias_plane(void *arg, int plane)
+/* Bias and activation of one output plane, in one pass. */
+static void epilogue_plane(void *arg, int plane)
 {
-    const BiasJob *j = arg;
+    const EpilogueJob *j = arg;
     int hw = j->s->Ho * j->s->Wo;
-    float bv = j->b[plane % j->s->Cout];
+    float bv = j->b ? j->b[plane % j->s->Cout] : 0.0f;
     float *y = j->y + (size_t)plane * hw;
-    for (int i = 0; i < hw; i++) y[i] += bv;
+    if (j->act < 0.0f) {
+        for (int i = 0; i < hw; i++) y[i] += bv;
+    } else {
+        for (int i = 0; i < hw; i++) {
+            float v = y[i] + bv;
+            y[i] = v > 0.0f ? v : j->act * v;
+        }
+    }
 }
 
 void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                        const float *b, float *y, float *scratch)
+                        const float *b, float act, float *y, float *scratch)
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL};
+        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act};
         threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
         return;
     }
@@ -281,9 +298,9 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
             sgemm(pool, false, false, Cog, HWo, K, 1.0f, w + (size_t)gi * Cog * K, K, col, HWo, 0.0f,
                   yg, HWo);
         }
-    if (b) {
-        BiasJob bj = {s, y, b};
-        threadpool_run(pool, s->N * s->Cout, add_bias_plane, &bj);
+    if (b || act >= 0.0f) {
+        EpilogueJob ej = {s, y, b, act};
+        threadpool_run(pool, s->N * s->Cout, epilogue_plane, &ej);
     }
 }
 
@@ -292,7 +309,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db};
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f};
         if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
         if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
         return;
@@ -350,50 +367,74 @@ static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s)
     return conv2d_cpu_scratch_floats(s);
 }
 
+typedef struct {
+    Conv2dShape shape;
+    float act;
+} ConvSaved;
+
 static void conv2d_backward(Graph *g, Var *y)
 {
-    const Conv2dShape *s = y->saved;
+    const ConvSaved *cs = y->saved;
+    const Conv2dShape *s = &cs->shape;
     Var *x = y->inputs[0], *w = y->inputs[1], *b = y->n_inputs > 2 ? y->inputs[2] : NULL;
     float *dx = x->requires_grad ? var_grad(g, x) : NULL;
     float *dw = w->requires_grad ? var_grad(g, w) : NULL;
     float *db = b && b->requires_grad ? var_grad(g, b) : NULL;
+    const float *dy = y->grad.data;
+    if (cs->act >= 0.0f) {
+        /* Through the fused activation first: its derivative from the output's sign. */
+        float *masked = graph_scratch(g, tensor_bytes(&y->value));
+        if (!masked) return;
+        int64_t n = tensor_numel(&y->value);
+#ifdef HAVE_CUDA
+        if (var_on_cuda(y)) {
+            cuda_fill(g->ctx, masked, 0.0f, n);
+            cuda_leaky_relu_backward(g->ctx, y->value.data, dy, masked, cs->act, n);
+        } else
+#endif
+            for (int64_t i = 0; i < n; i++) masked[i] = y->value.data[i] > 0.0f ? dy[i] : cs->act * dy[i];
+        dy = masked;
+    }
     size_t scratch_n = conv2d_scratch_floats(y, s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
-        conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, y->grad.data, dx, dw, db, scratch, &g->err);
+        conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
         return;
     }
 #endif
-    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, y->grad.data, dx, dw, db, scratch);
+    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch);
 }
 
-Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p)
+Var *ag_conv2d_act(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p, float act)
 {
     if (!graph_ok(g)) return NULL;
     if (!x || !w) return graph_fail(g, ERR_ARG, "conv2d: NULL input");
-    Conv2dShape *s = graph_host_scratch(g, sizeof *s);
-    if (!s) return NULL;
+    ConvSaved *cs = graph_host_scratch(g, sizeof *cs);
+    if (!cs) return NULL;
+    Conv2dShape *s = &cs->shape;
+    cs->act = act;
     char msg[256];
     if (!conv2d_shape(s, &x->value, &w->value, b ? &b->value : NULL, p, msg, sizeof msg))
         return graph_fail(g, ERR_SHAPE, "conv2d: %s", msg);
     Var *inputs[3] = {x, w, b};
     int64_t shape[4] = {s->N, s->Cout, s->Ho, s->Wo};
-    Var *y = graph_op_output(g, "conv2d", inputs, b ? 3 : 2, 4, shape, conv2d_backward);
+    Var *y = graph_op_output(g, act < 0.0f ? "conv2d" : "conv2d_act", inputs, b ? 3 : 2, 4, shape, conv2d_backward);
     if (!y) return NULL;
-    y->saved = s;
+    y->saved = cs;
     size_t scratch_n = conv2d_scratch_floats(y, s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return NULL;
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
-        conv2d_forward_cuda(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, y->value.data, scratch,
-                            &g->err);
+        conv2d_forward_cuda(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, act, y->value.data,
+                            scratch, &g->err);
         return graph_ok(g) ? y : NULL;
     }
 #endif
-    conv2d_forward_cpu(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL,
-                       y->value.data, scratch);
+    conv2d_forward_cpu(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, act, y->value.data, scratch);
     return y;
 }
+
+Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p) { return ag_conv2d_act(g, x, w, b, p, -1.0f); }

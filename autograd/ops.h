@@ -17,6 +17,9 @@ typedef struct {
 } Conv2dParams;
 Conv2dParams conv2d_params(int stride, int padding, int dilation, int groups);
 Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p);
+/* conv2d with its activation fused into the output pass: act < 0 none, else leaky ReLU slope (0 =
+ * ReLU). Same result as ag_leaky_relu(ag_conv2d(...)), one op and one pass fewer. */
+Var *ag_conv2d_act(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p, float act);
 
 /* batchnorm2d over channel axis 1 of x [N,C,H,W]; gamma, beta [C]. training: normalise with the
  * batch statistics and update running_mean/var (CPU/ device tensors of [C]) with

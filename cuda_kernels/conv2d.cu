@@ -71,7 +71,7 @@ __global__ void k_sum_partials(const float *partial, float *dw, int N, int64_t l
     }
 }
 
-__global__ void k_depthwise_fwd(const float *x, const float *w, const float *b, float *y, ConvGeom g, int N)
+__global__ void k_depthwise_fwd(const float *x, const float *w, const float *b, float act, float *y, ConvGeom g, int N)
 {
     int64_t n = (int64_t)N * g.Cin * g.Ho * g.Wo;
     GRID_STRIDE(i, n)
@@ -90,7 +90,7 @@ __global__ void k_depthwise_fwd(const float *x, const float *w, const float *b, 
                 acc += wc[ki * g.KW + kj] * xp[(int64_t)ih * g.W + iw];
             }
         }
-        y[i] = acc;
+        y[i] = (act < 0.0f || acc > 0.0f) ? acc : act * acc;
     }
 }
 
@@ -185,9 +185,14 @@ __global__ void k_channel_sum(const float *dy, float *db, int N, int C, int64_t 
     if (threadIdx.x == 0) db[c] += part[0];
 }
 
-__global__ void k_bias_planes(float *y, const float *b, int C, int64_t hw, int64_t n)
+// Bias and activation epilogue (act < 0: none).
+__global__ void k_epilogue(float *y, const float *b, float act, int C, int64_t hw, int64_t n)
 {
-    GRID_STRIDE(i, n) y[i] += b[(i / hw) % C];
+    GRID_STRIDE(i, n)
+    {
+        float v = y[i] + (b ? b[(i / hw) % C] : 0.0f);
+        y[i] = (act < 0.0f || v > 0.0f) ? v : act * v;
+    }
 }
 
 static bool depthwise(const Conv2dShape *s) { return s->p.groups == s->Cin && s->Cout == s->Cin && s->p.groups > 1; }
@@ -205,13 +210,13 @@ extern "C" size_t conv2d_cuda_workspace_floats(const Conv2dShape *s)
 }
 
 extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                                         const float *b, float *y, float *scratch, Error *err)
+                                         const float *b, float act, float *y, float *scratch, Error *err)
 {
     ConvGeom g = geom(s);
     cudaStream_t st = stream_of(ctx);
     int64_t hwo = (int64_t)s->Ho * s->Wo;
     if (depthwise(s)) {
-        k_depthwise_fwd<<<blocks_for((int64_t)s->N * s->Cin * hwo), 256, 0, st>>>(x, w, b, y, g, s->N);
+        k_depthwise_fwd<<<blocks_for((int64_t)s->N * s->Cin * hwo), 256, 0, st>>>(x, w, b, act, y, g, s->N);
         return cuda_check_launch("conv2d depthwise", err);
     }
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G, K = Cg * s->KH * s->KW, N = s->N;
@@ -228,7 +233,9 @@ extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, con
                                        (long long)s->Cout * hwo, N, err))
             return err->code;
     }
-    if (b) k_bias_planes<<<blocks_for((int64_t)s->N * s->Cout * hwo), 256, 0, st>>>(y, b, s->Cout, hwo, (int64_t)s->N * s->Cout * hwo);
+    if (b || act >= 0.0f)
+        k_epilogue<<<blocks_for((int64_t)s->N * s->Cout * hwo), 256, 0, st>>>(y, b, act, s->Cout, hwo,
+                                                                             (int64_t)s->N * s->Cout * hwo);
     return cuda_check_launch("conv2d", err);
 }
 

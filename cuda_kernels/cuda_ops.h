@@ -43,7 +43,7 @@ void cuda_leaky_relu_forward(Context *ctx, const float *x, float *y, float slope
 void cuda_leaky_relu_backward(Context *ctx, const float *y, const float *dy, float *dx, float slope, int64_t n);
 
 ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
-                              float *y, float *scratch, Error *err);
+                              float act, float *y, float *scratch, Error *err);
 ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
                                float *dx, float *dw, float *db, float *scratch, Error *err);
 

@@ -29,8 +29,9 @@ ErrorCode detector_init(Detector *d, const char *model_name, const char *weights
     if (!d->ctx) return error_set(err, ERR_OOM, "cannot create the thread pool");
     d->model = retinaface_create(cfg, DEVICE_CPU, 0, err);
     Device dev = gpu ? DEVICE_CUDA : DEVICE_CPU;
-    if (!d->model || (weights && retinaface_load(d->model, weights, err)) ||
-        (gpu && (context_enable_cuda(d->ctx, false, err) || params_to_device(&d->model->params, dev, err))) ||
+    if (!d->model || (weights && retinaface_load(d->model, weights, err)) || retinaface_fold_batchnorm(d->model, err) ||
+        (gpu && (context_enable_cuda(d->ctx, false, err) || params_to_device(&d->model->params, dev, err) ||
+                 params_to_device(&d->model->folded, dev, err))) ||
         graph_init(&d->graph, d->ctx, dev, err)) {
         detector_free(d);
         return err->code;

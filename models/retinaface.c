@@ -38,6 +38,7 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
     }
     m->cfg = *cfg;
     params_init(&m->params, dev);
+    params_init(&m->folded, dev);
     Rng rng;
     rng_seed(&rng, seed, 0x5eed);
     ErrorCode rc = cfg->backbone == BACKBONE_MOBILENET_V1
@@ -79,9 +80,71 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
     return m;
 }
 
+/* Calls fn on every ConvBnAct of the model, with a stable index. */
+static ErrorCode for_each_conv(RetinaFace *m, ErrorCode (*fn)(ConvBnAct *, int, void *), void *arg)
+{
+    int idx = 0;
+    ErrorCode rc = ERR_OK;
+#define VISIT(c)                                                                                   \
+    do {                                                                                           \
+        if (!rc) rc = fn((c), idx++, arg);                                                         \
+    } while (0)
+    for (int i = 0; i < m->body.n_layers; i++) VISIT(&m->body.layers[i]);
+    for (int b = 0; b < m->body.n_blocks; b++) {
+        for (int i = 0; i < m->body.blocks[b].n_conv; i++) VISIT(&m->body.blocks[b].conv[i]);
+        if (m->body.blocks[b].has_downsample) VISIT(&m->body.blocks[b].downsample);
+    }
+    for (int i = 0; i < m->fpn.n_in; i++) VISIT(&m->fpn.lateral[i]);
+    for (int i = 0; i + 1 < m->fpn.n_in; i++) VISIT(&m->fpn.merge[i]);
+    for (int i = 0; i < m->fpn.n_extra; i++) VISIT(&m->fpn.extra[i]);
+    for (int i = 0; i < m->n_ssh; i++) {
+        Ssh *s = &m->ssh[i];
+        VISIT(&s->conv3x3);
+        VISIT(&s->conv5x5_1);
+        VISIT(&s->conv5x5_2);
+        VISIT(&s->conv7x7_2);
+        VISIT(&s->conv7x7_3);
+    }
+#undef VISIT
+    return rc;
+}
+
+static ErrorCode fold_one(ConvBnAct *c, int idx, void *arg)
+{
+    void **a = arg;
+    char name[32];
+    snprintf(name, sizeof name, "folded.%d", idx);
+    return conv_bn_act_fold(c, a[0], name, a[1]);
+}
+
+static ErrorCode unfold_one(ConvBnAct *c, int idx, void *arg)
+{
+    (void)idx, (void)arg;
+    c->folded_w = c->folded_b = NULL;
+    return ERR_OK;
+}
+
+void retinaface_unfold(RetinaFace *m)
+{
+    for_each_conv(m, unfold_one, NULL);
+    params_free(&m->folded);
+    params_init(&m->folded, m->params.device);
+}
+
+ErrorCode retinaface_fold_batchnorm(RetinaFace *m, Error *err)
+{
+    retinaface_unfold(m);
+    params_init(&m->folded, DEVICE_CPU);
+    void *arg[2] = {&m->folded, err};
+    ErrorCode rc = for_each_conv(m, fold_one, arg);
+    if (rc) retinaface_unfold(m);
+    return rc;
+}
+
 void retinaface_free(RetinaFace *m)
 {
     if (!m) return;
+    params_free(&m->folded);
     backbone_free(&m->body);
     params_free(&m->params);
     free(m);
@@ -117,6 +180,7 @@ ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err)
     if (checkpoint_read(path, &d, err)) return err->code;
     tensor_dict_strip_prefix(&d, "module.");
     tensor_dict_drop_prefix(&d, "optimizer."); /* training checkpoints load for inference too */
+    retinaface_unfold(m);                      /* folded copies would be stale */
     ErrorCode rc = params_load_dict(&m->params, &d, path, false, false, err);
     tensor_dict_free(&d);
     return rc;

@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
     RetinaConfig cfg;
     ParamStore params;
+    ParamStore folded;  /* BN-folded inference weights (retinaface_fold_batchnorm), else empty */
     Backbone body;
     Fpn fpn;
     Ssh ssh[RETINA_MAX_LEVELS];
@@ -69,6 +70,10 @@ ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err);
 /* Loads an ImageNet backbone checkpoint into the backbone only (its classifier is ignored). */
 ErrorCode retinaface_load_pretrained_backbone(RetinaFace *m, const char *path, Error *err);
 ErrorCode retinaface_save(const RetinaFace *m, const char *path, Error *err);
+/* Folds every BatchNorm into its convolution for inference (eval mode, no gradients), on the CPU
+ * parameters; loading weights again drops the folded copies. */
+ErrorCode retinaface_fold_batchnorm(RetinaFace *m, Error *err);
+void retinaface_unfold(RetinaFace *m);
 
 /* Per-variant configs (models/retinaface_<variant>.c). */
 const RetinaConfig *retinaface_mnet025_config(void);

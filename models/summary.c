@@ -33,7 +33,7 @@ ErrorCode retinaface_print_summary(FILE *out, RetinaFace *m, Context *ctx, int h
         char s[96];
         double flops = 0;
         const char *pname = "";
-        if (!strcmp(v->op, "conv2d")) {
+        if (!strncmp(v->op, "conv2d", 6)) { /* conv2d and conv2d_act: the saved state starts with the shape */
             const Conv2dShape *cs = v->saved;
             flops = 2.0 * cs->N * cs->Cout * cs->Ho * cs->Wo * (cs->Cin / cs->p.groups) * cs->KH * cs->KW;
             pname = param_name(m, v->inputs[1]);

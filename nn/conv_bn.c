@@ -31,8 +31,31 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
     return ERR_OK;
 }
 
+ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Error *err)
+{
+    if (!c->bn_weight) return ERR_OK;
+    if (c->weight->value.device != DEVICE_CPU) return error_set(err, ERR_ARG, "fold %s: parameters must be on the CPU", name);
+    int64_t cshape[1] = {c->cout};
+    c->folded_w = params_add(store, name, ".weight", 4, c->weight->value.shape, err);
+    c->folded_b = params_add(store, name, ".bias", 1, cshape, err);
+    if (!c->folded_w || !c->folded_b) return err ? err->code : ERR_OOM;
+    c->folded_w->requires_grad = c->folded_b->requires_grad = false;
+    int64_t per_out = tensor_numel(&c->weight->value) / c->cout;
+    for (int o = 0; o < c->cout; o++) {
+        double scale = c->bn_weight->value.data[o] / sqrt((double)c->running_var->data[o] + 1e-5);
+        for (int64_t k = 0; k < per_out; k++)
+            c->folded_w->value.data[o * per_out + k] = (float)(c->weight->value.data[o * per_out + k] * scale);
+        c->folded_b->value.data[o] = (float)(c->bn_bias->value.data[o] - c->running_mean->data[o] * scale);
+    }
+    return ERR_OK;
+}
+
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
 {
+    if (c->folded_w && !training && !g->grad_enabled)
+        return ag_conv2d_act(g, x, c->folded_w, c->folded_b, c->p, c->leaky);
+    if (!c->bn_weight && !training && !g->grad_enabled) /* heads: conv + bias (+ act) in one op */
+        return ag_conv2d_act(g, x, c->weight, c->bias, c->p, c->leaky);
     Var *y = ag_conv2d(g, x, c->weight, c->bias, c->p);
     if (c->bn_weight)
         y = ag_batchnorm2d(g, y, c->bn_weight, c->bn_bias, c->running_mean, c->running_var, training,

@@ -18,6 +18,9 @@ typedef struct {
     Conv2dParams p;
     float leaky;                     /* ACT_NONE, 0 (ReLU) or the negative slope */
     int cin, cout, k;
+    /* Inference copies with the BatchNorm folded in (w * gamma/std, beta - mean * gamma/std), owned by
+     * the ParamStore given to conv_bn_act_fold; used by eval-mode forwards without gradients. */
+    Var *folded_w, *folded_b;
 } ConvBnAct;
 
 typedef struct {
@@ -28,7 +31,12 @@ typedef struct {
 
 ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
                            const char *bn_name, ConvBnActSpec spec, Rng *rng, Error *err);
+/* Eval mode without gradients and folded weights present: one fused conv + bias + activation op;
+ * otherwise conv, BN and activation ops. */
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
+/* Folds the BN (running statistics) into new tensors added to store as "<name>.weight/.bias"; no-op
+ * for convolutions without BN. Parameters must be on the CPU. */
+ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Error *err);
 /* FLOPs (2 per multiply-add) of the convolution for an output of ho x wo, batch 1. */
 double conv_bn_act_flops(const ConvBnAct *c, int64_t ho, int64_t wo);
 

@@ -9,6 +9,7 @@
 #include "autograd/ops.h"
 #include "models/retinaface.h"
 #include "nn/safetensors.h"
+#include "tensor/rng.h"
 #include "tests/suites.h"
 
 START_TEST(parameter_counts)
@@ -243,6 +244,60 @@ START_TEST(pretrained_backbone_loads)
 }
 END_TEST
 
+START_TEST(folded_inference_matches_training_graph)
+{
+    /* BN folded into the convs + fused activations against the op-by-op eval forward, for every
+     * variant (random weights, randomised BN statistics so the folding matters). */
+    Context *ctx = context_create(2);
+    for (const char *const *name = retinaface_variant_names(); *name; name++) {
+        Error err = {0};
+        RetinaFace *m = retinaface_create(retinaface_config(*name), DEVICE_CPU, 5, &err);
+        Rng r;
+        rng_seed(&r, 6, 6);
+        for (int i = 0; i < m->params.n; i++) {
+            ParamEntry *e = &m->params.entries[i];
+            if (e->kind != ENTRY_BUFFER) continue;
+            bool var = strstr(e->name, "running_var") != NULL;
+            tensor_fill_uniform(e->buffer, &r, var ? 0.5f : -0.5f, var ? 2.0f : 0.5f);
+        }
+        int64_t xs[4] = {1, 3, 96, 128};
+        Tensor x;
+        tensor_new(&x, DEVICE_CPU, 4, xs, NULL);
+        tensor_fill_normal(&x, &r, 0, 50);
+        float *outs[2][3];
+        int64_t sizes[3] = {0, 0, 0};
+        for (int folded = 0; folded < 2; folded++) {
+            if (folded) ck_assert_int_eq(retinaface_fold_batchnorm(m, &err), ERR_OK);
+            Graph g;
+            graph_init(&g, ctx, DEVICE_CPU, NULL);
+            graph_set_grad_enabled(&g, false);
+            RetinaOutputs o;
+            ck_assert_msg(retinaface_forward(&g, m, var_from_tensor(&g, &x, false), false, &o), "%s", g.err.msg);
+            Var *v[3] = {o.loc, o.conf, o.landms};
+            for (int k = 0; k < 3; k++) {
+                outs[folded][k] = NULL;
+                if (!v[k]) continue;
+                sizes[k] = tensor_numel(&v[k]->value);
+                outs[folded][k] = malloc(tensor_bytes(&v[k]->value));
+                memcpy(outs[folded][k], v[k]->value.data, tensor_bytes(&v[k]->value));
+            }
+            graph_destroy(&g);
+        }
+        for (int k = 0; k < 3; k++) {
+            if (!outs[0][k]) continue;
+            TensorDiff d = tensor_diff(outs[1][k], outs[0][k], sizes[k], 1e-6);
+            printf("  folded %-20s output %d: max abs %.2e, max|a-b|/max|b| %.2e\n", *name, k, d.max_abs, d.max_rel_to_max);
+            ck_assert_double_le(d.max_rel_to_max, 1e-4);
+            free(outs[0][k]), free(outs[1][k]);
+        }
+        ck_assert_int_gt(m->folded.n, 0);
+        tensor_free(&x);
+        retinaface_free(m);
+    }
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *model_suite(void)
 {
     Suite *s = suite_create("model");
@@ -254,6 +309,7 @@ Suite *model_suite(void)
     tcase_add_test(tc, pytorch_zip_format_imports);
     tcase_add_test(tc, pth_import_errors_are_clear);
     tcase_add_test(tc, forward_matches_pytorch_reference);
+    tcase_add_test(tc, folded_inference_matches_training_graph);
     tcase_add_test(tc, pretrained_backbone_loads);
     suite_add_tcase(s, tc);
     return s;

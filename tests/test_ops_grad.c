@@ -408,6 +408,72 @@ START_TEST(pool_and_linear_gradients)
 }
 END_TEST
 
+typedef struct {
+    Conv2dParams p;
+    float act;
+    bool fused;
+} ActArg;
+
+static Var *conv_act_fn(Graph *g, Var **in, void *arg)
+{
+    ActArg *a = arg;
+    if (a->fused) return ag_conv2d_act(g, in[0], in[1], in[2], a->p, a->act);
+    return ag_leaky_relu(g, ag_conv2d(g, in[0], in[1], in[2], a->p), a->act);
+}
+
+START_TEST(conv2d_act_equals_conv_then_activation)
+{
+    /* The fused epilogue against the two ops it replaces: outputs and all gradients, general and
+     * depthwise convolutions, ReLU and leaky. */
+    struct {
+        int C, Co, groups;
+        float act;
+    } cases[] = {{4, 6, 1, 0.1f}, {6, 6, 6, 0.0f}, {5, 3, 1, 0.0f}};
+    for (size_t k = 0; k < 3; k++) {
+        Context *ctx = context_create(2);
+        Rng r;
+        rng_seed(&r, 900 + k, 0);
+        int64_t xs[4] = {2, cases[k].C, 9, 7}, ws[4] = {cases[k].Co, cases[k].C / cases[k].groups, 3, 3}, bs[1] = {cases[k].Co};
+        Tensor t[3];
+        tensor_new(&t[0], DEVICE_CPU, 4, xs, NULL), tensor_new(&t[1], DEVICE_CPU, 4, ws, NULL);
+        tensor_new(&t[2], DEVICE_CPU, 1, bs, NULL);
+        for (int i = 0; i < 3; i++) tensor_fill_normal(&t[i], &r, 0, 1);
+        float *out[2], *grads[2][3];
+        int64_t ny = 0;
+        for (int fused = 0; fused < 2; fused++) {
+            Graph g;
+            graph_init(&g, ctx, DEVICE_CPU, NULL);
+            Var *v[3];
+            for (int i = 0; i < 3; i++) v[i] = var_from_tensor(&g, &t[i], true);
+            ActArg a = {conv2d_params(1, 1, 1, cases[k].groups), cases[k].act, fused};
+            Var *y = conv_act_fn(&g, v, &a);
+            ck_assert_ptr_nonnull(y);
+            ny = tensor_numel(&y->value);
+            out[fused] = malloc(tensor_bytes(&y->value));
+            memcpy(out[fused], y->value.data, tensor_bytes(&y->value));
+            float *seed = malloc(tensor_bytes(&y->value));
+            for (int64_t i = 0; i < ny; i++) seed[i] = (float)((i * 7919) % 13) / 6.0f - 1.0f;
+            ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+            for (int i = 0; i < 3; i++) {
+                grads[fused][i] = malloc(tensor_bytes(&t[i]));
+                memcpy(grads[fused][i], v[i]->grad.data, tensor_bytes(&t[i]));
+            }
+            free(seed);
+            graph_destroy(&g);
+        }
+        ck_assert(tensor_diff(out[1], out[0], ny, 1e-6).max_abs <= 1e-6);
+        for (int i = 0; i < 3; i++) {
+            ck_assert_msg(tensor_diff(grads[1][i], grads[0][i], tensor_numel(&t[i]), 1e-6).max_abs <= 1e-5,
+                          "case %zu grad %d", k, i);
+            free(grads[0][i]), free(grads[1][i]);
+            tensor_free(&t[i]);
+        }
+        free(out[0]), free(out[1]);
+        context_destroy(ctx);
+    }
+}
+END_TEST
+
 Suite *ops_grad_suite(void)
 {
     Suite *s = suite_create("ops_grad");
@@ -415,6 +481,7 @@ Suite *ops_grad_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, conv2d_gradients);
     tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
+    tcase_add_test(tc, conv2d_act_equals_conv_then_activation);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, activation_and_elementwise_gradients);
