@@ -15,7 +15,7 @@ ifeq ($(SAN),1)
   LDSAN  := -fsanitize=address,undefined
 else
   BUILD  ?= build
-  OPT    := -O2 -g
+  OPT    := -O3 -g
   LDSAN  :=
 endif
 

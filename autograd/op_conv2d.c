@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/conv2d_cpu.h"
+#include "autograd/depthwise3x3.h"
 #include "tensor/sgemm.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
@@ -144,6 +145,7 @@ typedef struct {
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
     float act;
+    bool fast3x3; /* the specialised 3x3 stride-1 pad-1 kernel applies */
 } DepthwiseJob;
 
 static inline void activate_row(float *y, int n, float act)
@@ -162,6 +164,10 @@ static void depthwise_forward_plane(void *arg, int plane)
     const float *w = j->w + (size_t)c * s->KH * s->KW;
     float *y = j->y + (size_t)plane * s->Ho * s->Wo;
     float bias = j->b ? j->b[c] : 0.0f;
+    if (j->fast3x3) {
+        depthwise3x3_s1_plane_avx2(x, s->H, s->W, w, bias, j->act, y);
+        return;
+    }
     for (int oh = 0; oh < s->Ho; oh++) {
         float *yr = y + (size_t)oh * s->Wo;
         for (int ow = 0; ow < s->Wo; ow++) yr[ow] = bias;
@@ -279,7 +285,10 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act};
+        const Conv2dParams *p = &s->p;
+        bool fast = s->KH == 3 && s->KW == 3 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 1 &&
+                    p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 && depthwise3x3_s1_available();
+        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act, fast};
         threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
         return;
     }
@@ -309,7 +318,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f};
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, false};
         if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
         if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
         return;

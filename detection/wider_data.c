@@ -190,7 +190,7 @@ static ErrorCode list_dir(const char *dir, bool want_dirs, char ***names, int *n
         size_t len = strlen(de->d_name);
         bool is_txt = len > 4 && !strcmp(de->d_name + len - 4, ".txt");
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path) continue; /* too long */
         DIR *sub = opendir(path);
         bool is_dir = sub != NULL;
         if (sub) closedir(sub);

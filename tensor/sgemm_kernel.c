@@ -68,7 +68,9 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     _mm256_store_ps(acc[3], c30), _mm256_store_ps(acc[3] + 8, c31);
     _mm256_store_ps(acc[4], c40), _mm256_store_ps(acc[4] + 8, c41);
     _mm256_store_ps(acc[5], c50), _mm256_store_ps(acc[5] + 8, c51);
-    store_tile((const float(*)[SGEMM_NR])acc, c, ldc, alpha, mr, nr);
+    /* The edge store stays in AVX code: calling legacy-SSE code with live 256-bit state stalls. */
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) c[(long)i * ldc + j] += alpha * acc[i][j];
 }
 
 SgemmKernelFn sgemm_select_kernel(void)
