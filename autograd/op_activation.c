@@ -44,7 +44,10 @@ Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope)
         return graph_check_cuda(g, "leaky_relu") ? y : NULL;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) yv[i] = xv[i] > 0.0f ? xv[i] : negative_slope * xv[i];
+    for (int64_t i = 0; i < n; i++) {
+        float v = xv[i], scaled = negative_slope * v; /* unconditional: the loop vectorises */
+        yv[i] = v > 0.0f ? v : scaled;
+    }
     return y;
 }
 

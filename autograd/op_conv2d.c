@@ -1,11 +1,12 @@
 /* conv2d: im2col + our SGEMM for general convolutions, a direct kernel for depthwise ones
  * (groups == Cin == Cout, where a GEMM would have M = 1), and no im2col at all for 1x1 stride-1
  * unpadded convolutions (the input already is the column matrix). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "autograd/conv2d_cpu.h"
-#include "autograd/depthwise3x3.h"
+#include "autograd/conv2d_avx2.h"
 #include "tensor/sgemm.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
@@ -261,21 +262,29 @@ typedef struct {
     float *y;
     const float *b;
     float act;
+    bool avx2;
 } EpilogueJob;
 
-/* Bias and activation of one output plane, in one pass. */
+/* Bias and activation of one output plane, in one pass. Locals (not j->act) keep the loop free of
+ * aliasing so the compiler vectorises it. */
 static void epilogue_plane(void *arg, int plane)
 {
     const EpilogueJob *j = arg;
     int hw = j->s->Ho * j->s->Wo;
-    float bv = j->b ? j->b[plane % j->s->Cout] : 0.0f;
-    float *y = j->y + (size_t)plane * hw;
-    if (j->act < 0.0f) {
+    const float bv = j->b ? j->b[plane % j->s->Cout] : 0.0f, act = j->act;
+    float *restrict y = j->y + (size_t)plane * hw;
+    if (j->avx2) {
+        conv2d_epilogue_avx2(y, hw, bv, act);
+        return;
+    }
+    if (act < 0.0f) {
         for (int i = 0; i < hw; i++) y[i] += bv;
     } else {
         for (int i = 0; i < hw; i++) {
-            float v = y[i] + bv;
-            y[i] = v > 0.0f ? v : j->act * v;
+            /* both sides computed unconditionally: a plain select, which vectorises (a guarded
+             * multiply does not, under the default -ftrapping-math) */
+            float v = y[i] + bv, scaled = act * v;
+            y[i] = v > 0.0f ? v : scaled;
         }
     }
 }
@@ -287,7 +296,7 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
     if (is_depthwise(s)) {
         const Conv2dParams *p = &s->p;
         bool fast = s->KH == 3 && s->KW == 3 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 1 &&
-                    p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 && depthwise3x3_s1_available();
+                    p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 && conv2d_avx2_available();
         DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act, fast};
         threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
         return;
@@ -308,7 +317,7 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
                   yg, HWo);
         }
     if (b || act >= 0.0f) {
-        EpilogueJob ej = {s, y, b, act};
+        EpilogueJob ej = {s, y, b, act, conv2d_avx2_available()};
         threadpool_run(pool, s->N * s->Cout, epilogue_plane, &ej);
     }
 }

@@ -1,13 +1,15 @@
-/* Depthwise 3x3, stride 1, padding 1 forward for one plane, 8 outputs per AVX2 step: the bulk of
- * MobileNet's depthwise layers. The border columns and rows that touch the padding go through the
- * scalar path. Chosen at run time (depthwise3x3_s1_available); bias and activation are applied
- * while the outputs are in registers. */
-#include "autograd/depthwise3x3.h"
+/* AVX2/FMA kernels of the CPU convolution, chosen at run time (conv2d_avx2_available):
+ * - depthwise 3x3 stride-1 padding-1 forward of one plane, 8 outputs per step (the bulk of
+ *   MobileNet's depthwise layers; border pixels through a scalar path), bias and activation applied
+ *   while the outputs are in registers;
+ * - the bias + activation epilogue of the GEMM path (the compiler does not vectorise the select under
+ *   the default -ftrapping-math). */
+#include "autograd/conv2d_avx2.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-bool depthwise3x3_s1_available(void)
+bool conv2d_avx2_available(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -65,8 +67,27 @@ __attribute__((target("avx2,fma"))) void depthwise3x3_s1_plane_avx2(const float 
         for (; ow < W; ow++) yr[ow] = act_scalar(bias + tap_sum(x, H, W, w, oh, ow), act);
     }
 }
+__attribute__((target("avx2,fma"))) void conv2d_epilogue_avx2(float *y, int n, float bias, float act)
+{
+    __m256 vb = _mm256_set1_ps(bias), va = _mm256_set1_ps(act), zero = _mm256_setzero_ps();
+    int i = 0;
+    if (act < 0.0f) {
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), vb));
+        for (; i < n; i++) y[i] += bias;
+        return;
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(y + i), vb);
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(va, _mm256_min_ps(v, zero))));
+    }
+    for (; i < n; i++) y[i] = act_scalar(y[i] + bias, act);
+}
 #else
-bool depthwise3x3_s1_available(void) { return false; }
+bool conv2d_avx2_available(void) { return false; }
+void conv2d_epilogue_avx2(float *y, int n, float bias, float act)
+{
+    (void)y, (void)n, (void)bias, (void)act;
+}
 void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y)
 {
     (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y;

@@ -1,0 +1,15 @@
+/* AVX2/FMA kernels of the CPU convolution, internal to autograd/op_conv2d.c, used when the CPU has
+ * them (conv2d_avx2_available). act < 0: no activation, else leaky slope. */
+#ifndef AUTOGRAD_CONV2D_AVX2_H
+#define AUTOGRAD_CONV2D_AVX2_H
+
+#include <stdbool.h>
+
+bool conv2d_avx2_available(void);
+/* Depthwise 3x3 stride-1 padding-1 forward of one plane [H,W] -> [H,W]. */
+void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y);
+
+/* y[i] = act(y[i] + bias) over n values. */
+void conv2d_epilogue_avx2(float *y, int n, float bias, float act);
+
+#endif
