@@ -6,8 +6,8 @@
 #include "tensor/sgemm_kernel.h"
 
 /* Cache blocking: an A panel (MC x KC = 48 KiB) stays in L2, a B micro-panel (KC x NR = 16 KiB)
- * in L1; NC bounds the packed B (KC x NC = 4 MiB). */
-enum { KC = 256, MC = 48 * SGEMM_MR, NC = 4096 };
+ * in L1; NC bounds the packed B (KC x NC = 1 MiB, about an L2) so the kernel re-reads it from L2. */
+enum { KC = 256, MC = 48 * SGEMM_MR, NC = 1024 };
 
 typedef struct {
     bool trans_a, trans_b;
@@ -47,29 +47,33 @@ static void pack_a(const SgemmJob *j, int i0, int mc, int p0, int kc, float *dst
     }
 }
 
-/* Packs op(B)[p0:p0+kc, j0:j0+nc] as consecutive NR-column panels, each kc rows of NR values. */
+/* Packs op(B)[p0:p0+kc, j0:j0+nc] as consecutive NR-column panels, each kc rows of NR values.
+ * Non-transposed B is read row by row (each row of the block once, sequentially, which the hardware
+ * prefetches), writing NR values into every panel; reading panel by panel would stride through
+ * memory one cache line per row. */
 static void pack_b(const SgemmJob *j, int p0, int kc, int j0, int nc, float *dst)
 {
+    if (!j->trans_b) {
+        int full = nc / SGEMM_NR, rest = nc - full * SGEMM_NR;
+        for (int p = 0; p < kc; p++) {
+            const float *src = j->B + (size_t)(p0 + p) * j->ldb + j0;
+            float *d = dst + p * SGEMM_NR;
+            for (int q = 0; q < full; q++) memcpy(d + (size_t)q * kc * SGEMM_NR, src + q * SGEMM_NR, SGEMM_NR * sizeof(float));
+            if (rest) {
+                float *dr = d + (size_t)full * kc * SGEMM_NR;
+                for (int c = 0; c < SGEMM_NR; c++) dr[c] = c < rest ? src[full * SGEMM_NR + c] : 0.0f;
+            }
+        }
+        return;
+    }
     for (int jr = 0; jr < nc; jr += SGEMM_NR) {
         int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
-        if (!j->trans_b) {
-            for (int p = 0; p < kc; p++) {
-                const float *src = j->B + (size_t)(p0 + p) * j->ldb + j0 + jr;
-                float *d = dst + p * SGEMM_NR;
-                if (nr == SGEMM_NR) {
-                    memcpy(d, src, SGEMM_NR * sizeof(float));
-                } else {
-                    for (int c = 0; c < SGEMM_NR; c++) d[c] = c < nr ? src[c] : 0.0f;
-                }
-            }
-        } else {
-            for (int c = 0; c < SGEMM_NR; c++) {
-                if (c < nr) {
-                    const float *src = j->B + (size_t)(j0 + jr + c) * j->ldb + p0;
-                    for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = src[p];
-                } else {
-                    for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = 0.0f;
-                }
+        for (int c = 0; c < SGEMM_NR; c++) {
+            if (c < nr) {
+                const float *src = j->B + (size_t)(j0 + jr + c) * j->ldb + p0;
+                for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = src[p];
+            } else {
+                for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = 0.0f;
             }
         }
         dst += (size_t)kc * SGEMM_NR;
