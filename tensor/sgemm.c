@@ -18,6 +18,7 @@ typedef struct {
     float *C;
     int ldc;
     int split_n;   /* 1: tasks split N, 0: tasks split M */
+    int overwrite; /* beta == 0: the first K block stores instead of accumulating */
     int chunk;     /* rows or columns per task */
     SgemmKernelFn kernel;
 } SgemmJob;
@@ -97,7 +98,7 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                         int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
                         float *c = j->C + (size_t)(i0 + ic + ir) * j->ldc + j0 + jc + jr;
                         j->kernel(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, c, j->ldc,
-                                  j->alpha, mr, nr);
+                                  j->alpha, mr, nr, j->overwrite && pc == 0);
                     }
                 }
             }
@@ -137,15 +138,16 @@ void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, fl
            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (beta == 0.0f) {
+    bool overwrite = beta == 0.0f && K > 0 && alpha != 0.0f;
+    if (beta == 0.0f && !overwrite) {
         for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
-    } else if (beta != 1.0f) {
+    } else if (beta != 1.0f && beta != 0.0f) {
         for (int i = 0; i < M; i++)
             for (int jj = 0; jj < N; jj++) C[(size_t)i * ldc + jj] *= beta;
     }
     if (K <= 0 || alpha == 0.0f) return;
 
-    SgemmJob j = {trans_a, trans_b, M, N, K, alpha, A, B, lda, ldb, C, ldc, 0, 0,
+    SgemmJob j = {trans_a, trans_b, M, N, K, alpha, A, B, lda, ldb, C, ldc, 0, overwrite, 0,
                   sgemm_select_kernel()};
     int nthreads = threadpool_size(pool);
     /* Small problems are not worth waking threads for. */

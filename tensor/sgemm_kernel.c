@@ -1,14 +1,17 @@
 #include "tensor/sgemm_kernel.h"
 
 static void store_tile(const float acc[SGEMM_MR][SGEMM_NR], float *c, int ldc, float alpha,
-                       int mr, int nr)
+                       int mr, int nr, int overwrite)
 {
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) c[(long)i * ldc + j] += alpha * acc[i][j];
+        for (int j = 0; j < nr; j++) {
+            float *d = &c[(long)i * ldc + j];
+            *d = overwrite ? alpha * acc[i][j] : *d + alpha * acc[i][j];
+        }
 }
 
 void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                          int mr, int nr)
+                          int mr, int nr, int overwrite)
 {
     float acc[SGEMM_MR][SGEMM_NR] = {{0}};
     for (int p = 0; p < kc; p++) {
@@ -17,7 +20,7 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int 
             for (int j = 0; j < SGEMM_NR; j++) acc[i][j] += av * b[p * SGEMM_NR + j];
         }
     }
-    store_tile(acc, c, ldc, alpha, mr, nr);
+    store_tile(acc, c, ldc, alpha, mr, nr, overwrite);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,7 +28,7 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int 
 
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b,
                                                              float *c, int ldc, float alpha,
-                                                             int mr, int nr)
+                                                             int mr, int nr, int overwrite)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -54,6 +57,14 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     __m256 al = _mm256_set1_ps(alpha);
     if (mr == SGEMM_MR && nr == SGEMM_NR) {
         __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+        if (overwrite) {
+            for (int i = 0; i < SGEMM_MR; i++) {
+                float *ci = c + (long)i * ldc;
+                _mm256_storeu_ps(ci, _mm256_mul_ps(al, rows[2 * i]));
+                _mm256_storeu_ps(ci + 8, _mm256_mul_ps(al, rows[2 * i + 1]));
+            }
+            return;
+        }
         for (int i = 0; i < SGEMM_MR; i++) {
             float *ci = c + (long)i * ldc;
             _mm256_storeu_ps(ci, _mm256_fmadd_ps(al, rows[2 * i], _mm256_loadu_ps(ci)));
@@ -70,7 +81,10 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     _mm256_store_ps(acc[5], c50), _mm256_store_ps(acc[5] + 8, c51);
     /* The edge store stays in AVX code: calling legacy-SSE code with live 256-bit state stalls. */
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) c[(long)i * ldc + j] += alpha * acc[i][j];
+        for (int j = 0; j < nr; j++) {
+            float *d = &c[(long)i * ldc + j];
+            *d = overwrite ? alpha * acc[i][j] : *d + alpha * acc[i][j];
+        }
 }
 
 SgemmKernelFn sgemm_select_kernel(void)
@@ -81,9 +95,9 @@ SgemmKernelFn sgemm_select_kernel(void)
 }
 #else
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                       int mr, int nr)
+                       int mr, int nr, int overwrite)
 {
-    sgemm_kernel_generic(kc, a, b, c, ldc, alpha, mr, nr);
+    sgemm_kernel_generic(kc, a, b, c, ldc, alpha, mr, nr, overwrite);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
 #endif

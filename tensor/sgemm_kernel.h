@@ -1,18 +1,19 @@
 /* SGEMM register microkernels (internal to sgemm.c). A kernel computes, for packed panels
- * a (kc x MR, MR values per k) and b (kc x NR), C[0:mr, 0:nr] += alpha * a^T b, where C has
- * row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. */
+ * a (kc x MR, MR values per k) and b (kc x NR), C[0:mr, 0:nr] += alpha * a^T b (or = when
+ * overwrite: the first K block of a beta == 0 product, so C is never cleared separately), where C
+ * has row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. */
 #ifndef TENSOR_SGEMM_KERNEL_H
 #define TENSOR_SGEMM_KERNEL_H
 
 enum { SGEMM_MR = 6, SGEMM_NR = 16 };
 
 typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, float *c, int ldc,
-                              float alpha, int mr, int nr);
+                              float alpha, int mr, int nr, int overwrite);
 
 void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                          int mr, int nr);
+                          int mr, int nr, int overwrite);
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                       int mr, int nr);
+                       int mr, int nr, int overwrite);
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);
 
