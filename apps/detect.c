@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
             "                     'forward median X ms', 'postprocess median Y ms' and the input size\n"
+            "                     (RETINA_PROFILE=1 adds a per-op time table)\n"
             "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
             "  -h, --help         this help\n");
 }
@@ -209,6 +210,16 @@ int main(int argc, char **argv)
                 free(dets);
                 if (detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err)) break;
                 if (r >= 0) fw[r] = t.forward_ms, pp[r] = t.postprocess_ms;
+            }
+            if (!err.code && getenv("RETINA_PROFILE")) {
+                /* per-op times of a few extra runs (synchronised per op on the GPU) */
+                graph_enable_profile(&det.graph);
+                for (int r = 0; r < 5 && !err.code; r++) {
+                    free(dets);
+                    dets = NULL;
+                    detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err);
+                }
+                graph_print_profile(&det.graph, stdout, 5);
             }
             if (!err.code && fw && pp) {
                 qsort(fw, (size_t)benchmark, sizeof *fw, cmp_double);

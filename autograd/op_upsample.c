@@ -57,13 +57,17 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
         return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
     }
 #endif
+    /* source columns once, not per pixel */
+    int *cols = graph_host_scratch(g, sizeof(int) * (size_t)out_w);
+    if (!cols) return NULL;
+    for (int ow = 0; ow < out_w; ow++) cols[ow] = source_index(ow, W, out_w);
     for (int p = 0; p < NC; p++) {
         const float *src = x->value.data + (size_t)p * H * W;
         float *dst = y->value.data + (size_t)p * out_h * out_w;
         for (int oh = 0; oh < out_h; oh++) {
             const float *row = src + (size_t)source_index(oh, H, out_h) * W;
-            for (int ow = 0; ow < out_w; ow++)
-                dst[(size_t)oh * out_w + ow] = row[source_index(ow, W, out_w)];
+            float *out = dst + (size_t)oh * out_w;
+            for (int ow = 0; ow < out_w; ow++) out[ow] = row[cols[ow]];
         }
     }
     return y;
