@@ -9,7 +9,7 @@ struct ThreadPool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
-    unsigned long generation; /* bumped for every job */
+    atomic_ulong generation;  /* bumped for every job */
     int shutdown;
     atomic_int busy;          /* set while a job runs: nested calls go serial */
     /* current job */
@@ -29,15 +29,32 @@ static void run_tasks(ThreadPool *p)
     }
 }
 
+/* Jobs come in bursts (one per op, a few hundred per forward pass): a worker that just finished
+ * spins briefly for the next one before sleeping, which saves a futex wake-up per job. */
+static void spin_for_work(ThreadPool *p, unsigned long seen)
+{
+    for (int i = 0; i < 20000; i++) {
+        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen) return;
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 static void *worker_main(void *arg)
 {
     ThreadPool *p = arg;
     unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->shutdown && p->generation == seen) pthread_cond_wait(&p->work_cv, &p->mu);
+        if (!p->shutdown && atomic_load(&p->generation) == seen) {
+            pthread_mutex_unlock(&p->mu);
+            spin_for_work(p, seen);
+            pthread_mutex_lock(&p->mu);
+        }
+        while (!p->shutdown && atomic_load(&p->generation) == seen) pthread_cond_wait(&p->work_cv, &p->mu);
         if (p->shutdown) break;
-        seen = p->generation;
+        seen = atomic_load(&p->generation);
         pthread_mutex_unlock(&p->mu);
         run_tasks(p);
         pthread_mutex_lock(&p->mu);
@@ -102,7 +119,7 @@ void threadpool_run(ThreadPool *p, int ntasks, ThreadTaskFn fn, void *arg)
     p->ntasks = ntasks;
     atomic_store(&p->next_task, 0);
     p->workers_done = 0;
-    p->generation++;
+    atomic_fetch_add(&p->generation, 1);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
 
