@@ -38,6 +38,16 @@ static LossSaved *save_loss(Graph *g, const Var *x, const int32_t *labels, const
     return graph_ok(g) ? s : NULL;
 }
 
+/* max and sum of exp(z - max) of one row of logits (the sum in double). */
+static void row_softmax_terms(const float *z, int64_t C, float *max, double *sum)
+{
+    float m = z[0];
+    for (int64_t c = 1; c < C; c++) m = z[c] > m ? z[c] : m;
+    double s = 0;
+    for (int64_t c = 0; c < C; c++) s += exp((double)z[c] - m);
+    *max = m, *sum = s;
+}
+
 static void cross_entropy_backward(Graph *g, Var *y)
 {
     const LossSaved *s = y->saved;
@@ -56,10 +66,9 @@ static void cross_entropy_backward(Graph *g, Var *y)
     for (int64_t r = 0; r < s->rows; r++) {
         if (s->select && !s->select[r]) continue;
         const float *z = x->value.data + r * C;
-        float m = z[0];
-        for (int64_t c = 1; c < C; c++) m = z[c] > m ? z[c] : m;
-        double sum = 0;
-        for (int64_t c = 0; c < C; c++) sum += exp((double)z[c] - m);
+        float m;
+        double sum;
+        row_softmax_terms(z, C, &m, &sum);
         for (int64_t c = 0; c < C; c++) {
             double p = exp((double)z[c] - m) / sum;
             dx[r * C + c] += dl * (float)(p - (c == s->labels[r] ? 1.0 : 0.0));
@@ -92,10 +101,9 @@ Var *ag_cross_entropy(Graph *g, Var *logits, const int32_t *labels, const uint8_
     for (int64_t r = 0; r < rows; r++) {
         if (select && !select[r]) continue;
         const float *z = logits->value.data + r * C;
-        float m = z[0];
-        for (int64_t c = 1; c < C; c++) m = z[c] > m ? z[c] : m;
-        double sum = 0;
-        for (int64_t c = 0; c < C; c++) sum += exp((double)z[c] - m);
+        float m;
+        double sum;
+        row_softmax_terms(z, C, &m, &sum);
         total += log(sum) + m - z[labels[r]];
     }
     y->value.data[0] = (float)total;

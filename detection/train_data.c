@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "detection/matfile.h"
+#include "detection/text_parse.h"
 
 static bool exists(const char *p)
 {
@@ -99,16 +100,9 @@ static ErrorCode load_retinaface(FILE *fp, const char *path, const char *images,
         if (!*p) continue;
         if (!b->open) return error_set(err, ERR_FORMAT, "%s:%d: face line before any '# <image>' line", path, lineno);
         double v[20];
-        int n = 0;
-        char *end;
-        while (n < 20) {
-            v[n] = strtod(p, &end);
-            if (end == p) break;
-            n++;
-            p = end;
-        }
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p || (n != 4 && n < 19)) {
+        const char *rest;
+        int n = parse_numbers(p, v, 20, &rest);
+        if (*rest || (n != 4 && n < 19)) {
             return error_set(err, ERR_FORMAT,
                              "%s:%d: expected 'x y w h' and 5 landmarks 'lx ly flag' (and a score), got '%.80s'",
                              path, lineno, line);
@@ -144,14 +138,7 @@ static ErrorCode load_wider_txt(FILE *fp, const char *path, const char *images, 
             if (!fgets(line, sizeof line, fp)) return error_set(err, ERR_FORMAT, "%s: truncated after line %d", path, lineno);
             lineno++;
             double v[10];
-            char *p = line;
-            int n = 0;
-            while (n < 10) {
-                v[n] = strtod(p, &end);
-                if (end == p) break;
-                n++;
-                p = end;
-            }
+            int n = parse_numbers(line, v, 10, NULL);
             if (n < 4 || (n < 10 && count)) return error_set(err, ERR_FORMAT, "%s:%d: expected 10 numbers per face", path, lineno);
             if (!count) continue;
             if (n == 10 && v[7] != 0) { /* invalid */

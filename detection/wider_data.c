@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "detection/matfile.h"
+#include "detection/text_parse.h"
 
 static char *strip_jpg(const char *s)
 {
@@ -140,15 +141,8 @@ ErrorCode wider_pred_file_read(const char *path, WiderPredImage *img, Error *err
         }
         if (lineno == 2 || line[0] == 0 || line[0] == ' ') continue; /* the count is not trusted, as the official script */
         double v[5];
-        char *p = line, *end;
-        int k;
-        for (k = 0; k < 5; k++) {
-            v[k] = strtod(p, &end);
-            if (end == p) break;
-            p = end;
-        }
-        while (*p == ' ' || *p == '\t') p++;
-        if (k < 5 || *p) {
+        const char *rest;
+        if (parse_numbers(line, v, 5, &rest) < 5 || *rest) {
             rc = error_set(err, ERR_FORMAT, "%s:%d: expected 'x y w h score', got '%.60s'", path, lineno, line);
             break;
         }
