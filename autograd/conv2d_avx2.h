@@ -9,6 +9,9 @@ bool conv2d_avx2_available(void);
 /* Depthwise 3x3 stride-1 padding-1 forward of one plane [H,W] -> [H,W]. */
 void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y);
 
+/* Depthwise 3x3 stride-2 padding-1 forward of one plane [H,W] -> [Ho,Wo]. */
+void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int Ho,
+                                int Wo);
 /* y[i] = act(y[i] + bias) over n values. */
 void conv2d_epilogue_avx2(float *y, int n, float bias, float act);
 

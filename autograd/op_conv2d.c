@@ -146,7 +146,7 @@ typedef struct {
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
     float act;
-    bool fast3x3; /* the specialised 3x3 stride-1 pad-1 kernel applies */
+    int fast3x3; /* 1 or 2: the specialised 3x3 pad-1 kernel of that stride applies; 0: generic */
 } DepthwiseJob;
 
 static inline void activate_row(float *y, int n, float act)
@@ -165,8 +165,12 @@ static void depthwise_forward_plane(void *arg, int plane)
     const float *w = j->w + (size_t)c * s->KH * s->KW;
     float *y = j->y + (size_t)plane * s->Ho * s->Wo;
     float bias = j->b ? j->b[c] : 0.0f;
-    if (j->fast3x3) {
+    if (j->fast3x3 == 1) {
         depthwise3x3_s1_plane_avx2(x, s->H, s->W, w, bias, j->act, y);
+        return;
+    }
+    if (j->fast3x3 == 2) {
+        depthwise3x3_s2_plane_avx2(x, s->H, s->W, w, bias, j->act, y, s->Ho, s->Wo);
         return;
     }
     for (int oh = 0; oh < s->Ho; oh++) {
@@ -295,8 +299,9 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
         const Conv2dParams *p = &s->p;
-        bool fast = s->KH == 3 && s->KW == 3 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 1 &&
-                    p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 && conv2d_avx2_available();
+        bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+                  p->stride_h == p->stride_w && conv2d_avx2_available();
+        int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
         DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act, fast};
         threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
         return;
@@ -327,7 +332,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, false};
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, 0};
         if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
         if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
         return;

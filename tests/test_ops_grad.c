@@ -474,6 +474,50 @@ START_TEST(conv2d_act_equals_conv_then_activation)
 }
 END_TEST
 
+START_TEST(depthwise_fast_kernels_match_direct_sum)
+{
+    /* Planes wide enough for the vectorised depthwise 3x3 kernels (stride 1 and 2, odd sizes, with
+     * the fused leaky epilogue), against a direct sum in double. */
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 950, 0);
+    for (int stride = 1; stride <= 2; stride++) {
+        int N = 2, C = 5, H = 37, W = 45;
+        int64_t xs[4] = {N, C, H, W}, ws[4] = {C, 1, 3, 3}, bs[1] = {C};
+        Tensor x, w, b;
+        tensor_new(&x, DEVICE_CPU, 4, xs, NULL), tensor_new(&w, DEVICE_CPU, 4, ws, NULL), tensor_new(&b, DEVICE_CPU, 1, bs, NULL);
+        tensor_fill_normal(&x, &r, 0, 1), tensor_fill_normal(&w, &r, 0, 1), tensor_fill_normal(&b, &r, 0, 1);
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        graph_set_grad_enabled(&g, false);
+        Var *y = ag_conv2d_act(&g, var_from_tensor(&g, &x, false), var_from_tensor(&g, &w, false),
+                               var_from_tensor(&g, &b, false), conv2d_params(stride, 1, 1, C), 0.1f);
+        ck_assert_ptr_nonnull(y);
+        int Ho = (int)y->value.shape[2], Wo = (int)y->value.shape[3];
+        double worst = 0;
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++)
+                for (int oh = 0; oh < Ho; oh++)
+                    for (int ow = 0; ow < Wo; ow++) {
+                        double acc = b.data[c];
+                        for (int ki = 0; ki < 3; ki++)
+                            for (int kj = 0; kj < 3; kj++) {
+                                int ih = oh * stride - 1 + ki, iw = ow * stride - 1 + kj;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                acc += (double)w.data[c * 9 + ki * 3 + kj] * x.data[((n * C + c) * H + ih) * W + iw];
+                            }
+                        if (acc < 0) acc *= 0.1;
+                        double d = fabs(acc - y->value.data[((n * C + c) * Ho + oh) * Wo + ow]);
+                        if (d > worst) worst = d;
+                    }
+        ck_assert_msg(worst <= 1e-5, "stride %d: max error %g", stride, worst);
+        graph_destroy(&g);
+        tensor_free(&x), tensor_free(&w), tensor_free(&b);
+    }
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *ops_grad_suite(void)
 {
     Suite *s = suite_create("ops_grad");
@@ -482,6 +526,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_gradients);
     tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
     tcase_add_test(tc, conv2d_act_equals_conv_then_activation);
+    tcase_add_test(tc, depthwise_fast_kernels_match_direct_sum);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, activation_and_elementwise_gradients);
