@@ -9,7 +9,6 @@
 
 #include "detection/detector.h"
 #include "models/summary.h"
-#include "tensor/device.h"
 
 static void usage(FILE *f)
 {

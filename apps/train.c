@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "models/trainer.h"
-#include "tensor/device.h"
 
 static void usage(FILE *f)
 {

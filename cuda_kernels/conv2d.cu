@@ -32,6 +32,16 @@ __global__ void k_im2col_batched(const float *x, float *col, ConvGeom g, int Cg,
     }
 }
 
+// The output position whose kernel tap k reads input position in (one axis), or -1: the inverse of
+// in = o * stride - pad + k * dil, shared by every gather-form backward.
+__device__ __forceinline__ int output_reading(int in, int k, int pad, int dil, int stride, int out)
+{
+    int t = in + pad - k * dil;
+    if (t < 0 || t % stride) return -1;
+    int o = t / stride;
+    return o < out ? o : -1;
+}
+
 // Batched gather col2im: dx[n][gi*Cg + c][ih][iw] += entries of col[n] that read it.
 __global__ void k_col2im_batched(const float *col, float *dx, ConvGeom g, int Cg, int gi, int N)
 {
@@ -44,15 +54,11 @@ __global__ void k_col2im_batched(const float *col, float *dx, ConvGeom g, int Cg
         const float *cn = col + img * col_per;
         float acc = 0;
         for (int ki = 0; ki < g.KH; ki++) {
-            int th = ih + g.ph - ki * g.dh;
-            if (th < 0 || th % g.sh) continue;
-            int oh = th / g.sh;
-            if (oh >= g.Ho) continue;
+            int oh = output_reading(ih, ki, g.ph, g.dh, g.sh, g.Ho);
+            if (oh < 0) continue;
             for (int kj = 0; kj < g.KW; kj++) {
-                int tw = iw + g.pw - kj * g.dw;
-                if (tw < 0 || tw % g.sw) continue;
-                int ow = tw / g.sw;
-                if (ow >= g.Wo) continue;
+                int ow = output_reading(iw, kj, g.pw, g.dw, g.sw, g.Wo);
+                if (ow < 0) continue;
                 acc += cn[(((int64_t)c * g.KH + ki) * g.KW + kj) * hw + (int64_t)oh * g.Wo + ow];
             }
         }
@@ -105,15 +111,11 @@ __global__ void k_depthwise_bwd_input(const float *dy, const float *w, float *dx
         const float *dyp = dy + plane * g.Ho * g.Wo, *wc = w + (int64_t)c * g.KH * g.KW;
         float acc = 0;
         for (int ki = 0; ki < g.KH; ki++) {
-            int th = ih + g.ph - ki * g.dh;
-            if (th < 0 || th % g.sh) continue;
-            int oh = th / g.sh;
-            if (oh >= g.Ho) continue;
+            int oh = output_reading(ih, ki, g.ph, g.dh, g.sh, g.Ho);
+            if (oh < 0) continue;
             for (int kj = 0; kj < g.KW; kj++) {
-                int tw = iw + g.pw - kj * g.dw;
-                if (tw < 0 || tw % g.sw) continue;
-                int ow = tw / g.sw;
-                if (ow >= g.Wo) continue;
+                int ow = output_reading(iw, kj, g.pw, g.dw, g.sw, g.Wo);
+                if (ow < 0) continue;
                 acc += wc[ki * g.KW + kj] * dyp[(int64_t)oh * g.Wo + ow];
             }
         }

@@ -13,6 +13,16 @@ __device__ double block_reduce(double v)
     return part[0];
 }
 
+// max and sum of exp(z - max) of one row of logits (the sum in double), as the CPU op.
+__device__ void row_softmax_terms(const float *z, int64_t C, float *max, double *sum)
+{
+    float m = z[0];
+    for (int64_t c = 1; c < C; c++) m = fmaxf(m, z[c]);
+    double s = 0;
+    for (int64_t c = 0; c < C; c++) s += exp((double)z[c] - m);
+    *max = m, *sum = s;
+}
+
 // Single block, double accumulation: deterministic, exact enough to match the CPU op.
 __global__ void k_ce_fwd(const float *z, const int32_t *labels, const uint8_t *sel, int64_t rows, int64_t C, float *out)
 {
@@ -20,10 +30,9 @@ __global__ void k_ce_fwd(const float *z, const int32_t *labels, const uint8_t *s
     for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
         if (sel && !sel[r]) continue;
         const float *zr = z + r * C;
-        float m = zr[0];
-        for (int64_t c = 1; c < C; c++) m = fmaxf(m, zr[c]);
-        double s = 0;
-        for (int64_t c = 0; c < C; c++) s += exp((double)zr[c] - m);
+        float m;
+        double s;
+        row_softmax_terms(zr, C, &m, &s);
         acc += log(s) + m - zr[labels[r]];
     }
     double total = block_reduce(acc);
@@ -38,10 +47,9 @@ __global__ void k_ce_bwd(const float *z, const int32_t *labels, const uint8_t *s
     {
         if (sel && !sel[r]) continue;
         const float *zr = z + r * C;
-        float m = zr[0];
-        for (int64_t c = 1; c < C; c++) m = fmaxf(m, zr[c]);
-        double s = 0;
-        for (int64_t c = 0; c < C; c++) s += exp((double)zr[c] - m);
+        float m;
+        double s;
+        row_softmax_terms(zr, C, &m, &s);
         for (int64_t c = 0; c < C; c++) {
             double p = exp((double)zr[c] - m) / s;
             dz[r * C + c] += d * (float)(p - (c == labels[r] ? 1.0 : 0.0));
