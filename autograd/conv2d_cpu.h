@@ -19,6 +19,13 @@ bool conv2d_shape(Conv2dShape *s, const Tensor *x, const Tensor *w, const Tensor
                   Conv2dParams p, char *msg, size_t msg_len);
 size_t conv2d_cpu_scratch_floats(const Conv2dShape *s);
 
+/* Which CPU forward kernel a shape takes: depthwise (direct per plane), Winograd F(4x4,3x3) (dense 3x3
+ * stride 1), direct 3x3 stride 2 (few input channels: the stem), else im2col + GEMM (no im2col for
+ * 1x1 stride 1). The backward always takes the depthwise or im2col + GEMM kernels. */
+typedef enum { CONV_CPU_GEMM, CONV_CPU_DEPTHWISE, CONV_CPU_WINOGRAD, CONV_CPU_DIRECT3X3_S2 } ConvCpuAlgorithm;
+ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s);
+const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a);
+
 /* act < 0: no activation; act >= 0: leaky ReLU with that slope (0 = ReLU), applied with the bias in
  * one pass over the output (the conv epilogue). */
 void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,

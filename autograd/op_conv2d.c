@@ -7,6 +7,7 @@
 
 #include "autograd/conv2d_cpu.h"
 #include "autograd/conv2d_avx2.h"
+#include "autograd/conv2d_winograd.h"
 #include "tensor/sgemm.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
@@ -63,10 +64,60 @@ static bool is_pointwise(const Conv2dShape *s)
            s->p.pad_w == 0;
 }
 
+/* The stem's shape: dense 3x3 stride 2 over a few channels, where im2col + GEMM is a poor fit. */
+static bool is_direct3x3_s2(const Conv2dShape *s)
+{
+    const Conv2dParams *p = &s->p;
+    return s->KH == 3 && s->KW == 3 && p->stride_h == 2 && p->stride_w == 2 && p->pad_h == 1 && p->pad_w == 1 &&
+           p->dil_h == 1 && p->dil_w == 1 && p->groups == 1 && s->Cin <= CONV3X3_S2_MAX_CIN &&
+           conv2d_avx2_available();
+}
+
+typedef struct {
+    const Conv2dShape *s;
+    const float *x, *w, *b;
+    float *y;
+    float act;
+} DirectJob;
+
+static void direct3x3_s2_row(void *arg, int row)
+{
+    const DirectJob *j = arg;
+    const Conv2dShape *s = j->s;
+    int n = row / s->Ho;
+    conv3x3_s2_row_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W, j->w, j->b, s->Cout, j->act,
+                        j->y + (size_t)n * s->Cout * s->Ho * s->Wo, s->Ho, s->Wo, row % s->Ho);
+}
+
+ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s)
+{
+    if (is_depthwise(s)) return CONV_CPU_DEPTHWISE;
+    if (conv2d_winograd_applies(s)) return CONV_CPU_WINOGRAD;
+    if (is_direct3x3_s2(s)) return CONV_CPU_DIRECT3X3_S2;
+    return CONV_CPU_GEMM;
+}
+
+const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a)
+{
+    switch (a) {
+    case CONV_CPU_DEPTHWISE: return "depthwise";
+    case CONV_CPU_WINOGRAD: return "winograd";
+    case CONV_CPU_DIRECT3X3_S2: return "direct3x3s2";
+    case CONV_CPU_GEMM: break;
+    }
+    return "gemm";
+}
+
 size_t conv2d_cpu_scratch_floats(const Conv2dShape *s)
 {
     if (is_depthwise(s) || is_pointwise(s)) return 0;
-    return (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+    size_t col = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+    /* the forward may take the Winograd path, the backward always takes im2col */
+    if (conv2d_winograd_applies(s)) {
+        size_t wino = conv2d_winograd_scratch_floats(s);
+        if (wino > col) return wino;
+    }
+    return col;
 }
 
 /* Valid output range [lo, hi) of o such that o*stride + off lies in [0, size). */
@@ -297,13 +348,23 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
                         const float *b, float act, float *y, float *scratch)
 {
     ThreadPool *pool = ctx->pool;
-    if (is_depthwise(s)) {
+    ConvCpuAlgorithm algo = conv2d_cpu_algorithm(s);
+    if (algo == CONV_CPU_DEPTHWISE) {
         const Conv2dParams *p = &s->p;
         bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
                   p->stride_h == p->stride_w && conv2d_avx2_available();
         int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
         DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act, fast};
         threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
+        return;
+    }
+    if (algo == CONV_CPU_WINOGRAD) {
+        conv2d_winograd_forward(ctx, s, x, w, b, act, y, scratch);
+        return;
+    }
+    if (algo == CONV_CPU_DIRECT3X3_S2) {
+        DirectJob j = {s, x, w, b, y, act};
+        threadpool_run(pool, s->N * s->Ho, direct3x3_s2_row, &j);
         return;
     }
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/conv2d_avx2.h"
+#include "autograd/conv2d_cpu.h"
 #include "tests/gradcheck.h"
 #include "tests/suites.h"
 
@@ -74,6 +76,8 @@ START_TEST(conv2d_gradients)
         {1, 3, 11, 10, 5, 7, 2, 3, 1, 1, 0}, /* 7x7 stride 2 stem */
         {1, 4, 6, 7, 8, 1, 2, 0, 1, 1, 0},   /* 1x1 stride 2 (ResNet downsample) */
         {1, 4, 5, 5, 8, 3, 1, 1, 1, 4, 0},   /* grouped with channel multiplier 2 */
+        {2, 8, 9, 11, 9, 3, 1, 1, 1, 1, 1},  /* Winograd forward (partial tiles), bias */
+        {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 1},  /* direct stride-2 stem forward, channel-block tail */
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         ConvCase *c = &cases[k];
@@ -474,16 +478,64 @@ START_TEST(conv2d_act_equals_conv_then_activation)
 }
 END_TEST
 
-START_TEST(depthwise_fast_kernels_match_direct_sum)
+typedef struct {
+    const char *what;
+    ConvCpuAlgorithm algo; /* the path the shape must take */
+    int N, Cin, H, W, Cout, stride, pad, groups;
+    float act;
+    double tol; /* of the largest output: Winograd's transforms round more than a direct sum */
+} FastConvCase;
+
+/* Largest |y - direct double sum| over the output, divided by max(1, max |direct sum|). */
+static double conv_error_vs_direct_sum(const FastConvCase *c, const Tensor *x, const Tensor *w, const Tensor *b,
+                                       const Tensor *y)
 {
-    /* Planes wide enough for the vectorised depthwise 3x3 kernels (stride 1 and 2, odd sizes, with
-     * the fused leaky epilogue), against a direct sum in double. */
+    int Ho = (int)y->shape[2], Wo = (int)y->shape[3], Cg = c->Cin / c->groups, Cog = c->Cout / c->groups;
+    double worst = 0, scale = 1;
+    for (int n = 0; n < c->N; n++)
+        for (int co = 0; co < c->Cout; co++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    double acc = b->data[co];
+                    for (int cg = 0; cg < Cg; cg++) {
+                        int ci = co / Cog * Cg + cg;
+                        for (int ki = 0; ki < 3; ki++)
+                            for (int kj = 0; kj < 3; kj++) {
+                                int ih = oh * c->stride - c->pad + ki, iw = ow * c->stride - c->pad + kj;
+                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
+                                acc += (double)w->data[((size_t)co * Cg + cg) * 9 + ki * 3 + kj] *
+                                       x->data[(((size_t)n * c->Cin + ci) * c->H + ih) * c->W + iw];
+                            }
+                    }
+                    if (c->act >= 0 && acc < 0) acc *= c->act;
+                    double d = fabs(acc - y->data[(((size_t)n * c->Cout + co) * Ho + oh) * Wo + ow]);
+                    if (d > worst) worst = d;
+                    if (fabs(acc) > scale) scale = fabs(acc);
+                }
+    return worst / scale;
+}
+
+START_TEST(fast_conv_paths_match_direct_sum)
+{
+    /* Each specialised CPU forward path on shapes that reach its edges (odd sizes, column chunks,
+     * partial tiles, tile chunks over images, channel-block tails), with the fused epilogue, against a
+     * direct 3x3 sum in double. */
+    static const FastConvCase cases[] = {
+        {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6},
+        {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6},
+        {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5},
+        {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5},
+        {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5},
+        {"winograd, one image per tile chunk", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5},
+        {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6},
+        {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6},
+    };
     Context *ctx = context_create(2);
     Rng r;
     rng_seed(&r, 950, 0);
-    for (int stride = 1; stride <= 2; stride++) {
-        int N = 2, C = 5, H = 37, W = 45;
-        int64_t xs[4] = {N, C, H, W}, ws[4] = {C, 1, 3, 3}, bs[1] = {C};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const FastConvCase *c = &cases[k];
+        int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin / c->groups, 3, 3}, bs[1] = {c->Cout};
         Tensor x, w, b;
         tensor_new(&x, DEVICE_CPU, 4, xs, NULL), tensor_new(&w, DEVICE_CPU, 4, ws, NULL), tensor_new(&b, DEVICE_CPU, 1, bs, NULL);
         tensor_fill_normal(&x, &r, 0, 1), tensor_fill_normal(&w, &r, 0, 1), tensor_fill_normal(&b, &r, 0, 1);
@@ -491,26 +543,16 @@ START_TEST(depthwise_fast_kernels_match_direct_sum)
         graph_init(&g, ctx, DEVICE_CPU, NULL);
         graph_set_grad_enabled(&g, false);
         Var *y = ag_conv2d_act(&g, var_from_tensor(&g, &x, false), var_from_tensor(&g, &w, false),
-                               var_from_tensor(&g, &b, false), conv2d_params(stride, 1, 1, C), 0.1f);
+                               var_from_tensor(&g, &b, false), conv2d_params(c->stride, c->pad, 1, c->groups), c->act);
         ck_assert_ptr_nonnull(y);
-        int Ho = (int)y->value.shape[2], Wo = (int)y->value.shape[3];
-        double worst = 0;
-        for (int n = 0; n < N; n++)
-            for (int c = 0; c < C; c++)
-                for (int oh = 0; oh < Ho; oh++)
-                    for (int ow = 0; ow < Wo; ow++) {
-                        double acc = b.data[c];
-                        for (int ki = 0; ki < 3; ki++)
-                            for (int kj = 0; kj < 3; kj++) {
-                                int ih = oh * stride - 1 + ki, iw = ow * stride - 1 + kj;
-                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                                acc += (double)w.data[c * 9 + ki * 3 + kj] * x.data[((n * C + c) * H + ih) * W + iw];
-                            }
-                        if (acc < 0) acc *= 0.1;
-                        double d = fabs(acc - y->value.data[((n * C + c) * Ho + oh) * Wo + ow]);
-                        if (d > worst) worst = d;
-                    }
-        ck_assert_msg(worst <= 1e-5, "stride %d: max error %g", stride, worst);
+        Conv2dShape shape;
+        char msg[128];
+        ck_assert(conv2d_shape(&shape, &x, &w, &b, conv2d_params(c->stride, c->pad, 1, c->groups), msg, sizeof msg));
+        if (conv2d_avx2_available())
+            ck_assert_msg(conv2d_cpu_algorithm(&shape) == c->algo, "%s: takes the %s path", c->what,
+                          conv2d_cpu_algorithm_name(conv2d_cpu_algorithm(&shape)));
+        double err = conv_error_vs_direct_sum(c, &x, &w, &b, &y->value);
+        ck_assert_msg(err <= c->tol, "%s: max error %g of the largest output", c->what, err);
         graph_destroy(&g);
         tensor_free(&x), tensor_free(&w), tensor_free(&b);
     }
@@ -526,7 +568,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_gradients);
     tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
     tcase_add_test(tc, conv2d_act_equals_conv_then_activation);
-    tcase_add_test(tc, depthwise_fast_kernels_match_direct_sum);
+    tcase_add_test(tc, fast_conv_paths_match_direct_sum);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, activation_and_elementwise_gradients);
