@@ -523,6 +523,8 @@ START_TEST(fast_conv_paths_match_direct_sum)
     static const FastConvCase cases[] = {
         {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6},
         {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6},
+        {"depthwise 3x3/1, column chunks", CONV_CPU_DEPTHWISE, 1, 3, 5, 1030, 3, 1, 1, 3, 0.1f, 1e-6},
+        {"depthwise 3x3/2, column chunks, odd width", CONV_CPU_DEPTHWISE, 1, 3, 6, 1101, 3, 2, 1, 3, -1.0f, 1e-6},
         {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5},
         {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5},
         {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5},
