@@ -12,13 +12,17 @@
 
 #include "autograd/conv2d_avx2.h"
 #include "tensor/sgemm.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 enum { TILE = 4, ALPHA = 6, XI = ALPHA * ALPHA, LANES = 8, CHUNK_TILES = 4096 };
 
 typedef struct {
     int tiles_h, tiles_w, per_image; /* 4x4 output tiles of one image */
     int images_per_chunk;
-    int tiles_padded; /* tiles of one chunk, rounded up to LANES */
+    int tiles_padded; /* tiles of one chunk, rounded up to LANES: the GEMMs' N */
+    int row_floats;   /* row length of V and M: room for the input transform's spill-over lanes */
 } TileGrid;
 
 static TileGrid tile_grid(const Conv2dShape *s)
@@ -31,6 +35,7 @@ static TileGrid tile_grid(const Conv2dShape *s)
     if (t.images_per_chunk > s->N) t.images_per_chunk = s->N;
     int tiles = t.images_per_chunk * t.per_image;
     t.tiles_padded = (tiles + LANES - 1) / LANES * LANES;
+    t.row_floats = t.tiles_padded + LANES;
     return t;
 }
 
@@ -44,17 +49,10 @@ bool conv2d_winograd_applies(const Conv2dShape *s)
            conv2d_avx2_available();
 }
 
-/* Where a tile sits: image (relative to the chunk), first output row and column. A table, computed
- * once per chunk, because dividing the tile index per tile and channel cost more than the transform. */
-typedef struct {
-    int n, oy, ox;
-} TileOrigin;
-
 size_t conv2d_winograd_scratch_floats(const Conv2dShape *s)
 {
     TileGrid t = tile_grid(s);
-    size_t table = (t.tiles_padded * sizeof(TileOrigin) + sizeof(float) - 1) / sizeof(float);
-    return (size_t)XI * ((size_t)s->Cout * s->Cin + (size_t)(s->Cin + s->Cout) * t.tiles_padded) + table;
+    return (size_t)XI * ((size_t)s->Cout * s->Cin + (size_t)(s->Cin + s->Cout) * t.row_floats);
 }
 
 typedef struct {
@@ -62,7 +60,6 @@ typedef struct {
     TileGrid grid;
     const float *x, *w, *b;
     float *y, *U, *V, *M;
-    TileOrigin *origin; /* [tiles_padded] */
     float act;
     int n0, images; /* the chunk of images being processed */
 } WinogradJob;
@@ -75,7 +72,6 @@ typedef struct {
 
 /* 8 tiles' worth of one patch element. aligned(4): V and M rows start wherever the scratch puts them. */
 typedef float Lanes __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
-typedef int LaneMask __attribute__((vector_size(LANES * sizeof(int)), aligned(4)));
 
 /* o[k*os] = (B^T d)[k] for the 6 values d[k*ds]. */
 WINOGRAD_TARGET static inline void input_1d(const Lanes *d, int ds, Lanes *o, int os)
@@ -100,45 +96,101 @@ WINOGRAD_TARGET static inline void output_1d(const Lanes *m, int ms, Lanes *o, i
     o[3 * os] = d12 + 8.0f * d34 + m[5 * ms];
 }
 
-/* V[xi][ci][t] = (B^T d B)[xi] for every tile t of the chunk, d its 6x6 input patch of channel ci. */
+/* The input transform goes one tile row and up to STRIP_TILES tiles at a time: the six input rows
+ * the tiles read are copied with their zero padding into a strip, transformed down the columns
+ * (contiguous vectors: T = B^T d for every column at once), and then across, 8 tiles per register:
+ * two in-lane 4x4 transposes turn the rows of T into "column c of tiles 0..7" vectors, so no element
+ * is gathered one by one. */
+enum { STRIP_TILES = 64, STRIP_FLOATS = TILE * STRIP_TILES + 8 };
+
+#if defined(__x86_64__)
+
+/* Four floats from lo and four from hi as one register. */
+WINOGRAD_TARGET static inline __m256 load_pair(const float *lo, const float *hi)
+{
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(lo)), _mm_loadu_ps(hi), 1);
+}
+
+/* 4x4 transpose within each 128-bit lane: afterwards a, b, c, d hold elements 0, 1, 2, 3 of the
+ * inputs' lanes. */
+WINOGRAD_TARGET static inline void transpose_lanes4(__m256 *a, __m256 *b, __m256 *c, __m256 *d)
+{
+    __m256 t0 = _mm256_unpacklo_ps(*a, *b), t1 = _mm256_unpackhi_ps(*a, *b);
+    __m256 t2 = _mm256_unpacklo_ps(*c, *d), t3 = _mm256_unpackhi_ps(*c, *d);
+    *a = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    *b = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    *c = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    *d = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+/* cols[c][k] = row[4 k + c] for the 8 tiles k whose patches start at row[0], row[4], ..., c < 6. */
+WINOGRAD_TARGET static inline void tile_columns(const float *row, Lanes cols[ALPHA])
+{
+    __m256 a = load_pair(row, row + 16), b = load_pair(row + 4, row + 20);
+    __m256 c = load_pair(row + 8, row + 24), d = load_pair(row + 12, row + 28);
+    __m256 e = b, f = c, g = d, h = load_pair(row + 16, row + 32); /* columns 4, 5 = 0, 1 of the next tile */
+    transpose_lanes4(&a, &b, &c, &d);
+    transpose_lanes4(&e, &f, &g, &h);
+    cols[0] = (Lanes)a, cols[1] = (Lanes)b, cols[2] = (Lanes)c, cols[3] = (Lanes)d, cols[4] = (Lanes)e,
+    cols[5] = (Lanes)f;
+}
+
+/* dst[k] = src row at column first + k for k < n, zero outside [0, W) or when the row is outside. */
+WINOGRAD_TARGET static inline void padded_copy(const float *xr, bool row_inside, int W, int first, int n, float *dst)
+{
+    int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n;
+    if (!row_inside || hi < lo) lo = hi = 0;
+    int k = 0;
+    for (; k < lo; k++) dst[k] = 0.0f;
+    for (; k + 8 <= hi; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(xr + first + k));
+    for (; k < hi; k++) dst[k] = xr[first + k];
+    for (; k < n; k++) dst[k] = 0.0f;
+}
+
+/* V[xi][ci][t] = (B^T d B)[xi] for every tile t of the chunk, d its 6x6 input patch of channel ci.
+ * Stores are whole 8-tile vectors; lanes past the end of a strip land on tiles that a later strip of
+ * this task rewrites, or in the padding columns of V. */
 WINOGRAD_TARGET static void transform_input_channel(void *arg, int ci)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     const TileGrid *g = &j->grid;
-    int tiles = j->images * g->per_image, ph = s->p.pad_h, pw = s->p.pad_w;
-    float patch[XI][LANES] __attribute__((aligned(32)));
-    Lanes rows[XI], v[XI];
-    for (int t0 = 0; t0 < g->tiles_padded; t0 += LANES) {
-        for (int k = 0; k < LANES; k++) {
-            int t = t0 + k;
-            if (t >= tiles) {
-                for (int e = 0; e < XI; e++) patch[e][k] = 0.0f;
-                continue;
-            }
-            const TileOrigin *o = &j->origin[t];
-            const float *xc = j->x + ((size_t)(j->n0 + o->n) * s->Cin + ci) * s->H * s->W;
-            int iy0 = o->oy - ph, ix0 = o->ox - pw;
-            if (iy0 >= 0 && ix0 >= 0 && iy0 + ALPHA <= s->H && ix0 + ALPHA <= s->W) {
+    float strip[ALPHA][STRIP_FLOATS] __attribute__((aligned(32)));
+    float cols_t[ALPHA][STRIP_FLOATS] __attribute__((aligned(32)));
+    Lanes cols[ALPHA], rows[XI];
+    for (int n = 0; n < j->images; n++) {
+        const float *xc = j->x + ((size_t)(j->n0 + n) * s->Cin + ci) * s->H * s->W;
+        for (int ty = 0; ty < g->tiles_h; ty++)
+            for (int tx0 = 0; tx0 < g->tiles_w; tx0 += STRIP_TILES) {
+                int nt = g->tiles_w - tx0 < STRIP_TILES ? g->tiles_w - tx0 : STRIP_TILES;
+                int groups = (nt + LANES - 1) / LANES, width = groups * LANES * TILE + 8;
                 for (int r = 0; r < ALPHA; r++) {
-                    const float *xr = xc + (size_t)(iy0 + r) * s->W + ix0;
-                    for (int c = 0; c < ALPHA; c++) patch[r * ALPHA + c][k] = xr[c];
+                    int iy = ty * TILE - s->p.pad_h + r;
+                    bool inside = iy >= 0 && iy < s->H;
+                    padded_copy(xc + (size_t)(inside ? iy : 0) * s->W, inside, s->W, tx0 * TILE - s->p.pad_w,
+                                width, strip[r]);
                 }
-            } else {
-                for (int r = 0; r < ALPHA; r++)
-                    for (int c = 0; c < ALPHA; c++) {
-                        int iy = iy0 + r, ix = ix0 + c;
-                        bool inside = iy >= 0 && iy < s->H && ix >= 0 && ix < s->W;
-                        patch[r * ALPHA + c][k] = inside ? xc[(size_t)iy * s->W + ix] : 0.0f;
+                for (int k = 0; k < width; k += LANES) {
+                    Lanes d[ALPHA], t[ALPHA];
+                    for (int r = 0; r < ALPHA; r++) d[r] = *(const Lanes *)(strip[r] + k);
+                    input_1d(d, 1, t, 1);
+                    for (int i = 0; i < ALPHA; i++) *(Lanes *)(cols_t[i] + k) = t[i];
+                }
+                size_t t_first = ((size_t)n * g->tiles_h + ty) * g->tiles_w + tx0;
+                for (int m = 0; m < groups; m++) {
+                    for (int i = 0; i < ALPHA; i++) {
+                        tile_columns(cols_t[i] + m * LANES * TILE, cols);
+                        input_1d(cols, 1, rows + i * ALPHA, 1);
                     }
+                    float *dst = j->V + (size_t)ci * g->row_floats + t_first + (size_t)m * LANES;
+                    for (int e = 0; e < XI; e++) *(Lanes *)(dst + (size_t)e * s->Cin * g->row_floats) = rows[e];
+                }
             }
-        }
-        const Lanes *d = (const Lanes *)patch;
-        for (int c = 0; c < ALPHA; c++) input_1d(d + c, ALPHA, rows + c, ALPHA);
-        for (int r = 0; r < ALPHA; r++) input_1d(rows + r * ALPHA, 1, v + r * ALPHA, 1);
-        for (int e = 0; e < XI; e++)
-            *(Lanes *)(j->V + ((size_t)e * s->Cin + ci) * g->tiles_padded + t0) = v[e];
     }
+    /* the GEMMs also read the columns up to tiles_padded: keep them defined */
+    int tiles = j->images * g->per_image;
+    for (int e = 0; e < XI; e++)
+        for (int t = tiles; t < g->tiles_padded; t++) j->V[((size_t)e * s->Cin + ci) * g->row_floats + t] = 0.0f;
 }
 
 /* o[k*os] = (G g)[k] for the 3 values g[k*gs]. */
@@ -184,9 +236,9 @@ static void multiply_element(void *arg, int e)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
-    int T = j->grid.tiles_padded;
-    sgemm(NULL, false, false, s->Cout, T, s->Cin, 1.0f, j->U + (size_t)e * s->Cout * s->Cin, s->Cin,
-          j->V + (size_t)e * s->Cin * T, T, 0.0f, j->M + (size_t)e * s->Cout * T, T);
+    int ld = j->grid.row_floats;
+    sgemm(NULL, false, false, s->Cout, j->grid.tiles_padded, s->Cin, 1.0f, j->U + (size_t)e * s->Cout * s->Cin,
+          s->Cin, j->V + (size_t)e * s->Cin * ld, ld, 0.0f, j->M + (size_t)e * s->Cout * ld, ld);
 }
 
 /* y tiles of channel co = A^T M A, plus bias and activation, cropped at the output's edges. */
@@ -195,37 +247,58 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     const TileGrid *g = &j->grid;
-    int tiles = j->images * g->per_image;
-    float bias = j->b ? j->b[co] : 0.0f, act = j->act;
-    Lanes m[XI], rows[TILE * ALPHA];
-    float out[TILE * TILE][LANES] __attribute__((aligned(32)));
-    for (int t0 = 0; t0 < tiles; t0 += LANES) {
-        for (int e = 0; e < XI; e++)
-            m[e] = *(const Lanes *)(j->M + ((size_t)e * s->Cout + co) * g->tiles_padded + t0);
-        for (int c = 0; c < ALPHA; c++) output_1d(m + c, ALPHA, rows + c, ALPHA);
-        Lanes *o = (Lanes *)out;
-        for (int r = 0; r < TILE; r++) output_1d(rows + r * ALPHA, 1, o + r * TILE, 1);
-        for (int e = 0; e < TILE * TILE; e++) {
-            Lanes v = o[e] + bias;
-            if (act >= 0.0f) {
-                LaneMask pos = v > 0.0f;
-                Lanes scaled = act * v;
-                v = (Lanes)((pos & (LaneMask)v) | (~pos & (LaneMask)scaled));
-            }
-            o[e] = v;
-        }
-        int last = tiles - t0 < LANES ? tiles - t0 : LANES;
-        for (int k = 0; k < last; k++) {
-            int oy = j->origin[t0 + k].oy, ox = j->origin[t0 + k].ox;
-            float *yc = j->y + ((size_t)(j->n0 + j->origin[t0 + k].n) * s->Cout + co) * s->Ho * s->Wo;
-            int rows_here = s->Ho - oy < TILE ? s->Ho - oy : TILE, cols = s->Wo - ox < TILE ? s->Wo - ox : TILE;
-            for (int r = 0; r < rows_here; r++) {
-                float *yr = yc + (size_t)(oy + r) * s->Wo + ox;
-                for (int c = 0; c < cols; c++) yr[c] = out[r * TILE + c][k];
+    __m256 bias = _mm256_set1_ps(j->b ? j->b[co] : 0.0f), zero = _mm256_setzero_ps();
+    __m256 slope = _mm256_set1_ps(j->act < 0.0f ? 1.0f : j->act); /* slope 1: no activation */
+    Lanes m[XI], rows[TILE * ALPHA], o[TILE * TILE];
+    for (int n = 0; n < j->images; n++) {
+        float *yc = j->y + ((size_t)(j->n0 + n) * s->Cout + co) * s->Ho * s->Wo;
+        for (int ty = 0; ty < g->tiles_h; ty++) {
+            int oy = ty * TILE, rows_here = s->Ho - oy < TILE ? s->Ho - oy : TILE;
+            size_t t_first = ((size_t)n * g->tiles_h + ty) * g->tiles_w;
+            for (int tx0 = 0; tx0 < g->tiles_w; tx0 += LANES) {
+                const float *src = j->M + (size_t)co * g->row_floats + t_first + tx0;
+                for (int e = 0; e < XI; e++) m[e] = *(const Lanes *)(src + (size_t)e * s->Cout * g->row_floats);
+                for (int c = 0; c < ALPHA; c++) output_1d(m + c, ALPHA, rows + c, ALPHA);
+                for (int r = 0; r < TILE; r++) output_1d(rows + r * ALPHA, 1, o + r * TILE, 1);
+                for (int e = 0; e < TILE * TILE; e++) {
+                    __m256 v = _mm256_add_ps((__m256)o[e], bias);
+                    o[e] = (Lanes)_mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
+                }
+                int ox0 = tx0 * TILE;
+                if (tx0 + LANES <= g->tiles_w && ox0 + LANES * TILE <= s->Wo && rows_here == TILE) {
+                    /* 8 whole tiles: transpose each output row's 4 column vectors back into 32
+                     * contiguous outputs (tiles k and k + 4 share a register) */
+                    for (int r = 0; r < TILE; r++) {
+                        __m256 a = (__m256)o[r * TILE], b = (__m256)o[r * TILE + 1];
+                        __m256 c = (__m256)o[r * TILE + 2], d = (__m256)o[r * TILE + 3];
+                        transpose_lanes4(&a, &b, &c, &d);
+                        float *yr = yc + (size_t)(oy + r) * s->Wo + ox0;
+                        _mm256_storeu2_m128(yr + 16, yr, a);
+                        _mm256_storeu2_m128(yr + 20, yr + 4, b);
+                        _mm256_storeu2_m128(yr + 24, yr + 8, c);
+                        _mm256_storeu2_m128(yr + 28, yr + 12, d);
+                    }
+                    continue;
+                }
+                float out[TILE * TILE][LANES] __attribute__((aligned(32)));
+                for (int e = 0; e < TILE * TILE; e++) *(Lanes *)out[e] = o[e];
+                int last = g->tiles_w - tx0 < LANES ? g->tiles_w - tx0 : LANES;
+                for (int k = 0; k < last; k++) {
+                    int ox = ox0 + k * TILE, cols = s->Wo - ox < TILE ? s->Wo - ox : TILE;
+                    for (int r = 0; r < rows_here; r++) {
+                        float *yr = yc + (size_t)(oy + r) * s->Wo + ox;
+                        for (int c = 0; c < cols; c++) yr[c] = out[r * TILE + c][k];
+                    }
+                }
             }
         }
     }
 }
+#else
+/* AVX2 only, and conv2d_winograd_applies says so: never chosen */
+static void transform_input_channel(void *arg, int ci) { (void)arg, (void)ci; }
+static void transform_output_channel(void *arg, int co) { (void)arg, (void)co; }
+#endif
 
 void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
                              float act, float *y, float *scratch)
@@ -233,12 +306,7 @@ void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x,
     WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .w = w, .b = b, .y = y, .act = act};
     j.U = scratch;
     j.V = j.U + (size_t)XI * s->Cout * s->Cin;
-    j.M = j.V + (size_t)XI * s->Cin * j.grid.tiles_padded;
-    j.origin = (TileOrigin *)(j.M + (size_t)XI * s->Cout * j.grid.tiles_padded);
-    for (int t = 0; t < j.grid.images_per_chunk * j.grid.per_image; t++) {
-        int r = t % j.grid.per_image;
-        j.origin[t] = (TileOrigin){t / j.grid.per_image, r / j.grid.tiles_w * TILE, r % j.grid.tiles_w * TILE};
-    }
+    j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;
     threadpool_run(ctx->pool, s->Cout, transform_weights, &j);
     for (j.n0 = 0; j.n0 < s->N; j.n0 += j.grid.images_per_chunk) {
         j.images = s->N - j.n0 < j.grid.images_per_chunk ? s->N - j.n0 : j.grid.images_per_chunk;
