@@ -1,10 +1,12 @@
 /* Times every convolution shape of RetinaFace-MobileNet-0.25 at 640x640, batch 1, through
- * ag_conv2d (forward, inference mode), and prints time, GFLOP/s and the fraction of this
- * machine's measured FMA peak. FLOPs count 2 per multiply-add; bytes are input + weight + output
- * once (the least traffic the layer needs). Usage: build/bench_conv_layers [threads] */
+ * ag_conv2d (forward, inference mode), and prints the kernel it takes, time, GFLOP/s and the
+ * fraction of this machine's measured FMA peak. FLOPs count 2 per multiply-add of the direct
+ * convolution (so Winograd layers, which do fewer, can show more than 100%); bytes are input +
+ * weight + output once (the least traffic the layer needs). Usage: build/bench_conv_layers [threads] */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/conv2d_cpu.h"
 #include "autograd/ops.h"
 #include "benchmarks/bench_common.h"
 #include "tensor/rng.h"
@@ -68,7 +70,7 @@ int main(int argc, char **argv)
     printf("conv2d forward, RetinaFace-MobileNet-0.25 layers at 640x640, batch 1\n");
     printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s\n\n", cpu,
            ctx->nthreads, sgemm_kernel_name(), peak);
-    printf("%-26s %5s %9s %9s %9s %7s\n", "layer", "count", "ms", "GFLOP/s", "GB/s", "%peak");
+    printf("%-26s %-11s %5s %9s %9s %9s %7s\n", "layer", "kernel", "count", "ms", "GFLOP/s", "GB/s", "%peak");
     Rng r;
     rng_seed(&r, 1, 1);
     double total_ms = 0, total_flops = 0;
@@ -94,19 +96,24 @@ int main(int argc, char **argv)
             }
             if (rep >= 0) times[rep] = dt;
         }
-        tensor_free(&xt), tensor_free(&wt);
         double ms = bench_median(times, reps) * 1e3;
         int ho = (L->hw + 2 * (L->k / 2) - L->k) / L->stride + 1;
         double flops = 2.0 * ho * ho * L->cout * (L->cin / L->groups) * L->k * L->k;
         double bytes = 4.0 * ((double)L->cin * L->hw * L->hw + (double)L->cout * (L->cin / L->groups) * L->k * L->k +
                               (double)L->cout * ho * ho);
         double gflops = flops / (ms * 1e-3) / 1e9;
-        printf("%-26s %5d %9.3f %9.2f %9.2f %6.1f%%\n", L->name, L->count, ms, gflops,
+        Conv2dShape shape;
+        char msg[128];
+        const char *kernel = conv2d_shape(&shape, &xt, &wt, NULL, p, msg, sizeof msg)
+                                 ? conv2d_cpu_algorithm_name(conv2d_cpu_algorithm(&shape))
+                                 : "?";
+        tensor_free(&xt), tensor_free(&wt);
+        printf("%-26s %-11s %5d %9.3f %9.2f %9.2f %6.1f%%\n", L->name, kernel, L->count, ms, gflops,
                bytes / (ms * 1e-3) / 1e9, peak > 0 ? 100 * gflops / peak : 0);
         total_ms += ms * L->count;
         total_flops += flops * L->count;
     }
-    printf("\n%-26s %5s %9.3f %9.2f %9s %6.1f%%\n", "all convolutions", "", total_ms,
+    printf("\n%-26s %-11s %5s %9.3f %9.2f %9s %6.1f%%\n", "all convolutions", "", "", total_ms,
            total_flops / (total_ms * 1e-3) / 1e9, "", peak > 0 ? 100 * total_flops / (total_ms * 1e-3) / 1e9 / peak : 0);
     graph_destroy(&g);
     context_destroy(ctx);
