@@ -62,6 +62,7 @@ typedef struct {
     float *y, *U, *V, *M;
     float act;
     int n0, images; /* the chunk of images being processed */
+    ThreadPool *pool;
 } WinogradJob;
 
 #if defined(__x86_64__)
@@ -231,13 +232,14 @@ WINOGRAD_TARGET static void transform_weights(void *arg, int co)
     }
 }
 
-/* M[xi] = U[xi] V[xi]: one GEMM per patch element, each on one thread (nested sgemm runs serially). */
+/* M[xi] = U[xi] V[xi]: one GEMM per patch element, each on one thread (a nested sgemm runs serially,
+ * with the packing buffers of the thread it runs on). */
 static void multiply_element(void *arg, int e)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     int ld = j->grid.row_floats;
-    sgemm(NULL, false, false, s->Cout, j->grid.tiles_padded, s->Cin, 1.0f, j->U + (size_t)e * s->Cout * s->Cin,
+    sgemm(j->pool, false, false, s->Cout, j->grid.tiles_padded, s->Cin, 1.0f, j->U + (size_t)e * s->Cout * s->Cin,
           s->Cin, j->V + (size_t)e * s->Cin * ld, ld, 0.0f, j->M + (size_t)e * s->Cout * ld, ld);
 }
 
@@ -303,7 +305,7 @@ static void transform_output_channel(void *arg, int co) { (void)arg, (void)co; }
 void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
                              float act, float *y, float *scratch)
 {
-    WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .w = w, .b = b, .y = y, .act = act};
+    WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .w = w, .b = b, .y = y, .act = act, .pool = ctx->pool};
     j.U = scratch;
     j.V = j.U + (size_t)XI * s->Cout * s->Cin;
     j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;

@@ -21,6 +21,7 @@ typedef struct {
     int overwrite; /* beta == 0: the first K block stores instead of accumulating */
     int chunk;     /* rows or columns per task */
     SgemmKernelFn kernel;
+    ThreadPool *pool; /* where the packing buffers come from (NULL: allocated per call) */
 } SgemmJob;
 
 static inline float a_at(const SgemmJob *j, int i, int p)
@@ -81,24 +82,26 @@ static void pack_b(const SgemmJob *j, int p0, int kc, int j0, int nc, float *dst
     }
 }
 
-/* C[i0:i0+m, j0:j0+n] += alpha * op(A) op(B) over that block, serially. */
+/* C[i0:i0+m, j0:j0+n] += alpha * op(A) op(B) over that block, serially. A's rows of one K block are
+ * packed once (pa holds all m of them) and reused for every NC panel of B. */
 static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *pa, float *pb)
 {
-    for (int jc = 0; jc < n; jc += NC) {
-        int nc = n - jc < NC ? n - jc : NC;
-        for (int pc = 0; pc < j->K; pc += KC) {
-            int kc = j->K - pc < KC ? j->K - pc : KC;
+    for (int pc = 0; pc < j->K; pc += KC) {
+        int kc = j->K - pc < KC ? j->K - pc : KC;
+        for (int ic = 0; ic < m; ic += MC) pack_a(j, i0 + ic, m - ic < MC ? m - ic : MC, pc, kc, pa + (size_t)ic * kc);
+        for (int jc = 0; jc < n; jc += NC) {
+            int nc = n - jc < NC ? n - jc : NC;
             pack_b(j, pc, kc, j0 + jc, nc, pb);
             for (int ic = 0; ic < m; ic += MC) {
                 int mc = m - ic < MC ? m - ic : MC;
-                pack_a(j, i0 + ic, mc, pc, kc, pa);
+                const float *pa_block = pa + (size_t)ic * kc;
                 for (int jr = 0; jr < nc; jr += SGEMM_NR) {
                     int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
                     for (int ir = 0; ir < mc; ir += SGEMM_MR) {
                         int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
                         float *c = j->C + (size_t)(i0 + ic + ir) * j->ldc + j0 + jc + jr;
-                        j->kernel(kc, pa + (size_t)ir * kc, pb + (size_t)jr * kc, c, j->ldc,
-                                  j->alpha, mr, nr, j->overwrite && pc == 0);
+                        j->kernel(kc, pa_block + (size_t)ir * kc, pb + (size_t)jr * kc, c, j->ldc, j->alpha, mr, nr,
+                                  j->overwrite && pc == 0);
                     }
                 }
             }
@@ -115,23 +118,18 @@ static void sgemm_task(void *arg, int task)
     int len = total - lo < j->chunk ? total - lo : j->chunk;
     int m = j->split_n ? j->M : len, n = j->split_n ? len : j->N;
     int kc = j->K < KC ? j->K : KC;
-    int mc = m < MC ? m : MC;
     int nc = n < NC ? n : NC;
-    size_t a_floats = (size_t)kc * ((mc + SGEMM_MR - 1) / SGEMM_MR) * SGEMM_MR;
+    /* packed A (all m rows of a K block), then packed B, 16-float aligned */
+    size_t a_floats = ((size_t)kc * ((m + SGEMM_MR - 1) / SGEMM_MR) * SGEMM_MR + 15) & ~(size_t)15;
     size_t b_floats = (size_t)kc * ((nc + SGEMM_NR - 1) / SGEMM_NR) * SGEMM_NR;
-    /* Packing buffers are per task: large allocations that are cheap next to the GEMM itself. */
-    float *pa = aligned_alloc(64, ((a_floats * sizeof(float)) + 63) & ~(size_t)63);
-    float *pb = aligned_alloc(64, ((b_floats * sizeof(float)) + 63) & ~(size_t)63);
-    if (pa && pb) {
-        if (j->split_n)
-            gemm_block(j, 0, m, lo, n, pa, pb);
-        else
-            gemm_block(j, lo, m, 0, n, pa, pb);
-    } else {
-        abort(); /* a few MiB of host memory is not available: nothing sensible to return into */
-    }
-    free(pa);
-    free(pb);
+    float *owned = NULL, *pa = threadpool_scratch(j->pool, a_floats + b_floats);
+    if (!pa) pa = owned = aligned_alloc(64, ((a_floats + b_floats) * sizeof(float) + 63) & ~(size_t)63);
+    if (!pa) abort(); /* a few MiB of host memory is not available: nothing sensible to return into */
+    if (j->split_n)
+        gemm_block(j, 0, m, lo, n, pa, pa + a_floats);
+    else
+        gemm_block(j, lo, m, 0, n, pa, pa + a_floats);
+    free(owned);
 }
 
 void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
@@ -148,7 +146,7 @@ void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, fl
     if (K <= 0 || alpha == 0.0f) return;
 
     SgemmJob j = {trans_a, trans_b, M, N, K, alpha, A, B, lda, ldb, C, ldc, 0, overwrite, 0,
-                  sgemm_select_kernel()};
+                  sgemm_select_kernel(), pool};
     int nthreads = threadpool_size(pool);
     /* Small problems are not worth waking threads for. */
     double flops = 2.0 * M * N * K;

@@ -3,6 +3,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* Per-thread scratch: kept across jobs so that steady-state kernels allocate nothing. */
+typedef struct {
+    float *data;
+    size_t floats;
+} ThreadScratch;
 
 struct ThreadPool {
     int nthreads;
@@ -18,6 +25,7 @@ struct ThreadPool {
     int ntasks;
     atomic_int next_task;
     int workers_done;
+    ThreadScratch *scratch; /* [nthreads]: 0 for the calling thread, i for worker i */
 };
 
 static void run_tasks(ThreadPool *p)
@@ -75,7 +83,10 @@ ThreadPool *threadpool_create(int nthreads)
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
-    if (!p->threads) {
+    p->scratch = calloc((size_t)nthreads, sizeof *p->scratch);
+    if (!p->threads || !p->scratch) {
+        free(p->threads);
+        free(p->scratch);
         free(p);
         return NULL;
     }
@@ -99,8 +110,27 @@ void threadpool_destroy(ThreadPool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->done_cv);
+    for (int i = 0; i < p->nthreads; i++) free(p->scratch[i].data);
+    free(p->scratch);
     free(p->threads);
     free(p);
+}
+
+float *threadpool_scratch(ThreadPool *p, size_t floats)
+{
+    if (!p) return NULL;
+    int slot = 0;
+    pthread_t self = pthread_self();
+    for (int i = 1; i < p->nthreads; i++)
+        if (pthread_equal(self, p->threads[i])) slot = i;
+    ThreadScratch *s = &p->scratch[slot];
+    if (s->floats < floats) {
+        free(s->data);
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        s->data = aligned_alloc(64, bytes);
+        s->floats = s->data ? floats : 0;
+    }
+    return s->data;
 }
 
 int threadpool_size(const ThreadPool *p) { return p ? p->nthreads : 1; }

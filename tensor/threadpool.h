@@ -5,6 +5,8 @@
 #ifndef TENSOR_THREADPOOL_H
 #define TENSOR_THREADPOOL_H
 
+#include <stddef.h>
+
 typedef struct ThreadPool ThreadPool;
 typedef void (*ThreadTaskFn)(void *arg, int task);
 
@@ -13,5 +15,11 @@ ThreadPool *threadpool_create(int nthreads);
 void threadpool_destroy(ThreadPool *pool);
 int threadpool_size(const ThreadPool *pool);
 void threadpool_run(ThreadPool *pool, int ntasks, ThreadTaskFn fn, void *arg);
+
+/* The calling thread's scratch buffer, at least `floats` long (64-byte aligned), owned by the pool and
+ * kept between calls: kernels take their per-task buffers from here instead of allocating. Valid until
+ * the same thread asks again; NULL for a NULL pool or when memory runs out. Any thread that is not one
+ * of the pool's workers shares the caller's slot, so one caller thread per pool at a time. */
+float *threadpool_scratch(ThreadPool *pool, size_t floats);
 
 #endif
