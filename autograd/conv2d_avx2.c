@@ -1,8 +1,6 @@
 /* AVX2/FMA kernels of the CPU convolution, chosen at run time (conv2d_avx2_available):
  * - depthwise 3x3 padding-1 forward of one plane at stride 1 and 2, 8 outputs per step (MobileNet's
- *   depthwise layers), bias and activation applied while the outputs are in registers;
- * - the bias + activation epilogue of the GEMM path (the compiler does not vectorise the select under
- *   the default -ftrapping-math). */
+ *   depthwise layers), bias and activation applied while the outputs are in registers. */
 #include "autograd/conv2d_avx2.h"
 
 #if defined(__x86_64__)
@@ -15,8 +13,6 @@ bool conv2d_avx2_available(void)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-
-__attribute__((target("avx2,fma"))) static inline float act_scalar(float v, float act) { return (act < 0.0f || v > 0.0f) ? v : act * v; }
 
 /* Depthwise planes are taken DW_COLS output columns at a time through three zero-padded copies of the
  * input rows they read (a ring: consecutive output rows share two rows at stride 1, one at stride 2),
@@ -151,31 +147,12 @@ __attribute__((target("avx2,fma"))) void depthwise3x3_s2_plane_avx2(const float 
     }
 }
 
-__attribute__((target("avx2,fma"))) void conv2d_epilogue_avx2(float *y, int n, float bias, float act)
-{
-    __m256 vb = _mm256_set1_ps(bias), va = _mm256_set1_ps(act), zero = _mm256_setzero_ps();
-    int i = 0;
-    if (act < 0.0f) {
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), vb));
-        for (; i < n; i++) y[i] += bias;
-        return;
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_add_ps(_mm256_loadu_ps(y + i), vb);
-        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(va, _mm256_min_ps(v, zero))));
-    }
-    for (; i < n; i++) y[i] = act_scalar(y[i] + bias, act);
-}
 #else
 bool conv2d_avx2_available(void) { return false; }
 void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int Ho,
                                 int Wo)
 {
     (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)Ho, (void)Wo;
-}
-void conv2d_epilogue_avx2(float *y, int n, float bias, float act)
-{
-    (void)y, (void)n, (void)bias, (void)act;
 }
 void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y)
 {

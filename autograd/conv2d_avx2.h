@@ -17,7 +17,5 @@ void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w, fl
 enum { CONV3X3_S2_MAX_CIN = 8 };
 void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
                          float act, float *y, int Ho, int Wo, int oy);
-/* y[i] = act(y[i] + bias) over n values. */
-void conv2d_epilogue_avx2(float *y, int n, float bias, float act);
 
 #endif

@@ -312,38 +312,6 @@ static void depthwise_backward_weight_channel(void *arg, int c)
 
 /* ---- general path --------------------------------------------------------------------------- */
 
-typedef struct {
-    const Conv2dShape *s;
-    float *y;
-    const float *b;
-    float act;
-    bool avx2;
-} EpilogueJob;
-
-/* Bias and activation of one output plane, in one pass. Locals (not j->act) keep the loop free of
- * aliasing so the compiler vectorises it. */
-static void epilogue_plane(void *arg, int plane)
-{
-    const EpilogueJob *j = arg;
-    int hw = j->s->Ho * j->s->Wo;
-    const float bv = j->b ? j->b[plane % j->s->Cout] : 0.0f, act = j->act;
-    float *restrict y = j->y + (size_t)plane * hw;
-    if (j->avx2) {
-        conv2d_epilogue_avx2(y, hw, bv, act);
-        return;
-    }
-    if (act < 0.0f) {
-        for (int i = 0; i < hw; i++) y[i] += bv;
-    } else {
-        for (int i = 0; i < hw; i++) {
-            /* both sides computed unconditionally: a plain select, which vectorises (a guarded
-             * multiply does not, under the default -ftrapping-math) */
-            float v = y[i] + bv, scaled = act * v;
-            y[i] = v > 0.0f ? v : scaled;
-        }
-    }
-}
-
 void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                         const float *b, float act, float *y, float *scratch)
 {
@@ -379,13 +347,10 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
                 col = scratch;
             }
             float *yg = y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
-            sgemm(pool, false, false, Cog, HWo, K, 1.0f, w + (size_t)gi * Cog * K, K, col, HWo, 0.0f,
-                  yg, HWo);
+            /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
+            sgemm_bias_act(pool, false, false, Cog, HWo, K, 1.0f, w + (size_t)gi * Cog * K, K, col, HWo, 0.0f, yg, HWo,
+                           b ? b + (size_t)gi * Cog : NULL, act);
         }
-    if (b || act >= 0.0f) {
-        EpilogueJob ej = {s, y, b, act, conv2d_avx2_available()};
-        threadpool_run(pool, s->N * s->Cout, epilogue_plane, &ej);
-    }
 }
 
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,

@@ -22,6 +22,9 @@ typedef struct {
     int chunk;     /* rows or columns per task */
     SgemmKernelFn kernel;
     ThreadPool *pool; /* where the packing buffers come from (NULL: allocated per call) */
+    bool epilogue;    /* apply bias + activation to each finished tile */
+    const float *row_bias;
+    float slope;
 } SgemmJob;
 
 static inline float a_at(const SgemmJob *j, int i, int p)
@@ -99,9 +102,12 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                     int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
                     for (int ir = 0; ir < mc; ir += SGEMM_MR) {
                         int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
-                        float *c = j->C + (size_t)(i0 + ic + ir) * j->ldc + j0 + jc + jr;
+                        int row = i0 + ic + ir;
+                        float *c = j->C + (size_t)row * j->ldc + j0 + jc + jr;
+                        SgemmTileEpilogue ep = {j->row_bias ? j->row_bias + row : NULL, j->slope};
+                        bool last_k = pc + kc == j->K;
                         j->kernel(kc, pa_block + (size_t)ir * kc, pb + (size_t)jr * kc, c, j->ldc, j->alpha, mr, nr,
-                                  j->overwrite && pc == 0);
+                                  j->overwrite && pc == 0, j->epilogue && last_k ? &ep : NULL);
                     }
                 }
             }
@@ -132,9 +138,17 @@ static void sgemm_task(void *arg, int task)
     free(owned);
 }
 
-void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+           const float *B, int ldb, float beta, float *C, int ldc)
 {
+    sgemm_bias_act(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, -2.0f);
+}
+
+void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *row_bias,
+                    float leaky_slope)
+{
+    bool epilogue = row_bias || leaky_slope >= 0.0f;
     if (M <= 0 || N <= 0) return;
     bool overwrite = beta == 0.0f && K > 0 && alpha != 0.0f;
     if (beta == 0.0f && !overwrite) {
@@ -143,10 +157,22 @@ void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, fl
         for (int i = 0; i < M; i++)
             for (int jj = 0; jj < N; jj++) C[(size_t)i * ldc + jj] *= beta;
     }
-    if (K <= 0 || alpha == 0.0f) return;
+    if (K <= 0 || alpha == 0.0f) {
+        SgemmTileEpilogue ep = {row_bias, leaky_slope};
+        float zero[SGEMM_MR][SGEMM_NR] = {{0}};
+        if (epilogue) /* C is beta C already: the epilogue alone is left, through the generic kernel's store */
+            for (int i = 0; i < M; i += SGEMM_MR)
+                for (int jj = 0; jj < N; jj += SGEMM_NR) {
+                    ep.bias = row_bias ? row_bias + i : NULL;
+                    sgemm_kernel_generic(0, zero[0], zero[0], C + (size_t)i * ldc + jj, ldc, 1.0f,
+                                         M - i < SGEMM_MR ? M - i : SGEMM_MR, N - jj < SGEMM_NR ? N - jj : SGEMM_NR, 0,
+                                         &ep);
+                }
+        return;
+    }
 
     SgemmJob j = {trans_a, trans_b, M, N, K, alpha, A, B, lda, ldb, C, ldc, 0, overwrite, 0,
-                  sgemm_select_kernel(), pool};
+                  sgemm_select_kernel(), pool, epilogue, row_bias, leaky_slope};
     int nthreads = threadpool_size(pool);
     /* Small problems are not worth waking threads for. */
     double flops = 2.0 * M * N * K;

@@ -14,6 +14,13 @@
 void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* sgemm, then C[i][j] = act(C[i][j] + row_bias[i]) applied to each tile as it is finished (while it
+ * is in cache, instead of a second pass over C): row_bias may be NULL, act is leaky ReLU with slope
+ * leaky_slope (0: ReLU), or none when leaky_slope < 0. */
+void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *row_bias,
+                    float leaky_slope);
+
 /* Straightforward triple loop with double accumulation: the reference the tests compare to. */
 void sgemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -1,17 +1,26 @@
 #include "tensor/sgemm_kernel.h"
 
+static inline float tile_value(float acc, float old, float alpha, int overwrite, const SgemmTileEpilogue *ep,
+                               int row)
+{
+    float v = overwrite ? alpha * acc : old + alpha * acc;
+    if (!ep) return v;
+    if (ep->bias) v += ep->bias[row];
+    return ep->slope < 0.0f || v > 0.0f ? v : ep->slope * v;
+}
+
 static void store_tile(const float acc[SGEMM_MR][SGEMM_NR], float *c, int ldc, float alpha,
-                       int mr, int nr, int overwrite)
+                       int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             float *d = &c[(long)i * ldc + j];
-            *d = overwrite ? alpha * acc[i][j] : *d + alpha * acc[i][j];
+            *d = tile_value(acc[i][j], *d, alpha, overwrite, ep, i);
         }
 }
 
 void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                          int mr, int nr, int overwrite)
+                          int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
     float acc[SGEMM_MR][SGEMM_NR] = {{0}};
     for (int p = 0; p < kc; p++) {
@@ -20,15 +29,24 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int 
             for (int j = 0; j < SGEMM_NR; j++) acc[i][j] += av * b[p * SGEMM_NR + j];
         }
     }
-    store_tile(acc, c, ldc, alpha, mr, nr, overwrite);
+    store_tile(acc, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+/* act(v + bias) on a full row of the tile: leaky as max(v, 0) + slope * min(v, 0) (slope 1: none). */
+__attribute__((target("avx2,fma"))) static inline __m256 tile_epilogue(__m256 v, __m256 bias, __m256 slope)
+{
+    v = _mm256_add_ps(v, bias);
+    __m256 zero = _mm256_setzero_ps();
+    return _mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
+}
+
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b,
                                                              float *c, int ldc, float alpha,
-                                                             int mr, int nr, int overwrite)
+                                                             int mr, int nr, int overwrite,
+                                                             const SgemmTileEpilogue *ep)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -57,6 +75,18 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     __m256 al = _mm256_set1_ps(alpha);
     if (mr == SGEMM_MR && nr == SGEMM_NR) {
         __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+        if (ep) {
+            __m256 slope = _mm256_set1_ps(ep->slope < 0.0f ? 1.0f : ep->slope);
+            for (int i = 0; i < SGEMM_MR; i++) {
+                float *ci = c + (long)i * ldc;
+                __m256 bias = _mm256_set1_ps(ep->bias ? ep->bias[i] : 0.0f);
+                __m256 v0 = _mm256_mul_ps(al, rows[2 * i]), v1 = _mm256_mul_ps(al, rows[2 * i + 1]);
+                if (!overwrite) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+                _mm256_storeu_ps(ci, tile_epilogue(v0, bias, slope));
+                _mm256_storeu_ps(ci + 8, tile_epilogue(v1, bias, slope));
+            }
+            return;
+        }
         if (overwrite) {
             for (int i = 0; i < SGEMM_MR; i++) {
                 float *ci = c + (long)i * ldc;
@@ -83,7 +113,7 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             float *d = &c[(long)i * ldc + j];
-            *d = overwrite ? alpha * acc[i][j] : *d + alpha * acc[i][j];
+            *d = tile_value(acc[i][j], *d, alpha, overwrite, ep, i);
         }
 }
 
@@ -95,9 +125,9 @@ SgemmKernelFn sgemm_select_kernel(void)
 }
 #else
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                       int mr, int nr, int overwrite)
+                       int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
-    sgemm_kernel_generic(kc, a, b, c, ldc, alpha, mr, nr, overwrite);
+    sgemm_kernel_generic(kc, a, b, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
 #endif

@@ -1,19 +1,28 @@
 /* SGEMM register microkernels (internal to sgemm.c). A kernel computes, for packed panels
  * a (kc x MR, MR values per k) and b (kc x NR), C[0:mr, 0:nr] += alpha * a^T b (or = when
  * overwrite: the first K block of a beta == 0 product, so C is never cleared separately), where C
- * has row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. */
+ * has row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. With ep (the last K
+ * block of a product that has an epilogue), each stored value then becomes act(v + bias[row]). */
 #ifndef TENSOR_SGEMM_KERNEL_H
 #define TENSOR_SGEMM_KERNEL_H
 
+#include "tensor/sgemm.h"
+
 enum { SGEMM_MR = 6, SGEMM_NR = 16 };
 
+/* The epilogue of one tile: bias of its first row (or NULL) and the leaky slope (< 0: none). */
+typedef struct {
+    const float *bias;
+    float slope;
+} SgemmTileEpilogue;
+
 typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, float *c, int ldc,
-                              float alpha, int mr, int nr, int overwrite);
+                              float alpha, int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 
 void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                          int mr, int nr, int overwrite);
+                          int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
-                       int mr, int nr, int overwrite);
+                       int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);
 

@@ -11,9 +11,10 @@ static void fill(float *p, int n, Rng *r)
     for (int i = 0; i < n; i++) p[i] = rng_uniform(r) * 2 - 1;
 }
 
-/* Compares sgemm against the naive double-accumulating reference on one problem. */
-static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, float beta,
-                       int pad)
+/* Compares sgemm (sgemm_bias_act with a row bias and/or an activation slope >= 0) against the naive
+ * double-accumulating reference, followed by the epilogue, on one problem. */
+static void check_case_epilogue(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, float beta,
+                                int pad, bool with_bias, float slope)
 {
     Rng r;
     rng_seed(&r, (uint64_t)(M * 131 + N * 17 + K), 3);
@@ -27,8 +28,22 @@ static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, floa
     fill(B, b_rows * ldb, &r);
     fill(C, M * ldc, &r);
     for (int i = 0; i < M * ldc; i++) R[i] = C[i];
-    sgemm(ctx->pool, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    float *bias = malloc(sizeof(float) * (size_t)M);
+    fill(bias, M, &r);
     sgemm_naive(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+    if (with_bias || slope >= 0.0f) {
+        sgemm_bias_act(ctx->pool, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, with_bias ? bias : NULL,
+                       slope);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float *v = &R[i * ldc + j];
+                if (with_bias) *v += bias[i];
+                if (slope >= 0.0f && *v < 0.0f) *v *= slope;
+            }
+    } else {
+        sgemm(ctx->pool, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+    free(bias);
     double tol = 1e-5 * (K + 1);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < ldc; j++) {
@@ -37,6 +52,11 @@ static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, floa
                           N, K, i, j, C[i * ldc + j], R[i * ldc + j]);
         }
     free(A), free(B), free(C), free(R);
+}
+
+static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, float beta, int pad)
+{
+    check_case_epilogue(ctx, ta, tb, M, N, K, alpha, beta, pad, false, -1.0f);
 }
 
 START_TEST(sgemm_matches_naive_on_odd_sizes)
@@ -72,12 +92,27 @@ START_TEST(sgemm_threaded_equals_reference)
 }
 END_TEST
 
+START_TEST(sgemm_bias_act_epilogue_matches_reference)
+{
+    /* Bias and activation applied per finished tile: only after the last K block (K > 256 has two),
+     * on edge tiles, with beta accumulation, both transposes, threaded, and with K = 0. */
+    Context *ctx = context_create(2);
+    check_case_epilogue(ctx, false, false, 13, 37, 300, 1.0f, 0.0f, 0, true, 0.1f);
+    check_case_epilogue(ctx, true, true, 7, 50, 20, 0.5f, 1.0f, 2, true, 0.0f);
+    check_case_epilogue(ctx, false, true, 64, 1000, 33, 1.0f, 0.0f, 0, false, 0.1f);
+    check_case_epilogue(ctx, true, false, 300, 12, 40, 1.0f, 0.0f, 1, true, -1.0f);
+    check_case_epilogue(ctx, false, false, 5, 9, 0, 1.0f, 0.5f, 0, true, 0.1f);
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *sgemm_suite(void)
 {
     Suite *s = suite_create("sgemm");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, sgemm_matches_naive_on_odd_sizes);
     tcase_add_test(tc, sgemm_alpha_beta_and_leading_dimensions);
+    tcase_add_test(tc, sgemm_bias_act_epilogue_matches_reference);
     tcase_add_test(tc, sgemm_threaded_equals_reference);
     suite_add_tcase(s, tc);
     return s;
