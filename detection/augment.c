@@ -1,4 +1,5 @@
 #include "detection/augment.h"
+#include "detection/hsv.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -68,44 +69,6 @@ static void convert(Image *img, float alpha, float beta)
     for (size_t i = 0; i < n; i++) img->bgr[i] = lut[img->bgr[i]];
 }
 
-/* OpenCV 8-bit HSV: H in [0,180), S and V in [0,255]. */
-static void bgr_to_hsv(uint8_t *p)
-{
-    int b = p[0], g = p[1], r = p[2];
-    int v = b > g ? (b > r ? b : r) : (g > r ? g : r);
-    int mn = b < g ? (b < r ? b : r) : (g < r ? g : r);
-    int d = v - mn;
-    int s = v ? (d * 255 + v / 2) / v : 0;
-    float h = 0;
-    if (d) {
-        if (v == r) h = 60.0f * (g - b) / d;
-        else if (v == g) h = 120.0f + 60.0f * (b - r) / d;
-        else h = 240.0f + 60.0f * (r - g) / d;
-        if (h < 0) h += 360;
-    }
-    int hh = (int)(h / 2 + 0.5f);
-    p[0] = (uint8_t)(hh >= 180 ? hh - 180 : hh), p[1] = (uint8_t)s, p[2] = (uint8_t)v;
-}
-
-static void hsv_to_bgr(uint8_t *p)
-{
-    /* sector and position inside it without fmodf/lrintf: this runs for every pixel */
-    float hs = p[0] * (2.0f / 60.0f), s = p[1] * (1.0f / 255.0f), v = (float)p[2];
-    int sector = (int)hs;
-    float f = hs - (float)sector;
-    float c = v * s, x = c * ((sector & 1) ? 1.0f - f : f), m = v - c;
-    float r, g, b;
-    switch (sector % 6) {
-    case 0: r = c, g = x, b = 0; break;
-    case 1: r = x, g = c, b = 0; break;
-    case 2: r = 0, g = c, b = x; break;
-    case 3: r = 0, g = x, b = c; break;
-    case 4: r = x, g = 0, b = c; break;
-    default: r = c, g = 0, b = x; break;
-    }
-    p[0] = clamp_u8(b + m + 0.5f), p[1] = clamp_u8(g + m + 0.5f), p[2] = clamp_u8(r + m + 0.5f);
-}
-
 static void saturation_hue(Image *img, Rng *r)
 {
     bool sat = randrange(r, 2), hue_on;
@@ -113,14 +76,7 @@ static void saturation_hue(Image *img, Rng *r)
     hue_on = randrange(r, 2);
     int shift = hue_on ? randrange(r, 37) - 18 : 0;
     if (!sat && !hue_on) return; /* nothing to change: skip the HSV round trip */
-    size_t n = (size_t)img->width * img->height;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t *p = img->bgr + 3 * i;
-        bgr_to_hsv(p);
-        if (sat) p[1] = clamp_u8(p[1] * alpha);
-        if (hue_on) p[0] = (uint8_t)(((p[0] + shift) % 180 + 180) % 180);
-        hsv_to_bgr(p);
-    }
+    hsv_adjust(img->bgr, (size_t)img->width * img->height, alpha, shift);
 }
 
 static void distort(Image *img, Rng *r)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "detection/detector.h"
+#include "detection/hsv.h"
 #include "detection/multibox_loss.h"
 #include "models/trainer.h"
 #include "tests/reference_targets.h"
@@ -285,6 +286,63 @@ START_TEST(sgd_matches_pytorch_formula)
 }
 END_TEST
 
+/* OpenCV's 8-bit BGR <-> HSV, pixel by pixel, as the reference's distortion uses it: the definition
+ * the vectorised hsv_adjust must reproduce exactly. */
+static uint8_t clamp_to_u8(float v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+static void reference_hsv_adjust(uint8_t *p, float alpha, int shift)
+{
+    int b = p[0], g = p[1], r = p[2];
+    int v = b > g ? (b > r ? b : r) : (g > r ? g : r), mn = b < g ? (b < r ? b : r) : (g < r ? g : r), d = v - mn;
+    int s = v ? (d * 255 + v / 2) / v : 0;
+    float h = 0;
+    if (d) {
+        if (v == r) h = 60.0f * (g - b) / d;
+        else if (v == g) h = 120.0f + 60.0f * (b - r) / d;
+        else h = 240.0f + 60.0f * (r - g) / d;
+        if (h < 0) h += 360;
+    }
+    int hh = (int)(h / 2 + 0.5f);
+    hh = hh >= 180 ? hh - 180 : hh;
+    s = clamp_to_u8(s * alpha);
+    hh = ((hh + shift) % 180 + 180) % 180;
+    float hs = hh * (2.0f / 60.0f), sf = s * (1.0f / 255.0f), vf = (float)v;
+    int sector = (int)hs;
+    float f = hs - (float)sector, c = vf * sf, x = c * ((sector & 1) ? 1.0f - f : f), m = vf - c;
+    float rgb[6][3] = {{c, x, 0}, {x, c, 0}, {0, c, x}, {0, x, c}, {x, 0, c}, {c, 0, x}};
+    p[0] = clamp_to_u8(rgb[sector][2] + m + 0.5f), p[1] = clamp_to_u8(rgb[sector][1] + m + 0.5f);
+    p[2] = clamp_to_u8(rgb[sector][0] + m + 0.5f);
+}
+
+START_TEST(hsv_adjust_matches_opencv_definition)
+{
+    uint8_t red[3] = {0, 0, 255};
+    hsv_adjust(red, 1, 1.0f, 60); /* hue 0 -> 120 degrees: pure green */
+    ck_assert(red[0] == 0 && red[1] == 255 && red[2] == 0);
+    /* every 3rd level of each channel (plus 255), three parameter sets, bytes equal */
+    enum { LEVELS = 86 };
+    uint8_t *img = malloc((size_t)LEVELS * LEVELS * LEVELS * 3), *ref = malloc((size_t)LEVELS * LEVELS * LEVELS * 3);
+    const float alphas[] = {0.5f, 1.0f, 1.37f};
+    const int shifts[] = {-18, 0, 11};
+    for (int k = 0; k < 3; k++) {
+        size_t n = 0;
+        for (int b = 0; b < LEVELS; b++)
+            for (int g = 0; g < LEVELS; g++)
+                for (int r = 0; r < LEVELS; r++, n++) {
+                    uint8_t px[3] = {(uint8_t)(b == 85 ? 255 : 3 * b), (uint8_t)(g == 85 ? 255 : 3 * g),
+                                     (uint8_t)(r == 85 ? 255 : 3 * r)};
+                    memcpy(img + 3 * n, px, 3), memcpy(ref + 3 * n, px, 3);
+                    reference_hsv_adjust(ref + 3 * n, alphas[k], shifts[k]);
+                }
+        hsv_adjust(img, n, alphas[k], shifts[k]);
+        size_t bad = 0;
+        for (size_t i = 0; i < 3 * n; i++) bad += img[i] != ref[i];
+        ck_assert_msg(bad == 0, "alpha %g shift %d: %zu bytes differ", alphas[k], shifts[k], bad);
+    }
+    free(img), free(ref);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -292,6 +350,7 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matching_forces_best_prior_and_skips_missing_landmarks);
     tcase_add_test(tc, sgd_matches_pytorch_formula);
+    tcase_add_test(tc, hsv_adjust_matches_opencv_definition);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
