@@ -57,9 +57,9 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# The HSV colour distortion vectorises only without trapping-math (floorf, selects); nothing here
+# The photometric distortion kernels vectorise only without trapping-math (floorf, selects); nothing here
 # reads floating-point exception flags.
-$(BUILD)/obj/detection/hsv.o: CFLAGS += -fno-trapping-math
+$(BUILD)/obj/detection/photometric.o: CFLAGS += -fno-trapping-math
 
 $(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)

@@ -1,5 +1,5 @@
 #include "detection/augment.h"
-#include "detection/hsv.h"
+#include "detection/photometric.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -58,15 +58,9 @@ static Crop choose_crop(const TrainSample *s, int W, int H, int size, float min_
     return (Crop){0, 0, W, H, true};
 }
 
-static uint8_t clamp_u8(float v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
-
 static void convert(Image *img, float alpha, float beta)
 {
-    /* an 8-bit in, 8-bit out map: one table lookup per byte */
-    uint8_t lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = clamp_u8(v * alpha + beta);
-    size_t n = (size_t)img->width * img->height * 3;
-    for (size_t i = 0; i < n; i++) img->bgr[i] = lut[img->bgr[i]];
+    photometric_convert(img->bgr, (size_t)img->width * img->height * 3, alpha, beta);
 }
 
 static void saturation_hue(Image *img, Rng *r)

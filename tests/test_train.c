@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "detection/detector.h"
-#include "detection/hsv.h"
+#include "detection/photometric.h"
 #include "detection/multibox_loss.h"
 #include "models/trainer.h"
 #include "tests/reference_targets.h"
@@ -314,7 +314,7 @@ static void reference_hsv_adjust(uint8_t *p, float alpha, int shift)
     p[2] = clamp_to_u8(rgb[sector][0] + m + 0.5f);
 }
 
-START_TEST(hsv_adjust_matches_opencv_definition)
+START_TEST(photometric_kernels_match_opencv_definition)
 {
     uint8_t red[3] = {0, 0, 255};
     hsv_adjust(red, 1, 1.0f, 60); /* hue 0 -> 120 degrees: pure green */
@@ -340,6 +340,15 @@ START_TEST(hsv_adjust_matches_opencv_definition)
         ck_assert_msg(bad == 0, "alpha %g shift %d: %zu bytes differ", alphas[k], shifts[k], bad);
     }
     free(img), free(ref);
+    /* brightness / contrast: every byte value against uint8(clamp(v * alpha + beta)) */
+    const float ab[][2] = {{1.0f, -32.0f}, {1.0f, 31.7f}, {0.5f, 0.0f}, {1.4999f, 0.0f}};
+    for (int k = 0; k < 4; k++) {
+        uint8_t bytes[256];
+        for (int v = 0; v < 256; v++) bytes[v] = (uint8_t)v;
+        photometric_convert(bytes, 256, ab[k][0], ab[k][1]);
+        for (int v = 0; v < 256; v++)
+            ck_assert_msg(bytes[v] == clamp_to_u8(v * ab[k][0] + ab[k][1]), "convert %g %g at %d", ab[k][0], ab[k][1], v);
+    }
 }
 END_TEST
 
@@ -350,7 +359,7 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matching_forces_best_prior_and_skips_missing_landmarks);
     tcase_add_test(tc, sgd_matches_pytorch_formula);
-    tcase_add_test(tc, hsv_adjust_matches_opencv_definition);
+    tcase_add_test(tc, photometric_kernels_match_opencv_definition);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);

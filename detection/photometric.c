@@ -2,7 +2,7 @@
  * the CPU has it, chosen at run time; this file is compiled with -fno-trapping-math, without which
  * floorf and the selects are not vectorised). Bit for bit the per-pixel integer/float definition
  * (checked over all 2^24 colours for several alpha/shift pairs, and by a test on a sample). */
-#include "detection/hsv.h"
+#include "detection/photometric.h"
 
 #include <math.h>
 
@@ -50,6 +50,16 @@ __attribute__((target_clones("avx2", "default"))) static void hsv_round_trip(flo
         B[i] = min_f(max_f(floorf(bb + m + 0.5f), 0.0f), 255.0f);
         G[i] = min_f(max_f(floorf(gg + m + 0.5f), 0.0f), 255.0f);
         R[i] = min_f(max_f(floorf(rr + m + 0.5f), 0.0f), 255.0f);
+    }
+}
+
+__attribute__((target_clones("avx2", "default"))) void photometric_convert(uint8_t *bytes, size_t n, float alpha,
+                                                                          float beta)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = bytes[i] * alpha + beta;
+        v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+        bytes[i] = (uint8_t)v; /* truncates, as the uint8 conversion of the per-byte table did */
     }
 }
 
