@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/memory_plan.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
 #ifdef HAVE_CUDA
@@ -104,11 +105,20 @@ void graph_destroy(Graph *g)
     free(g->tape);
     g->tape = NULL;
     g->n_tape = g->cap_tape = 0;
+    if (g->plan) memory_plan_free(g->plan);
+    free(g->plan);
+    g->plan = NULL;
 }
 
 void graph_reset(Graph *g)
 {
     profile_close_forward(g);
+    MemoryPlan *p = g->plan;
+    if (p && p->active) {
+        /* a recorded step lays its plan out; one that failed leaves nothing to replay */
+        if (!p->ready && (!graph_ok(g) || memory_plan_finish(p, &g->err))) memory_plan_free(p);
+        p->active = false;
+    }
     arena_reset(&g->arena);
     arena_reset(&g->meta);
     g->n_tape = 0;
@@ -136,10 +146,34 @@ Var *graph_fail(Graph *g, ErrorCode code, const char *fmt, ...)
     return NULL;
 }
 
-void *graph_scratch(Graph *g, size_t bytes)
+void graph_plan_memory(Graph *g, uint64_t key)
 {
-    return arena_alloc(&g->arena, bytes, &g->err);
+    if (!g->plan && !(g->plan = calloc(1, sizeof *g->plan))) return; /* no plan: plain arena */
+    MemoryPlan *p = g->plan;
+    if (!(p->ready && p->key == key)) {
+        memory_plan_free(p);
+        p->key = key;
+        p->device = g->arena.device;
+    }
+    p->active = true;
+    p->next = 0;
 }
+
+/* Memory of a step value: the arena, or the plan's slot when replaying (recorded when recording). */
+static void *step_alloc(Graph *g, size_t bytes)
+{
+    MemoryPlan *p = g->plan;
+    if (!graph_ok(g)) return NULL;
+    if (p && p->active && p->ready) return memory_plan_next(p, bytes, &g->err);
+    void *m = arena_alloc(&g->arena, bytes, &g->err);
+    if (m && p && p->active && !memory_plan_record_alloc(p, m, bytes)) {
+        error_set(&g->err, ERR_OOM, "graph: out of memory recording the memory plan");
+        return NULL;
+    }
+    return m;
+}
+
+void *graph_scratch(Graph *g, size_t bytes) { return step_alloc(g, bytes); }
 
 bool graph_check_cuda(Graph *g, const char *op)
 {
@@ -188,7 +222,8 @@ Var *var_new(Graph *g, int ndim, const int64_t *shape)
 {
     Var *v = var_alloc_step(g);
     if (!v) return NULL;
-    if (arena_tensor(&g->arena, &v->value, ndim, shape, &g->err)) return NULL;
+    v->value = tensor_wrap(NULL, g->arena.device, ndim, shape);
+    if (!(v->value.data = step_alloc(g, tensor_bytes(&v->value)))) return NULL;
     v->op = "value";
     return v;
 }
@@ -224,6 +259,15 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
         needs_grad |= inputs[i]->requires_grad;
     }
     needs_grad &= g->grad_enabled;
+    MemoryPlan *p = g->plan;
+    if (p && p->active && !p->ready) {
+        const void *data[16], **in = n_inputs <= 16 ? data : malloc((size_t)n_inputs * sizeof *in);
+        if (!in) return graph_fail(g, ERR_OOM, "%s: out of memory", op);
+        for (int i = 0; i < n_inputs; i++) in[i] = inputs[i]->value.data;
+        bool ok = memory_plan_record_op(p, in, n_inputs);
+        if (in != data) free(in);
+        if (!ok) return graph_fail(g, ERR_OOM, "graph: out of memory recording the memory plan");
+    }
     Var *v = var_new(g, ndim, shape);
     if (!v) return NULL;
     v->op = op;
@@ -243,7 +287,9 @@ float *var_grad(Graph *g, Var *v)
 {
     if (v->grad.data) return v->grad.data;
     v->grad = tensor_wrap(NULL, v->value.device, v->value.ndim, v->value.shape);
-    v->grad.data = arena_calloc(&g->arena, tensor_bytes(&v->value), &g->err);
+    v->grad.data = step_alloc(g, tensor_bytes(&v->value));
+    if (v->grad.data && device_memset_zero(v->grad.data, v->value.device, tensor_bytes(&v->value), &g->err))
+        v->grad.data = NULL;
     return v->grad.data;
 }
 

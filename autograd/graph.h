@@ -14,6 +14,7 @@
 #define AUTOGRAD_GRAPH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "tensor/arena.h"
@@ -49,6 +50,7 @@ struct Graph {
     void *workspace;        /* one op's temporary buffer (im2col), reused by every op */
     size_t workspace_bytes;
     struct GraphProfile *profile; /* NULL unless graph_enable_profile */
+    struct MemoryPlan *plan;      /* NULL unless graph_plan_memory */
 };
 
 /* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and
@@ -56,6 +58,13 @@ struct Graph {
 void graph_enable_profile(Graph *g);
 /* Prints "op, calls, forward ms, backward ms" sorted by total, per profiled step (divides by steps). */
 void graph_print_profile(const Graph *g, FILE *out, int steps);
+
+/* Runs the step that follows (call it after graph_reset) under the memory plan of `key`: the first
+ * step with a key records which values are live when, later ones reuse memory between values that
+ * are never live together (autograd/memory_plan.h). For repeated inference steps whose allocations
+ * depend only on the key (the model and the input shape); intermediate values die as soon as a
+ * later op has read them, so read only the step's outputs afterwards. */
+void graph_plan_memory(Graph *g, uint64_t key);
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
 void graph_destroy(Graph *g);

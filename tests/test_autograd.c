@@ -1,6 +1,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/memory_plan.h"
 #include "autograd/ops.h"
 #include "tensor/rng.h"
 #include "tests/gradcheck.h"
@@ -164,6 +165,64 @@ START_TEST(gradcheck_detects_a_wrong_backward)
 }
 END_TEST
 
+/* A small inference step with values of several lifetimes: `side` is an output no op reads, `y` the
+ * last one; x is filled from a fixed pattern. Returns y (side through *side_out). */
+static Var *planned_step(Graph *g, const Tensor *w, int hw, Var **side_out)
+{
+    int64_t xs[4] = {1, 4, hw, hw};
+    Var *x = var_new(g, 4, xs);
+    if (!x) return NULL;
+    for (int64_t i = 0; i < tensor_numel(&x->value); i++) x->value.data[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
+    Var *wv = var_from_tensor(g, w, false);
+    Var *a = ag_leaky_relu(g, ag_conv2d(g, x, wv, NULL, conv2d_params(1, 1, 1, 1)), 0.1f);
+    Var *b = ag_conv2d(g, a, wv, NULL, conv2d_params(1, 1, 1, 1));
+    *side_out = ag_scale(g, a, 2.0f); /* read by no later op: an output */
+    Var *c = ag_add(g, b, ag_leaky_relu(g, b, 0.0f));
+    return ag_add(g, ag_conv2d(g, c, wv, NULL, conv2d_params(1, 1, 1, 1)), x);
+}
+
+START_TEST(memory_plan_reuses_memory_and_replays_exactly)
+{
+    Context *ctx = context_create(2);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    graph_set_grad_enabled(&g, false);
+    int64_t ws[4] = {4, 4, 3, 3};
+    Tensor w;
+    tensor_new(&w, DEVICE_CPU, 4, ws, NULL);
+    for (int i = 0; i < 144; i++) w.data[i] = (float)((i * 13) % 7) / 7.0f - 0.4f;
+    enum { HW = 9, N = 4 * HW * HW };
+    float plain[2][N], planned[2][N];
+    Var *side, *y = planned_step(&g, &w, HW, &side); /* no plan: the reference values */
+    ck_assert_ptr_nonnull(y);
+    memcpy(plain[0], y->value.data, sizeof plain[0]), memcpy(plain[1], side->value.data, sizeof plain[1]);
+    for (int step = 0; step < 3; step++) { /* record, then replay twice */
+        graph_reset(&g);
+        graph_plan_memory(&g, 7);
+        y = planned_step(&g, &w, HW, &side);
+        ck_assert_msg(y != NULL, "step %d: %s", step, g.err.msg);
+        memcpy(planned[0], y->value.data, sizeof planned[0]), memcpy(planned[1], side->value.data, sizeof planned[1]);
+        ck_assert(!memcmp(planned, plain, sizeof plain));
+    }
+    /* 9 values of N floats (64-byte aligned slots); at most 5 live at once (x, side, b, relu(b), c) */
+    size_t slot = (N * sizeof(float) + 63) / 64 * 64;
+    ck_assert_msg(g.plan->ready && g.plan->n == 9 && g.plan->total <= 5 * slot, "plan of %zu bytes for %zu values",
+                  g.plan->total, g.plan->n);
+    /* the same key with another allocation sequence is an error, not a corrupt step */
+    graph_reset(&g);
+    graph_plan_memory(&g, 7);
+    ck_assert_ptr_null(planned_step(&g, &w, HW + 2, &side));
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "memory plan"));
+    /* under its own key that step records a plan of its own */
+    graph_reset(&g);
+    graph_plan_memory(&g, 8);
+    ck_assert_ptr_nonnull(planned_step(&g, &w, HW + 2, &side));
+    tensor_free(&w);
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *autograd_suite(void)
 {
     Suite *s = suite_create("autograd");
@@ -172,6 +231,7 @@ Suite *autograd_suite(void)
     tcase_add_test(tc, no_grad_records_nothing);
     tcase_add_test(tc, errors_are_sticky_and_named);
     tcase_add_test(tc, steps_free_their_graph);
+    tcase_add_test(tc, memory_plan_reuses_memory_and_replays_exactly);
     tcase_add_test(tc, gradcheck_detects_a_wrong_backward);
     suite_add_tcase(s, tc);
     return s;

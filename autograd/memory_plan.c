@@ -1,0 +1,124 @@
+#include "autograd/memory_plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/device.h"
+
+enum { PLAN_ALIGN = 64 };
+
+void memory_plan_free(MemoryPlan *p)
+{
+    device_free(p->base, p->device);
+    free(p->allocs);
+    free(p->pending);
+    memset(p, 0, sizeof *p);
+}
+
+/* Every allocation made so far outlives the reads of the op that was running. */
+static void close_pending(MemoryPlan *p)
+{
+    if (!p->n) {
+        p->n_pending = 0;
+        return;
+    }
+    for (int i = 0; i < p->n_pending; i++) {
+        const char *q = p->pending[i];
+        for (size_t k = 0; k < p->n; k++) {
+            const char *start = p->allocs[k].recorded;
+            if (q >= start && q < start + p->allocs[k].bytes) {
+                p->allocs[k].consumed = true;
+                if (p->allocs[k].last < p->n - 1) p->allocs[k].last = p->n - 1;
+            }
+        }
+    }
+    p->n_pending = 0;
+}
+
+bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 256;
+        PlannedAlloc *a = realloc(p->allocs, cap * sizeof *a);
+        if (!a) return false;
+        p->allocs = a, p->cap = cap;
+    }
+    p->allocs[p->n] = (PlannedAlloc){bytes, 0, p->n, false, ptr};
+    p->n++;
+    return true;
+}
+
+bool memory_plan_record_op(MemoryPlan *p, const void *const *inputs, int n_inputs)
+{
+    close_pending(p);
+    if (n_inputs > p->cap_pending) {
+        const void **q = realloc(p->pending, (size_t)n_inputs * sizeof *q);
+        if (!q) return false;
+        p->pending = q, p->cap_pending = n_inputs;
+    }
+    for (int i = 0; i < n_inputs; i++) p->pending[i] = inputs[i];
+    p->n_pending = n_inputs;
+    return true;
+}
+
+static int by_size_desc(const void *a, const void *b, void *ctx)
+{
+    const PlannedAlloc *v = ctx;
+    size_t x = v[*(const size_t *)a].bytes, y = v[*(const size_t *)b].bytes;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+ErrorCode memory_plan_finish(MemoryPlan *p, Error *err)
+{
+    close_pending(p);
+    size_t n = p->n;
+    for (size_t k = 0; k < n; k++)
+        if (!p->allocs[k].consumed) p->allocs[k].last = n ? n - 1 : 0; /* outputs: live to the end */
+    size_t *order = malloc((n + 1) * sizeof *order), *placed = malloc((n + 1) * sizeof *placed);
+    if (!order || !placed) {
+        free(order), free(placed);
+        return error_set(err, ERR_OOM, "memory plan: out of memory");
+    }
+    for (size_t k = 0; k < n; k++) order[k] = k;
+    qsort_r(order, n, sizeof *order, by_size_desc, p->allocs);
+    /* Largest first, each at the lowest offset where it overlaps no placed allocation that is live
+     * at the same time: candidates are 0 and the ends of the conflicting ones. */
+    size_t n_placed = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        PlannedAlloc *a = &p->allocs[order[i]];
+        size_t first = order[i], size = (a->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN, best = 0;
+        for (;;) {
+            bool moved = false;
+            for (size_t j = 0; j < n_placed; j++) {
+                const PlannedAlloc *b = &p->allocs[placed[j]];
+                size_t b_size = (b->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
+                bool live_together = placed[j] <= a->last && first <= b->last;
+                bool overlap = best < b->offset + b_size && b->offset < best + size;
+                if (live_together && overlap) best = b->offset + b_size, moved = true;
+            }
+            if (!moved) break;
+        }
+        a->offset = best;
+        if (best + size > total) total = best + size;
+        placed[n_placed++] = order[i];
+    }
+    free(order), free(placed);
+    device_free(p->base, p->device);
+    p->base = NULL;
+    p->total = total;
+    if (device_alloc(&p->base, p->device, total ? total : PLAN_ALIGN, err)) return err->code;
+    p->ready = true;
+    return ERR_OK;
+}
+
+void *memory_plan_next(MemoryPlan *p, size_t bytes, Error *err)
+{
+    if (p->next >= p->n || p->allocs[p->next].bytes != bytes) {
+        error_set(err, ERR_ARG,
+                  "memory plan: allocation %zu of this step (%zu bytes) is not the recorded one; the step "
+                  "is not the one its key was recorded for",
+                  p->next, bytes);
+        return NULL;
+    }
+    return (char *)p->base + p->allocs[p->next++].offset;
+}
