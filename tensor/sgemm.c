@@ -177,7 +177,10 @@ void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, 
     /* Small problems are not worth waking threads for. */
     double flops = 2.0 * M * N * K;
     if (flops < 2e6) nthreads = 1;
-    j.split_n = N >= M;
+    /* Split where each task packs the least: every task packs all of the operand it does not split.
+     * Packing A (a gather into MR-row panels) costs about three times packing B (row copies). */
+    double per_task_split_n = 3.0 * M * K + (double)K * N / nthreads, per_task_split_m = 3.0 * M * K / nthreads + (double)K * N;
+    j.split_n = nthreads == 1 ? N >= M : per_task_split_n <= per_task_split_m;
     int total = j.split_n ? N : M;
     int unit = j.split_n ? SGEMM_NR : SGEMM_MR;
     int units = (total + unit - 1) / unit;
