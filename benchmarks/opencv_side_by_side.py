@@ -5,7 +5,9 @@ build/detect on the same image, same size, same thread count, in one run.
 Optional tooling (the project never needs Python): Debian's python3-opencv (`apt-get install
 python3-opencv`), run with the system interpreter:
     /usr/bin/python3 benchmarks/opencv_side_by_side.py [--runs 50] [--shared ../shared]
-Prints, per (size, threads): OpenCV median, ours median, ratio.
+Prints, per (size, threads): OpenCV median, ours median, ratio. The two alternate in --rounds rounds
+(this VM's speed drifts by tens of percent over minutes): the medians are over all timed runs, and
+the ratio's spread over the rounds is printed beside it.
 """
 import argparse
 import os
@@ -20,7 +22,7 @@ import cv2
 import numpy as np
 
 
-def opencv_median(onnx, image, threads, runs):
+def opencv_times(onnx, image, threads, runs):
     cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromONNX(onnx)
     h, w = image.shape[:2]
@@ -32,7 +34,7 @@ def opencv_median(onnx, image, threads, runs):
         net.forward(net.getUnconnectedOutLayersNames())
         if i >= 5:
             times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
 
 
 def ours_median(detect, weights, path, threads, runs):
@@ -43,7 +45,8 @@ def ours_median(detect, weights, path, threads, runs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=50, help="timed runs per side and round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     args = ap.parse_args()
@@ -54,7 +57,7 @@ def main():
     detect = os.path.join(args.build, "detect")
     print(f"machine: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
           f"OpenCV {cv2.__version__}, {args.runs} timed runs after warm-up, forward only")
-    print(f"{'input':>10} {'threads':>7} {'OpenCV ms':>10} {'ours ms':>9} {'OpenCV/ours':>12}")
+    print(f"{'input':>10} {'threads':>7} {'OpenCV ms':>10} {'ours ms':>9} {'OpenCV/ours':>12} {'per round':>16}")
     with tempfile.TemporaryDirectory() as tmp:
         for (w, h) in [(640, 480), (1920, 1080)]:
             img = cv2.resize(photo, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -62,12 +65,20 @@ def main():
             cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             img = cv2.imread(path)  # both sides see the same decoded pixels
             for threads in (2, 1):
-                ours, _ = ours_median(detect, weights, path, threads, args.runs)
-                if (w, h) == (640, 480):
-                    ocv = opencv_median(onnx, img, threads, args.runs)
-                    print(f"{w}x{h:>4} {threads:>7} {ocv:>10.2f} {ours:>9.2f} {ocv / ours:>12.2f}")
-                else:
+                if (w, h) != (640, 480):
+                    ours, _ = ours_median(detect, weights, path, threads, args.runs)
                     print(f"{w}x{h:>4} {threads:>7} {'(onnx is 640x480)':>10} {ours:>9.2f}")
+                    continue
+                ocv_all, ours_rounds, ratios = [], [], []
+                for _ in range(args.rounds):
+                    t = opencv_times(onnx, img, threads, args.runs)
+                    ours, _ = ours_median(detect, weights, path, threads, args.runs)
+                    ocv_all += t
+                    ours_rounds.append(ours)
+                    ratios.append(statistics.median(t) / ours)
+                ocv, ours = statistics.median(ocv_all), statistics.median(ours_rounds)
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                print(f"{w}x{h:>4} {threads:>7} {ocv:>10.2f} {ours:>9.2f} {ocv / ours:>12.2f} {spread:>16}")
     return 0
 
 
