@@ -1,5 +1,6 @@
-/* Helpers shared by the benchmarks: wall clock, median, the machine's name and its measured
- * single-precision FMA peak (so tables can report a fraction of what this CPU can do). */
+/* Helpers shared by the benchmarks: wall clock, median, the machine's name, its measured
+ * single-precision FMA peak and its measured copy bandwidth (so tables can report a fraction of what
+ * this CPU can do). */
 #ifndef BENCHMARKS_BENCH_COMMON_H
 #define BENCHMARKS_BENCH_COMMON_H
 
@@ -92,5 +93,41 @@ static inline double bench_fma_peak_gflops(ThreadPool *pool)
     return 0;
 }
 #endif
+
+typedef struct {
+    float *src, *dst;
+    size_t floats_per_task;
+} BenchCopy;
+
+static void bench_copy_task(void *arg, int task)
+{
+    const BenchCopy *c = arg;
+    size_t off = (size_t)task * c->floats_per_task;
+    memcpy(c->dst + off, c->src + off, c->floats_per_task * sizeof(float));
+}
+
+/* Copy bandwidth over the pool's threads, GB/s counting bytes read plus bytes written, for a working
+ * set of `bytes` (source and destination together): a cache-sized set measures the cache, a large
+ * one memory. Median of 9 copies after a warm-up one; 0 if the buffers cannot be allocated. */
+static inline double bench_copy_gbs(ThreadPool *pool, size_t bytes)
+{
+    int n = threadpool_size(pool);
+    size_t floats = bytes / 2 / sizeof(float) / (size_t)n * (size_t)n;
+    BenchCopy c = {malloc(floats * sizeof(float)), malloc(floats * sizeof(float)), floats / (size_t)n};
+    if (!c.src || !c.dst) {
+        free(c.src), free(c.dst);
+        return 0;
+    }
+    memset(c.src, 1, floats * sizeof(float));
+    memset(c.dst, 0, floats * sizeof(float));
+    double t[9];
+    for (int r = -1; r < 9; r++) {
+        double t0 = bench_now();
+        threadpool_run(pool, n, bench_copy_task, &c);
+        if (r >= 0) t[r] = bench_now() - t0;
+    }
+    free(c.src), free(c.dst);
+    return 2.0 * floats * sizeof(float) / bench_median(t, 9) / 1e9;
+}
 
 #endif

@@ -2,7 +2,9 @@
  * ag_conv2d (forward, inference mode), and prints the kernel it takes, time, GFLOP/s and the
  * fraction of this machine's measured FMA peak. FLOPs count 2 per multiply-add of the direct
  * convolution (so Winograd layers, which do fewer, can show more than 100%); bytes are input +
- * weight + output once (the least traffic the layer needs). Usage: build/bench_conv_layers [threads] */
+ * weight + output once (the least traffic the layer needs), reported also as a fraction of the
+ * measured copy bandwidth of a 16 MB working set (the size class of the inference activations, which
+ * live in last-level cache). Usage: build/bench_conv_layers [threads] */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -67,10 +69,14 @@ int main(int argc, char **argv)
     char cpu[256];
     bench_cpu_name(cpu, sizeof cpu);
     double peak = bench_fma_peak_gflops(ctx->pool);
+    double cache_gbs = bench_copy_gbs(ctx->pool, (size_t)16 << 20), memory_gbs = bench_copy_gbs(ctx->pool, (size_t)512 << 20);
     printf("conv2d forward, RetinaFace-MobileNet-0.25 layers at 640x640, batch 1\n");
-    printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s\n\n", cpu,
-           ctx->nthreads, sgemm_kernel_name(), peak);
-    printf("%-26s %-11s %5s %9s %9s %9s %7s\n", "layer", "kernel", "count", "ms", "GFLOP/s", "GB/s", "%peak");
+    printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s,\n", cpu, ctx->nthreads,
+           sgemm_kernel_name(), peak);
+    printf("measured copy bandwidth (read + write) %.1f GB/s at 16 MB, %.1f GB/s at 512 MB\n\n", cache_gbs,
+           memory_gbs);
+    printf("%-26s %-11s %5s %9s %9s %9s %7s %6s\n", "layer", "kernel", "count", "ms", "GFLOP/s", "GB/s", "%peak",
+           "%bw");
     Rng r;
     rng_seed(&r, 1, 1);
     double total_ms = 0, total_flops = 0;
@@ -108,8 +114,9 @@ int main(int argc, char **argv)
                                  ? conv2d_cpu_algorithm_name(conv2d_cpu_algorithm(&shape))
                                  : "?";
         tensor_free(&xt), tensor_free(&wt);
-        printf("%-26s %-11s %5d %9.3f %9.2f %9.2f %6.1f%%\n", L->name, kernel, L->count, ms, gflops,
-               bytes / (ms * 1e-3) / 1e9, peak > 0 ? 100 * gflops / peak : 0);
+        double gbs = bytes / (ms * 1e-3) / 1e9;
+        printf("%-26s %-11s %5d %9.3f %9.2f %9.2f %6.1f%% %5.1f%%\n", L->name, kernel, L->count, ms, gflops, gbs,
+               peak > 0 ? 100 * gflops / peak : 0, cache_gbs > 0 ? 100 * gbs / cache_gbs : 0);
         total_ms += ms * L->count;
         total_flops += flops * L->count;
     }
