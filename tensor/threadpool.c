@@ -24,8 +24,7 @@ struct ThreadPool {
     void *arg;
     int ntasks;
     atomic_int next_task;
-    atomic_int workers_done;  /* workers finished with the current job */
-    atomic_int caller_asleep; /* the caller waits on done_cv: a finishing worker must signal it */
+    int workers_done;
     ThreadScratch *scratch; /* [nthreads]: 0 for the calling thread, i for worker i */
 };
 
@@ -66,11 +65,9 @@ static void *worker_main(void *arg)
         seen = atomic_load(&p->generation);
         pthread_mutex_unlock(&p->mu);
         run_tasks(p);
-        /* The caller spins for this count; it sleeps only after a while, and then says so (both sides
-         * use sequentially consistent atomics, so one of them sees the other). */
-        atomic_fetch_add(&p->workers_done, 1);
         pthread_mutex_lock(&p->mu);
-        if (atomic_load(&p->caller_asleep)) pthread_cond_signal(&p->done_cv);
+        p->workers_done++;
+        pthread_cond_signal(&p->done_cv);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -151,27 +148,15 @@ void threadpool_run(ThreadPool *p, int ntasks, ThreadTaskFn fn, void *arg)
     p->arg = arg;
     p->ntasks = ntasks;
     atomic_store(&p->next_task, 0);
-    atomic_store(&p->workers_done, 0);
+    p->workers_done = 0;
     atomic_fetch_add(&p->generation, 1);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
 
     run_tasks(p);
 
-    /* Jobs are short (one op's share): spin for the workers to finish before sleeping, which saves
-     * a futex sleep and wake-up per job (several microseconds, a few hundred jobs per forward). */
-    int workers = p->nthreads - 1;
-    for (int i = 0; i < 20000 && atomic_load(&p->workers_done) < workers; i++) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
-    }
     pthread_mutex_lock(&p->mu);
-    if (atomic_load(&p->workers_done) < workers) {
-        atomic_store(&p->caller_asleep, 1);
-        while (atomic_load(&p->workers_done) < workers) pthread_cond_wait(&p->done_cv, &p->mu);
-        atomic_store(&p->caller_asleep, 0);
-    }
+    while (p->workers_done < p->nthreads - 1) pthread_cond_wait(&p->done_cv, &p->mu);
     p->busy = 0;
     pthread_mutex_unlock(&p->mu);
 }

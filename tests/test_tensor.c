@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 
 #include "tensor/arena.h"
 #include "tensor/rng.h"
+#include "tensor/threadpool.h"
 #include "tensor/tensor.h"
 #include "tests/suites.h"
 
@@ -123,6 +125,54 @@ START_TEST(arena_reaches_steady_state)
 }
 END_TEST
 
+typedef struct {
+    ThreadPool *pool;
+    atomic_int *hits; /* per task */
+    atomic_int nested_hits;
+    int work;
+} PoolJob;
+
+static void count_nested(void *arg, int task)
+{
+    PoolJob *j = arg;
+    (void)task;
+    atomic_fetch_add(&j->nested_hits, 1);
+}
+
+static void count_task(void *arg, int task)
+{
+    PoolJob *j = arg;
+    volatile double x = 0; /* uneven task lengths, so workers finish at different times */
+    for (int i = 0; i < (task % 7) * j->work; i++) x += i;
+    atomic_fetch_add(&j->hits[task], 1);
+    if (task % 5 == 0) threadpool_run(j->pool, 3, count_nested, j); /* nested: runs serially here */
+    float *s = threadpool_scratch(j->pool, 64 + (size_t)task);
+    ck_assert_ptr_nonnull(s);
+    s[0] = (float)task; /* the thread's own buffer: no other task writes it meanwhile */
+    ck_assert(s[0] == (float)task);
+}
+
+START_TEST(thread_pool_runs_every_task_once)
+{
+    /* Thousands of short jobs of varying size, with nested calls and per-thread scratch: every task
+     * runs exactly once per job, and every job has finished when threadpool_run returns. */
+    for (int threads = 1; threads <= 2; threads++) {
+        ThreadPool *pool = threadpool_create(threads);
+        ck_assert_ptr_nonnull(pool);
+        atomic_int hits[64];
+        for (int job = 0; job < 2000; job++) {
+            int n = 1 + job % 64;
+            PoolJob j = {pool, hits, 0, job % 3 ? 5 : 200};
+            for (int t = 0; t < n; t++) atomic_store(&hits[t], 0);
+            threadpool_run(pool, n, count_task, &j);
+            for (int t = 0; t < n; t++) ck_assert_int_eq(atomic_load(&hits[t]), 1);
+            ck_assert_int_eq(atomic_load(&j.nested_hits), 3 * ((n + 4) / 5));
+        }
+        threadpool_destroy(pool);
+    }
+}
+END_TEST
+
 Suite *tensor_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -131,6 +181,7 @@ Suite *tensor_suite(void)
     tcase_add_test(tc, tensor_raw_round_trip_and_size_check);
     tcase_add_test(tc, rng_is_reproducible_and_sane);
     tcase_add_test(tc, arena_reaches_steady_state);
+    tcase_add_test(tc, thread_pool_runs_every_task_once);
     suite_add_tcase(s, tc);
     return s;
 }
