@@ -267,8 +267,12 @@ ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Erro
 void image_to_chw(const Image *img, const float mean[3], float *chw)
 {
     size_t plane = (size_t)img->width * img->height;
+    /* locals and restrict: the output may not alias the mean or the pixels, so the loop vectorises */
+    const float m0 = mean[0], m1 = mean[1], m2 = mean[2];
+    const uint8_t *restrict px = img->bgr;
+    float *restrict b = chw, *restrict g = chw + plane, *restrict r = chw + 2 * plane;
     for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) chw[c * plane + i] = (float)img->bgr[3 * i + c] - mean[c];
+        b[i] = (float)px[3 * i] - m0, g[i] = (float)px[3 * i + 1] - m1, r[i] = (float)px[3 * i + 2] - m2;
 }
 
 static void put_pixel(Image *img, int x, int y, const uint8_t bgr[3])

@@ -1,6 +1,6 @@
 /* Written branch-free over blocks of deinterleaved floats, which the compiler vectorises (AVX2 when
- * the CPU has it, chosen at run time; this file is compiled with -fno-trapping-math, without which
- * floorf and the selects are not vectorised). Bit for bit the per-pixel integer/float definition
+ * the CPU has it, chosen at run time; it takes the build's -fno-trapping-math, without which floorf
+ * and the selects are not vectorised). Bit for bit the per-pixel integer/float definition
  * (checked over all 2^24 colours for several alpha/shift pairs, and by a test on a sample). */
 #include "detection/photometric.h"
 
