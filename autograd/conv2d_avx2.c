@@ -1,6 +1,13 @@
 /* AVX2/FMA kernels of the CPU convolution, chosen at run time (conv2d_avx2_available):
  * - depthwise 3x3 padding-1 forward of one plane at stride 1 and 2, 8 outputs per step (MobileNet's
- *   depthwise layers), bias and activation applied while the outputs are in registers. */
+ *   depthwise layers), bias and activation applied while the outputs are in registers;
+ * - direct 3x3 stride-2 padding-1 convolution for few input channels (the network's stem: 3 -> 8).
+ *   Through im2col its GEMM has K = 27 and M = 8, shapes the 6x16 GEMM kernel wastes most of its time
+ *   on; here each output row is computed from its three input rows of every channel, split once into
+ *   even and odd columns so that every tap becomes a contiguous vector load:
+ *       x[2 ox - 1] = odd[ox],  x[2 ox] = even[ox],  x[2 ox + 1] = odd[ox + 1]
+ *   where odd[i] holds x[2 i - 1] (odd[0] is the left padding). Outputs are done COLS columns at a
+ *   time so the split rows live on the stack. */
 #include "autograd/conv2d_avx2.h"
 
 #if defined(__x86_64__)
@@ -75,35 +82,6 @@ __attribute__((target("avx2,fma"))) static inline __m256 taps3(__m256 w0, __m256
     return _mm256_fmadd_ps(w2, c, _mm256_fmadd_ps(w1, b, _mm256_fmadd_ps(w0, a, acc)));
 }
 
-__attribute__((target("avx2,fma"))) void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w,
-                                                                    float bias, float act, float *y)
-{
-    __m256 wv[9];
-    for (int k = 0; k < 9; k++) wv[k] = _mm256_set1_ps(w[k]);
-    __m256 vb = _mm256_set1_ps(bias), slope = _mm256_set1_ps(act < 0.0f ? 1.0f : act);
-    PaddedRows pr;
-    for (int c0 = 0; c0 < W; c0 += DW_COLS) {
-        int cols = W - c0 < DW_COLS ? W - c0 : DW_COLS;
-        int n = (cols + 7) / 8 * 8 + 2; /* outputs [c0, c0 + cols) read input columns c0 - 1 .. */
-        pr.held[0] = pr.held[1] = pr.held[2] = INT_MIN;
-        for (int oh = 0; oh < H; oh++) {
-            const float *r0 = padded_row(&pr, x, H, W, oh - 1, c0 - 1, n);
-            const float *r1 = padded_row(&pr, x, H, W, oh, c0 - 1, n);
-            const float *r2 = padded_row(&pr, x, H, W, oh + 1, c0 - 1, n);
-            float *yr = y + (long)oh * W + c0;
-            for (int ow = 0; ow < cols; ow += 8) {
-                __m256 acc = taps3(wv[0], _mm256_loadu_ps(r0 + ow), wv[1], _mm256_loadu_ps(r0 + ow + 1), wv[2],
-                                   _mm256_loadu_ps(r0 + ow + 2), vb);
-                acc = taps3(wv[3], _mm256_loadu_ps(r1 + ow), wv[4], _mm256_loadu_ps(r1 + ow + 1), wv[5],
-                            _mm256_loadu_ps(r1 + ow + 2), acc);
-                acc = taps3(wv[6], _mm256_loadu_ps(r2 + ow), wv[7], _mm256_loadu_ps(r2 + ow + 1), wv[8],
-                            _mm256_loadu_ps(r2 + ow + 2), acc);
-                store_outputs(yr, cols, ow, activate(acc, slope));
-            }
-        }
-    }
-}
-
 /* Even- and odd-indexed floats of x[0..15], in order. */
 __attribute__((target("avx2,fma"))) static inline __m256 even16(const float *x)
 {
@@ -119,8 +97,21 @@ __attribute__((target("avx2,fma"))) static inline __m256 odd16(const float *x)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
 }
 
-__attribute__((target("avx2,fma"))) void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w,
-                                                                    float bias, float act, float *y, int Ho, int Wo)
+/* The three taps of one stencil row for the 8 outputs from ow: input columns stride * ow + 0, 1, 2
+ * of the padded row (every other column at stride 2). */
+__attribute__((target("avx2,fma"))) static inline void row_taps(const float *r, int ow, int stride, __m256 *a,
+                                                                __m256 *b, __m256 *c)
+{
+    if (stride == 1) {
+        *a = _mm256_loadu_ps(r + ow), *b = _mm256_loadu_ps(r + ow + 1), *c = _mm256_loadu_ps(r + ow + 2);
+    } else {
+        *a = even16(r + 2 * ow), *b = odd16(r + 2 * ow), *c = even16(r + 2 * ow + 2);
+    }
+}
+
+/* The plane kernel for one stride; inlined with a constant stride so each gets its own loop. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3x3_plane(
+    const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Ho, int Wo)
 {
     __m256 wv[9];
     for (int k = 0; k < 9; k++) wv[k] = _mm256_set1_ps(w[k]);
@@ -128,34 +119,148 @@ __attribute__((target("avx2,fma"))) void depthwise3x3_s2_plane_avx2(const float 
     PaddedRows pr;
     for (int c0 = 0; c0 < Wo; c0 += DW_COLS) {
         int cols = Wo - c0 < DW_COLS ? Wo - c0 : DW_COLS;
-        /* output ow reads padded columns 2 ow .. 2 ow + 2; 8 outputs load 18 floats from 2 ow */
-        int n = (cols + 7) / 8 * 16 + 2;
+        /* outputs [c0, c0 + cols) read padded columns from stride * c0 - 1; 8 outputs at stride 2 load
+         * 18 floats */
+        int n = (cols + 7) / 8 * 8 * stride + 2;
         pr.held[0] = pr.held[1] = pr.held[2] = INT_MIN;
         for (int oh = 0; oh < Ho; oh++) {
-            const float *r0 = padded_row(&pr, x, H, W, 2 * oh - 1, 2 * c0 - 1, n);
-            const float *r1 = padded_row(&pr, x, H, W, 2 * oh, 2 * c0 - 1, n);
-            const float *r2 = padded_row(&pr, x, H, W, 2 * oh + 1, 2 * c0 - 1, n);
+            const float *r0 = padded_row(&pr, x, H, W, stride * oh - 1, stride * c0 - 1, n);
+            const float *r1 = padded_row(&pr, x, H, W, stride * oh, stride * c0 - 1, n);
+            const float *r2 = padded_row(&pr, x, H, W, stride * oh + 1, stride * c0 - 1, n);
             float *yr = y + (long)oh * Wo + c0;
             for (int ow = 0; ow < cols; ow += 8) {
-                int b = 2 * ow;
-                __m256 acc = taps3(wv[0], even16(r0 + b), wv[1], odd16(r0 + b), wv[2], even16(r0 + b + 2), vb);
-                acc = taps3(wv[3], even16(r1 + b), wv[4], odd16(r1 + b), wv[5], even16(r1 + b + 2), acc);
-                acc = taps3(wv[6], even16(r2 + b), wv[7], odd16(r2 + b), wv[8], even16(r2 + b + 2), acc);
+                __m256 a, b, c;
+                row_taps(r0, ow, stride, &a, &b, &c);
+                __m256 acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
+                row_taps(r1, ow, stride, &a, &b, &c);
+                acc = taps3(wv[3], a, wv[4], b, wv[5], c, acc);
+                row_taps(r2, ow, stride, &a, &b, &c);
+                acc = taps3(wv[6], a, wv[7], b, wv[8], c, acc);
                 store_outputs(yr, cols, ow, activate(acc, slope));
             }
         }
     }
 }
 
+__attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w,
+                                                                 float bias, float act, float *y, int stride, int Ho,
+                                                                 int Wo)
+{
+    if (stride == 1)
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Ho, Wo);
+    else
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 2, Ho, Wo);
+}
+
+/* The stem kernel: COLS output columns per pass, CO_BLOCK output channels per register block. */
+enum { COLS = 128, ROW_FLOATS = COLS + 16, CO_BLOCK = 4 };
+
+/* even[i] = xr[x0 + 2 i] for i < cols, odd[i] = xr[x0 + 2 i - 1] for i <= cols; zero outside the row
+ * [0, W) and beyond those counts, as far as the 16-column blocks read. */
+__attribute__((target("avx2,fma"))) static void split_row(const float *xr, int W, int x0, int cols, float *even,
+                                                          float *odd)
+{
+    int i = 0;
+    /* vector body: needs x0 + 2 i - 1 >= 0 and the loads' last column x0 + 2 i + 15 < W */
+    if (x0 == 0) {
+        even[0] = xr[0];
+        odd[0] = 0.0f;
+        i = 1;
+    }
+    for (; i + 8 <= cols && x0 + 2 * i + 15 < W; i += 8) {
+        _mm256_storeu_ps(even + i, even16(xr + x0 + 2 * i));
+        _mm256_storeu_ps(odd + i, even16(xr + x0 + 2 * i - 1));
+    }
+    int fill = (cols + 15) / 16 * 16 + 1;
+    for (; i < fill; i++) {
+        int xe = x0 + 2 * i, xo = xe - 1;
+        even[i] = i < cols && xe < W ? xr[xe] : 0.0f;
+        odd[i] = i <= cols && xo >= 0 && xo < W ? xr[xo] : 0.0f;
+    }
+}
+
+/* Accumulates the 27 (x Cin) taps of `nco` output channels over 16 output columns at `ox`. */
+__attribute__((target("avx2,fma"))) static inline void taps_block(const float (*even)[ROW_FLOATS],
+                                                                  const float (*odd)[ROW_FLOATS], int rows,
+                                                                  const float *w, int nco, int ox,
+                                                                  __m256 acc[CO_BLOCK][2])
+{
+    for (int r = 0; r < rows; r++) { /* r = ci * 3 + ki */
+        __m256 o0 = _mm256_loadu_ps(odd[r] + ox), o1 = _mm256_loadu_ps(odd[r] + ox + 8);
+        __m256 e0 = _mm256_loadu_ps(even[r] + ox), e1 = _mm256_loadu_ps(even[r] + ox + 8);
+        __m256 p0 = _mm256_loadu_ps(odd[r] + ox + 1), p1 = _mm256_loadu_ps(odd[r] + ox + 9);
+        for (int j = 0; j < nco; j++) {
+            const float *wr = w + ((size_t)j * rows + r) * 3;
+            __m256 w0 = _mm256_broadcast_ss(wr), w1 = _mm256_broadcast_ss(wr + 1), w2 = _mm256_broadcast_ss(wr + 2);
+            acc[j][0] = _mm256_fmadd_ps(w0, o0, acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w0, o1, acc[j][1]);
+            acc[j][0] = _mm256_fmadd_ps(w1, e0, acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w1, e1, acc[j][1]);
+            acc[j][0] = _mm256_fmadd_ps(w2, p0, acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w2, p1, acc[j][1]);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static inline void store_block(float *y, size_t plane, int nco, const float *b,
+                                                                   float act, int ox, int n,
+                                                                   __m256 acc[CO_BLOCK][2])
+{
+    __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(act);
+    for (int j = 0; j < nco; j++)
+        for (int h = 0; h < 2; h++) {
+            __m256 v = _mm256_add_ps(acc[j][h], _mm256_set1_ps(b ? b[j] : 0.0f));
+            if (act >= 0.0f) v = _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(slope, _mm256_min_ps(v, zero)));
+            store_outputs(y + (size_t)j * plane, n, ox + 8 * h, v);
+        }
+}
+
+__attribute__((target("avx2,fma"))) void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w,
+                                                             const float *b, int Cout, float act, float *y, int Ho,
+                                                             int Wo, int oy)
+{
+    float even[CONV3X3_S2_MAX_CIN * 3][ROW_FLOATS] __attribute__((aligned(32)));
+    float odd[CONV3X3_S2_MAX_CIN * 3][ROW_FLOATS] __attribute__((aligned(32)));
+    int rows = Cin * 3;
+    size_t plane = (size_t)Ho * Wo;
+    for (int c0 = 0; c0 < Wo; c0 += COLS) {
+        int cols = Wo - c0 < COLS ? Wo - c0 : COLS;
+        for (int r = 0; r < rows; r++) {
+            int ci = r / 3, iy = 2 * oy - 1 + r % 3;
+            float *e = even[r], *o = odd[r];
+            if (iy < 0 || iy >= H) {
+                for (int i = 0; i < ROW_FLOATS; i++) e[i] = o[i] = 0.0f;
+                continue;
+            }
+            split_row(x + ((size_t)ci * H + iy) * W, W, 2 * c0, cols, e, o);
+        }
+        for (int co = 0; co < Cout; co += CO_BLOCK) {
+            int nco = Cout - co < CO_BLOCK ? Cout - co : CO_BLOCK;
+            const float *wb = w + (size_t)co * rows * 3;
+            float *yb = y + (size_t)co * plane + (size_t)oy * Wo + c0;
+            for (int ox = 0; ox < cols; ox += 16) {
+                __m256 acc[CO_BLOCK][2];
+                for (int j = 0; j < CO_BLOCK; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+                if (nco == CO_BLOCK)
+                    taps_block(even, odd, rows, wb, CO_BLOCK, ox, acc);
+                else
+                    taps_block(even, odd, rows, wb, nco, ox, acc);
+                store_block(yb, plane, nco, b ? b + co : NULL, act, ox, cols, acc);
+            }
+        }
+    }
+}
 #else
 bool conv2d_avx2_available(void) { return false; }
-void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int Ho,
-                                int Wo)
+void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
+                             int Ho, int Wo)
 {
-    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)Ho, (void)Wo;
+    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Ho, (void)Wo;
 }
-void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y)
+void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
+                         float act, float *y, int Ho, int Wo, int oy)
 {
-    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y;
+    (void)x, (void)Cin, (void)H, (void)W, (void)w, (void)b, (void)Cout, (void)act, (void)y, (void)Ho, (void)Wo,
+        (void)oy;
 }
 #endif

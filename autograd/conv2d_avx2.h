@@ -6,12 +6,10 @@
 #include <stdbool.h>
 
 bool conv2d_avx2_available(void);
-/* Depthwise 3x3 stride-1 padding-1 forward of one plane [H,W] -> [H,W]. */
-void depthwise3x3_s1_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y);
+/* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2. */
+void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
+                             int Ho, int Wo);
 
-/* Depthwise 3x3 stride-2 padding-1 forward of one plane [H,W] -> [Ho,Wo]. */
-void depthwise3x3_s2_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int Ho,
-                                int Wo);
 /* Dense 3x3 stride-2 padding-1 convolution with few input channels (Cin <= CONV3X3_S2_MAX_CIN),
  * one output row `oy` of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */
 enum { CONV3X3_S2_MAX_CIN = 8 };

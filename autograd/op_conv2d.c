@@ -216,12 +216,8 @@ static void depthwise_forward_plane(void *arg, int plane)
     const float *w = j->w + (size_t)c * s->KH * s->KW;
     float *y = j->y + (size_t)plane * s->Ho * s->Wo;
     float bias = j->b ? j->b[c] : 0.0f;
-    if (j->fast3x3 == 1) {
-        depthwise3x3_s1_plane_avx2(x, s->H, s->W, w, bias, j->act, y);
-        return;
-    }
-    if (j->fast3x3 == 2) {
-        depthwise3x3_s2_plane_avx2(x, s->H, s->W, w, bias, j->act, y, s->Ho, s->Wo);
+    if (j->fast3x3) {
+        depthwise3x3_plane_avx2(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Ho, s->Wo);
         return;
     }
     for (int oh = 0; oh < s->Ho; oh++) {
