@@ -50,6 +50,17 @@ static void on_message(j_common_ptr cinfo, int level)
     }
 }
 
+/* The error manager of one (de)compression: errors jump back to jerr->jump with the message kept;
+ * with watch_warnings (decoding), corrupt-data warnings are noted as fatal_warning. */
+static struct jpeg_error_mgr *jpeg_errors(JpegError *jerr, bool watch_warnings)
+{
+    memset(jerr, 0, sizeof *jerr);
+    jpeg_std_error(&jerr->mgr);
+    jerr->mgr.error_exit = on_error_exit;
+    if (watch_warnings) jerr->mgr.emit_message = on_message;
+    return &jerr->mgr;
+}
+
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err)
 {
     memset(img, 0, sizeof *img);
@@ -57,10 +68,7 @@ ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *
     if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct jpeg_decompress_struct cinfo;
     JpegError jerr;
-    memset(&jerr, 0, sizeof jerr);
-    cinfo.err = jpeg_std_error(&jerr.mgr);
-    jerr.mgr.error_exit = on_error_exit;
-    jerr.mgr.emit_message = on_message;
+    cinfo.err = jpeg_errors(&jerr, true);
     unsigned char *row = NULL;
     if (setjmp(jerr.jump)) {
         jpeg_destroy_decompress(&cinfo);
@@ -129,10 +137,7 @@ ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err)
     if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct jpeg_decompress_struct cinfo;
     JpegError jerr;
-    memset(&jerr, 0, sizeof jerr);
-    cinfo.err = jpeg_std_error(&jerr.mgr);
-    jerr.mgr.error_exit = on_error_exit;
-    jerr.mgr.emit_message = on_message;
+    cinfo.err = jpeg_errors(&jerr, true);
     if (setjmp(jerr.jump)) {
         jpeg_destroy_decompress(&cinfo);
         fclose(f);
@@ -160,9 +165,7 @@ ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error
     if (!f) return error_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
     struct jpeg_compress_struct cinfo;
     JpegError jerr;
-    memset(&jerr, 0, sizeof jerr);
-    cinfo.err = jpeg_std_error(&jerr.mgr);
-    jerr.mgr.error_exit = on_error_exit;
+    cinfo.err = jpeg_errors(&jerr, false);
     unsigned char *row = malloc((size_t)img->width * 3);
     if (!row || setjmp(jerr.jump)) {
         jpeg_destroy_compress(&cinfo);
