@@ -32,9 +32,19 @@ typedef struct {
     int held[3]; /* input row held by each slot, or INT_MIN */
 } PaddedRows;
 
-/* The padded copy of input row ih: dst[k] = x[ih][first + k] for k in [0, n), zero outside the plane.
- * Inline loops, not memcpy/memset: the rows of the deep layers are 20-40 floats, where the calls cost
- * more than the copy. */
+__attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
+{
+    int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n; /* k range inside the row */
+    if (!row || hi < lo) lo = hi = 0;
+    const float *src = row ? row + first : NULL;
+    int k = 0;
+    for (; k < lo; k++) dst[k] = 0.0f;
+    for (; k + 8 <= hi; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
+    for (; k < hi; k++) dst[k] = src[k];
+    for (; k < n; k++) dst[k] = 0.0f;
+}
+
+/* The padded copy of input row ih in the ring (copied only when the slot holds another row). */
 __attribute__((target("avx2,fma"))) static inline const float *padded_row(PaddedRows *pr, const float *x, int H,
                                                                           int W, int ih, int first, int n)
 {
@@ -42,14 +52,7 @@ __attribute__((target("avx2,fma"))) static inline const float *padded_row(Padded
     float *dst = pr->row[slot];
     if (pr->held[slot] == ih) return dst;
     pr->held[slot] = ih;
-    int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n; /* k range inside the row */
-    if (ih < 0 || ih >= H || hi < lo) lo = hi = 0;
-    const float *src = x + (long)ih * W + first;
-    int k = 0;
-    for (; k < lo; k++) dst[k] = 0.0f;
-    for (; k + 8 <= hi; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
-    for (; k < hi; k++) dst[k] = src[k];
-    for (; k < n; k++) dst[k] = 0.0f;
+    padded_row_copy_avx2(ih >= 0 && ih < H ? x + (long)ih * W : NULL, W, first, n, dst);
     return dst;
 }
 
@@ -252,6 +255,10 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_row_avx2(const float *x, int
 }
 #else
 bool conv2d_avx2_available(void) { return false; }
+void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
+{
+    (void)row, (void)W, (void)first, (void)n, (void)dst;
+}
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
                              int Ho, int Wo)
 {

@@ -8,8 +8,6 @@
  * chunks of at most CHUNK_TILES tiles so that the scratch stays bounded at large batches. */
 #include "autograd/conv2d_winograd.h"
 
-#include <string.h>
-
 #include "autograd/conv2d_avx2.h"
 #include "tensor/sgemm.h"
 #if defined(__x86_64__)
@@ -136,18 +134,6 @@ WINOGRAD_TARGET static inline void tile_columns(const float *row, Lanes cols[ALP
     cols[5] = (Lanes)f;
 }
 
-/* dst[k] = src row at column first + k for k < n, zero outside [0, W) or when the row is outside. */
-WINOGRAD_TARGET static inline void padded_copy(const float *xr, bool row_inside, int W, int first, int n, float *dst)
-{
-    int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n;
-    if (!row_inside || hi < lo) lo = hi = 0;
-    int k = 0;
-    for (; k < lo; k++) dst[k] = 0.0f;
-    for (; k + 8 <= hi; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(xr + first + k));
-    for (; k < hi; k++) dst[k] = xr[first + k];
-    for (; k < n; k++) dst[k] = 0.0f;
-}
-
 /* V[xi][ci][t] = (B^T d B)[xi] for every tile t of the chunk, d its 6x6 input patch of channel ci.
  * Stores are whole 8-tile vectors; lanes past the end of a strip land on tiles that a later strip of
  * this task rewrites, or in the padding columns of V. */
@@ -168,8 +154,8 @@ WINOGRAD_TARGET static void transform_input_channel(void *arg, int ci)
                 for (int r = 0; r < ALPHA; r++) {
                     int iy = ty * TILE - s->p.pad_h + r;
                     bool inside = iy >= 0 && iy < s->H;
-                    padded_copy(xc + (size_t)(inside ? iy : 0) * s->W, inside, s->W, tx0 * TILE - s->p.pad_w,
-                                width, strip[r]);
+                    padded_row_copy_avx2(inside ? xc + (size_t)iy * s->W : NULL, s->W, tx0 * TILE - s->p.pad_w,
+                                         width, strip[r]);
                 }
                 for (int k = 0; k < width; k += LANES) {
                     Lanes d[ALPHA], t[ALPHA];
