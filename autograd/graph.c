@@ -261,12 +261,10 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
     needs_grad &= g->grad_enabled;
     MemoryPlan *p = g->plan;
     if (p && p->active && !p->ready) {
-        const void *data[16], **in = n_inputs <= 16 ? data : malloc((size_t)n_inputs * sizeof *in);
-        if (!in) return graph_fail(g, ERR_OOM, "%s: out of memory", op);
-        for (int i = 0; i < n_inputs; i++) in[i] = inputs[i]->value.data;
-        bool ok = memory_plan_record_op(p, in, n_inputs);
-        if (in != data) free(in);
-        if (!ok) return graph_fail(g, ERR_OOM, "graph: out of memory recording the memory plan");
+        memory_plan_record_op(p);
+        for (int i = 0; i < n_inputs; i++)
+            if (!memory_plan_record_read(p, inputs[i]->value.data))
+                return graph_fail(g, ERR_OOM, "graph: out of memory recording the memory plan");
     }
     Var *v = var_new(g, ndim, shape);
     if (!v) return NULL;

@@ -48,16 +48,17 @@ bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes)
     return true;
 }
 
-bool memory_plan_record_op(MemoryPlan *p, const void *const *inputs, int n_inputs)
+void memory_plan_record_op(MemoryPlan *p) { close_pending(p); }
+
+bool memory_plan_record_read(MemoryPlan *p, const void *data)
 {
-    close_pending(p);
-    if (n_inputs > p->cap_pending) {
-        const void **q = realloc(p->pending, (size_t)n_inputs * sizeof *q);
+    if (p->n_pending == p->cap_pending) {
+        int cap = p->cap_pending ? 2 * p->cap_pending : 16;
+        const void **q = realloc(p->pending, (size_t)cap * sizeof *q);
         if (!q) return false;
-        p->pending = q, p->cap_pending = n_inputs;
+        p->pending = q, p->cap_pending = cap;
     }
-    for (int i = 0; i < n_inputs; i++) p->pending[i] = inputs[i];
-    p->n_pending = n_inputs;
+    p->pending[p->n_pending++] = data;
     return true;
 }
 

@@ -44,9 +44,11 @@ typedef struct MemoryPlan {
 } MemoryPlan;
 
 void memory_plan_free(MemoryPlan *p);
-/* Recording: note an allocation at `ptr`; the inputs of a new op (closing the previous op's). */
+/* Recording: an allocation at `ptr`; a new op starting (closing the reads of the previous one); one
+ * of its inputs' data. False when out of memory. */
 bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes);
-bool memory_plan_record_op(MemoryPlan *p, const void *const *inputs, int n_inputs);
+void memory_plan_record_op(MemoryPlan *p);
+bool memory_plan_record_read(MemoryPlan *p, const void *data);
 /* Ends the recording: lays the allocations out and allocates the replay buffer. */
 ErrorCode memory_plan_finish(MemoryPlan *p, Error *err);
 /* Replay: the next allocation, NULL (with err) if it is not the recorded one. */
