@@ -141,7 +141,7 @@ static void sgemm_task(void *arg, int task)
 void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
            const float *B, int ldb, float beta, float *C, int ldc)
 {
-    sgemm_bias_act(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, -2.0f);
+    sgemm_bias_act(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, -1.0f);
 }
 
 void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
