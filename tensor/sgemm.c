@@ -5,46 +5,39 @@
 
 #include "tensor/sgemm_kernel.h"
 
-/* Cache blocking: an A panel (MC x KC = 48 KiB) stays in L2, a B micro-panel (KC x NR = 16 KiB)
- * in L1; NC bounds the packed B (KC x NC = 1 MiB, about an L2) so the kernel re-reads it from L2. */
-enum { KC = 256, MC = 48 * SGEMM_MR, NC = 1024 };
+/* Cache blocking: a B micro-panel (KC x NR = 16 KiB) stays in L1 while the MR-row panels of A stream
+ * past it from L2; NC bounds the packed block of B (KC x NC = 1 MiB) that all row panels reuse. */
+enum { KC = SGEMM_KC, MC = 48 * SGEMM_MR, NC = 1024 };
+
+static int round_up(int v, int unit) { return (v + unit - 1) / unit * unit; }
 
 typedef struct {
-    bool trans_a, trans_b;
-    int M, N, K;
+    int N, K;
     float alpha;
-    const float *A, *B;
-    int lda, ldb;
-    float *C;
-    int ldc;
-    int split_n;   /* 1: tasks split N, 0: tasks split M */
+    SgemmRight right;
+    const SgemmProduct *prods;
+    int n_prods;
+    int split_n;   /* 1: tasks split N, 0: tasks split M (one product only) */
     int overwrite; /* beta == 0: the first K block stores instead of accumulating */
     int chunk;     /* rows or columns per task */
     SgemmKernelFn kernel;
     ThreadPool *pool; /* where the packing buffers come from (NULL: allocated per call) */
-    bool epilogue;    /* apply bias + activation to each finished tile */
-    const float *row_bias;
-    float slope;
 } SgemmJob;
 
-static inline float a_at(const SgemmJob *j, int i, int p)
-{
-    return j->trans_a ? j->A[(size_t)p * j->lda + i] : j->A[(size_t)i * j->lda + p];
-}
-
-/* Packs op(A)[i0:i0+mc, p0:p0+kc] as consecutive MR-row panels, each kc columns of MR values. */
-static void pack_a(const SgemmJob *j, int i0, int mc, int p0, int kc, float *dst)
+/* Packs op(A)[i0:i0+mc, p0:p0+kc] (A of M rows) as consecutive MR-row panels, each kc columns of MR
+ * values; rows past M are zero. */
+static void pack_a(const float *A, int lda, bool trans_a, int M, int i0, int mc, int p0, int kc, float *dst)
 {
     for (int ir = 0; ir < mc; ir += SGEMM_MR) {
-        int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
-        if (!j->trans_a) {
+        int mr = M - (i0 + ir) < SGEMM_MR ? M - (i0 + ir) : SGEMM_MR;
+        if (!trans_a) {
             for (int i = 0; i < SGEMM_MR; i++) {
-                const float *src = j->A + (size_t)(i0 + ir + i) * j->lda + p0;
+                const float *src = A + (size_t)(i0 + ir + i) * lda + p0;
                 for (int p = 0; p < kc; p++) dst[p * SGEMM_MR + i] = i < mr ? src[p] : 0.0f;
             }
         } else {
             for (int p = 0; p < kc; p++) {
-                const float *src = j->A + (size_t)(p0 + p) * j->lda + i0 + ir;
+                const float *src = A + (size_t)(p0 + p) * lda + i0 + ir;
                 for (int i = 0; i < SGEMM_MR; i++) dst[p * SGEMM_MR + i] = i < mr ? src[i] : 0.0f;
             }
         }
@@ -52,16 +45,35 @@ static void pack_a(const SgemmJob *j, int i0, int mc, int p0, int kc, float *dst
     }
 }
 
+bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, int lda)
+{
+    *pa = (SgemmPackedA){M, K, NULL};
+    size_t floats = (size_t)round_up(M, SGEMM_MR) * (size_t)K;
+    pa->data = aligned_alloc(64, ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63);
+    if (!pa->data) return false;
+    for (int pc = 0; pc < K; pc += KC) {
+        int kc = K - pc < KC ? K - pc : KC;
+        pack_a(A, lda, trans_a, M, 0, M, pc, kc, pa->data + (size_t)pc * round_up(M, SGEMM_MR));
+    }
+    return true;
+}
+
+void sgemm_packed_a_free(SgemmPackedA *pa)
+{
+    free(pa->data);
+    pa->data = NULL;
+}
+
 /* Packs op(B)[p0:p0+kc, j0:j0+nc] as consecutive NR-column panels, each kc rows of NR values.
  * Non-transposed B is read row by row (each row of the block once, sequentially, which the hardware
  * prefetches), writing NR values into every panel; reading panel by panel would stride through
  * memory one cache line per row. */
-static void pack_b(const SgemmJob *j, int p0, int kc, int j0, int nc, float *dst)
+static void pack_b(const SgemmRight *r, int p0, int kc, int j0, int nc, float *dst)
 {
-    if (!j->trans_b) {
+    if (!r->trans_b) {
         int full = nc / SGEMM_NR, rest = nc - full * SGEMM_NR;
         for (int p = 0; p < kc; p++) {
-            const float *src = j->B + (size_t)(p0 + p) * j->ldb + j0;
+            const float *src = r->B + (size_t)(p0 + p) * r->ldb + j0;
             float *d = dst + p * SGEMM_NR;
             for (int q = 0; q < full; q++) memcpy(d + (size_t)q * kc * SGEMM_NR, src + q * SGEMM_NR, SGEMM_NR * sizeof(float));
             if (rest) {
@@ -75,7 +87,7 @@ static void pack_b(const SgemmJob *j, int p0, int kc, int j0, int nc, float *dst
         int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
         for (int c = 0; c < SGEMM_NR; c++) {
             if (c < nr) {
-                const float *src = j->B + (size_t)(j0 + jr + c) * j->ldb + p0;
+                const float *src = r->B + (size_t)(j0 + jr + c) * r->ldb + p0;
                 for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = src[p];
             } else {
                 for (int p = 0; p < kc; p++) dst[p * SGEMM_NR + c] = 0.0f;
@@ -85,29 +97,60 @@ static void pack_b(const SgemmJob *j, int p0, int kc, int j0, int nc, float *dst
     }
 }
 
-/* C[i0:i0+m, j0:j0+n] += alpha * op(A) op(B) over that block, serially. A's rows of one K block are
- * packed once (pa holds all m of them) and reused for every NC panel of B. */
+/* The rows of product q a task computes: all of them, or its share when tasks split M. */
+static void task_rows(const SgemmJob *j, int q, int i0, int m, int *r0, int *rm)
+{
+    if (j->split_n) *r0 = 0, *rm = j->prods[q].M;
+    else *r0 = i0, *rm = m;
+}
+
+/* C[rows, j0:j0+n] of every product, serially. Each product's rows of one K block are packed once
+ * (or taken prepacked) and reused for every NC block of B; each block of B is packed once (or taken
+ * prepacked) and used by every product. */
 static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *pa, float *pb)
 {
+    const float *a_block[SGEMM_MAX_PRODUCTS];
+    int n_pad = round_up(j->N, SGEMM_NR);
     for (int pc = 0; pc < j->K; pc += KC) {
         int kc = j->K - pc < KC ? j->K - pc : KC;
-        for (int ic = 0; ic < m; ic += MC) pack_a(j, i0 + ic, m - ic < MC ? m - ic : MC, pc, kc, pa + (size_t)ic * kc);
+        float *pa_next = pa;
+        for (int q = 0; q < j->n_prods; q++) {
+            const SgemmProduct *pr = &j->prods[q];
+            int r0, rm;
+            task_rows(j, q, i0, m, &r0, &rm);
+            if (pr->packed) {
+                a_block[q] = pr->packed->data + (size_t)pc * round_up(pr->M, SGEMM_MR) + (size_t)r0 * kc;
+                continue;
+            }
+            pack_a(pr->A, pr->lda, pr->trans_a, pr->M, r0, rm, pc, kc, pa_next);
+            a_block[q] = pa_next;
+            pa_next += (size_t)round_up(rm, SGEMM_MR) * kc;
+        }
+        bool last_k = pc + kc == j->K;
         for (int jc = 0; jc < n; jc += NC) {
             int nc = n - jc < NC ? n - jc : NC;
-            pack_b(j, pc, kc, j0 + jc, nc, pb);
-            for (int ic = 0; ic < m; ic += MC) {
-                int mc = m - ic < MC ? m - ic : MC;
-                const float *pa_block = pa + (size_t)ic * kc;
-                for (int jr = 0; jr < nc; jr += SGEMM_NR) {
-                    int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
-                    for (int ir = 0; ir < mc; ir += SGEMM_MR) {
-                        int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
-                        int row = i0 + ic + ir;
-                        float *c = j->C + (size_t)row * j->ldc + j0 + jc + jr;
-                        SgemmTileEpilogue ep = {j->row_bias ? j->row_bias + row : NULL, j->slope};
-                        bool last_k = pc + kc == j->K;
-                        j->kernel(kc, pa_block + (size_t)ir * kc, pb + (size_t)jr * kc, c, j->ldc, j->alpha, mr, nr,
-                                  j->overwrite && pc == 0, j->epilogue && last_k ? &ep : NULL);
+            const float *b_block = pb;
+            if (j->right.packed)
+                b_block = j->right.B + (size_t)pc * n_pad + (size_t)(j0 + jc) * kc;
+            else
+                pack_b(&j->right, pc, kc, j0 + jc, nc, pb);
+            for (int q = 0; q < j->n_prods; q++) {
+                const SgemmProduct *pr = &j->prods[q];
+                int r0, rm;
+                task_rows(j, q, i0, m, &r0, &rm);
+                bool epilogue = last_k && (pr->row_bias || pr->leaky_slope >= 0.0f);
+                for (int ic = 0; ic < rm; ic += MC) {
+                    int mc = rm - ic < MC ? rm - ic : MC;
+                    for (int jr = 0; jr < nc; jr += SGEMM_NR) {
+                        int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
+                        for (int ir = 0; ir < mc; ir += SGEMM_MR) {
+                            int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
+                            int row = r0 + ic + ir;
+                            float *c = pr->C + (size_t)row * pr->ldc + j0 + jc + jr;
+                            SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + row : NULL, pr->leaky_slope};
+                            j->kernel(kc, a_block[q] + (size_t)(ic + ir) * kc, b_block + (size_t)jr * kc, c, pr->ldc,
+                                      j->alpha, mr, nr, j->overwrite && pc == 0, epilogue ? &ep : NULL);
+                        }
                     }
                 }
             }
@@ -119,23 +162,96 @@ static void sgemm_task(void *arg, int task)
 {
     const SgemmJob *j = arg;
     int lo = task * j->chunk;
-    int total = j->split_n ? j->N : j->M;
+    int total = j->split_n ? j->N : j->prods[0].M;
     if (lo >= total) return;
     int len = total - lo < j->chunk ? total - lo : j->chunk;
-    int m = j->split_n ? j->M : len, n = j->split_n ? len : j->N;
+    int n = j->split_n ? len : j->N;
     int kc = j->K < KC ? j->K : KC;
     int nc = n < NC ? n : NC;
-    /* packed A (all m rows of a K block), then packed B, 16-float aligned */
-    size_t a_floats = ((size_t)kc * ((m + SGEMM_MR - 1) / SGEMM_MR) * SGEMM_MR + 15) & ~(size_t)15;
-    size_t b_floats = (size_t)kc * ((nc + SGEMM_NR - 1) / SGEMM_NR) * SGEMM_NR;
-    float *owned = NULL, *pa = threadpool_scratch(j->pool, a_floats + b_floats);
-    if (!pa) pa = owned = aligned_alloc(64, ((a_floats + b_floats) * sizeof(float) + 63) & ~(size_t)63);
-    if (!pa) abort(); /* a few MiB of host memory is not available: nothing sensible to return into */
+    /* packed A (the task's rows of every unpacked product, one K block), then packed B, 16-float aligned */
+    size_t a_floats = 0;
+    for (int q = 0; q < j->n_prods; q++)
+        if (!j->prods[q].packed) a_floats += (size_t)kc * round_up(j->split_n ? j->prods[q].M : len, SGEMM_MR);
+    a_floats = (a_floats + 15) & ~(size_t)15;
+    size_t b_floats = j->right.packed ? 0 : (size_t)kc * round_up(nc, SGEMM_NR);
+    float *owned = NULL, *pa = a_floats + b_floats ? threadpool_scratch(j->pool, a_floats + b_floats) : NULL;
+    if (!pa && a_floats + b_floats) {
+        pa = owned = aligned_alloc(64, ((a_floats + b_floats) * sizeof(float) + 63) & ~(size_t)63);
+        if (!pa) abort(); /* a few MiB of host memory is not available: nothing sensible to return into */
+    }
     if (j->split_n)
-        gemm_block(j, 0, m, lo, n, pa, pa + a_floats);
+        gemm_block(j, 0, 0, lo, n, pa, pa ? pa + a_floats : NULL);
     else
-        gemm_block(j, lo, m, 0, n, pa, pa + a_floats);
+        gemm_block(j, lo, len, 0, n, pa, pa ? pa + a_floats : NULL);
     free(owned);
+}
+
+/* C = beta C ahead of the products (beta == 0 with a product to compute is left to the kernel's
+ * overwrite), and the epilogue alone when there is no product (K == 0 or alpha == 0). */
+static void prepare_output(const SgemmProduct *pr, int N, float beta, bool no_product)
+{
+    if (beta == 0.0f && no_product) {
+        for (int i = 0; i < pr->M; i++) memset(pr->C + (size_t)i * pr->ldc, 0, (size_t)N * sizeof(float));
+    } else if (beta != 1.0f && beta != 0.0f) {
+        for (int i = 0; i < pr->M; i++)
+            for (int jj = 0; jj < N; jj++) pr->C[(size_t)i * pr->ldc + jj] *= beta;
+    }
+    if (!no_product || !(pr->row_bias || pr->leaky_slope >= 0.0f)) return;
+    /* C is beta C already: the epilogue alone is left, through the generic kernel's store */
+    float zero[SGEMM_MR][SGEMM_NR] = {{0}};
+    for (int i = 0; i < pr->M; i += SGEMM_MR)
+        for (int jj = 0; jj < N; jj += SGEMM_NR) {
+            SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + i : NULL, pr->leaky_slope};
+            sgemm_kernel_generic(0, zero[0], zero[0], pr->C + (size_t)i * pr->ldc + jj, pr->ldc, 1.0f,
+                                 pr->M - i < SGEMM_MR ? pr->M - i : SGEMM_MR, N - jj < SGEMM_NR ? N - jj : SGEMM_NR,
+                                 0, &ep);
+        }
+}
+
+void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *b, float beta,
+                 const SgemmProduct *prods, int n_prods)
+{
+    if (N <= 0 || n_prods <= 0) return;
+    if (n_prods > SGEMM_MAX_PRODUCTS) {
+        /* more products than a task tracks: in groups (each packs B again) */
+        for (int q = 0; q < n_prods; q += SGEMM_MAX_PRODUCTS)
+            sgemm_multi(pool, N, K, alpha, b, beta, prods + q,
+                        n_prods - q < SGEMM_MAX_PRODUCTS ? n_prods - q : SGEMM_MAX_PRODUCTS);
+        return;
+    }
+    bool no_product = K <= 0 || alpha == 0.0f;
+    double flops = 0, a_pack = 0, m_total = 0;
+    for (int q = 0; q < n_prods; q++) {
+        prepare_output(&prods[q], N, beta, no_product);
+        flops += 2.0 * prods[q].M * N * K;
+        m_total += prods[q].M;
+        if (!prods[q].packed) a_pack += (double)prods[q].M * K;
+    }
+    if (no_product || m_total == 0) return;
+
+    SgemmJob j = {N, K, alpha, *b, prods, n_prods, 0, beta == 0.0f, 0, sgemm_select_kernel(), pool};
+    int nthreads = threadpool_size(pool);
+    /* Small problems are not worth waking threads for. */
+    if (flops < 2e6) nthreads = 1;
+    if (n_prods > 1) {
+        j.split_n = 1; /* the products share B: tasks split its columns */
+    } else {
+        /* Split where each task packs the least: every task packs all of the operand it does not
+         * split. Packing A (a gather into MR-row panels) costs about three times packing B (row
+         * copies); a prepacked operand costs nothing. */
+        int M = prods[0].M;
+        double b_pack = b->packed ? 0.0 : (double)K * N;
+        double per_task_split_n = 3.0 * a_pack + b_pack / nthreads, per_task_split_m = 3.0 * a_pack / nthreads + b_pack;
+        j.split_n = nthreads == 1 || per_task_split_n == per_task_split_m ? N >= M : per_task_split_n < per_task_split_m;
+    }
+    int total = j.split_n ? N : prods[0].M;
+    int unit = j.split_n ? SGEMM_NR : SGEMM_MR;
+    int units = (total + unit - 1) / unit;
+    int ntasks = nthreads < units ? nthreads : units;
+    int units_per_task = (units + ntasks - 1) / ntasks;
+    j.chunk = units_per_task * unit;
+    ntasks = (total + j.chunk - 1) / j.chunk;
+    threadpool_run(ntasks > 1 ? pool : NULL, ntasks, sgemm_task, &j);
 }
 
 void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -148,47 +264,10 @@ void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, 
                     int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *row_bias,
                     float leaky_slope)
 {
-    bool epilogue = row_bias || leaky_slope >= 0.0f;
-    if (M <= 0 || N <= 0) return;
-    bool overwrite = beta == 0.0f && K > 0 && alpha != 0.0f;
-    if (beta == 0.0f && !overwrite) {
-        for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
-    } else if (beta != 1.0f && beta != 0.0f) {
-        for (int i = 0; i < M; i++)
-            for (int jj = 0; jj < N; jj++) C[(size_t)i * ldc + jj] *= beta;
-    }
-    if (K <= 0 || alpha == 0.0f) {
-        SgemmTileEpilogue ep = {row_bias, leaky_slope};
-        float zero[SGEMM_MR][SGEMM_NR] = {{0}};
-        if (epilogue) /* C is beta C already: the epilogue alone is left, through the generic kernel's store */
-            for (int i = 0; i < M; i += SGEMM_MR)
-                for (int jj = 0; jj < N; jj += SGEMM_NR) {
-                    ep.bias = row_bias ? row_bias + i : NULL;
-                    sgemm_kernel_generic(0, zero[0], zero[0], C + (size_t)i * ldc + jj, ldc, 1.0f,
-                                         M - i < SGEMM_MR ? M - i : SGEMM_MR, N - jj < SGEMM_NR ? N - jj : SGEMM_NR, 0,
-                                         &ep);
-                }
-        return;
-    }
-
-    SgemmJob j = {trans_a, trans_b, M, N, K, alpha, A, B, lda, ldb, C, ldc, 0, overwrite, 0,
-                  sgemm_select_kernel(), pool, epilogue, row_bias, leaky_slope};
-    int nthreads = threadpool_size(pool);
-    /* Small problems are not worth waking threads for. */
-    double flops = 2.0 * M * N * K;
-    if (flops < 2e6) nthreads = 1;
-    /* Split where each task packs the least: every task packs all of the operand it does not split.
-     * Packing A (a gather into MR-row panels) costs about three times packing B (row copies). */
-    double per_task_split_n = 3.0 * M * K + (double)K * N / nthreads, per_task_split_m = 3.0 * M * K / nthreads + (double)K * N;
-    j.split_n = nthreads == 1 ? N >= M : per_task_split_n <= per_task_split_m;
-    int total = j.split_n ? N : M;
-    int unit = j.split_n ? SGEMM_NR : SGEMM_MR;
-    int units = (total + unit - 1) / unit;
-    int ntasks = nthreads < units ? nthreads : units;
-    int units_per_task = (units + ntasks - 1) / ntasks;
-    j.chunk = units_per_task * unit;
-    ntasks = (total + j.chunk - 1) / j.chunk;
-    threadpool_run(ntasks > 1 ? pool : NULL, ntasks, sgemm_task, &j);
+    if (M <= 0) return;
+    SgemmRight right = {B, ldb, trans_b, false};
+    SgemmProduct prod = {M, A, lda, trans_a, NULL, C, ldc, row_bias, leaky_slope};
+    sgemm_multi(pool, N, K, alpha, &right, beta, &prod, 1);
 }
 
 void sgemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,

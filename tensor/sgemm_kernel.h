@@ -8,8 +8,6 @@
 
 #include "tensor/sgemm.h"
 
-enum { SGEMM_MR = 6, SGEMM_NR = 16 };
-
 /* The epilogue of one tile: bias of its first row (or NULL) and the leaky slope (< 0: none). */
 typedef struct {
     const float *bias;
