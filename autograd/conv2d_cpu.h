@@ -6,6 +6,7 @@
 #define AUTOGRAD_CONV2D_CPU_H
 
 #include "autograd/ops.h"
+#include "tensor/sgemm.h"
 
 typedef struct {
     int N, Cin, H, W;      /* input */
@@ -26,8 +27,33 @@ typedef enum { CONV_CPU_GEMM, CONV_CPU_DEPTHWISE, CONV_CPU_WINOGRAD, CONV_CPU_DI
 ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s);
 const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a);
 
-/* act < 0: no activation; act >= 0: leaky ReLU with that slope (0 = ReLU), applied with the bias in
- * one pass over the output (the conv epilogue). */
+/* A convolution's weights packed once for the CPU forward, for weights that no longer change
+ * (inference): the GEMM path's left operand and the Winograd path's transformed weights, so neither
+ * is redone per call. Built by conv2d_pack_weights, owned by whoever built it. */
+struct Conv2dPacked {
+    SgemmPackedA gemm;         /* w as [Cout, Cin*KH*KW] (groups == 1; else data NULL) */
+    SgemmPackedA winograd[36]; /* U[xi] [Cout, Cin] when the weight's shape can take the Winograd path */
+};
+ErrorCode conv2d_pack_weights(Conv2dPacked *pk, const Tensor *w, Conv2dParams p, Error *err);
+void conv2d_packed_free(Conv2dPacked *pk);
+
+/* One of the convolutions of a forward over a shared input: its weight [Cout, Cin/groups, KH, KW],
+ * bias [Cout] or NULL, activation (act < 0: none; >= 0: leaky ReLU with that slope, 0 = ReLU, applied
+ * with the bias in the output pass), packed weights or NULL, and output [N, Cout, Ho, Wo]. */
+typedef struct {
+    const float *w, *b;
+    int Cout;
+    float act;
+    const Conv2dPacked *packed;
+    float *y;
+} Conv2dCpuTarget;
+
+/* n convolutions of one input with the same kernel size, stride, padding, dilation and groups; s is
+ * their shape with Cout the sum of theirs (that is what `scratch` is sized for). Where the algorithm
+ * allows, the input is read and transformed once for all (im2col, Winograd's input transform, the
+ * packing of the GEMM's right operand); otherwise they run one after another. */
+void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
+                               float *scratch);
 void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                         const float *b, float act, float *y, float *scratch);
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,

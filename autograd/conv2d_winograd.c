@@ -8,6 +8,8 @@
  * chunks of at most CHUNK_TILES tiles so that the scratch stays bounded at large batches. */
 #include "autograd/conv2d_winograd.h"
 
+#include <stdlib.h>
+
 #include "autograd/conv2d_avx2.h"
 #include "tensor/sgemm.h"
 #if defined(__x86_64__)
@@ -37,14 +39,22 @@ static TileGrid tile_grid(const Conv2dShape *s)
     return t;
 }
 
+static bool winograd_params(int KH, int KW, const Conv2dParams *p)
+{
+    return KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+           p->groups == 1 && conv2d_avx2_available();
+}
+
 bool conv2d_winograd_applies(const Conv2dShape *s)
 {
-    const Conv2dParams *p = &s->p;
     /* Below 8 channels the 36 GEMMs are too thin to beat one im2col GEMM; below one tile the
      * padding of the 4x4 tiles costs more than it saves. */
-    return s->KH == 3 && s->KW == 3 && p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-           p->groups == 1 && s->Cin >= 8 && s->Cout >= 8 && s->Ho >= TILE && s->Wo >= TILE &&
-           conv2d_avx2_available();
+    return winograd_params(s->KH, s->KW, &s->p) && s->Cin >= 8 && s->Cout >= 8 && s->Ho >= TILE && s->Wo >= TILE;
+}
+
+bool conv2d_winograd_weight_shape(const Tensor *w, Conv2dParams p)
+{
+    return w->ndim == 4 && winograd_params((int)w->shape[2], (int)w->shape[3], &p);
 }
 
 size_t conv2d_winograd_scratch_floats(const Conv2dShape *s)
@@ -54,14 +64,24 @@ size_t conv2d_winograd_scratch_floats(const Conv2dShape *s)
 }
 
 typedef struct {
-    const Conv2dShape *s;
+    const Conv2dShape *s; /* Cout: all targets' */
     TileGrid grid;
-    const float *x, *w, *b;
-    float *y, *U, *V, *M;
-    float act;
+    const float *x;
+    const Conv2dCpuTarget *t;
+    int n_targets;
+    float *U, *V, *M; /* U, M: the targets' rows one after another */
     int n0, images; /* the chunk of images being processed */
     ThreadPool *pool;
 } WinogradJob;
+
+/* Which target output channel `co` (counted over all targets) belongs to; *first its target's first. */
+static const Conv2dCpuTarget *target_of(const WinogradJob *j, int co, int *first)
+{
+    int base = 0, i = 0;
+    while (i + 1 < j->n_targets && co >= base + j->t[i].Cout) base += j->t[i++].Cout;
+    *first = base;
+    return &j->t[i];
+}
 
 #if defined(__x86_64__)
 #define WINOGRAD_TARGET __attribute__((target("avx2,fma")))
@@ -180,6 +200,11 @@ WINOGRAD_TARGET static void transform_input_channel(void *arg, int ci)
         for (int t = tiles; t < g->tiles_padded; t++) j->V[((size_t)e * s->Cin + ci) * g->row_floats + t] = 0.0f;
 }
 
+#else
+/* AVX2 only, and conv2d_winograd_applies says so: never chosen */
+static void transform_input_channel(void *arg, int ci) { (void)arg, (void)ci; }
+#endif
+
 /* o[k*os] = (G g)[k] for the 3 values g[k*gs]. */
 WINOGRAD_TARGET static inline void filter_1d(const Lanes *g, int gs, Lanes *o, int os)
 {
@@ -193,23 +218,22 @@ WINOGRAD_TARGET static inline void filter_1d(const Lanes *g, int gs, Lanes *o, i
     o[5 * os] = g2;
 }
 
-/* U[xi][co][ci] = (G g G^T)[xi] for the filter g of (co, ci), 8 input channels at a time. */
-WINOGRAD_TARGET static void transform_weights(void *arg, int co)
+/* U[xi][co][ci] = (G g G^T)[xi] for the filter g of (co, ci) of w [Cout, Cin, 3, 3], 8 input
+ * channels at a time; U rows are ld_co floats apart, xi blocks ld_xi. */
+WINOGRAD_TARGET static void transform_filter(const float *w, int Cin, int co, float *U, size_t ld_xi)
 {
-    const WinogradJob *j = arg;
-    const Conv2dShape *s = j->s;
     float taps[9][LANES] __attribute__((aligned(32)));
     float u[XI][LANES] __attribute__((aligned(32)));
     Lanes rows[ALPHA * 3];
-    for (int c0 = 0; c0 < s->Cin; c0 += LANES) {
-        int lanes = s->Cin - c0 < LANES ? s->Cin - c0 : LANES;
+    for (int c0 = 0; c0 < Cin; c0 += LANES) {
+        int lanes = Cin - c0 < LANES ? Cin - c0 : LANES;
         for (int k = 0; k < LANES; k++)
-            for (int t = 0; t < 9; t++) taps[t][k] = k < lanes ? j->w[((size_t)co * s->Cin + c0 + k) * 9 + t] : 0.0f;
+            for (int t = 0; t < 9; t++) taps[t][k] = k < lanes ? w[((size_t)co * Cin + c0 + k) * 9 + t] : 0.0f;
         const Lanes *g = (const Lanes *)taps;
         for (int c = 0; c < 3; c++) filter_1d(g + c, 3, rows + c, 3);
         for (int r = 0; r < ALPHA; r++) filter_1d(rows + r * 3, 1, (Lanes *)u + r * ALPHA, 1);
         for (int e = 0; e < XI; e++) {
-            float *dst = j->U + ((size_t)e * s->Cout + co) * s->Cin + c0;
+            float *dst = U + (size_t)e * ld_xi + (size_t)co * Cin + c0;
             if (lanes == LANES)
                 *(Lanes *)dst = *(const Lanes *)u[e];
             else
@@ -218,28 +242,66 @@ WINOGRAD_TARGET static void transform_weights(void *arg, int co)
     }
 }
 
-/* M[xi] = U[xi] V[xi]: one GEMM per patch element, each on one thread (a nested sgemm runs serially,
- * with the packing buffers of the thread it runs on). */
+/* U rows of the targets without packed weights (output channel co over all targets). */
+static void transform_weights(void *arg, int co)
+{
+    const WinogradJob *j = arg;
+    int first;
+    const Conv2dCpuTarget *t = target_of(j, co, &first);
+    if (t->packed) return;
+    transform_filter(t->w, j->s->Cin, co - first, j->U + (size_t)first * j->s->Cin, (size_t)j->s->Cout * j->s->Cin);
+}
+
+bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPackedA u[36])
+{
+    float *U = malloc(sizeof(float) * XI * (size_t)Cout * Cin);
+    bool ok = U != NULL;
+    for (int co = 0; ok && co < Cout; co++) transform_filter(w, Cin, co, U, (size_t)Cout * Cin);
+    for (int e = 0; e < XI; e++) u[e] = (SgemmPackedA){0};
+    for (int e = 0; ok && e < XI; e++) ok = sgemm_pack_a(&u[e], false, Cout, Cin, U + (size_t)e * Cout * Cin, Cin);
+    free(U);
+    if (!ok)
+        for (int e = 0; e < XI; e++) sgemm_packed_a_free(&u[e]);
+    return ok;
+}
+
+/* M[xi] = U[xi] V[xi]: one GEMM per patch element (all targets' products sharing V[xi]), each on one
+ * thread (a nested sgemm runs serially, with the packing buffers of the thread it runs on). */
 static void multiply_element(void *arg, int e)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     int ld = j->grid.row_floats;
-    sgemm(j->pool, false, false, s->Cout, j->grid.tiles_padded, s->Cin, 1.0f, j->U + (size_t)e * s->Cout * s->Cin,
-          s->Cin, j->V + (size_t)e * s->Cin * ld, ld, 0.0f, j->M + (size_t)e * s->Cout * ld, ld);
+    SgemmProduct prods[SGEMM_MAX_PRODUCTS];
+    SgemmRight right = {j->V + (size_t)e * s->Cin * ld, ld, false, false};
+    for (int q0 = 0, first = 0; q0 < j->n_targets; q0 += SGEMM_MAX_PRODUCTS) {
+        int n = j->n_targets - q0 < SGEMM_MAX_PRODUCTS ? j->n_targets - q0 : SGEMM_MAX_PRODUCTS;
+        for (int q = 0; q < n; q++) {
+            const Conv2dCpuTarget *t = &j->t[q0 + q];
+            prods[q] = (SgemmProduct){t->Cout, j->U + ((size_t)e * s->Cout + first) * s->Cin, s->Cin, false,
+                                      t->packed ? &t->packed->winograd[e] : NULL,
+                                      j->M + ((size_t)e * s->Cout + first) * ld, ld, NULL, -1.0f};
+            first += t->Cout;
+        }
+        sgemm_multi(j->pool, j->grid.tiles_padded, s->Cin, 1.0f, &right, 0.0f, prods, n);
+    }
 }
 
+#if defined(__x86_64__)
 /* y tiles of channel co = A^T M A, plus bias and activation, cropped at the output's edges. */
 WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     const TileGrid *g = &j->grid;
-    __m256 bias = _mm256_set1_ps(j->b ? j->b[co] : 0.0f), zero = _mm256_setzero_ps();
-    __m256 slope = _mm256_set1_ps(j->act < 0.0f ? 1.0f : j->act); /* slope 1: no activation */
+    int first;
+    const Conv2dCpuTarget *t = target_of(j, co, &first);
+    int own = co - first; /* the channel within its target */
+    __m256 bias = _mm256_set1_ps(t->b ? t->b[own] : 0.0f), zero = _mm256_setzero_ps();
+    __m256 slope = _mm256_set1_ps(t->act < 0.0f ? 1.0f : t->act); /* slope 1: no activation */
     Lanes m[XI], rows[TILE * ALPHA], o[TILE * TILE];
     for (int n = 0; n < j->images; n++) {
-        float *yc = j->y + ((size_t)(j->n0 + n) * s->Cout + co) * s->Ho * s->Wo;
+        float *yc = t->y + ((size_t)(j->n0 + n) * t->Cout + own) * s->Ho * s->Wo;
         for (int ty = 0; ty < g->tiles_h; ty++) {
             int oy = ty * TILE, rows_here = s->Ho - oy < TILE ? s->Ho - oy : TILE;
             size_t t_first = ((size_t)n * g->tiles_h + ty) * g->tiles_w;
@@ -283,19 +345,19 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
     }
 }
 #else
-/* AVX2 only, and conv2d_winograd_applies says so: never chosen */
-static void transform_input_channel(void *arg, int ci) { (void)arg, (void)ci; }
 static void transform_output_channel(void *arg, int co) { (void)arg, (void)co; }
 #endif
 
-void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
-                             float act, float *y, float *scratch)
+void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
+                             float *scratch)
 {
-    WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .w = w, .b = b, .y = y, .act = act, .pool = ctx->pool};
+    WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .t = t, .n_targets = n, .pool = ctx->pool};
     j.U = scratch;
     j.V = j.U + (size_t)XI * s->Cout * s->Cin;
     j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;
-    threadpool_run(ctx->pool, s->Cout, transform_weights, &j);
+    bool all_packed = true;
+    for (int i = 0; i < n; i++) all_packed &= t[i].packed != NULL;
+    if (!all_packed) threadpool_run(ctx->pool, s->Cout, transform_weights, &j);
     for (j.n0 = 0; j.n0 < s->N; j.n0 += j.grid.images_per_chunk) {
         j.images = s->N - j.n0 < j.grid.images_per_chunk ? s->N - j.n0 : j.grid.images_per_chunk;
         threadpool_run(ctx->pool, s->Cin, transform_input_channel, &j);

@@ -1,13 +1,14 @@
 /* Winograd F(4x4, 3x3) forward convolution for the CPU: the dense 3x3 stride-1 convolutions of the
  * FPN and SSH blocks do 4x fewer multiplications than through im2col + GEMM.
  *
- * Shapes: x [N, Cin, H, W], w [Cout, Cin, 3, 3], b [Cout] or NULL, y [N, Cout, Ho, Wo], all
- * contiguous NCHW float32, any padding, stride 1, dilation 1, one group. `scratch` (caller-owned)
- * holds conv2d_winograd_scratch_floats() floats: the transformed weights U [36][Cout][Cin], inputs
- * V [36][Cin][T] and products M [36][Cout][T], T = the 4x4 output tiles of all images rounded up to
- * 8. act < 0: no activation, else leaky slope; bias and activation are applied in the output
- * transform. Forward only: the backward of these convolutions stays on the im2col path, which is
- * exact for any forward algorithm. Needs AVX2/FMA (conv2d_avx2_available). */
+ * Shapes: x [N, Cin, H, W], and per target w [Cout, Cin, 3, 3], b [Cout] or NULL, y [N, Cout, Ho, Wo],
+ * all contiguous NCHW float32, any padding, stride 1, dilation 1, one group. Several targets share
+ * the input transform; s->Cout is the sum of theirs. `scratch` (caller-owned) holds
+ * conv2d_winograd_scratch_floats() floats: the transformed weights U [36][Cout][Cin] (of targets
+ * without packed ones), inputs V [36][Cin][T] and products M [36][Cout][T], T = the 4x4 output tiles
+ * of all images rounded up to 8. Bias and activation are applied in the output transform. Forward
+ * only: the backward of these convolutions stays on the im2col path, which is exact for any forward
+ * algorithm. Needs AVX2/FMA (conv2d_avx2_available). */
 #ifndef AUTOGRAD_CONV2D_WINOGRAD_H
 #define AUTOGRAD_CONV2D_WINOGRAD_H
 
@@ -16,7 +17,12 @@
 /* Shapes for which the Winograd path is both valid and faster than im2col + GEMM. */
 bool conv2d_winograd_applies(const Conv2dShape *s);
 size_t conv2d_winograd_scratch_floats(const Conv2dShape *s);
-void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
-                             float act, float *y, float *scratch);
+void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
+                             float *scratch);
+/* Whether weights of this shape and params can take the Winograd path (at a large enough input). */
+bool conv2d_winograd_weight_shape(const Tensor *w, Conv2dParams p);
+/* u[xi] = U[xi] [Cout, Cin] of w [Cout, Cin, 3, 3], packed as GEMM left operands; false when out of
+ * memory (nothing is then left allocated). */
+bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPackedA u[36]);
 
 #endif

@@ -308,29 +308,61 @@ static void depthwise_backward_weight_channel(void *arg, int c)
 
 /* ---- general path --------------------------------------------------------------------------- */
 
-void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                        const float *b, float act, float *y, float *scratch)
+ErrorCode conv2d_pack_weights(Conv2dPacked *pk, const Tensor *w, Conv2dParams p, Error *err)
 {
-    ThreadPool *pool = ctx->pool;
-    ConvCpuAlgorithm algo = conv2d_cpu_algorithm(s);
-    if (algo == CONV_CPU_DEPTHWISE) {
-        const Conv2dParams *p = &s->p;
-        bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-                  p->stride_h == p->stride_w && conv2d_avx2_available();
-        int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
-        DepthwiseJob j = {s, x, w, b, NULL, y, NULL, NULL, NULL, act, fast};
-        threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
-        return;
+    memset(pk, 0, sizeof *pk);
+    if (w->ndim != 4 || w->device != DEVICE_CPU) return error_set(err, ERR_ARG, "conv2d_pack_weights: a 4-d CPU weight");
+    int Cout = (int)w->shape[0], K = (int)(w->shape[1] * w->shape[2] * w->shape[3]);
+    bool ok = true;
+    if (p.groups == 1) ok = sgemm_pack_a(&pk->gemm, false, Cout, K, w->data, K);
+    if (ok && conv2d_winograd_weight_shape(w, p)) ok = conv2d_winograd_pack_weights(w->data, Cout, (int)w->shape[1], pk->winograd);
+    if (!ok) {
+        conv2d_packed_free(pk);
+        return error_set(err, ERR_OOM, "out of memory packing conv2d weights");
     }
-    if (algo == CONV_CPU_WINOGRAD) {
-        conv2d_winograd_forward(ctx, s, x, w, b, act, y, scratch);
-        return;
+    return ERR_OK;
+}
+
+void conv2d_packed_free(Conv2dPacked *pk)
+{
+    sgemm_packed_a_free(&pk->gemm);
+    for (int e = 0; e < 36; e++) sgemm_packed_a_free(&pk->winograd[e]);
+}
+
+/* Targets of groups == 1 through im2col (none for 1x1) + GEMM: one im2col and one packing of each
+ * block of it for all of them. */
+static void gemm_forward_shared(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
+                                float *scratch)
+{
+    int K = s->Cin * s->KH * s->KW, HWo = s->Ho * s->Wo;
+    for (int img = 0; img < s->N; img++) {
+        const float *xn = x + (size_t)img * s->Cin * s->H * s->W;
+        const float *col = xn;
+        if (!is_pointwise(s)) {
+            ColJob cj = {s, xn, scratch, NULL};
+            threadpool_run(ctx->pool, s->Cin, im2col_channel, &cj);
+            col = scratch;
+        }
+        SgemmProduct prods[SGEMM_MAX_PRODUCTS];
+        SgemmRight right = {col, HWo, false, false};
+        for (int q0 = 0; q0 < n; q0 += SGEMM_MAX_PRODUCTS) {
+            int m = n - q0 < SGEMM_MAX_PRODUCTS ? n - q0 : SGEMM_MAX_PRODUCTS;
+            for (int q = 0; q < m; q++) {
+                const Conv2dCpuTarget *tq = &t[q0 + q];
+                const SgemmPackedA *packed = tq->packed && tq->packed->gemm.data ? &tq->packed->gemm : NULL;
+                /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
+                prods[q] = (SgemmProduct){tq->Cout, tq->w, K, false, packed, tq->y + (size_t)img * tq->Cout * HWo, HWo,
+                                          tq->b, tq->act};
+            }
+            sgemm_multi(ctx->pool, HWo, K, 1.0f, &right, 0.0f, prods, m);
+        }
     }
-    if (algo == CONV_CPU_DIRECT3X3_S2) {
-        DirectJob j = {s, x, w, b, y, act};
-        threadpool_run(pool, s->N * s->Ho, direct3x3_s2_row, &j);
-        return;
-    }
+}
+
+/* Grouped (not depthwise) convolutions: im2col + GEMM per image and group. */
+static void gemm_forward_grouped(Context *ctx, const Conv2dShape *s, const float *x, const Conv2dCpuTarget *t,
+                                 float *scratch)
+{
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
     int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
     for (int n = 0; n < s->N; n++)
@@ -339,14 +371,68 @@ void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, cons
             const float *col = xg;
             if (!is_pointwise(s)) {
                 ColJob cj = {s, xg, scratch, NULL};
-                threadpool_run(pool, Cg, im2col_channel, &cj);
+                threadpool_run(ctx->pool, Cg, im2col_channel, &cj);
                 col = scratch;
             }
-            float *yg = y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
-            /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
-            sgemm_bias_act(pool, false, false, Cog, HWo, K, 1.0f, w + (size_t)gi * Cog * K, K, col, HWo, 0.0f, yg, HWo,
-                           b ? b + (size_t)gi * Cog : NULL, act);
+            float *yg = t->y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
+            sgemm_bias_act(ctx->pool, false, false, Cog, HWo, K, 1.0f, t->w + (size_t)gi * Cog * K, K, col, HWo, 0.0f,
+                           yg, HWo, t->b ? t->b + (size_t)gi * Cog : NULL, t->act);
         }
+}
+
+static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *x, const Conv2dCpuTarget *t,
+                               float *scratch)
+{
+    ThreadPool *pool = ctx->pool;
+    switch (conv2d_cpu_algorithm(s)) {
+    case CONV_CPU_DEPTHWISE: {
+        const Conv2dParams *p = &s->p;
+        bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+                  p->stride_h == p->stride_w && conv2d_avx2_available();
+        int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
+        DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast};
+        threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
+        return;
+    }
+    case CONV_CPU_DIRECT3X3_S2: {
+        DirectJob j = {s, x, t->w, t->b, t->y, t->act};
+        threadpool_run(pool, s->N * s->Ho, direct3x3_s2_row, &j);
+        return;
+    }
+    case CONV_CPU_WINOGRAD: conv2d_winograd_forward(ctx, s, x, 1, t, scratch); return;
+    case CONV_CPU_GEMM: break;
+    }
+    if (s->p.groups == 1)
+        gemm_forward_shared(ctx, s, x, 1, t, scratch);
+    else
+        gemm_forward_grouped(ctx, s, x, t, scratch);
+}
+
+void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
+                               float *scratch)
+{
+    /* With one group, every target shares the kernel, params and input channels, so the algorithm of
+     * the combined shape suits each (a target too thin for Winograd alone gains from the shared
+     * transform). Groups > 1 (depthwise) and the direct kernel have nothing to share. */
+    ConvCpuAlgorithm algo = conv2d_cpu_algorithm(s);
+    if (n > 1 && s->p.groups == 1 && algo == CONV_CPU_WINOGRAD) {
+        conv2d_winograd_forward(ctx, s, x, n, t, scratch);
+    } else if (n > 1 && s->p.groups == 1 && algo == CONV_CPU_GEMM) {
+        gemm_forward_shared(ctx, s, x, n, t, scratch);
+    } else {
+        for (int i = 0; i < n; i++) {
+            Conv2dShape own = *s;
+            own.Cout = t[i].Cout;
+            conv2d_forward_one(ctx, &own, x, &t[i], scratch);
+        }
+    }
+}
+
+void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
+                        const float *b, float act, float *y, float *scratch)
+{
+    Conv2dCpuTarget t = {w, b, s->Cout, act, NULL, y};
+    conv2d_forward_one(ctx, s, x, &t, scratch);
 }
 
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
@@ -452,34 +538,65 @@ static void conv2d_backward(Graph *g, Var *y)
     conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch);
 }
 
-Var *ag_conv2d_act(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p, float act)
+bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2dBranch *br, Var **out)
 {
-    if (!graph_ok(g)) return NULL;
-    if (!x || !w) return graph_fail(g, ERR_ARG, "conv2d: NULL input");
-    ConvSaved *cs = graph_host_scratch(g, sizeof *cs);
-    if (!cs) return NULL;
-    Conv2dShape *s = &cs->shape;
-    cs->act = act;
-    char msg[256];
-    if (!conv2d_shape(s, &x->value, &w->value, b ? &b->value : NULL, p, msg, sizeof msg))
-        return graph_fail(g, ERR_SHAPE, "conv2d: %s", msg);
-    Var *inputs[3] = {x, w, b};
-    int64_t shape[4] = {s->N, s->Cout, s->Ho, s->Wo};
-    Var *y = graph_op_output(g, act < 0.0f ? "conv2d" : "conv2d_act", inputs, b ? 3 : 2, 4, shape, conv2d_backward);
-    if (!y) return NULL;
-    y->saved = cs;
-    size_t scratch_n = conv2d_scratch_floats(y, s);
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    if (!graph_ok(g)) return false;
+    if (!x || n < 1 || n > SGEMM_MAX_PRODUCTS)
+        return graph_fail(g, ERR_ARG, "conv2d: NULL input or %d branches (1 to %d)", n, SGEMM_MAX_PRODUCTS), false;
+    Conv2dCpuTarget t[SGEMM_MAX_PRODUCTS];
+    Conv2dShape total;
+    size_t scratch_n = 0;
+    for (int i = 0; i < n; i++) {
+        Var *w = br[i].w, *b = br[i].b;
+        if (!w) return graph_fail(g, ERR_ARG, "conv2d: NULL weight"), false;
+        ConvSaved *cs = graph_host_scratch(g, sizeof *cs);
+        if (!cs) return false;
+        Conv2dShape *s = &cs->shape;
+        cs->act = br[i].act;
+        char msg[256];
+        if (!conv2d_shape(s, &x->value, &w->value, b ? &b->value : NULL, p, msg, sizeof msg))
+            return graph_fail(g, ERR_SHAPE, "conv2d: %s", msg), false;
+        if (i == 0) {
+            total = *s;
+            total.Cout = 0;
+        } else if (s->KH != total.KH || s->KW != total.KW) {
+            return graph_fail(g, ERR_SHAPE, "conv2d: branches of one input need one kernel size (%dx%d, %dx%d)",
+                              total.KH, total.KW, s->KH, s->KW), false;
+        }
+        total.Cout += s->Cout;
+        Var *inputs[3] = {x, w, b};
+        int64_t shape[4] = {s->N, s->Cout, s->Ho, s->Wo};
+        Var *y = graph_op_output(g, cs->act < 0.0f ? "conv2d" : "conv2d_act", inputs, b ? 3 : 2, 4, shape,
+                                 conv2d_backward);
+        if (!y) return false;
+        y->saved = cs;
+        out[i] = y;
+        size_t own = conv2d_scratch_floats(y, s);
+        if (own > scratch_n) scratch_n = own;
+        t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, br[i].packed, y->value.data};
+    }
+    size_t shared_n = conv2d_scratch_floats(out[0], &total);
+    if (shared_n > scratch_n) scratch_n = shared_n;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
-    if (!graph_ok(g)) return NULL;
+    if (!graph_ok(g)) return false;
 #ifdef HAVE_CUDA
-    if (var_on_cuda(y)) {
-        conv2d_forward_cuda(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, act, y->value.data,
-                            scratch, &g->err);
-        return graph_ok(g) ? y : NULL;
+    if (var_on_cuda(out[0])) {
+        for (int i = 0; i < n && graph_ok(g); i++)
+            conv2d_forward_cuda(g->ctx, &((const ConvSaved *)out[i]->saved)->shape, x->value.data, t[i].w, t[i].b,
+                                t[i].act, t[i].y, scratch, &g->err);
+        return graph_ok(g);
     }
 #endif
-    conv2d_forward_cpu(g->ctx, s, x->value.data, w->value.data, b ? b->value.data : NULL, act, y->value.data, scratch);
-    return y;
+    conv2d_forward_cpu_shared(g->ctx, &total, x->value.data, n, t, scratch);
+    return true;
+}
+
+Var *ag_conv2d_act(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p, float act)
+{
+    Conv2dBranch br = {w, b, act, NULL};
+    Var *y;
+    return ag_conv2d_shared_input(g, x, p, 1, &br, &y) ? y : NULL;
 }
 
 Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p) { return ag_conv2d_act(g, x, w, b, p, -1.0f); }

@@ -20,6 +20,17 @@ Var *ag_conv2d(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p);
 /* conv2d with its activation fused into the output pass: act < 0 none, else leaky ReLU slope (0 =
  * ReLU). Same result as ag_leaky_relu(ag_conv2d(...)), one op and one pass fewer. */
 Var *ag_conv2d_act(Graph *g, Var *x, Var *w, Var *b, Conv2dParams p, float act);
+/* One branch of ag_conv2d_shared_input: weight, bias (or NULL), activation as in ag_conv2d_act, and
+ * optionally the weight packed for the CPU forward (conv2d_pack_weights; it must be w's, as it is now). */
+typedef struct Conv2dPacked Conv2dPacked;
+typedef struct {
+    Var *w, *b;
+    float act;
+    const Conv2dPacked *packed;
+} Conv2dBranch;
+/* n convolutions of one input with the same params (out[i] as ag_conv2d_act of branch i, each its own
+ * op with its own backward), computed together: the input is read and transformed once for all. */
+bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2dBranch *branches, Var **out);
 
 /* batchnorm2d over channel axis 1 of x [N,C,H,W]; gamma, beta [C]. training: normalise with the
  * batch statistics and update running_mean/var (CPU/ device tensors of [C]) with

@@ -105,6 +105,9 @@ static ErrorCode for_each_conv(RetinaFace *m, ErrorCode (*fn)(ConvBnAct *, int, 
         VISIT(&s->conv7x7_2);
         VISIT(&s->conv7x7_3);
     }
+    DenseHead *heads[3] = {&m->cls, &m->box, &m->ldm};
+    for (int h = 0; h < 3; h++)
+        for (int i = 0; i < heads[h]->n_levels; i++) VISIT(&heads[h]->conv[i]);
 #undef VISIT
     return rc;
 }
@@ -120,7 +123,7 @@ static ErrorCode fold_one(ConvBnAct *c, int idx, void *arg)
 static ErrorCode unfold_one(ConvBnAct *c, int idx, void *arg)
 {
     (void)idx, (void)arg;
-    c->folded_w = c->folded_b = NULL;
+    conv_bn_act_unfold(c);
     return ERR_OK;
 }
 
@@ -144,6 +147,7 @@ ErrorCode retinaface_fold_batchnorm(RetinaFace *m, Error *err)
 void retinaface_free(RetinaFace *m)
 {
     if (!m) return;
+    retinaface_unfold(m);
     params_free(&m->folded);
     backbone_free(&m->body);
     params_free(&m->params);
@@ -168,9 +172,11 @@ bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, Re
     if (!fpn_forward(g, &m->fpn, ins, training, levels)) return false;
     for (int i = 0; i < m->cfg.n_levels; i++)
         levels[i] = ssh_forward(g, &m->ssh[m->cfg.shared_ssh ? 0 : i], levels[i], training);
-    out->loc = dense_head_forward(g, &m->box, levels);
-    out->conf = dense_head_forward(g, &m->cls, levels);
-    if (m->cfg.landmarks) out->landms = dense_head_forward(g, &m->ldm, levels);
+    /* the heads of one level share their input: in eval mode one op reads it once for all */
+    const DenseHead *heads[3] = {&m->box, &m->cls, &m->ldm};
+    Var *outs[3] = {NULL, NULL, NULL};
+    if (!dense_heads_forward(g, heads, m->cfg.landmarks ? 3 : 2, levels, outs)) return false;
+    out->loc = outs[0], out->conf = outs[1], out->landms = outs[2];
     return graph_ok(g);
 }
 

@@ -1,6 +1,10 @@
 #include "nn/conv_bn.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/conv2d_cpu.h"
 
 ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
                            const char *bn_name, ConvBnActSpec s, Rng *rng, Error *err)
@@ -31,10 +35,8 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
     return ERR_OK;
 }
 
-ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Error *err)
+static ErrorCode fold_batchnorm(ConvBnAct *c, ParamStore *store, const char *name, Error *err)
 {
-    if (!c->bn_weight) return ERR_OK;
-    if (c->weight->value.device != DEVICE_CPU) return error_set(err, ERR_ARG, "fold %s: parameters must be on the CPU", name);
     int64_t cshape[1] = {c->cout};
     c->folded_w = params_add(store, name, ".weight", 4, c->weight->value.shape, err);
     c->folded_b = params_add(store, name, ".bias", 1, cshape, err);
@@ -50,12 +52,62 @@ ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Er
     return ERR_OK;
 }
 
+ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Error *err)
+{
+    conv_bn_act_unfold(c);
+    if (c->weight->value.device != DEVICE_CPU) return error_set(err, ERR_ARG, "fold %s: parameters must be on the CPU", name);
+    if (c->bn_weight && fold_batchnorm(c, store, name, err)) return err ? err->code : ERR_OOM;
+    if (!(c->packed = malloc(sizeof *c->packed))) return error_set(err, ERR_OOM, "fold %s: out of memory", name);
+    if (conv2d_pack_weights(c->packed, c->folded_w ? &c->folded_w->value : &c->weight->value, c->p, err)) {
+        free(c->packed);
+        c->packed = NULL;
+        return err ? err->code : ERR_OOM;
+    }
+    return ERR_OK;
+}
+
+void conv_bn_act_unfold(ConvBnAct *c)
+{
+    if (c->packed) conv2d_packed_free(c->packed);
+    free(c->packed);
+    c->packed = NULL;
+    c->folded_w = c->folded_b = NULL;
+}
+
+/* The fused inference op applies: eval mode, no gradients, and BN folded (or none to fold). */
+static bool fused_inference(const Graph *g, const ConvBnAct *c, bool training)
+{
+    return !training && !g->grad_enabled && (c->folded_w || !c->bn_weight);
+}
+
+static Conv2dBranch inference_branch(const ConvBnAct *c)
+{
+    Conv2dBranch b = {c->folded_w ? c->folded_w : c->weight, c->folded_w ? c->folded_b : c->bias, c->leaky, c->packed};
+    return b;
+}
+
+bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, Var *x, bool training, Var **out)
+{
+    bool together = n <= SGEMM_MAX_PRODUCTS;
+    for (int i = 0; i < n && together; i++)
+        together = fused_inference(g, convs[i], training) && !memcmp(&convs[i]->p, &convs[0]->p, sizeof convs[0]->p);
+    if (together) {
+        Conv2dBranch br[SGEMM_MAX_PRODUCTS];
+        for (int i = 0; i < n; i++) br[i] = inference_branch(convs[i]);
+        return ag_conv2d_shared_input(g, x, convs[0]->p, n, br, out);
+    }
+    for (int i = 0; i < n; i++)
+        if (!(out[i] = conv_bn_act_forward(g, convs[i], x, training))) return false;
+    return true;
+}
+
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
 {
-    if (c->folded_w && !training && !g->grad_enabled)
-        return ag_conv2d_act(g, x, c->folded_w, c->folded_b, c->p, c->leaky);
-    if (!c->bn_weight && !training && !g->grad_enabled) /* heads: conv + bias (+ act) in one op */
-        return ag_conv2d_act(g, x, c->weight, c->bias, c->p, c->leaky);
+    if (fused_inference(g, c, training)) { /* conv + bias (+ act) in one op */
+        Conv2dBranch br = inference_branch(c);
+        Var *y;
+        return ag_conv2d_shared_input(g, x, c->p, 1, &br, &y) ? y : NULL;
+    }
     Var *y = ag_conv2d(g, x, c->weight, c->bias, c->p);
     if (c->bn_weight)
         y = ag_batchnorm2d(g, y, c->bn_weight, c->bn_bias, c->running_mean, c->running_var, training,

@@ -21,6 +21,9 @@ typedef struct {
     /* Inference copies with the BatchNorm folded in (w * gamma/std, beta - mean * gamma/std), owned by
      * the ParamStore given to conv_bn_act_fold; used by eval-mode forwards without gradients. */
     Var *folded_w, *folded_b;
+    /* The inference weight (folded, or the conv's own without BN) packed for the CPU forward by
+     * conv_bn_act_fold; owned here, freed by conv_bn_act_unfold. NULL: packed per call. */
+    Conv2dPacked *packed;
 } ConvBnAct;
 
 typedef struct {
@@ -34,9 +37,16 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
 /* Eval mode without gradients and folded weights present: one fused conv + bias + activation op;
  * otherwise conv, BN and activation ops. */
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
-/* Folds the BN (running statistics) into new tensors added to store as "<name>.weight/.bias"; no-op
- * for convolutions without BN. Parameters must be on the CPU. */
+/* Several ConvBnActs of one input x with the same stride and padding (out[i] = conv_bn_act_forward of
+ * convs[i]): in eval mode without gradients one ag_conv2d_shared_input op, which reads and transforms
+ * x once for all; otherwise one after another. False on error (recorded in g). */
+bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, Var *x, bool training, Var **out);
+/* Prepares the inference forward: folds the BN (running statistics) into new tensors added to store
+ * as "<name>.weight/.bias" (nothing to fold without BN), then packs the inference weight for the CPU
+ * forward. Parameters must be on the CPU; fold again after changing them. */
 ErrorCode conv_bn_act_fold(ConvBnAct *c, ParamStore *store, const char *name, Error *err);
+/* Drops what conv_bn_act_fold made (the folded tensors stay in their store, unused). */
+void conv_bn_act_unfold(ConvBnAct *c);
 /* FLOPs (2 per multiply-add) of the convolution for an output of ho x wo, batch 1. */
 double conv_bn_act_flops(const ConvBnAct *c, int64_t ho, int64_t wo);
 

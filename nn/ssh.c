@@ -29,11 +29,14 @@ ErrorCode ssh_init(Ssh *s, ParamStore *ps, const char *prefix, int in, int out, 
 
 Var *ssh_forward(Graph *g, const Ssh *s, Var *x, bool training)
 {
-    Var *c3 = conv_bn_act_forward(g, &s->conv3x3, x, training);
-    Var *c5_1 = conv_bn_act_forward(g, &s->conv5x5_1, x, training);
-    Var *c5 = conv_bn_act_forward(g, &s->conv5x5_2, c5_1, training);
-    Var *c7_2 = conv_bn_act_forward(g, &s->conv7x7_2, c5_1, training);
-    Var *c7 = conv_bn_act_forward(g, &s->conv7x7_3, c7_2, training);
-    Var *parts[3] = {c3, c5, c7};
+    /* conv3X3 and conv5X5_1 read x, conv5X5_2 and conv7X7_2 read conv5X5_1's output: each pair is
+     * one shared-input op in eval mode */
+    const ConvBnAct *on_x[2] = {&s->conv3x3, &s->conv5x5_1}, *on_c5_1[2] = {&s->conv5x5_2, &s->conv7x7_2};
+    Var *a[2], *b[2];
+    if (!conv_bn_act_forward_shared(g, on_x, 2, x, training, a) ||
+        !conv_bn_act_forward_shared(g, on_c5_1, 2, a[1], training, b))
+        return NULL;
+    Var *c7 = conv_bn_act_forward(g, &s->conv7x7_3, b[1], training);
+    Var *parts[3] = {a[0], b[0], c7};
     return ag_concat(g, parts, 3, 1);
 }

@@ -97,6 +97,103 @@ START_TEST(conv2d_gradients)
 }
 END_TEST
 
+/* Two convolutions of one input through ag_conv2d_shared_input, their outputs concatenated on
+ * channels: the backward of each branch (and so dx, which both feed) against finite differences. */
+static Var *shared_conv_fn(Graph *g, Var **in, void *arg)
+{
+    const int *k = arg; /* kernel size, stride */
+    Conv2dBranch br[2] = {{in[1], in[2], -1.0f, NULL}, {in[3], NULL, -1.0f, NULL}};
+    Var *out[2];
+    if (!ag_conv2d_shared_input(g, in[0], conv2d_params(k[1], k[0] / 2, 1, 1), 2, br, out)) return NULL;
+    return ag_concat(g, out, 2, 1);
+}
+
+START_TEST(conv2d_shared_input_gradients)
+{
+    static const int kinds[][2] = {{3, 1}, {1, 1}, {3, 2}};
+    for (int k = 0; k < 3; k++) {
+        Rng r;
+        rng_seed(&r, 300 + k, 0);
+        Inputs in = {0};
+        int Cin = k == 0 ? 8 : 5, K = kinds[k][0];
+        int64_t xs[4] = {2, Cin, 9, 11}, w0[4] = {6, Cin, K, K}, b0[1] = {6}, w1[4] = {3, Cin, K, K};
+        add_input(&in, &r, 4, xs), add_input(&in, &r, 4, w0), add_input(&in, &r, 1, b0), add_input(&in, &r, 4, w1);
+        char what[64];
+        snprintf(what, sizeof what, "shared-input conv %dx%d stride %d", K, K, kinds[k][1]);
+        run_check(shared_conv_fn, (void *)kinds[k], &in, NULL, gradcheck_defaults(), what);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
+/* ag_conv2d_shared_input equals one ag_conv2d_act per branch, with and without packed weights, on
+ * every CPU path: shared Winograd (branches too thin for it alone among them), shared 1x1 GEMM,
+ * shared im2col GEMM (5x5), and the paths that run branch by branch (direct stride 2, depthwise). */
+START_TEST(conv2d_shared_input_matches_separate_convs)
+{
+    typedef struct {
+        const char *what;
+        int Cin, H, W, K, stride, groups, couts[3];
+        double tol; /* of the largest output: Winograd sums in another order than im2col */
+    } SharedCase;
+    static const SharedCase cases[] = {
+        {"winograd, thin branches", 9, 13, 17, 3, 1, 1, {5, 11, 3}, 2e-5},
+        {"1x1 gemm", 16, 7, 9, 1, 1, 1, {4, 8, 20}, 1e-6},
+        {"5x5 im2col gemm", 3, 8, 10, 5, 1, 1, {7, 2, 6}, 1e-6},
+        {"direct 3x3/2", 3, 12, 37, 3, 2, 1, {8, 4, 5}, 1e-6},
+        {"depthwise", 6, 10, 11, 3, 1, 6, {6, 6, 6}, 1e-6},
+    };
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 951, 0);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const SharedCase *sc = &cases[c];
+        Conv2dParams p = conv2d_params(sc->stride, sc->K / 2, 1, sc->groups);
+        int64_t xs[4] = {2, sc->Cin, sc->H, sc->W};
+        Tensor x, w[3], b[3];
+        Conv2dPacked packed[3];
+        tensor_new(&x, DEVICE_CPU, 4, xs, NULL);
+        tensor_fill_normal(&x, &r, 0, 1);
+        for (int i = 0; i < 3; i++) {
+            int64_t ws[4] = {sc->couts[i], sc->Cin / sc->groups, sc->K, sc->K}, bs[1] = {sc->couts[i]};
+            tensor_new(&w[i], DEVICE_CPU, 4, ws, NULL), tensor_new(&b[i], DEVICE_CPU, 1, bs, NULL);
+            tensor_fill_normal(&w[i], &r, 0, 1), tensor_fill_normal(&b[i], &r, 0, 1);
+            ck_assert_int_eq(conv2d_pack_weights(&packed[i], &w[i], p, NULL), ERR_OK);
+        }
+        for (int use_packed = 0; use_packed < 2; use_packed++) {
+            Graph g;
+            graph_init(&g, ctx, DEVICE_CPU, NULL);
+            graph_set_grad_enabled(&g, false);
+            Var *xv = var_from_tensor(&g, &x, false), *out[3], *alone[3];
+            Conv2dBranch br[3];
+            float acts[3] = {0.1f, -1.0f, 0.0f};
+            for (int i = 0; i < 3; i++) {
+                br[i] = (Conv2dBranch){var_from_tensor(&g, &w[i], false), i == 1 ? NULL : var_from_tensor(&g, &b[i], false),
+                                       acts[i], use_packed ? &packed[i] : NULL};
+                alone[i] = ag_conv2d_act(&g, xv, br[i].w, br[i].b, p, acts[i]);
+                ck_assert_ptr_nonnull(alone[i]);
+            }
+            ck_assert(ag_conv2d_shared_input(&g, xv, p, 3, br, out));
+            for (int i = 0; i < 3; i++) {
+                ck_assert_int_eq(out[i]->value.shape[1], sc->couts[i]);
+                double worst = 0, scale = 1e-30;
+                for (int64_t e = 0; e < tensor_numel(&alone[i]->value); e++) {
+                    double d = fabs((double)out[i]->value.data[e] - alone[i]->value.data[e]);
+                    worst = d > worst ? d : worst;
+                    scale = fabs(alone[i]->value.data[e]) > scale ? fabs(alone[i]->value.data[e]) : scale;
+                }
+                ck_assert_msg(worst / scale <= sc->tol, "%s, branch %d, packed %d: max difference %g of the largest output",
+                              sc->what, i, use_packed, worst / scale);
+            }
+            graph_destroy(&g);
+        }
+        for (int i = 0; i < 3; i++) conv2d_packed_free(&packed[i]), tensor_free(&w[i]), tensor_free(&b[i]);
+        tensor_free(&x);
+    }
+    context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(conv2d_rejects_mismatched_shapes)
 {
     Context *ctx = context_create(1);
@@ -571,6 +668,8 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
     tcase_add_test(tc, conv2d_act_equals_conv_then_activation);
     tcase_add_test(tc, fast_conv_paths_match_direct_sum);
+    tcase_add_test(tc, conv2d_shared_input_gradients);
+    tcase_add_test(tc, conv2d_shared_input_matches_separate_convs);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, activation_and_elementwise_gradients);
