@@ -159,96 +159,117 @@ __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x,
 enum { COLS = 128, ROW_FLOATS = COLS + 16, CO_BLOCK = 4 };
 
 /* even[i] = xr[x0 + 2 i] for i < cols, odd[i] = xr[x0 + 2 i - 1] for i <= cols; zero outside the row
- * [0, W) and beyond those counts, as far as the 16-column blocks read. */
+ * [0, W) and beyond those counts, as far as the 16-column blocks read. One pair of loads gives 8 of
+ * each: odd[i + 1] = xr[x0 + 2 i + 1] is the odd half of the same 16 floats. */
 __attribute__((target("avx2,fma"))) static void split_row(const float *xr, int W, int x0, int cols, float *even,
                                                           float *odd)
 {
+    odd[0] = x0 >= 1 && x0 - 1 < W ? xr[x0 - 1] : 0.0f;
     int i = 0;
-    /* vector body: needs x0 + 2 i - 1 >= 0 and the loads' last column x0 + 2 i + 15 < W */
-    if (x0 == 0) {
-        even[0] = xr[0];
-        odd[0] = 0.0f;
-        i = 1;
-    }
     for (; i + 8 <= cols && x0 + 2 * i + 15 < W; i += 8) {
-        _mm256_storeu_ps(even + i, even16(xr + x0 + 2 * i));
-        _mm256_storeu_ps(odd + i, even16(xr + x0 + 2 * i - 1));
+        __m256 lo = _mm256_loadu_ps(xr + x0 + 2 * i), hi = _mm256_loadu_ps(xr + x0 + 2 * i + 8);
+        __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(even + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+        _mm256_storeu_ps(odd + i + 1, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
     }
     int fill = (cols + 15) / 16 * 16 + 1;
     for (; i < fill; i++) {
-        int xe = x0 + 2 * i, xo = xe - 1;
+        int xe = x0 + 2 * i, xo = xe + 1; /* odd[i + 1] */
         even[i] = i < cols && xe < W ? xr[xe] : 0.0f;
-        odd[i] = i <= cols && xo >= 0 && xo < W ? xr[xo] : 0.0f;
+        odd[i + 1] = i + 1 <= cols && xo < W ? xr[xo] : 0.0f;
     }
 }
 
-/* Accumulates the 27 (x Cin) taps of `nco` output channels over 16 output columns at `ox`. */
-__attribute__((target("avx2,fma"))) static inline void taps_block(const float (*even)[ROW_FLOATS],
-                                                                  const float (*odd)[ROW_FLOATS], int rows,
-                                                                  const float *w, int nco, int ox,
-                                                                  __m256 acc[CO_BLOCK][2])
+/* Stores a block's 16 columns of nco channels: act(acc + bias), activation max(v, 0) + slope min(v, 0)
+ * (slope 1 without one, which returns v exactly). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void store_block(float *y, size_t plane, int nco,
+                                                                                  const float *b, float act, int ox,
+                                                                                  int n, const __m256 acc[CO_BLOCK][2])
 {
-    for (int r = 0; r < rows; r++) { /* r = ci * 3 + ki */
-        __m256 o0 = _mm256_loadu_ps(odd[r] + ox), o1 = _mm256_loadu_ps(odd[r] + ox + 8);
-        __m256 e0 = _mm256_loadu_ps(even[r] + ox), e1 = _mm256_loadu_ps(even[r] + ox + 8);
-        __m256 p0 = _mm256_loadu_ps(odd[r] + ox + 1), p1 = _mm256_loadu_ps(odd[r] + ox + 9);
-        for (int j = 0; j < nco; j++) {
-            const float *wr = w + ((size_t)j * rows + r) * 3;
-            __m256 w0 = _mm256_broadcast_ss(wr), w1 = _mm256_broadcast_ss(wr + 1), w2 = _mm256_broadcast_ss(wr + 2);
-            acc[j][0] = _mm256_fmadd_ps(w0, o0, acc[j][0]);
-            acc[j][1] = _mm256_fmadd_ps(w0, o1, acc[j][1]);
-            acc[j][0] = _mm256_fmadd_ps(w1, e0, acc[j][0]);
-            acc[j][1] = _mm256_fmadd_ps(w1, e1, acc[j][1]);
-            acc[j][0] = _mm256_fmadd_ps(w2, p0, acc[j][0]);
-            acc[j][1] = _mm256_fmadd_ps(w2, p1, acc[j][1]);
-        }
-    }
-}
-
-__attribute__((target("avx2,fma"))) static inline void store_block(float *y, size_t plane, int nco, const float *b,
-                                                                   float act, int ox, int n,
-                                                                   __m256 acc[CO_BLOCK][2])
-{
-    __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(act);
+    __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(act >= 0.0f ? act : 1.0f);
     for (int j = 0; j < nco; j++)
         for (int h = 0; h < 2; h++) {
             __m256 v = _mm256_add_ps(acc[j][h], _mm256_set1_ps(b ? b[j] : 0.0f));
-            if (act >= 0.0f) v = _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(slope, _mm256_min_ps(v, zero)));
+            v = _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(slope, _mm256_min_ps(v, zero)));
             store_outputs(y + (size_t)j * plane, n, ox + 8 * h, v);
         }
 }
 
-__attribute__((target("avx2,fma"))) void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w,
-                                                             const float *b, int Cout, float act, float *y, int Ho,
-                                                             int Wo, int oy)
+/* One register block of nco <= CO_BLOCK channels x 16 columns; split row r of the taps is
+ * slot[r] of even/odd (r = ci * 3 + ki). The accumulators are locals rather than an array passed to
+ * helpers, which GCC kept on the stack. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void conv_block(
+    const float (*even)[ROW_FLOATS], const float (*odd)[ROW_FLOATS], const int *slot, int rows, const float *w,
+    int nco, int ox, float *y, size_t plane, const float *b, float act, int cols)
 {
+    __m256 z = _mm256_setzero_ps();
+    __m256 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+    size_t wstride = (size_t)rows * 3; /* between channels' weights */
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < 3; k++) {
+            /* tap k reads odd[ox], even[ox], odd[ox + 1]: two input vectors, then every channel's weight
+             * (8 accumulators, 2 inputs and a weight fit the 16 registers) */
+            const float *src = k == 1 ? even[slot[r]] + ox : odd[slot[r]] + ox + k / 2;
+            __m256 i0 = _mm256_loadu_ps(src), i1 = _mm256_loadu_ps(src + 8);
+            const float *wk = w + (size_t)r * 3 + k;
+            __m256 wv = _mm256_broadcast_ss(wk);
+            a00 = _mm256_fmadd_ps(wv, i0, a00), a01 = _mm256_fmadd_ps(wv, i1, a01);
+            if (nco > 1) {
+                wv = _mm256_broadcast_ss(wk + wstride);
+                a10 = _mm256_fmadd_ps(wv, i0, a10), a11 = _mm256_fmadd_ps(wv, i1, a11);
+            }
+            if (nco > 2) {
+                wv = _mm256_broadcast_ss(wk + 2 * wstride);
+                a20 = _mm256_fmadd_ps(wv, i0, a20), a21 = _mm256_fmadd_ps(wv, i1, a21);
+            }
+            if (nco > 3) {
+                wv = _mm256_broadcast_ss(wk + 3 * wstride);
+                a30 = _mm256_fmadd_ps(wv, i0, a30), a31 = _mm256_fmadd_ps(wv, i1, a31);
+            }
+        }
+    }
+    const __m256 acc[CO_BLOCK][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+    store_block(y, plane, nco, b, act, ox, cols, acc);
+}
+
+__attribute__((target("avx2,fma"))) void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w,
+                                                              const float *b, int Cout, float act, float *y, int Ho,
+                                                              int Wo, int oy0, int oy1)
+{
+    /* split input rows, three per channel in a ring: output row oy reads input rows 2 oy - 1 .. 2 oy + 1,
+     * the next one reuses 2 oy + 1, so each row is split once per column pass */
     float even[CONV3X3_S2_MAX_CIN * 3][ROW_FLOATS] __attribute__((aligned(32)));
     float odd[CONV3X3_S2_MAX_CIN * 3][ROW_FLOATS] __attribute__((aligned(32)));
-    int rows = Cin * 3;
+    int rows = Cin * 3, slot[CONV3X3_S2_MAX_CIN * 3];
     size_t plane = (size_t)Ho * Wo;
     for (int c0 = 0; c0 < Wo; c0 += COLS) {
         int cols = Wo - c0 < COLS ? Wo - c0 : COLS;
-        for (int r = 0; r < rows; r++) {
-            int ci = r / 3, iy = 2 * oy - 1 + r % 3;
-            float *e = even[r], *o = odd[r];
-            if (iy < 0 || iy >= H) {
-                for (int i = 0; i < ROW_FLOATS; i++) e[i] = o[i] = 0.0f;
-                continue;
+        int held[3] = {INT_MIN, INT_MIN, INT_MIN}; /* input row in each ring slot */
+        for (int oy = oy0; oy < oy1; oy++) {
+            for (int ki = 0; ki < 3; ki++) {
+                int iy = 2 * oy - 1 + ki, ring = (iy + 3) % 3; /* iy >= -1 */
+                for (int ci = 0; ci < Cin; ci++) slot[ci * 3 + ki] = ci * 3 + ring;
+                if (held[ring] == iy) continue;
+                held[ring] = iy;
+                for (int ci = 0; ci < Cin; ci++) {
+                    float *e = even[ci * 3 + ring], *o = odd[ci * 3 + ring];
+                    if (iy < 0 || iy >= H) {
+                        for (int i = 0; i < ROW_FLOATS; i++) e[i] = o[i] = 0.0f;
+                        continue;
+                    }
+                    split_row(x + ((size_t)ci * H + iy) * W, W, 2 * c0, cols, e, o);
+                }
             }
-            split_row(x + ((size_t)ci * H + iy) * W, W, 2 * c0, cols, e, o);
-        }
-        for (int co = 0; co < Cout; co += CO_BLOCK) {
-            int nco = Cout - co < CO_BLOCK ? Cout - co : CO_BLOCK;
-            const float *wb = w + (size_t)co * rows * 3;
-            float *yb = y + (size_t)co * plane + (size_t)oy * Wo + c0;
-            for (int ox = 0; ox < cols; ox += 16) {
-                __m256 acc[CO_BLOCK][2];
-                for (int j = 0; j < CO_BLOCK; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
-                if (nco == CO_BLOCK)
-                    taps_block(even, odd, rows, wb, CO_BLOCK, ox, acc);
-                else
-                    taps_block(even, odd, rows, wb, nco, ox, acc);
-                store_block(yb, plane, nco, b ? b + co : NULL, act, ox, cols, acc);
+            for (int co = 0; co < Cout; co += CO_BLOCK) {
+                int nco = Cout - co < CO_BLOCK ? Cout - co : CO_BLOCK;
+                const float *wb = w + (size_t)co * rows * 3;
+                float *yb = y + (size_t)co * plane + (size_t)oy * Wo + c0;
+                for (int ox = 0; ox < cols; ox += 16) {
+                    if (nco == CO_BLOCK)
+                        conv_block(even, odd, slot, rows, wb, CO_BLOCK, ox, yb, plane, b ? b + co : NULL, act, cols);
+                    else
+                        conv_block(even, odd, slot, rows, wb, nco, ox, yb, plane, b ? b + co : NULL, act, cols);
+                }
             }
         }
     }
@@ -264,10 +285,10 @@ void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float
 {
     (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Ho, (void)Wo;
 }
-void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
-                         float act, float *y, int Ho, int Wo, int oy)
+void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
+                          float act, float *y, int Ho, int Wo, int oy0, int oy1)
 {
     (void)x, (void)Cin, (void)H, (void)W, (void)w, (void)b, (void)Cout, (void)act, (void)y, (void)Ho, (void)Wo,
-        (void)oy;
+        (void)oy0, (void)oy1;
 }
 #endif

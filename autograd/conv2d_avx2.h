@@ -17,9 +17,9 @@ void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float
                              int Ho, int Wo);
 
 /* Dense 3x3 stride-2 padding-1 convolution with few input channels (Cin <= CONV3X3_S2_MAX_CIN),
- * one output row `oy` of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */
+ * output rows [oy0, oy1) of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */
 enum { CONV3X3_S2_MAX_CIN = 8 };
-void conv3x3_s2_row_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
-                         float act, float *y, int Ho, int Wo, int oy);
+void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
+                          float act, float *y, int Ho, int Wo, int oy0, int oy1);
 
 #endif

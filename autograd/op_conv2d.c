@@ -80,13 +80,18 @@ typedef struct {
     float act;
 } DirectJob;
 
-static void direct3x3_s2_row(void *arg, int row)
+/* Tasks of a few output rows: consecutive rows share split input rows (conv3x3_s2_rows_avx2). */
+enum { DIRECT_ROWS_PER_TASK = 8 };
+
+static void direct3x3_s2_rows(void *arg, int task)
 {
     const DirectJob *j = arg;
     const Conv2dShape *s = j->s;
-    int n = row / s->Ho;
-    conv3x3_s2_row_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W, j->w, j->b, s->Cout, j->act,
-                        j->y + (size_t)n * s->Cout * s->Ho * s->Wo, s->Ho, s->Wo, row % s->Ho);
+    int tasks_per_image = (s->Ho + DIRECT_ROWS_PER_TASK - 1) / DIRECT_ROWS_PER_TASK;
+    int n = task / tasks_per_image, oy0 = task % tasks_per_image * DIRECT_ROWS_PER_TASK;
+    int oy1 = oy0 + DIRECT_ROWS_PER_TASK < s->Ho ? oy0 + DIRECT_ROWS_PER_TASK : s->Ho;
+    conv3x3_s2_rows_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W, j->w, j->b, s->Cout, j->act,
+                         j->y + (size_t)n * s->Cout * s->Ho * s->Wo, s->Ho, s->Wo, oy0, oy1);
 }
 
 ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s)
@@ -396,7 +401,7 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
     }
     case CONV_CPU_DIRECT3X3_S2: {
         DirectJob j = {s, x, t->w, t->b, t->y, t->act};
-        threadpool_run(pool, s->N * s->Ho, direct3x3_s2_row, &j);
+        threadpool_run(pool, s->N * ((s->Ho + DIRECT_ROWS_PER_TASK - 1) / DIRECT_ROWS_PER_TASK), direct3x3_s2_rows, &j);
         return;
     }
     case CONV_CPU_WINOGRAD: conv2d_winograd_forward(ctx, s, x, 1, t, scratch); return;
