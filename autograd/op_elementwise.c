@@ -1,5 +1,6 @@
 /* Elementwise add, scale and the full sum. */
 #include "autograd/ops.h"
+#include "tensor/context.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
@@ -30,6 +31,21 @@ static void add_backward(Graph *g, Var *y)
     }
 }
 
+typedef struct {
+    const float *a, *b;
+    float *y;
+    int64_t n;
+} AddJob;
+
+enum { ELEMENTWISE_CHUNK = 32768 }; /* elements per pool task: large enough to amortise the hand-off */
+
+static void add_chunk(void *arg, int task)
+{
+    const AddJob *j = arg;
+    int64_t lo = (int64_t)task * ELEMENTWISE_CHUNK, hi = lo + ELEMENTWISE_CHUNK < j->n ? lo + ELEMENTWISE_CHUNK : j->n;
+    for (int64_t i = lo; i < hi; i++) j->y[i] = j->a[i] + j->b[i];
+}
+
 Var *ag_add(Graph *g, Var *a, Var *b)
 {
     if (!graph_ok(g)) return NULL;
@@ -50,7 +66,8 @@ Var *ag_add(Graph *g, Var *a, Var *b)
         return graph_check_cuda(g, "add") ? y : NULL;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) y->value.data[i] = a->value.data[i] + b->value.data[i];
+    AddJob j = {a->value.data, b->value.data, y->value.data, n};
+    threadpool_run(g->ctx->pool, (int)((n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK), add_chunk, &j);
     return y;
 }
 

@@ -2,8 +2,10 @@
  * "nearest" does, in float: floor(o * (float)in / out), clamped; the integer form o*in/out can
  * differ by one where the float product rounds down. */
 #include <math.h>
+#include <string.h>
 
 #include "autograd/ops.h"
+#include "tensor/context.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
@@ -40,6 +42,32 @@ static void upsample_backward(Graph *g, Var *y)
     }
 }
 
+typedef struct {
+    const float *x;
+    float *y;
+    int H, W, out_h, out_w;
+    const int *cols; /* source column of each output column */
+} UpsampleJob;
+
+static void upsample_plane(void *arg, int p)
+{
+    const UpsampleJob *j = arg;
+    const float *src = j->x + (size_t)p * j->H * j->W;
+    float *dst = j->y + (size_t)p * j->out_h * j->out_w;
+    int prev = -1;
+    for (int oh = 0; oh < j->out_h; oh++) {
+        int ih = source_index(oh, j->H, j->out_h);
+        float *out = dst + (size_t)oh * j->out_w;
+        if (ih == prev) { /* the same source row as the row above: a copy */
+            memcpy(out, out - j->out_w, sizeof(float) * (size_t)j->out_w);
+            continue;
+        }
+        prev = ih;
+        const float *row = src + (size_t)ih * j->W;
+        for (int ow = 0; ow < j->out_w; ow++) out[ow] = row[j->cols[ow]];
+    }
+}
+
 Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
 {
     if (!graph_ok(g)) return NULL;
@@ -57,18 +85,11 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
         return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
     }
 #endif
-    /* source columns once, not per pixel */
+    /* source columns once, not per pixel; one pool task per plane */
     int *cols = graph_host_scratch(g, sizeof(int) * (size_t)out_w);
     if (!cols) return NULL;
     for (int ow = 0; ow < out_w; ow++) cols[ow] = source_index(ow, W, out_w);
-    for (int p = 0; p < NC; p++) {
-        const float *src = x->value.data + (size_t)p * H * W;
-        float *dst = y->value.data + (size_t)p * out_h * out_w;
-        for (int oh = 0; oh < out_h; oh++) {
-            const float *row = src + (size_t)source_index(oh, H, out_h) * W;
-            float *out = dst + (size_t)oh * out_w;
-            for (int ow = 0; ow < out_w; ow++) out[ow] = row[cols[ow]];
-        }
-    }
+    UpsampleJob j = {x->value.data, y->value.data, H, W, out_h, out_w, cols};
+    threadpool_run(g->ctx->pool, NC, upsample_plane, &j);
     return y;
 }
