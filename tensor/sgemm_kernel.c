@@ -43,6 +43,36 @@ __attribute__((target("avx2,fma"))) static inline __m256 tile_epilogue(__m256 v,
     return _mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
 }
 
+/* Stores rows [0, n) of a tile whose rows are full (NR columns): C = alpha acc (+ C), then the
+ * epilogue. Rows below MR matter: a product whose M is not a multiple of MR ends in such a tile, and
+ * storing it value by value took a third of the time of a 16-row pointwise convolution. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void store_rows(float *c, int ldc,
+                                                                                 const __m256 rows[12], int n,
+                                                                                 float alpha, int overwrite,
+                                                                                 const SgemmTileEpilogue *ep)
+{
+    __m256 al = _mm256_set1_ps(alpha);
+    __m256 slope = _mm256_set1_ps(ep && ep->slope >= 0.0f ? ep->slope : 1.0f);
+    for (int i = 0; i < n; i++) {
+        float *ci = c + (long)i * ldc;
+        __m256 v0 = rows[2 * i], v1 = rows[2 * i + 1];
+        if (!ep && !overwrite) {
+            _mm256_storeu_ps(ci, _mm256_fmadd_ps(al, v0, _mm256_loadu_ps(ci)));
+            _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(al, v1, _mm256_loadu_ps(ci + 8)));
+            continue;
+        }
+        /* alpha 1 (every convolution): the multiply would return the same values */
+        if (alpha != 1.0f) v0 = _mm256_mul_ps(al, v0), v1 = _mm256_mul_ps(al, v1);
+        if (ep) {
+            __m256 bias = _mm256_set1_ps(ep->bias ? ep->bias[i] : 0.0f);
+            if (!overwrite) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+            v0 = tile_epilogue(v0, bias, slope), v1 = tile_epilogue(v1, bias, slope);
+        }
+        _mm256_storeu_ps(ci, v0);
+        _mm256_storeu_ps(ci + 8, v1);
+    }
+}
+
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b,
                                                              float *c, int ldc, float alpha,
                                                              int mr, int nr, int overwrite,
@@ -72,34 +102,13 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
         a += SGEMM_MR;
         b += SGEMM_NR;
     }
-    __m256 al = _mm256_set1_ps(alpha);
-    if (mr == SGEMM_MR && nr == SGEMM_NR) {
-        __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-        if (ep) {
-            __m256 slope = _mm256_set1_ps(ep->slope < 0.0f ? 1.0f : ep->slope);
-            for (int i = 0; i < SGEMM_MR; i++) {
-                float *ci = c + (long)i * ldc;
-                __m256 bias = _mm256_set1_ps(ep->bias ? ep->bias[i] : 0.0f);
-                __m256 v0 = _mm256_mul_ps(al, rows[2 * i]), v1 = _mm256_mul_ps(al, rows[2 * i + 1]);
-                if (!overwrite) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci)), v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
-                _mm256_storeu_ps(ci, tile_epilogue(v0, bias, slope));
-                _mm256_storeu_ps(ci + 8, tile_epilogue(v1, bias, slope));
-            }
-            return;
-        }
-        if (overwrite) {
-            for (int i = 0; i < SGEMM_MR; i++) {
-                float *ci = c + (long)i * ldc;
-                _mm256_storeu_ps(ci, _mm256_mul_ps(al, rows[2 * i]));
-                _mm256_storeu_ps(ci + 8, _mm256_mul_ps(al, rows[2 * i + 1]));
-            }
-            return;
-        }
-        for (int i = 0; i < SGEMM_MR; i++) {
-            float *ci = c + (long)i * ldc;
-            _mm256_storeu_ps(ci, _mm256_fmadd_ps(al, rows[2 * i], _mm256_loadu_ps(ci)));
-            _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(al, rows[2 * i + 1], _mm256_loadu_ps(ci + 8)));
-        }
+    __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    if (nr == SGEMM_NR) {
+        /* full-width rows, vector stores; a constant count unrolls (and keeps rows in registers) */
+        if (mr == SGEMM_MR)
+            store_rows(c, ldc, rows, SGEMM_MR, alpha, overwrite, ep);
+        else
+            store_rows(c, ldc, rows, mr, alpha, overwrite, ep);
         return;
     }
     float acc[SGEMM_MR][SGEMM_NR] __attribute__((aligned(32)));
