@@ -21,15 +21,16 @@ bool conv2d_avx2_available(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-/* Depthwise planes are taken DW_COLS output columns at a time through three zero-padded copies of the
- * input rows they read (a ring: consecutive output rows share two rows at stride 1, one at stride 2),
- * so that every output, border or not, is the same run of vector loads: no scalar border path, which
- * on the 20- to 40-wide planes of the deep layers was most of the work. */
-enum { DW_COLS = 512, DW_ROW_FLOATS = 2 * DW_COLS + 24 };
+/* Depthwise planes are taken DW_COLS output columns at a time through zero-padded copies of the
+ * input rows they read (a ring: two output rows at a time read four input rows at stride 1, five at
+ * stride 2, and the next pair shares one or two of them), so that every output, border or not, is the
+ * same run of vector loads: no scalar border path, which on the 20- to 40-wide planes of the deep
+ * layers was most of the work. */
+enum { DW_COLS = 512, DW_ROW_FLOATS = 2 * DW_COLS + 24, DW_RING = 5 };
 
 typedef struct {
-    float row[3][DW_ROW_FLOATS] __attribute__((aligned(32)));
-    int held[3]; /* input row held by each slot, or INT_MIN */
+    float row[DW_RING][DW_ROW_FLOATS] __attribute__((aligned(32)));
+    int held[DW_RING]; /* input row held by each slot, or INT_MIN */
 } PaddedRows;
 
 __attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
@@ -48,7 +49,7 @@ __attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, 
 __attribute__((target("avx2,fma"))) static inline const float *padded_row(PaddedRows *pr, const float *x, int H,
                                                                           int W, int ih, int first, int n)
 {
-    int slot = ((ih % 3) + 3) % 3;
+    int slot = ((ih % DW_RING) + DW_RING) % DW_RING;
     float *dst = pr->row[slot];
     if (pr->held[slot] == ih) return dst;
     pr->held[slot] = ih;
@@ -125,21 +126,38 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
         /* outputs [c0, c0 + cols) read padded columns from stride * c0 - 1; 8 outputs at stride 2 load
          * 18 floats */
         int n = (cols + 7) / 8 * 8 * stride + 2;
-        pr.held[0] = pr.held[1] = pr.held[2] = INT_MIN;
-        for (int oh = 0; oh < Ho; oh++) {
-            const float *r0 = padded_row(&pr, x, H, W, stride * oh - 1, stride * c0 - 1, n);
-            const float *r1 = padded_row(&pr, x, H, W, stride * oh, stride * c0 - 1, n);
-            const float *r2 = padded_row(&pr, x, H, W, stride * oh + 1, stride * c0 - 1, n);
+        for (int k = 0; k < DW_RING; k++) pr.held[k] = INT_MIN;
+        /* two output rows at a time: two independent accumulation chains (each summed in the same
+         * order as one row alone) and the input rows they share loaded once */
+        for (int oh = 0; oh < Ho; oh += 2) {
+            bool pair = oh + 1 < Ho;
+            const float *r[5];
+            for (int k = 0; k < (pair ? 2 + stride + 1 : 3); k++)
+                r[k] = padded_row(&pr, x, H, W, stride * oh - 1 + k, stride * c0 - 1, n);
             float *yr = y + (long)oh * Wo + c0;
             for (int ow = 0; ow < cols; ow += 8) {
-                __m256 a, b, c;
-                row_taps(r0, ow, stride, &a, &b, &c);
-                __m256 acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
-                row_taps(r1, ow, stride, &a, &b, &c);
+                __m256 a, b, c, acc, acc2 = vb;
+                row_taps(r[0], ow, stride, &a, &b, &c);
+                acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
+                row_taps(r[1], ow, stride, &a, &b, &c);
                 acc = taps3(wv[3], a, wv[4], b, wv[5], c, acc);
-                row_taps(r2, ow, stride, &a, &b, &c);
+                if (pair && stride == 1) acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
+                row_taps(r[2], ow, stride, &a, &b, &c);
                 acc = taps3(wv[6], a, wv[7], b, wv[8], c, acc);
                 store_outputs(yr, cols, ow, activate(acc, slope));
+                if (!pair) continue;
+                if (stride == 1) {
+                    acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
+                    row_taps(r[3], ow, 1, &a, &b, &c);
+                    acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
+                } else {
+                    acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
+                    row_taps(r[3], ow, 2, &a, &b, &c);
+                    acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
+                    row_taps(r[4], ow, 2, &a, &b, &c);
+                    acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
+                }
+                store_outputs(yr + Wo, cols, ow, activate(acc2, slope));
             }
         }
     }
