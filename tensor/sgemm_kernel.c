@@ -19,14 +19,14 @@ static void store_tile(const float acc[SGEMM_MR][SGEMM_NR], float *c, int ldc, f
         }
 }
 
-void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
+void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
                           int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
     float acc[SGEMM_MR][SGEMM_NR] = {{0}};
     for (int p = 0; p < kc; p++) {
         for (int i = 0; i < SGEMM_MR; i++) {
             float av = a[p * SGEMM_MR + i];
-            for (int j = 0; j < SGEMM_NR; j++) acc[i][j] += av * b[p * SGEMM_NR + j];
+            for (int j = 0; j < SGEMM_NR; j++) acc[i][j] += av * b[p * ldb + j];
         }
     }
     store_tile(acc, c, ldc, alpha, mr, nr, overwrite, ep);
@@ -73,7 +73,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void store_rows
     }
 }
 
-__attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b,
+__attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb,
                                                              float *c, int ldc, float alpha,
                                                              int mr, int nr, int overwrite,
                                                              const SgemmTileEpilogue *ep)
@@ -85,7 +85,7 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 av;
         av = _mm256_broadcast_ss(a + 0);
         c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
@@ -100,7 +100,7 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
         av = _mm256_broadcast_ss(a + 5);
         c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
         a += SGEMM_MR;
-        b += SGEMM_NR;
+        b += ldb;
     }
     __m256 rows[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     if (nr == SGEMM_NR) {
@@ -133,10 +133,10 @@ SgemmKernelFn sgemm_select_kernel(void)
     return sgemm_kernel_generic;
 }
 #else
-void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
+void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
                        int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
-    sgemm_kernel_generic(kc, a, b, c, ldc, alpha, mr, nr, overwrite, ep);
+    sgemm_kernel_generic(kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
 #endif

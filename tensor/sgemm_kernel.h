@@ -1,5 +1,6 @@
-/* SGEMM register microkernels (internal to sgemm.c). A kernel computes, for packed panels
- * a (kc x MR, MR values per k) and b (kc x NR), C[0:mr, 0:nr] += alpha * a^T b (or = when
+/* SGEMM register microkernels (internal to sgemm.c). A kernel computes, for a packed panel
+ * a (kc x MR, MR values per k) and a panel b of kc rows of NR values, ldb floats apart (NR when
+ * packed; B's own row stride when read in place), C[0:mr, 0:nr] += alpha * a^T b (or = when
  * overwrite: the first K block of a beta == 0 product, so C is never cleared separately), where C
  * has row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. With ep (the last K
  * block of a product that has an epilogue), each stored value then becomes act(v + bias[row]). */
@@ -14,12 +15,12 @@ typedef struct {
     float slope;
 } SgemmTileEpilogue;
 
-typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, float *c, int ldc,
+typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, long ldb, float *c, int ldc,
                               float alpha, int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 
-void sgemm_kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
+void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
                           int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
-void sgemm_kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, float alpha,
+void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
                        int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);
