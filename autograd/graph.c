@@ -51,6 +51,8 @@ static void profile_close_forward(Graph *g)
     p->open_op = NULL;
 }
 
+void graph_profile_end_forward(Graph *g) { profile_close_forward(g); }
+
 void graph_enable_profile(Graph *g)
 {
     if (!g->profile) g->profile = calloc(1, sizeof *g->profile);

@@ -56,6 +56,9 @@ struct Graph {
 /* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and
  * time is summed per op name, separately for forward and backward. Slows the step down. */
 void graph_enable_profile(Graph *g);
+/* Ends the profiled time of the forward op still running (each op's time otherwise runs until the next
+ * op starts, a backward runs or the graph is reset): call it where a forward's last op is done. */
+void graph_profile_end_forward(Graph *g);
 /* Prints "op, calls, forward ms, backward ms" sorted by total, per profiled step (divides by steps). */
 void graph_print_profile(const Graph *g, FILE *out, int steps);
 

@@ -2,11 +2,51 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "tensor/context.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
 
 /* dst (contiguous, shape of src permuted by perm) += or = src permuted. */
+typedef struct {
+    const Tensor *view; /* the source seen in output order */
+    const float *src;
+    float *dst;
+    bool accumulate;
+    int64_t rows, rows_per_task; /* output rows of the innermost length */
+} PermuteJob;
+
+/* Output rows [r0, r1): the source offset of r0 from its mixed-radix index, then walked. */
+static void permute_rows(void *arg, int task)
+{
+    const PermuteJob *j = arg;
+    const Tensor *v = j->view;
+    int nd = v->ndim;
+    int64_t inner_len = nd ? v->shape[nd - 1] : 1, inner_stride = nd ? v->strides[nd - 1] : 1;
+    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    int64_t idx[TENSOR_MAX_DIMS] = {0}, off = 0, rest = r0;
+    for (int d = nd - 2; d >= 0; d--) {
+        idx[d] = rest % v->shape[d];
+        rest /= v->shape[d];
+        off += idx[d] * v->strides[d];
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *s = j->src + off;
+        float *d = j->dst + r * inner_len;
+        if (j->accumulate)
+            for (int64_t k = 0; k < inner_len; k++) d[k] += s[k * inner_stride];
+        else
+            for (int64_t k = 0; k < inner_len; k++) d[k] = s[k * inner_stride];
+        for (int dd = nd - 2; dd >= 0; dd--) {
+            idx[dd]++;
+            off += v->strides[dd];
+            if (idx[dd] < v->shape[dd]) break;
+            off -= v->strides[dd] * v->shape[dd];
+            idx[dd] = 0;
+        }
+    }
+}
+
 static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *dst, bool accumulate)
 {
     Tensor view;
@@ -18,27 +58,12 @@ static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *ds
         return;
     }
 #endif
-    (void)g;
-    int64_t n = tensor_numel(src);
-    int64_t idx[TENSOR_MAX_DIMS] = {0};
-    int64_t off = 0;
-    int nd = view.ndim;
-    int64_t inner_len = nd ? view.shape[nd - 1] : 1, inner_stride = nd ? view.strides[nd - 1] : 1;
-    for (int64_t i = 0; i < n; i += inner_len) {
-        const float *s = src->data + off;
-        float *d = dst + i;
-        if (accumulate)
-            for (int64_t k = 0; k < inner_len; k++) d[k] += s[k * inner_stride];
-        else
-            for (int64_t k = 0; k < inner_len; k++) d[k] = s[k * inner_stride];
-        for (int dd = nd - 2; dd >= 0; dd--) {
-            idx[dd]++;
-            off += view.strides[dd];
-            if (idx[dd] < view.shape[dd]) break;
-            off -= view.strides[dd] * view.shape[dd];
-            idx[dd] = 0;
-        }
-    }
+    int64_t n = tensor_numel(src), inner_len = view.ndim ? view.shape[view.ndim - 1] : 1;
+    if (n == 0) return;
+    /* tasks of about 16K elements: the heads' permutes are ~10^5 strided reads each */
+    PermuteJob j = {&view, src->data, dst, accumulate, n / inner_len, 0};
+    j.rows_per_task = (16384 + inner_len - 1) / inner_len;
+    threadpool_run(g->ctx->pool, (int)((j.rows + j.rows_per_task - 1) / j.rows_per_task), permute_rows, &j);
 }
 
 static void permute_backward(Graph *g, Var *y)

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#include "tensor/context.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
@@ -26,6 +27,28 @@ static void softmax_backward(Graph *g, Var *y)
     }
 }
 
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t C, rows, rows_per_task;
+} SoftmaxJob;
+
+static void softmax_rows(void *arg, int task)
+{
+    const SoftmaxJob *j = arg;
+    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *in = j->x + r * j->C;
+        float *out = j->y + r * j->C;
+        float m = in[0];
+        for (int64_t c = 1; c < j->C; c++) m = in[c] > m ? in[c] : m;
+        double sum = 0;
+        for (int64_t c = 0; c < j->C; c++) sum += out[c] = expf(in[c] - m);
+        float inv = (float)(1.0 / sum);
+        for (int64_t c = 0; c < j->C; c++) out[c] *= inv;
+    }
+}
+
 Var *ag_softmax(Graph *g, Var *x)
 {
     if (!graph_ok(g)) return NULL;
@@ -39,15 +62,7 @@ Var *ag_softmax(Graph *g, Var *x)
         return graph_check_cuda(g, "softmax") ? y : NULL;
     }
 #endif
-    for (int64_t r = 0; r < rows; r++) {
-        const float *in = x->value.data + r * C;
-        float *out = y->value.data + r * C;
-        float m = in[0];
-        for (int64_t c = 1; c < C; c++) m = in[c] > m ? in[c] : m;
-        double sum = 0;
-        for (int64_t c = 0; c < C; c++) sum += out[c] = expf(in[c] - m);
-        float inv = (float)(1.0 / sum);
-        for (int64_t c = 0; c < C; c++) out[c] *= inv;
-    }
+    SoftmaxJob j = {x->value.data, y->value.data, C, rows, (4096 + C - 1) / C};
+    threadpool_run(g->ctx->pool, (int)((rows + j.rows_per_task - 1) / j.rows_per_task), softmax_rows, &j);
     return y;
 }

@@ -97,6 +97,7 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
     RetinaOutputs out;
     bool ok = retinaface_forward(g, d->model, x, false, &out);
     Var *probs = ok ? ag_softmax(g, out.conf) : NULL;
+    graph_profile_end_forward(g); /* postprocessing is not the softmax's time */
     if (!probs) {
         image_free(&scaled);
         return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
