@@ -276,7 +276,7 @@ static void multiply_element(void *arg, int e)
     const Conv2dShape *s = j->s;
     int ld = j->grid.row_floats;
     SgemmProduct prods[SGEMM_MAX_PRODUCTS];
-    SgemmRight right = {j->V + (size_t)e * ld, XI * ld, false, false};
+    SgemmRight right = {j->V + (size_t)e * ld, XI * ld, false};
     for (int q0 = 0, first = 0; q0 < j->n_targets; q0 += SGEMM_MAX_PRODUCTS) {
         int n = j->n_targets - q0 < SGEMM_MAX_PRODUCTS ? j->n_targets - q0 : SGEMM_MAX_PRODUCTS;
         for (int q = 0; q < n; q++) {

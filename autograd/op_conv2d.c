@@ -349,7 +349,7 @@ static void gemm_forward_shared(Context *ctx, const Conv2dShape *s, const float 
             col = scratch;
         }
         SgemmProduct prods[SGEMM_MAX_PRODUCTS];
-        SgemmRight right = {col, HWo, false, false};
+        SgemmRight right = {col, HWo, false};
         for (int q0 = 0; q0 < n; q0 += SGEMM_MAX_PRODUCTS) {
             int m = n - q0 < SGEMM_MAX_PRODUCTS ? n - q0 : SGEMM_MAX_PRODUCTS;
             for (int q = 0; q < m; q++) {

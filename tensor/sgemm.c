@@ -106,12 +106,11 @@ static void task_rows(const SgemmJob *j, int q, int i0, int m, int *r0, int *rm)
 }
 
 /* C[rows, j0:j0+n] of every product, serially. Each product's rows of one K block are packed once
- * (or taken prepacked) and reused for every NC block of B; each block of B is packed once (or taken
- * prepacked) and used by every product. */
+ * (or taken prepacked) and reused for every NC block of B; each block of B is packed once (or read in
+ * place) and used by every product. */
 static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *pa, float *pb)
 {
     const float *a_block[SGEMM_MAX_PRODUCTS];
-    int n_pad = round_up(j->N, SGEMM_NR);
     for (int pc = 0; pc < j->K; pc += KC) {
         int kc = j->K - pc < KC ? j->K - pc : KC;
         float *pa_next = pa;
@@ -132,9 +131,7 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
             int nc = n - jc < NC ? n - jc : NC;
             const float *b_block = pb;
             int full_panels = 0; /* read in place */
-            if (j->right.packed) {
-                b_block = j->right.B + (size_t)pc * n_pad + (size_t)(j0 + jc) * kc;
-            } else if (j->b_in_place) {
+            if (j->b_in_place) {
                 /* whole panels straight from B; only a partial last panel is packed (reading 16 columns
                  * there would run past the row) */
                 full_panels = nc / SGEMM_NR;
@@ -187,7 +184,7 @@ static void sgemm_task(void *arg, int task)
     for (int q = 0; q < j->n_prods; q++)
         if (!j->prods[q].packed) a_floats += (size_t)kc * round_up(j->split_n ? j->prods[q].M : len, SGEMM_MR);
     a_floats = (a_floats + 15) & ~(size_t)15;
-    size_t b_floats = j->right.packed ? 0 : (size_t)kc * round_up(nc, SGEMM_NR);
+    size_t b_floats = (size_t)kc * round_up(nc, SGEMM_NR);
     float *owned = NULL, *pa = a_floats + b_floats ? threadpool_scratch(j->pool, a_floats + b_floats) : NULL;
     if (!pa && a_floats + b_floats) {
         pa = owned = aligned_alloc(64, ((a_floats + b_floats) * sizeof(float) + 63) & ~(size_t)63);
@@ -247,7 +244,7 @@ void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *
     /* From K = 32 the kernel reads B's panels in place as fast as it reads packed copies (32x32 to
      * 128x128 pointwise convolutions and Winograd's GEMMs: 5-8% faster without the packing pass);
      * below, a panel's few rows arrive too late for the little work done on them (8->16: 35% slower). */
-    j.b_in_place = !b->packed && !b->trans_b && K >= IN_PLACE_MIN_K;
+    j.b_in_place = !b->trans_b && K >= IN_PLACE_MIN_K;
     int nthreads = threadpool_size(pool);
     /* Small problems are not worth waking threads for. */
     if (flops < 2e6) nthreads = 1;
@@ -256,9 +253,9 @@ void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *
     } else {
         /* Split where each task packs the least: every task packs all of the operand it does not
          * split. Packing A (a gather into MR-row panels) costs about three times packing B (row
-         * copies); a prepacked operand costs nothing. */
+         * copies); a prepacked A costs nothing. */
         int M = prods[0].M;
-        double b_pack = b->packed ? 0.0 : (double)K * N;
+        double b_pack = (double)K * N; /* packed, or streamed in place: every row of it either way */
         double per_task_split_n = 3.0 * a_pack + b_pack / nthreads, per_task_split_m = 3.0 * a_pack / nthreads + b_pack;
         j.split_n = nthreads == 1 || per_task_split_n == per_task_split_m ? N >= M : per_task_split_n < per_task_split_m;
     }
@@ -283,7 +280,7 @@ void sgemm_bias_act(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, 
                     float leaky_slope)
 {
     if (M <= 0) return;
-    SgemmRight right = {B, ldb, trans_b, false};
+    SgemmRight right = {B, ldb, trans_b};
     SgemmProduct prod = {M, A, lda, trans_a, NULL, C, ldc, row_bias, leaky_slope};
     sgemm_multi(pool, N, K, alpha, &right, beta, &prod, 1);
 }

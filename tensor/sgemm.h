@@ -12,9 +12,8 @@
 
 #include "tensor/threadpool.h"
 
-/* Blocking constants, public because producers may write operands straight into the packed layouts:
- * K is cut in blocks of SGEMM_KC, rows of op(A) in panels of SGEMM_MR, columns of B in panels of
- * SGEMM_NR. */
+/* Blocking constants, public for the packed left operand's layout (SgemmPackedA): K is cut in blocks of
+ * SGEMM_KC, rows of op(A) in panels of SGEMM_MR, columns of B in panels of SGEMM_NR. */
 enum { SGEMM_MR = 6, SGEMM_NR = 16, SGEMM_KC = 256, SGEMM_MAX_PRODUCTS = 8 };
 
 void sgemm(ThreadPool *pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
@@ -39,26 +38,11 @@ typedef struct {
 bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, int lda);
 void sgemm_packed_a_free(SgemmPackedA *pa);
 
-/* The packed layout of a right operand B [K,N]: K block pc starts at pc * ceil(N/NR)*NR floats and
- * holds NR-column panels of kc rows, NR values per row; 32-byte aligned. A producer that writes
- * B in this layout (sgemm_packed_b_index) spares the product its packing pass. */
-static inline size_t sgemm_packed_b_floats(int K, int N)
-{
-    return (size_t)K * (size_t)((N + SGEMM_NR - 1) / SGEMM_NR * SGEMM_NR);
-}
-static inline size_t sgemm_packed_b_index(int K, int N, int p, int j)
-{
-    int pc = p / SGEMM_KC * SGEMM_KC, kc = K - pc < SGEMM_KC ? K - pc : SGEMM_KC;
-    size_t n_pad = (size_t)((N + SGEMM_NR - 1) / SGEMM_NR * SGEMM_NR);
-    return (size_t)pc * n_pad + (size_t)(j / SGEMM_NR * SGEMM_NR) * kc + (size_t)(p - pc) * SGEMM_NR + j % SGEMM_NR;
-}
-
-/* The right operand of sgemm_multi: op(B) [K,N] as in sgemm, or already in the packed layout. */
+/* The right operand of sgemm_multi: op(B) [K,N] as in sgemm. */
 typedef struct {
     const float *B;
     int ldb;
     bool trans_b;
-    bool packed; /* B is in the sgemm_packed_b layout (ldb and trans_b unused) */
 } SgemmRight;
 
 /* One product of sgemm_multi: C = alpha * op(A) op(B) + beta * C, then the epilogue of
@@ -75,8 +59,8 @@ typedef struct {
     float leaky_slope;
 } SgemmProduct;
 
-/* Up to SGEMM_MAX_PRODUCTS products with one right operand: each block of B is packed once (or not
- * at all when it comes packed) and used by all of them, e.g. several convolutions of one input. */
+/* Up to SGEMM_MAX_PRODUCTS products with one right operand: each block of B is packed once (or read
+ * in place) and used by all of them, e.g. several convolutions of one input. */
 void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *b, float beta,
                  const SgemmProduct *prods, int n_prods);
 
