@@ -579,7 +579,13 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
         out[i] = y;
         size_t own = conv2d_scratch_floats(y, s);
         if (own > scratch_n) scratch_n = own;
-        t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, br[i].packed, y->value.data};
+        const Conv2dPacked *pk = br[i].packed;
+        int K = s->Cin / p.groups * s->KH * s->KW;
+        if (pk && ((pk->gemm.data && (pk->gemm.M != s->Cout || pk->gemm.K != K)) ||
+                   (pk->winograd[0].data && (pk->winograd[0].M != s->Cout || pk->winograd[0].K != s->Cin))))
+            return graph_fail(g, ERR_SHAPE, "conv2d: packed weights are not those of a [%d,%d,%d,%d] weight", s->Cout,
+                              s->Cin / p.groups, s->KH, s->KW), false;
+        t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, pk, y->value.data};
     }
     size_t shared_n = conv2d_scratch_floats(out[0], &total);
     if (shared_n > scratch_n) scratch_n = shared_n;

@@ -205,6 +205,22 @@ START_TEST(conv2d_rejects_mismatched_shapes)
     ck_assert_int_eq(g.err.code, ERR_SHAPE);
     ck_assert_ptr_nonnull(strstr(g.err.msg, "conv2d"));
     graph_destroy(&g);
+    /* packed weights of another shape are refused, not used */
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t ws2[4] = {4, 3, 3, 3}, other[4] = {5, 3, 3, 3};
+    Tensor w_other;
+    tensor_new(&w_other, DEVICE_CPU, 4, other, NULL);
+    tensor_fill(&w_other, 0.5f);
+    Conv2dPacked pk;
+    ck_assert_int_eq(conv2d_pack_weights(&pk, &w_other, conv2d_params(1, 1, 1, 1), NULL), ERR_OK);
+    Conv2dBranch br = {var_new(&g, 4, ws2), NULL, -1.0f, &pk};
+    Var *out;
+    ck_assert(!ag_conv2d_shared_input(&g, var_new(&g, 4, xs), conv2d_params(1, 1, 1, 1), 1, &br, &out));
+    ck_assert_int_eq(g.err.code, ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "packed"));
+    conv2d_packed_free(&pk);
+    tensor_free(&w_other);
+    graph_destroy(&g);
     context_destroy(ctx);
 }
 END_TEST
