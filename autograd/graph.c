@@ -161,6 +161,17 @@ void graph_plan_memory(Graph *g, uint64_t key)
     p->next = 0;
 }
 
+void graph_plan_concat(Graph *g, const Var *y, Var *const *parts, int n)
+{
+    MemoryPlan *p = g->plan;
+    if (!p || !p->active || p->ready || !graph_ok(g) || n > PLAN_CONCAT_MAX) return;
+    const void *ptrs[PLAN_CONCAT_MAX];
+    size_t bytes[PLAN_CONCAT_MAX];
+    for (int i = 0; i < n; i++) ptrs[i] = parts[i]->value.data, bytes[i] = tensor_bytes(&parts[i]->value);
+    if (!memory_plan_record_concat(p, y->value.data, n, ptrs, bytes))
+        error_set(&g->err, ERR_OOM, "graph: out of memory recording the memory plan");
+}
+
 /* Memory of a step value: the arena, or the plan's slot when replaying (recorded when recording). */
 static void *step_alloc(Graph *g, size_t bytes)
 {

@@ -68,6 +68,9 @@ void graph_print_profile(const Graph *g, FILE *out, int steps);
  * depend only on the key (the model and the input shape); intermediate values die as soon as a
  * later op has read them, so read only the step's outputs afterwards. */
 void graph_plan_memory(Graph *g, uint64_t key);
+/* Notes, while a plan records, that y (just made) concatenates `parts` end to end in its memory, so
+ * the plan may place them inside y (autograd/memory_plan.h); a no-op otherwise. */
+void graph_plan_concat(Graph *g, const Var *y, Var *const *parts, int n);
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
 void graph_destroy(Graph *g);

@@ -12,6 +12,7 @@ void memory_plan_free(MemoryPlan *p)
     device_free(p->base, p->device);
     free(p->allocs);
     free(p->pending);
+    free(p->concats);
     memset(p, 0, sizeof *p);
 }
 
@@ -43,7 +44,7 @@ bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes)
         if (!a) return false;
         p->allocs = a, p->cap = cap;
     }
-    p->allocs[p->n] = (PlannedAlloc){bytes, 0, p->n, false, ptr};
+    p->allocs[p->n] = (PlannedAlloc){bytes, 0, p->n, false, ptr, p->n, p->n, 0};
     p->n++;
     return true;
 }
@@ -60,6 +61,50 @@ bool memory_plan_record_read(MemoryPlan *p, const void *data)
     }
     p->pending[p->n_pending++] = data;
     return true;
+}
+
+bool memory_plan_record_concat(MemoryPlan *p, const void *out, int n, const void *const *parts, const size_t *bytes)
+{
+    if (n < 1 || n > PLAN_CONCAT_MAX || !p->n || p->allocs[p->n - 1].recorded != out) return true; /* not placeable */
+    if (p->n_concats == p->cap_concats) {
+        size_t cap = p->cap_concats ? 2 * p->cap_concats : 16;
+        PlannedConcat *c = realloc(p->concats, cap * sizeof *c);
+        if (!c) return false;
+        p->concats = c, p->cap_concats = cap;
+    }
+    PlannedConcat *c = &p->concats[p->n_concats++];
+    c->out = p->n - 1, c->n = n;
+    for (int i = 0; i < n; i++) c->part[i] = parts[i], c->bytes[i] = bytes[i];
+    return true;
+}
+
+/* Places the parts of the noted concatenations inside their outputs where that is safe: each part a
+ * whole allocation of its own, read by nothing after the concatenation, inside no other output, and
+ * not itself an output that holds parts. */
+static void place_concat_parts(MemoryPlan *p)
+{
+    for (size_t c = 0; c < p->n_concats; c++) {
+        const PlannedConcat *pc = &p->concats[c];
+        PlannedAlloc *out = &p->allocs[pc->out];
+        size_t idx[PLAN_CONCAT_MAX], offset = 0;
+        bool ok = out->host == pc->out && out->birth == pc->out;
+        for (int i = 0; ok && i < pc->n; i++) {
+            size_t k = pc->out;
+            while (k-- > 0)
+                if (p->allocs[k].recorded == pc->part[i]) break;
+            ok = k < pc->out && p->allocs[k].bytes == pc->bytes[i] && p->allocs[k].last <= pc->out &&
+                 p->allocs[k].host == k && p->allocs[k].birth == k;
+            for (int j = 0; ok && j < i; j++) ok = idx[j] != k;
+            idx[i] = k;
+        }
+        if (!ok) continue;
+        for (int i = 0; i < pc->n; i++) {
+            PlannedAlloc *a = &p->allocs[idx[i]];
+            a->host = pc->out, a->host_offset = offset;
+            offset += pc->bytes[i];
+            if (a->birth < out->birth) out->birth = a->birth;
+        }
+    }
 }
 
 static int by_size_desc(const void *a, const void *b, void *ctx)
@@ -81,19 +126,21 @@ ErrorCode memory_plan_finish(MemoryPlan *p, Error *err)
         return error_set(err, ERR_OOM, "memory plan: out of memory");
     }
     for (size_t k = 0; k < n; k++) order[k] = k;
+    place_concat_parts(p);
     qsort_r(order, n, sizeof *order, by_size_desc, p->allocs);
     /* Largest first, each at the lowest offset where it overlaps no placed allocation that is live
      * at the same time: candidates are 0 and the ends of the conflicting ones. */
     size_t n_placed = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         PlannedAlloc *a = &p->allocs[order[i]];
-        size_t first = order[i], size = (a->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN, best = 0;
+        if (a->host != order[i]) continue; /* inside a concatenation: placed with it below */
+        size_t first = a->birth, size = (a->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN, best = 0;
         for (;;) {
             bool moved = false;
             for (size_t j = 0; j < n_placed; j++) {
                 const PlannedAlloc *b = &p->allocs[placed[j]];
                 size_t b_size = (b->bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
-                bool live_together = placed[j] <= a->last && first <= b->last;
+                bool live_together = b->birth <= a->last && first <= b->last;
                 bool overlap = best < b->offset + b_size && b->offset < best + size;
                 if (live_together && overlap) best = b->offset + b_size, moved = true;
             }
@@ -103,6 +150,8 @@ ErrorCode memory_plan_finish(MemoryPlan *p, Error *err)
         if (best + size > total) total = best + size;
         placed[n_placed++] = order[i];
     }
+    for (size_t k = 0; k < n; k++)
+        if (p->allocs[k].host != k) p->allocs[k].offset = p->allocs[p->allocs[k].host].offset + p->allocs[k].host_offset;
     free(order), free(placed);
     device_free(p->base, p->device);
     p->base = NULL;

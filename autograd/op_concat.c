@@ -89,10 +89,12 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
             continue;
         }
 #endif
-        for (int64_t o = 0; o < s->outer; o++)
-            memcpy(y->value.data + o * s->out_row + offset, t->data + o * row,
-                   (size_t)row * sizeof(float));
+        /* a part the memory plan placed inside y is already where it belongs */
+        if (!(s->outer == 1 && t->data == y->value.data + offset))
+            for (int64_t o = 0; o < s->outer; o++)
+                memcpy(y->value.data + o * s->out_row + offset, t->data + o * row, (size_t)row * sizeof(float));
         offset += row;
     }
+    if (s->outer == 1) graph_plan_concat(g, y, xs, n);
     return graph_check_cuda(g, "concat") ? y : NULL;
 }

@@ -223,6 +223,55 @@ START_TEST(memory_plan_reuses_memory_and_replays_exactly)
 }
 END_TEST
 
+/* A step with two concatenations: cat1 of three fresh values nothing else reads (the plan may place
+ * them inside cat1), cat2 of `late`, which is read after it (it may not), and another value. */
+typedef struct {
+    Var *parts[3], *cat1, *late, *cat2, *out;
+} ConcatStep;
+
+static bool concat_step(Graph *g, ConcatStep *st)
+{
+    int64_t xs[4] = {1, 3, 5, 7};
+    Var *x = var_new(g, 4, xs);
+    if (!x) return false;
+    for (int64_t i = 0; i < tensor_numel(&x->value); i++) x->value.data[i] = (float)((i * 29) % 13) / 6.0f - 1.0f;
+    st->parts[0] = ag_scale(g, x, 2.0f), st->parts[1] = ag_leaky_relu(g, x, 0.1f), st->parts[2] = ag_scale(g, x, -1.0f);
+    st->cat1 = ag_concat(g, st->parts, 3, 1);
+    st->late = ag_scale(g, x, 3.0f);
+    Var *pair[2] = {st->late, ag_scale(g, x, 4.0f)}, *twice[2] = {st->late, st->late};
+    st->cat2 = ag_concat(g, pair, 2, 1);
+    st->out = ag_add(g, ag_scale(g, st->cat2, 1.0f), ag_concat(g, twice, 2, 1));
+    return st->out != NULL;
+}
+
+START_TEST(memory_plan_places_concatenated_parts_in_place)
+{
+    Context *ctx = context_create(2);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    graph_set_grad_enabled(&g, false);
+    enum { N1 = 9 * 5 * 7, N2 = 6 * 5 * 7 };
+    float plain1[N1], plain2[N2];
+    ConcatStep st;
+    ck_assert(concat_step(&g, &st));
+    memcpy(plain1, st.cat1->value.data, sizeof plain1), memcpy(plain2, st.out->value.data, sizeof plain2);
+    for (int step = 0; step < 3; step++) { /* record, then replay */
+        graph_reset(&g);
+        graph_plan_memory(&g, 11);
+        ck_assert_msg(concat_step(&g, &st), "step %d: %s", step, g.err.msg);
+        ck_assert(!memcmp(st.cat1->value.data, plain1, sizeof plain1));
+        ck_assert(!memcmp(st.out->value.data, plain2, sizeof plain2));
+        if (step == 0) continue;
+        for (int i = 0; i < 3; i++)
+            ck_assert_msg(st.parts[i]->value.data == st.cat1->value.data + i * 3 * 5 * 7, "part %d not in place", i);
+        /* read after its concatenation: inside it, its memory would live only as long as cat2 */
+        ck_assert_ptr_ne(st.late->value.data, st.cat2->value.data);
+    }
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *autograd_suite(void)
 {
     Suite *s = suite_create("autograd");
@@ -232,6 +281,7 @@ Suite *autograd_suite(void)
     tcase_add_test(tc, errors_are_sticky_and_named);
     tcase_add_test(tc, steps_free_their_graph);
     tcase_add_test(tc, memory_plan_reuses_memory_and_replays_exactly);
+    tcase_add_test(tc, memory_plan_places_concatenated_parts_in_place);
     tcase_add_test(tc, gradcheck_detects_a_wrong_backward);
     suite_add_tcase(s, tc);
     return s;
