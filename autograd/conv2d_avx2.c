@@ -115,7 +115,8 @@ __attribute__((target("avx2,fma"))) static inline void row_taps(const float *r, 
 
 /* The plane kernel for one stride; inlined with a constant stride so each gets its own loop. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3x3_plane(
-    const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Ho, int Wo)
+    const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Ho, int Wo,
+    int oh0, int oh1)
 {
     __m256 wv[9];
     for (int k = 0; k < 9; k++) wv[k] = _mm256_set1_ps(w[k]);
@@ -129,8 +130,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
         for (int k = 0; k < DW_RING; k++) pr.held[k] = INT_MIN;
         /* two output rows at a time: two independent accumulation chains (each summed in the same
          * order as one row alone) and the input rows they share loaded once */
-        for (int oh = 0; oh < Ho; oh += 2) {
-            bool pair = oh + 1 < Ho;
+        for (int oh = oh0; oh < oh1; oh += 2) {
+            bool pair = oh + 1 < oh1;
             const float *r[5];
             for (int k = 0; k < (pair ? 2 + stride + 1 : 3); k++)
                 r[k] = padded_row(&pr, x, H, W, stride * oh - 1 + k, stride * c0 - 1, n);
@@ -165,12 +166,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
 
 __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w,
                                                                  float bias, float act, float *y, int stride, int Ho,
-                                                                 int Wo)
+                                                                 int Wo, int oh0, int oh1)
 {
     if (stride == 1)
-        depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Ho, Wo);
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Ho, Wo, oh0, oh1);
     else
-        depthwise3x3_plane(x, H, W, w, bias, act, y, 2, Ho, Wo);
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 2, Ho, Wo, oh0, oh1);
 }
 
 /* The stem kernel: COLS output columns per pass, CO_BLOCK output channels per register block. */
@@ -299,9 +300,10 @@ void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
     (void)row, (void)W, (void)first, (void)n, (void)dst;
 }
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
-                             int Ho, int Wo)
+                             int Ho, int Wo, int oh0, int oh1)
 {
-    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Ho, (void)Wo;
+    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Ho, (void)Wo, (void)oh0,
+        (void)oh1;
 }
 void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
                           float act, float *y, int Ho, int Wo, int oy0, int oy1)

@@ -12,9 +12,9 @@ bool conv2d_avx2_available(void);
  * calls cost more than the copy. */
 void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst);
 
-/* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2. */
+/* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1). */
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
-                             int Ho, int Wo);
+                             int Ho, int Wo, int oh0, int oh1);
 
 /* Dense 3x3 stride-2 padding-1 convolution with few input channels (Cin <= CONV3X3_S2_MAX_CIN),
  * output rows [oy0, oy1) of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */

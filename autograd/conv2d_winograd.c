@@ -268,25 +268,33 @@ bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPacked
     return ok;
 }
 
-/* M[xi] = U[xi] V[xi]: one GEMM per patch element (all targets' products sharing V[xi]), each on one
- * thread (a nested sgemm runs serially, with the packing buffers of the thread it runs on). */
-static void multiply_element(void *arg, int e)
+/* Tile columns of one GEMM task: the 36 GEMMs are cut in column halves when there are tiles enough,
+ * so that the pool has pieces to even out the threads' finishing times. */
+static int gemm_column_parts(const TileGrid *g) { return g->tiles_padded >= 4 * SGEMM_NR ? 2 : 1; }
+
+/* M[xi] = U[xi] V[xi] over a part of the tile columns: one GEMM per patch element (all targets'
+ * products sharing V[xi]), each task on one thread (a nested sgemm runs serially, with the packing
+ * buffers of the thread it runs on). */
+static void multiply_element(void *arg, int task)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
-    int ld = j->grid.row_floats;
+    int ld = j->grid.row_floats, parts = gemm_column_parts(&j->grid), e = task / parts, part = task % parts;
+    int cols = (j->grid.tiles_padded / parts + SGEMM_NR - 1) / SGEMM_NR * SGEMM_NR, c0 = part * cols;
+    if (c0 + cols > j->grid.tiles_padded) cols = j->grid.tiles_padded - c0;
+    if (cols <= 0) return;
     SgemmProduct prods[SGEMM_MAX_PRODUCTS];
-    SgemmRight right = {j->V + (size_t)e * ld, XI * ld, false};
+    SgemmRight right = {j->V + (size_t)e * ld + c0, XI * ld, false};
     for (int q0 = 0, first = 0; q0 < j->n_targets; q0 += SGEMM_MAX_PRODUCTS) {
         int n = j->n_targets - q0 < SGEMM_MAX_PRODUCTS ? j->n_targets - q0 : SGEMM_MAX_PRODUCTS;
         for (int q = 0; q < n; q++) {
             const Conv2dCpuTarget *t = &j->t[q0 + q];
             prods[q] = (SgemmProduct){t->Cout, j->U + ((size_t)e * s->Cout + first) * s->Cin, s->Cin, false,
                                       t->packed ? &t->packed->winograd[e] : NULL,
-                                      j->M + ((size_t)first * XI + e) * ld, XI * ld, NULL, -1.0f};
+                                      j->M + ((size_t)first * XI + e) * ld + c0, XI * ld, NULL, -1.0f};
             first += t->Cout;
         }
-        sgemm_multi(j->pool, j->grid.tiles_padded, s->Cin, 1.0f, &right, 0.0f, prods, n);
+        sgemm_multi(j->pool, cols, s->Cin, 1.0f, &right, 0.0f, prods, n);
     }
 }
 
@@ -364,7 +372,7 @@ void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x,
     for (j.n0 = 0; j.n0 < s->N; j.n0 += j.grid.images_per_chunk) {
         j.images = s->N - j.n0 < j.grid.images_per_chunk ? s->N - j.n0 : j.grid.images_per_chunk;
         threadpool_run(ctx->pool, s->Cin, transform_input_channel, &j);
-        threadpool_run(ctx->pool, XI, multiply_element, &j);
+        threadpool_run(ctx->pool, XI * gemm_column_parts(&j.grid), multiply_element, &j);
         threadpool_run(ctx->pool, s->Cout, transform_output_channel, &j);
     }
 }

@@ -197,12 +197,15 @@ static void col2im_channel(void *arg, int c)
 /* ---- depthwise: one task per (image, channel) plane in forward / input backward, one per
  * channel (looping over images) for the weight gradient so tasks never share an output. ------ */
 
+enum { DEPTHWISE_TASKS_PER_THREAD = 16, DEPTHWISE_MIN_BAND_ROWS = 16 };
+
 typedef struct {
     const Conv2dShape *s;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
     float act;
     int fast3x3; /* 1 or 2: the specialised 3x3 pad-1 kernel of that stride applies; 0: generic */
+    int bands;   /* forward tasks per plane (row bands; the specialised kernel only) */
 } DepthwiseJob;
 
 static inline void activate_row(float *y, int n, float act)
@@ -211,18 +214,21 @@ static inline void activate_row(float *y, int n, float act)
     for (int i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : act * y[i];
 }
 
-static void depthwise_forward_plane(void *arg, int plane)
+static void depthwise_forward_plane(void *arg, int task)
 {
     const DepthwiseJob *j = arg;
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
+    int plane = task / j->bands, band = task % j->bands;
     int c = plane % s->Cin;
     const float *x = j->x + (size_t)plane * s->H * s->W;
     const float *w = j->w + (size_t)c * s->KH * s->KW;
     float *y = j->y + (size_t)plane * s->Ho * s->Wo;
     float bias = j->b ? j->b[c] : 0.0f;
     if (j->fast3x3) {
-        depthwise3x3_plane_avx2(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Ho, s->Wo);
+        int rows = (s->Ho + j->bands - 1) / j->bands, oh0 = band * rows;
+        int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho;
+        depthwise3x3_plane_avx2(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Ho, s->Wo, oh0, oh1);
         return;
     }
     for (int oh = 0; oh < s->Ho; oh++) {
@@ -395,8 +401,13 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
         bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
                   p->stride_h == p->stride_w && conv2d_avx2_available();
         int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
-        DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast};
-        threadpool_run(pool, s->N * s->Cin, depthwise_forward_plane, &j);
+        /* Few large planes (the early layers: 8 to 32 channels of 320x240 at 640x480) are cut into row
+         * bands, so that the pool has enough pieces to even out the threads' finishing times. */
+        int planes = s->N * s->Cin, want = DEPTHWISE_TASKS_PER_THREAD * threadpool_size(pool), bands = 1;
+        if (fast && planes < want) bands = (want + planes - 1) / planes;
+        if (bands > s->Ho / DEPTHWISE_MIN_BAND_ROWS) bands = s->Ho / DEPTHWISE_MIN_BAND_ROWS > 1 ? s->Ho / DEPTHWISE_MIN_BAND_ROWS : 1;
+        DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast, bands};
+        threadpool_run(pool, planes * bands, depthwise_forward_plane, &j);
         return;
     }
     case CONV_CPU_DIRECT3X3_S2: {
@@ -445,7 +456,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, 0};
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, 0, 1};
         if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
         if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
         return;
