@@ -13,32 +13,34 @@ PostprocessOptions postprocess_defaults(void)
 
 int nms_greedy(const float *b, int n, float threshold, int *keep)
 {
-    /* Areas with +1, as py_cpu_nms; suppressed flags in one pass per kept box. */
-    char *dead = calloc((size_t)n + 1, 1);
-    float *area = malloc(sizeof(float) * ((size_t)n + 1));
-    if (!dead || !area) {
-        free(dead), free(area);
+    /* Areas with +1, as py_cpu_nms. The boxes go into columns (x1, y1, x2, y2, area) so that the IoU of
+     * one kept box against all later ones is a branch-free loop the compiler vectorises; a box already
+     * suppressed is compared again, harmlessly (the flag only ever goes from 0 to 1). */
+    float *col = malloc(sizeof(float) * 5 * ((size_t)n + 1));
+    unsigned char *dead = calloc((size_t)n + 1, 1);
+    if (!col || !dead) {
+        free(col), free(dead);
         return -1;
     }
-    for (int i = 0; i < n; i++) area[i] = (b[4 * i + 2] - b[4 * i] + 1) * (b[4 * i + 3] - b[4 * i + 1] + 1);
+    float *x1 = col, *y1 = x1 + n, *x2 = y1 + n, *y2 = x2 + n, *area = y2 + n;
+    for (int i = 0; i < n; i++) {
+        x1[i] = b[4 * i], y1[i] = b[4 * i + 1], x2[i] = b[4 * i + 2], y2[i] = b[4 * i + 3];
+        area[i] = (x2[i] - x1[i] + 1) * (y2[i] - y1[i] + 1);
+    }
     int kept = 0;
     for (int i = 0; i < n; i++) {
         if (dead[i]) continue;
         keep[kept++] = i;
-        const float *bi = b + 4 * i;
+        float bx1 = x1[i], by1 = y1[i], bx2 = x2[i], by2 = y2[i], ba = area[i];
         for (int j = i + 1; j < n; j++) {
-            if (dead[j]) continue;
-            const float *bj = b + 4 * j;
-            float xx1 = bi[0] > bj[0] ? bi[0] : bj[0], yy1 = bi[1] > bj[1] ? bi[1] : bj[1];
-            float xx2 = bi[2] < bj[2] ? bi[2] : bj[2], yy2 = bi[3] < bj[3] ? bi[3] : bj[3];
-            float w = xx2 - xx1 + 1, h = yy2 - yy1 + 1;
-            if (w <= 0 || h <= 0) continue;
-            float inter = w * h;
-            float iou = inter / (area[i] + area[j] - inter);
-            if (iou > threshold) dead[j] = 1;
+            float w = (x2[j] < bx2 ? x2[j] : bx2) - (x1[j] > bx1 ? x1[j] : bx1) + 1;
+            float h = (y2[j] < by2 ? y2[j] : by2) - (y1[j] > by1 ? y1[j] : by1) + 1;
+            float inter = (w > 0 ? w : 0) * (h > 0 ? h : 0);
+            float iou = inter / (ba + area[j] - inter);
+            dead[j] |= inter > 0 && iou > threshold; /* disjoint boxes never suppress, whatever the threshold */
         }
     }
-    free(dead), free(area);
+    free(col), free(dead);
     return kept;
 }
 
@@ -62,7 +64,10 @@ ErrorCode detections_from_outputs(const float *loc, const float *probs, int C, c
 {
     *out = NULL;
     *n_out = 0;
-    Scored *cand = malloc(sizeof(Scored) * ((size_t)P + 1));
+    /* counted first: a buffer for all P priors (200 KB at 640x480) would be a fresh mmap per image */
+    int64_t above = 0;
+    for (int64_t i = 0; i < P; i++) above += probs[i * C + label] > opt->conf_threshold;
+    Scored *cand = malloc(sizeof(Scored) * ((size_t)above + 1));
     if (!cand) return error_set(err, ERR_OOM, "out of memory in postprocessing");
     int64_t n = 0;
     for (int64_t i = 0; i < P; i++) {
