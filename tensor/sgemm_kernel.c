@@ -111,6 +111,19 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
             store_rows(c, ldc, rows, mr, alpha, overwrite, ep);
         return;
     }
+    if (overwrite) {
+        /* a tile past N's edge (a product's last columns): computed whole into a buffer by the same
+         * vector store as any tile, then its valid columns copied */
+        float tmp[SGEMM_MR][SGEMM_NR] __attribute__((aligned(32)));
+        store_rows(tmp[0], SGEMM_NR, rows, mr, alpha, 1, ep);
+        for (int i = 0; i < mr; i++) {
+            float *ci = c + (long)i * ldc;
+            int j = 0;
+            if (nr >= 8) _mm256_storeu_ps(ci, _mm256_load_ps(tmp[i])), j = 8;
+            for (; j < nr; j++) ci[j] = tmp[i][j];
+        }
+        return;
+    }
     float acc[SGEMM_MR][SGEMM_NR] __attribute__((aligned(32)));
     _mm256_store_ps(acc[0], c00), _mm256_store_ps(acc[0] + 8, c01);
     _mm256_store_ps(acc[1], c10), _mm256_store_ps(acc[1] + 8, c11);
