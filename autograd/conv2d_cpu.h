@@ -48,14 +48,12 @@ typedef struct {
     float *y;
 } Conv2dCpuTarget;
 
-/* n convolutions of one input with the same kernel size, stride, padding, dilation and groups; s is
- * their shape with Cout the sum of theirs (that is what `scratch` is sized for). Where the algorithm
- * allows, the input is read and transformed once for all (im2col, Winograd's input transform, the
- * packing of the GEMM's right operand); otherwise they run one after another. */
+/* n <= SGEMM_MAX_PRODUCTS convolutions of one input with the same kernel size, stride, padding,
+ * dilation and groups; s is their shape with Cout the sum of theirs (that is what `scratch` is sized
+ * for). Where the algorithm allows, the input is read and transformed once for all (im2col, Winograd's
+ * input transform, the packing of the GEMM's right operand); otherwise they run one after another. */
 void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
                                float *scratch);
-void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                        const float *b, float act, float *y, float *scratch);
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                          const float *dy, float *dx, float *dw, float *db, float *scratch);
 

@@ -285,17 +285,13 @@ static void multiply_element(void *arg, int task)
     if (cols <= 0) return;
     SgemmProduct prods[SGEMM_MAX_PRODUCTS];
     SgemmRight right = {j->V + (size_t)e * ld + c0, XI * ld, false};
-    for (int q0 = 0, first = 0; q0 < j->n_targets; q0 += SGEMM_MAX_PRODUCTS) {
-        int n = j->n_targets - q0 < SGEMM_MAX_PRODUCTS ? j->n_targets - q0 : SGEMM_MAX_PRODUCTS;
-        for (int q = 0; q < n; q++) {
-            const Conv2dCpuTarget *t = &j->t[q0 + q];
-            prods[q] = (SgemmProduct){t->Cout, j->U + ((size_t)e * s->Cout + first) * s->Cin, s->Cin, false,
-                                      t->packed ? &t->packed->winograd[e] : NULL,
-                                      j->M + ((size_t)first * XI + e) * ld + c0, XI * ld, NULL, -1.0f};
-            first += t->Cout;
-        }
-        sgemm_multi(j->pool, cols, s->Cin, 1.0f, &right, 0.0f, prods, n);
+    for (int q = 0, first = 0; q < j->n_targets; first += j->t[q++].Cout) {
+        const Conv2dCpuTarget *t = &j->t[q];
+        prods[q] = (SgemmProduct){t->Cout, j->U + ((size_t)e * s->Cout + first) * s->Cin, s->Cin, false,
+                                  t->packed ? &t->packed->winograd[e] : NULL,
+                                  j->M + ((size_t)first * XI + e) * ld + c0, XI * ld, NULL, -1.0f};
     }
+    sgemm_multi(j->pool, cols, s->Cin, 1.0f, &right, 0.0f, prods, j->n_targets);
 }
 
 #if defined(__x86_64__)

@@ -356,17 +356,14 @@ static void gemm_forward_shared(Context *ctx, const Conv2dShape *s, const float 
         }
         SgemmProduct prods[SGEMM_MAX_PRODUCTS];
         SgemmRight right = {col, HWo, false};
-        for (int q0 = 0; q0 < n; q0 += SGEMM_MAX_PRODUCTS) {
-            int m = n - q0 < SGEMM_MAX_PRODUCTS ? n - q0 : SGEMM_MAX_PRODUCTS;
-            for (int q = 0; q < m; q++) {
-                const Conv2dCpuTarget *tq = &t[q0 + q];
-                const SgemmPackedA *packed = tq->packed && tq->packed->gemm.data ? &tq->packed->gemm : NULL;
-                /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
-                prods[q] = (SgemmProduct){tq->Cout, tq->w, K, false, packed, tq->y + (size_t)img * tq->Cout * HWo, HWo,
-                                          tq->b, tq->act};
-            }
-            sgemm_multi(ctx->pool, HWo, K, 1.0f, &right, 0.0f, prods, m);
+        for (int q = 0; q < n; q++) {
+            const Conv2dCpuTarget *tq = &t[q];
+            const SgemmPackedA *packed = tq->packed && tq->packed->gemm.data ? &tq->packed->gemm : NULL;
+            /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
+            prods[q] = (SgemmProduct){tq->Cout, tq->w, K, false, packed, tq->y + (size_t)img * tq->Cout * HWo, HWo,
+                                      tq->b, tq->act};
         }
+        sgemm_multi(ctx->pool, HWo, K, 1.0f, &right, 0.0f, prods, n);
     }
 }
 
@@ -442,13 +439,6 @@ void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *
             conv2d_forward_one(ctx, &own, x, &t[i], scratch);
         }
     }
-}
-
-void conv2d_forward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                        const float *b, float act, float *y, float *scratch)
-{
-    Conv2dCpuTarget t = {w, b, s->Cout, act, NULL, y};
-    conv2d_forward_one(ctx, s, x, &t, scratch);
 }
 
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,

@@ -7,7 +7,6 @@
 #include "cuda_kernels/cuda_ops.h"
 #endif
 
-/* dst (contiguous, shape of src permuted by perm) += or = src permuted. */
 typedef struct {
     const Tensor *view; /* the source seen in output order */
     const float *src;
@@ -47,6 +46,7 @@ static void permute_rows(void *arg, int task)
     }
 }
 
+/* dst (contiguous, shape of src permuted by perm) += or = src permuted. */
 static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *dst, bool accumulate)
 {
     Tensor view;

@@ -45,9 +45,3 @@ bool dense_heads_forward(Graph *g, const DenseHead *const *heads, int n_heads, V
         if (!(outs[h] = ag_concat(g, parts[h], heads[h]->n_levels, 1))) return false;
     return true;
 }
-
-Var *dense_head_forward(Graph *g, const DenseHead *h, Var *const *features)
-{
-    Var *out;
-    return dense_heads_forward(g, &h, 1, features, &out) ? out : NULL;
-}

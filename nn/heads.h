@@ -15,9 +15,8 @@ typedef struct {
 
 ErrorCode dense_head_init(DenseHead *h, ParamStore *ps, const char *name, int n_levels,
                           int in_channels, int anchors, int k, Rng *rng, Error *err);
-Var *dense_head_forward(Graph *g, const DenseHead *h, Var *const *features);
-/* Several heads over the same features (same level count): outs[i] as dense_head_forward of heads[i];
- * each level's convolutions share their input (conv_bn_act_forward_shared). False on error. */
+/* Heads over the same features (same level count): outs[i] is heads[i]'s [N, P, k] output; each
+ * level's convolutions share their input (conv_bn_act_forward_shared). False on error. */
 enum { DENSE_HEADS_MAX = 4 };
 bool dense_heads_forward(Graph *g, const DenseHead *const *heads, int n_heads, Var *const *features, Var **outs);
 

@@ -8,7 +8,6 @@
 #define TENSOR_SGEMM_H
 
 #include <stdbool.h>
-#include <stddef.h>
 
 #include "tensor/threadpool.h"
 
@@ -59,8 +58,8 @@ typedef struct {
     float leaky_slope;
 } SgemmProduct;
 
-/* Up to SGEMM_MAX_PRODUCTS products with one right operand: each block of B is packed once (or read
- * in place) and used by all of them, e.g. several convolutions of one input. */
+/* Products with one right operand, e.g. several convolutions of one input: each block of B is packed
+ * once (or read in place) and used by up to SGEMM_MAX_PRODUCTS of them (more go in groups). */
 void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *b, float beta,
                  const SgemmProduct *prods, int n_prods);
 
