@@ -34,15 +34,13 @@ static void add_backward(Graph *g, Var *y)
 typedef struct {
     const float *a, *b;
     float *y;
-    int64_t n;
 } AddJob;
 
 enum { ELEMENTWISE_CHUNK = 32768 }; /* elements per pool task: large enough to amortise the hand-off */
 
-static void add_chunk(void *arg, int task)
+static void add_range(void *arg, int64_t lo, int64_t hi)
 {
     const AddJob *j = arg;
-    int64_t lo = (int64_t)task * ELEMENTWISE_CHUNK, hi = lo + ELEMENTWISE_CHUNK < j->n ? lo + ELEMENTWISE_CHUNK : j->n;
     for (int64_t i = lo; i < hi; i++) j->y[i] = j->a[i] + j->b[i];
 }
 
@@ -66,8 +64,8 @@ Var *ag_add(Graph *g, Var *a, Var *b)
         return graph_check_cuda(g, "add") ? y : NULL;
     }
 #endif
-    AddJob j = {a->value.data, b->value.data, y->value.data, n};
-    threadpool_run(g->ctx->pool, (int)((n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK), add_chunk, &j);
+    AddJob j = {a->value.data, b->value.data, y->value.data};
+    threadpool_run_ranges(g->ctx->pool, n, ELEMENTWISE_CHUNK, add_range, &j);
     return y;
 }
 

@@ -12,17 +12,16 @@ typedef struct {
     const float *src;
     float *dst;
     bool accumulate;
-    int64_t rows, rows_per_task; /* output rows of the innermost length */
 } PermuteJob;
 
-/* Output rows [r0, r1): the source offset of r0 from its mixed-radix index, then walked. */
-static void permute_rows(void *arg, int task)
+/* Output rows [r0, r1) of the innermost length: the source offset of r0 from its mixed-radix index,
+ * then walked. */
+static void permute_rows(void *arg, int64_t r0, int64_t r1)
 {
     const PermuteJob *j = arg;
     const Tensor *v = j->view;
     int nd = v->ndim;
     int64_t inner_len = nd ? v->shape[nd - 1] : 1, inner_stride = nd ? v->strides[nd - 1] : 1;
-    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
     int64_t idx[TENSOR_MAX_DIMS] = {0}, off = 0, rest = r0;
     for (int d = nd - 2; d >= 0; d--) {
         idx[d] = rest % v->shape[d];
@@ -61,9 +60,8 @@ static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *ds
     int64_t n = tensor_numel(src), inner_len = view.ndim ? view.shape[view.ndim - 1] : 1;
     if (n == 0) return;
     /* tasks of about 16K elements: the heads' permutes are ~10^5 strided reads each */
-    PermuteJob j = {&view, src->data, dst, accumulate, n / inner_len, 0};
-    j.rows_per_task = (16384 + inner_len - 1) / inner_len;
-    threadpool_run(g->ctx->pool, (int)((j.rows + j.rows_per_task - 1) / j.rows_per_task), permute_rows, &j);
+    PermuteJob j = {&view, src->data, dst, accumulate};
+    threadpool_run_ranges(g->ctx->pool, n / inner_len, (16384 + inner_len - 1) / inner_len, permute_rows, &j);
 }
 
 static void permute_backward(Graph *g, Var *y)

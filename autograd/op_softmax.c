@@ -30,13 +30,12 @@ static void softmax_backward(Graph *g, Var *y)
 typedef struct {
     const float *x;
     float *y;
-    int64_t C, rows, rows_per_task;
+    int64_t C;
 } SoftmaxJob;
 
-static void softmax_rows(void *arg, int task)
+static void softmax_rows(void *arg, int64_t r0, int64_t r1)
 {
     const SoftmaxJob *j = arg;
-    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
     for (int64_t r = r0; r < r1; r++) {
         const float *in = j->x + r * j->C;
         float *out = j->y + r * j->C;
@@ -62,7 +61,7 @@ Var *ag_softmax(Graph *g, Var *x)
         return graph_check_cuda(g, "softmax") ? y : NULL;
     }
 #endif
-    SoftmaxJob j = {x->value.data, y->value.data, C, rows, (4096 + C - 1) / C};
-    threadpool_run(g->ctx->pool, (int)((rows + j.rows_per_task - 1) / j.rows_per_task), softmax_rows, &j);
+    SoftmaxJob j = {x->value.data, y->value.data, C};
+    threadpool_run_ranges(g->ctx->pool, rows, (4096 + C - 1) / C, softmax_rows, &j);
     return y;
 }

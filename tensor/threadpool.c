@@ -142,6 +142,27 @@ float *threadpool_scratch(ThreadPool *p, size_t floats)
 
 int threadpool_size(const ThreadPool *p) { return p ? p->nthreads : 1; }
 
+typedef struct {
+    ThreadRangeFn fn;
+    void *arg;
+    int64_t n, chunk;
+} RangeJob;
+
+static void run_range(void *arg, int task)
+{
+    const RangeJob *j = arg;
+    int64_t lo = (int64_t)task * j->chunk, hi = lo + j->chunk < j->n ? lo + j->chunk : j->n;
+    j->fn(j->arg, lo, hi);
+}
+
+void threadpool_run_ranges(ThreadPool *p, int64_t n, int64_t chunk, ThreadRangeFn fn, void *arg)
+{
+    if (n <= 0) return;
+    if (chunk < 1) chunk = 1;
+    RangeJob j = {fn, arg, n, chunk};
+    threadpool_run(p, (int)((n + chunk - 1) / chunk), run_range, &j);
+}
+
 void threadpool_run(ThreadPool *p, int ntasks, ThreadTaskFn fn, void *arg)
 {
     if (ntasks <= 0) return;

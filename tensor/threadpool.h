@@ -6,6 +6,7 @@
 #define TENSOR_THREADPOOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ThreadPool ThreadPool;
 typedef void (*ThreadTaskFn)(void *arg, int task);
@@ -15,6 +16,10 @@ ThreadPool *threadpool_create(int nthreads);
 void threadpool_destroy(ThreadPool *pool);
 int threadpool_size(const ThreadPool *pool);
 void threadpool_run(ThreadPool *pool, int ntasks, ThreadTaskFn fn, void *arg);
+
+/* fn(arg, lo, hi) over [0, n) cut into ranges of `chunk` (the last one shorter), each range a task. */
+typedef void (*ThreadRangeFn)(void *arg, int64_t lo, int64_t hi);
+void threadpool_run_ranges(ThreadPool *pool, int64_t n, int64_t chunk, ThreadRangeFn fn, void *arg);
 
 /* The calling thread's scratch buffer, at least `floats` long (64-byte aligned), owned by the pool and
  * kept between calls: kernels take their per-task buffers from here instead of allocating. Valid until
