@@ -173,6 +173,28 @@ START_TEST(thread_pool_runs_every_task_once)
 }
 END_TEST
 
+static void mark_range(void *arg, int64_t lo, int64_t hi)
+{
+    atomic_int *seen = arg;
+    for (int64_t i = lo; i < hi; i++) atomic_fetch_add(&seen[i], 1);
+}
+
+START_TEST(thread_pool_ranges_cover_each_index_once)
+{
+    /* ranges of `chunk` indices, the last shorter or exact, one index, none */
+    ThreadPool *pool = threadpool_create(2);
+    static const int64_t cases[][2] = {{1000, 64}, {1024, 64}, {1, 64}, {7, 1}, {0, 8}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        atomic_int seen[1024];
+        for (int i = 0; i < 1024; i++) atomic_store(&seen[i], 0);
+        threadpool_run_ranges(pool, cases[c][0], cases[c][1], mark_range, seen);
+        for (int64_t i = 0; i < 1024; i++)
+            ck_assert_int_eq(atomic_load(&seen[i]), i < cases[c][0] ? 1 : 0);
+    }
+    threadpool_destroy(pool);
+}
+END_TEST
+
 Suite *tensor_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -182,6 +204,7 @@ Suite *tensor_suite(void)
     tcase_add_test(tc, rng_is_reproducible_and_sane);
     tcase_add_test(tc, arena_reaches_steady_state);
     tcase_add_test(tc, thread_pool_runs_every_task_once);
+    tcase_add_test(tc, thread_pool_ranges_cover_each_index_once);
     suite_add_tcase(s, tc);
     return s;
 }
