@@ -23,7 +23,7 @@ static void close_pending(MemoryPlan *p)
         p->n_pending = 0;
         return;
     }
-    for (int i = 0; i < p->n_pending; i++) {
+    for (size_t i = 0; i < p->n_pending; i++) {
         const char *q = p->pending[i];
         for (size_t k = 0; k < p->n; k++) {
             const char *start = p->allocs[k].recorded;
@@ -36,14 +36,22 @@ static void close_pending(MemoryPlan *p)
     p->n_pending = 0;
 }
 
+/* items with room for one more (n of *cap used, each elem bytes), doubling from `first`: the array
+ * to keep, or NULL when out of memory (items and *cap then unchanged). */
+static void *room_for_one_more(void *items, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap) return items;
+    size_t grown = *cap ? 2 * *cap : first;
+    void *q = realloc(items, grown * elem);
+    if (q) *cap = grown;
+    return q;
+}
+
 bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? 2 * p->cap : 256;
-        PlannedAlloc *a = realloc(p->allocs, cap * sizeof *a);
-        if (!a) return false;
-        p->allocs = a, p->cap = cap;
-    }
+    PlannedAlloc *a = room_for_one_more(p->allocs, &p->cap, p->n, sizeof *a, 256);
+    if (!a) return false;
+    p->allocs = a;
     p->allocs[p->n] = (PlannedAlloc){bytes, 0, p->n, false, ptr, p->n, p->n, 0};
     p->n++;
     return true;
@@ -53,12 +61,9 @@ void memory_plan_record_op(MemoryPlan *p) { close_pending(p); }
 
 bool memory_plan_record_read(MemoryPlan *p, const void *data)
 {
-    if (p->n_pending == p->cap_pending) {
-        int cap = p->cap_pending ? 2 * p->cap_pending : 16;
-        const void **q = realloc(p->pending, (size_t)cap * sizeof *q);
-        if (!q) return false;
-        p->pending = q, p->cap_pending = cap;
-    }
+    const void **q = room_for_one_more(p->pending, &p->cap_pending, p->n_pending, sizeof *q, 16);
+    if (!q) return false;
+    p->pending = q;
     p->pending[p->n_pending++] = data;
     return true;
 }
@@ -66,12 +71,9 @@ bool memory_plan_record_read(MemoryPlan *p, const void *data)
 bool memory_plan_record_concat(MemoryPlan *p, const void *out, int n, const void *const *parts, const size_t *bytes)
 {
     if (n < 1 || n > PLAN_CONCAT_MAX || !p->n || p->allocs[p->n - 1].recorded != out) return true; /* not placeable */
-    if (p->n_concats == p->cap_concats) {
-        size_t cap = p->cap_concats ? 2 * p->cap_concats : 16;
-        PlannedConcat *c = realloc(p->concats, cap * sizeof *c);
-        if (!c) return false;
-        p->concats = c, p->cap_concats = cap;
-    }
+    PlannedConcat *grown = room_for_one_more(p->concats, &p->cap_concats, p->n_concats, sizeof *grown, 16);
+    if (!grown) return false;
+    p->concats = grown;
     PlannedConcat *c = &p->concats[p->n_concats++];
     c->out = p->n - 1, c->n = n;
     for (int i = 0; i < n; i++) c->part[i] = parts[i], c->bytes[i] = bytes[i];

@@ -57,7 +57,7 @@ typedef struct MemoryPlan {
     void *base;     /* the replay buffer, `total` bytes on `device` */
     size_t total;
     const void **pending; /* data pointers read by the op running now (recording) */
-    int n_pending, cap_pending;
+    size_t n_pending, cap_pending;
     PlannedConcat *concats;
     size_t n_concats, cap_concats;
 } MemoryPlan;

@@ -401,8 +401,9 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
         /* Few large planes (the early layers: 8 to 32 channels of 320x240 at 640x480) are cut into row
          * bands, so that the pool has enough pieces to even out the threads' finishing times. */
         int planes = s->N * s->Cin, want = DEPTHWISE_TASKS_PER_THREAD * threadpool_size(pool), bands = 1;
+        int max_bands = s->Ho / DEPTHWISE_MIN_BAND_ROWS > 1 ? s->Ho / DEPTHWISE_MIN_BAND_ROWS : 1;
         if (fast && planes < want) bands = (want + planes - 1) / planes;
-        if (bands > s->Ho / DEPTHWISE_MIN_BAND_ROWS) bands = s->Ho / DEPTHWISE_MIN_BAND_ROWS > 1 ? s->Ho / DEPTHWISE_MIN_BAND_ROWS : 1;
+        if (bands > max_bands) bands = max_bands;
         DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast, bands};
         threadpool_run(pool, planes * bands, depthwise_forward_plane, &j);
         return;
