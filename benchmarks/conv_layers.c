@@ -103,12 +103,9 @@ int main(int argc, char **argv)
         tensor_fill_normal(&xt, &r, 0, 1);
         for (; n < MAX_BRANCHES && L->cout[n]; n++) {
             int64_t ws[4] = {L->cout[n], L->cin / L->groups, L->k, L->k}, bs[1] = {L->cout[n]};
-            if (tensor_new(&wt[n], DEVICE_CPU, 4, ws, NULL) || tensor_new(&bt[n], DEVICE_CPU, 1, bs, NULL) ||
-                conv2d_pack_weights(&packed[n], &wt[n], p, NULL))
-                return 1;
+            if (tensor_new(&wt[n], DEVICE_CPU, 4, ws, NULL) || tensor_new(&bt[n], DEVICE_CPU, 1, bs, NULL)) return 1;
             tensor_fill_normal(&wt[n], &r, 0, 0.1f);
             tensor_fill_normal(&bt[n], &r, 0, 0.1f);
-            conv2d_packed_free(&packed[n]); /* packed again from the filled weights */
             if (conv2d_pack_weights(&packed[n], &wt[n], p, NULL)) return 1;
             cout_total += L->cout[n];
         }
