@@ -21,18 +21,8 @@ bool conv2d_avx2_available(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-/* Depthwise planes are taken DW_COLS output columns at a time through zero-padded copies of the
- * input rows they read (a ring: two output rows at a time read four input rows at stride 1, five at
- * stride 2, and the next pair shares one or two of them), so that every output, border or not, is the
- * same run of vector loads: no scalar border path, which on the 20- to 40-wide planes of the deep
- * layers was most of the work. */
-enum { DW_COLS = 512, DW_ROW_FLOATS = 2 * DW_COLS + 24, DW_RING = 5 };
-
-typedef struct {
-    float row[DW_RING][DW_ROW_FLOATS] __attribute__((aligned(32)));
-    int held[DW_RING]; /* input row held by each slot, or INT_MIN */
-} PaddedRows;
-
+/* Zero-padded input rows for the Winograd transforms' strips. Loops, not memcpy/memset: the rows of
+ * the deep layers are 20-40 floats, where three library calls cost more than the copy. */
 __attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
 {
     int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n; /* k range inside the row */
@@ -45,16 +35,18 @@ __attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, 
     for (; k < n; k++) dst[k] = 0.0f;
 }
 
-/* The padded copy of input row ih in the ring (copied only when the slot holds another row). */
-__attribute__((target("avx2,fma"))) static inline const float *padded_row(PaddedRows *pr, const float *x, int H,
-                                                                          int W, int ih, int first, int n)
+/* row[col .. col + 7], zero for the columns outside [0, W) (edge) or all inside (!edge): the
+ * depthwise kernel reads its input rows in place, the borders through masked loads (masked-off lanes
+ * are not read, so they cannot fault). On the 20- to 40-wide planes of the deep layers, zero-padded
+ * copies of every row had cost as much as the stencil itself. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 load_cols(const float *row, int col, int W,
+                                                                                  const bool edge)
 {
-    int slot = ((ih % DW_RING) + DW_RING) % DW_RING;
-    float *dst = pr->row[slot];
-    if (pr->held[slot] == ih) return dst;
-    pr->held[slot] = ih;
-    padded_row_copy_avx2(ih >= 0 && ih < H ? x + (long)ih * W : NULL, W, first, n, dst);
-    return dst;
+    if (!edge) return _mm256_loadu_ps(row + col);
+    __m256i c = _mm256_add_epi32(_mm256_set1_epi32(col), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i inside = _mm256_and_si256(_mm256_cmpgt_epi32(c, _mm256_set1_epi32(-1)),
+                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(W), c));
+    return _mm256_maskload_ps(row + col, inside);
 }
 
 /* Stores the outputs [ow, ow + 8) that lie before `cols`. */
@@ -86,81 +78,91 @@ __attribute__((target("avx2,fma"))) static inline __m256 taps3(__m256 w0, __m256
     return _mm256_fmadd_ps(w2, c, _mm256_fmadd_ps(w1, b, _mm256_fmadd_ps(w0, a, acc)));
 }
 
-/* Even- and odd-indexed floats of x[0..15], in order. */
-__attribute__((target("avx2,fma"))) static inline __m256 even16(const float *x)
+/* Even- and odd-indexed floats of the 16 in lo, hi, in order. */
+__attribute__((target("avx2,fma"))) static inline __m256 even_of(__m256 lo, __m256 hi)
 {
-    __m256 lo = _mm256_loadu_ps(x), hi = _mm256_loadu_ps(x + 8);
     __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
 }
 
-__attribute__((target("avx2,fma"))) static inline __m256 odd16(const float *x)
+__attribute__((target("avx2,fma"))) static inline __m256 odd_of(__m256 lo, __m256 hi)
 {
-    __m256 lo = _mm256_loadu_ps(x), hi = _mm256_loadu_ps(x + 8);
     __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
 }
 
-/* The three taps of one stencil row for the 8 outputs from ow: input columns stride * ow + 0, 1, 2
- * of the padded row (every other column at stride 2). */
-__attribute__((target("avx2,fma"))) static inline void row_taps(const float *r, int ow, int stride, __m256 *a,
-                                                                __m256 *b, __m256 *c)
+/* The three taps of one stencil row for the 8 outputs from ow: input columns stride * ow - 1 + 0, 1,
+ * 2 (every other column at stride 2), zero outside the row; all zero for a padding row (NULL), which
+ * adds exactly nothing to the accumulators. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void row_taps(const float *r, int W, int ow,
+                                                                               const int stride, const bool edge,
+                                                                               __m256 *a, __m256 *b, __m256 *c)
 {
-    if (stride == 1) {
-        *a = _mm256_loadu_ps(r + ow), *b = _mm256_loadu_ps(r + ow + 1), *c = _mm256_loadu_ps(r + ow + 2);
+    if (!r) {
+        *a = *b = *c = _mm256_setzero_ps();
+    } else if (stride == 1) {
+        *a = load_cols(r, ow - 1, W, edge), *b = load_cols(r, ow, W, edge), *c = load_cols(r, ow + 1, W, edge);
     } else {
-        *a = even16(r + 2 * ow), *b = odd16(r + 2 * ow), *c = even16(r + 2 * ow + 2);
+        __m256 lo = load_cols(r, 2 * ow - 1, W, edge), hi = load_cols(r, 2 * ow + 7, W, edge);
+        *a = even_of(lo, hi), *b = odd_of(lo, hi);
+        *c = even_of(load_cols(r, 2 * ow + 1, W, edge), load_cols(r, 2 * ow + 9, W, edge));
     }
+}
+
+/* Outputs [ow, ow + 8) of rows oh (and oh + 1 when pair) from input rows r[0..4] (stride * oh - 1
+ * on): two independent accumulation chains, each summed in the same order as one row alone, and the
+ * input rows they share loaded once. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void stencil8(
+    const float *const r[5], int W, int ow, const int stride, const bool edge, bool pair, const __m256 wv[9],
+    __m256 vb, __m256 slope, float *yr, int Wo)
+{
+    __m256 a, b, c, acc, acc2 = vb;
+    row_taps(r[0], W, ow, stride, edge, &a, &b, &c);
+    acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
+    row_taps(r[1], W, ow, stride, edge, &a, &b, &c);
+    acc = taps3(wv[3], a, wv[4], b, wv[5], c, acc);
+    if (pair && stride == 1) acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
+    row_taps(r[2], W, ow, stride, edge, &a, &b, &c);
+    acc = taps3(wv[6], a, wv[7], b, wv[8], c, acc);
+    store_outputs(yr, Wo, ow, activate(acc, slope));
+    if (!pair) return;
+    if (stride == 1) {
+        acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
+        row_taps(r[3], W, ow, 1, edge, &a, &b, &c);
+        acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
+    } else {
+        acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
+        row_taps(r[3], W, ow, 2, edge, &a, &b, &c);
+        acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
+        row_taps(r[4], W, ow, 2, edge, &a, &b, &c);
+        acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
+    }
+    store_outputs(yr + Wo, Wo, ow, activate(acc2, slope));
 }
 
 /* The plane kernel for one stride; inlined with a constant stride so each gets its own loop. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3x3_plane(
-    const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Ho, int Wo,
-    int oh0, int oh1)
+    const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Wo, int oh0,
+    int oh1)
 {
     __m256 wv[9];
     for (int k = 0; k < 9; k++) wv[k] = _mm256_set1_ps(w[k]);
     __m256 vb = _mm256_set1_ps(bias), slope = _mm256_set1_ps(act < 0.0f ? 1.0f : act);
-    PaddedRows pr;
-    for (int c0 = 0; c0 < Wo; c0 += DW_COLS) {
-        int cols = Wo - c0 < DW_COLS ? Wo - c0 : DW_COLS;
-        /* outputs [c0, c0 + cols) read padded columns from stride * c0 - 1; 8 outputs at stride 2 load
-         * 18 floats */
-        int n = (cols + 7) / 8 * 8 * stride + 2;
-        for (int k = 0; k < DW_RING; k++) pr.held[k] = INT_MIN;
-        /* two output rows at a time: two independent accumulation chains (each summed in the same
-         * order as one row alone) and the input rows they share loaded once */
-        for (int oh = oh0; oh < oh1; oh += 2) {
-            bool pair = oh + 1 < oh1;
-            const float *r[5];
-            for (int k = 0; k < (pair ? 2 + stride + 1 : 3); k++)
-                r[k] = padded_row(&pr, x, H, W, stride * oh - 1 + k, stride * c0 - 1, n);
-            float *yr = y + (long)oh * Wo + c0;
-            for (int ow = 0; ow < cols; ow += 8) {
-                __m256 a, b, c, acc, acc2 = vb;
-                row_taps(r[0], ow, stride, &a, &b, &c);
-                acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
-                row_taps(r[1], ow, stride, &a, &b, &c);
-                acc = taps3(wv[3], a, wv[4], b, wv[5], c, acc);
-                if (pair && stride == 1) acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
-                row_taps(r[2], ow, stride, &a, &b, &c);
-                acc = taps3(wv[6], a, wv[7], b, wv[8], c, acc);
-                store_outputs(yr, cols, ow, activate(acc, slope));
-                if (!pair) continue;
-                if (stride == 1) {
-                    acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
-                    row_taps(r[3], ow, 1, &a, &b, &c);
-                    acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
-                } else {
-                    acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
-                    row_taps(r[3], ow, 2, &a, &b, &c);
-                    acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
-                    row_taps(r[4], ow, 2, &a, &b, &c);
-                    acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
-                }
-                store_outputs(yr + Wo, cols, ow, activate(acc2, slope));
-            }
+    /* vectors from ow = 8 on read inside the row until stride * ow + 8 stride + 1 passes W */
+    int inner_end = 8;
+    while (inner_end < Wo && stride * inner_end + 8 * stride + 1 <= W) inner_end += 8;
+    for (int oh = oh0; oh < oh1; oh += 2) {
+        bool pair = oh + 1 < oh1;
+        const float *r[5];
+        for (int k = 0; k < 5; k++) {
+            int ih = stride * oh - 1 + k;
+            r[k] = ih >= 0 && ih < H ? x + (long)ih * W : NULL;
         }
+        float *yr = y + (long)oh * Wo;
+        stencil8(r, W, 0, stride, true, pair, wv, vb, slope, yr, Wo);
+        int ow = 8;
+        for (; ow < inner_end; ow += 8) stencil8(r, W, ow, stride, false, pair, wv, vb, slope, yr, Wo);
+        for (; ow < Wo; ow += 8) stencil8(r, W, ow, stride, true, pair, wv, vb, slope, yr, Wo);
     }
 }
 
@@ -168,10 +170,11 @@ __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x,
                                                                  float bias, float act, float *y, int stride, int Ho,
                                                                  int Wo, int oh0, int oh1)
 {
+    (void)Ho;
     if (stride == 1)
-        depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Ho, Wo, oh0, oh1);
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Wo, oh0, oh1);
     else
-        depthwise3x3_plane(x, H, W, w, bias, act, y, 2, Ho, Wo, oh0, oh1);
+        depthwise3x3_plane(x, H, W, w, bias, act, y, 2, Wo, oh0, oh1);
 }
 
 /* The stem kernel: COLS output columns per pass, CO_BLOCK output channels per register block. */
