@@ -223,9 +223,10 @@ int main(int argc, char **argv)
             if (!err.code && fw && pp) {
                 qsort(fw, (size_t)benchmark, sizeof *fw, cmp_double);
                 qsort(pp, (size_t)benchmark, sizeof *pp, cmp_double);
-                printf("input %dx%d, %d threads, %d runs\nforward median %.2f ms\npostprocess median %.2f ms\n",
+                printf("input %dx%d, %d threads, %d runs\nforward median %.2f ms\npostprocess median %.2f ms\n"
+                       "forward min %.2f ms, 90th percentile %.2f ms\n",
                        t.input_width, t.input_height, det.ctx->nthreads, benchmark, fw[benchmark / 2],
-                       pp[benchmark / 2]);
+                       pp[benchmark / 2], fw[0], fw[benchmark * 9 / 10]);
             }
             free(fw), free(pp);
             free(dets);
