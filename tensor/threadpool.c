@@ -17,14 +17,16 @@ struct ThreadPool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
     atomic_ulong generation;  /* bumped for every job */
-    int shutdown;
+    atomic_int sleepers;      /* workers waiting on work_cv */
+    atomic_int caller_sleeping; /* the caller waits on done_cv */
+    atomic_int shutdown;
     atomic_int busy;          /* set while a job runs: nested calls go serial */
     /* current job */
     ThreadTaskFn fn;
     void *arg;
     int ntasks;
     atomic_int next_task;
-    int workers_done;
+    atomic_int workers_done;
     int spin; /* pauses a worker spins for the next job before sleeping */
     ThreadScratch *scratch; /* [nthreads]: 0 for the calling thread, i for worker i */
 };
@@ -54,27 +56,37 @@ static void spin_for_work(ThreadPool *p, unsigned long seen)
     }
 }
 
+/* The hand-over is lock-free while the threads are awake: the caller publishes a job by bumping
+ * `generation`, the workers count themselves done in `workers_done`, and the mutex and condition
+ * variables are only used by a side that found nothing after spinning and goes to sleep. Each side
+ * announces its sleep (sleepers, caller_sleeping) before its last check, and the other side looks at
+ * the announcement after its own store, so one of the two always sees the other (sequentially
+ * consistent atomics) and no wake-up is lost. A mutex hand-over per job had cost 3-4 us, and a
+ * forward pass runs about 150 jobs. */
 static void *worker_main(void *arg)
 {
     ThreadPool *p = arg;
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        if (!p->shutdown && atomic_load(&p->generation) == seen) {
-            pthread_mutex_unlock(&p->mu);
-            spin_for_work(p, seen);
+        spin_for_work(p, seen);
+        if (atomic_load(&p->generation) == seen) {
             pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while (!atomic_load(&p->shutdown) && atomic_load(&p->generation) == seen)
+                pthread_cond_wait(&p->work_cv, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
+            pthread_mutex_unlock(&p->mu);
         }
-        while (!p->shutdown && atomic_load(&p->generation) == seen) pthread_cond_wait(&p->work_cv, &p->mu);
-        if (p->shutdown) break;
+        if (atomic_load(&p->shutdown)) break;
         seen = atomic_load(&p->generation);
-        pthread_mutex_unlock(&p->mu);
         run_tasks(p);
-        pthread_mutex_lock(&p->mu);
-        p->workers_done++;
-        pthread_cond_signal(&p->done_cv);
+        atomic_fetch_add(&p->workers_done, 1);
+        if (atomic_load(&p->caller_sleeping)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -110,7 +122,8 @@ void threadpool_destroy(ThreadPool *p)
 {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->shutdown = 1;
+    atomic_store(&p->shutdown, 1);
+    atomic_fetch_add(&p->generation, 1);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
@@ -170,21 +183,33 @@ void threadpool_run(ThreadPool *p, int ntasks, ThreadTaskFn fn, void *arg)
         for (int t = 0; t < ntasks; t++) fn(arg, t);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->busy = 1;
     p->fn = fn;
     p->arg = arg;
     p->ntasks = ntasks;
     atomic_store(&p->next_task, 0);
-    p->workers_done = 0;
+    atomic_store(&p->workers_done, 0);
     atomic_fetch_add(&p->generation, 1);
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->mu);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->work_cv);
+        pthread_mutex_unlock(&p->mu);
+    }
 
     run_tasks(p);
 
-    pthread_mutex_lock(&p->mu);
-    while (p->workers_done < p->nthreads - 1) pthread_cond_wait(&p->done_cv, &p->mu);
+    int workers = p->nthreads - 1;
+    for (int i = 0; i < p->spin && atomic_load_explicit(&p->workers_done, memory_order_acquire) < workers; i++) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+    }
+    if (atomic_load(&p->workers_done) < workers) {
+        pthread_mutex_lock(&p->mu);
+        atomic_store(&p->caller_sleeping, 1);
+        while (atomic_load(&p->workers_done) < workers) pthread_cond_wait(&p->done_cv, &p->mu);
+        atomic_store(&p->caller_sleeping, 0);
+        pthread_mutex_unlock(&p->mu);
+    }
     p->busy = 0;
-    pthread_mutex_unlock(&p->mu);
 }
