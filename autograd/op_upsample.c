@@ -1,8 +1,12 @@
-/* Nearest upsampling to an explicit size. The source index is computed exactly as PyTorch's
+/* Nearest upsampling to an explicit size, alone or added to a tensor of that size (the FPN's top-down
+ * path: one pass instead of writing the upsampled tensor and reading it back). The source index is computed exactly as PyTorch's
  * "nearest" does, in float: floor(o * (float)in / out), clamped; the integer form o*in/out can
  * differ by one where the float product rounds down. */
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "autograd/ops.h"
 #include "tensor/context.h"
@@ -15,6 +19,19 @@ static int source_index(int o, int in, int out)
     float scale = (float)in / (float)out;
     int s = (int)floorf((float)o * scale);
     return s < in ? s : in - 1;
+}
+
+/* dx [NC,H,W] += the sum of dy [NC,Ho,Wo] over each source pixel's copies (CPU). */
+static void upsample_scatter_add(const float *dy, float *dx, int NC, int H, int W, int Ho, int Wo)
+{
+    for (int p = 0; p < NC; p++) {
+        float *d = dx + (size_t)p * H * W;
+        const float *dyp = dy + (size_t)p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++) {
+            float *row = d + (size_t)source_index(oh, H, Ho) * W;
+            for (int ow = 0; ow < Wo; ow++) row[source_index(ow, W, Wo)] += dyp[(size_t)oh * Wo + ow];
+        }
+    }
 }
 
 static void upsample_backward(Graph *g, Var *y)
@@ -32,40 +49,77 @@ static void upsample_backward(Graph *g, Var *y)
         return;
     }
 #endif
-    for (int p = 0; p < NC; p++) {
-        float *d = dx + (size_t)p * H * W;
-        const float *dy = y->grad.data + (size_t)p * Ho * Wo;
-        for (int oh = 0; oh < Ho; oh++) {
-            float *row = d + (size_t)source_index(oh, H, Ho) * W;
-            for (int ow = 0; ow < Wo; ow++) row[source_index(ow, W, Wo)] += dy[(size_t)oh * Wo + ow];
-        }
-    }
+    upsample_scatter_add(y->grad.data, dx, NC, H, W, Ho, Wo);
 }
 
 typedef struct {
-    const float *x;
+    const float *x, *add; /* add: the tensor the upsampled x is added to, or NULL */
     float *y;
     int H, W, out_h, out_w;
     const int *cols; /* source column of each output column */
 } UpsampleJob;
 
+#if defined(__x86_64__)
+/* out[k] = add[k] + row[k / 2] for k < n, n a multiple of 8: the exact 2x case, each source float
+ * duplicated in registers rather than gathered. */
+__attribute__((target("avx2"))) static void add_doubled_row_avx2(const float *row, const float *add, float *out, int n)
+{
+    for (int k = 0; k < n; k += 8) {
+        __m128 src = _mm_loadu_ps(row + k / 2);
+        __m256 dup = _mm256_set_m128(_mm_unpackhi_ps(src, src), _mm_unpacklo_ps(src, src));
+        _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_loadu_ps(add + k), dup));
+    }
+}
+#endif
+
 static void upsample_plane(void *arg, int p)
 {
     const UpsampleJob *j = arg;
     const float *src = j->x + (size_t)p * j->H * j->W;
-    float *dst = j->y + (size_t)p * j->out_h * j->out_w;
+    size_t out_plane = (size_t)p * j->out_h * j->out_w;
+    float *dst = j->y + out_plane;
+    const float *add = j->add ? j->add + out_plane : NULL;
+    bool doubled = j->out_w == 2 * j->W && __builtin_cpu_supports("avx2");
     int prev = -1;
     for (int oh = 0; oh < j->out_h; oh++) {
         int ih = source_index(oh, j->H, j->out_h);
         float *out = dst + (size_t)oh * j->out_w;
-        if (ih == prev) { /* the same source row as the row above: a copy */
-            memcpy(out, out - j->out_w, sizeof(float) * (size_t)j->out_w);
+        const float *row = src + (size_t)ih * j->W;
+        if (!add) {
+            if (ih == prev) { /* the same source row as the row above: a copy */
+                memcpy(out, out - j->out_w, sizeof(float) * (size_t)j->out_w);
+                continue;
+            }
+            prev = ih;
+            for (int ow = 0; ow < j->out_w; ow++) out[ow] = row[j->cols[ow]];
             continue;
         }
-        prev = ih;
-        const float *row = src + (size_t)ih * j->W;
-        for (int ow = 0; ow < j->out_w; ow++) out[ow] = row[j->cols[ow]];
+        const float *a = add + (size_t)oh * j->out_w;
+        int ow = 0;
+#if defined(__x86_64__)
+        if (doubled) {
+            ow = j->out_w / 8 * 8;
+            add_doubled_row_avx2(row, a, out, ow);
+        }
+#endif
+        for (; ow < j->out_w; ow++) out[ow] = a[ow] + row[j->cols[ow]];
     }
+    (void)doubled;
+}
+
+/* y = add + upsample(x) (add NULL: the upsampling alone) on the CPU. */
+static bool upsample_forward_cpu(Graph *g, const Var *x, const float *add, Var *y)
+{
+    int NC = (int)(y->value.shape[0] * y->value.shape[1]);
+    int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
+    int out_h = (int)y->value.shape[2], out_w = (int)y->value.shape[3];
+    /* source columns once, not per pixel; one pool task per plane */
+    int *cols = graph_host_scratch(g, sizeof(int) * (size_t)out_w);
+    if (!cols) return false;
+    for (int ow = 0; ow < out_w; ow++) cols[ow] = source_index(ow, W, out_w);
+    UpsampleJob j = {x->value.data, add, y->value.data, H, W, out_h, out_w, cols};
+    threadpool_run(g->ctx->pool, NC, upsample_plane, &j);
+    return true;
 }
 
 Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
@@ -85,11 +139,40 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
         return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
     }
 #endif
-    /* source columns once, not per pixel; one pool task per plane */
-    int *cols = graph_host_scratch(g, sizeof(int) * (size_t)out_w);
-    if (!cols) return NULL;
-    for (int ow = 0; ow < out_w; ow++) cols[ow] = source_index(ow, W, out_w);
-    UpsampleJob j = {x->value.data, y->value.data, H, W, out_h, out_w, cols};
-    threadpool_run(g->ctx->pool, NC, upsample_plane, &j);
-    return y;
+    return upsample_forward_cpu(g, x, NULL, y) ? y : NULL;
+}
+
+static void add_upsampled_backward(Graph *g, Var *y)
+{
+    Var *a = y->inputs[0], *x = y->inputs[1];
+    int64_t n = tensor_numel(&y->value);
+    if (a->requires_grad) {
+        float *da = var_grad(g, a);
+        if (!da) return;
+        for (int64_t i = 0; i < n; i++) da[i] += y->grad.data[i];
+    }
+    float *dx = x->requires_grad ? var_grad(g, x) : NULL;
+    if (!dx) return;
+    upsample_scatter_add(y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],
+                         (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3]);
+}
+
+Var *ag_add_upsampled(Graph *g, Var *a, Var *x)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!a || !x) return graph_fail(g, ERR_ARG, "add_upsampled: NULL input");
+    if (a->value.ndim != 4 || x->value.ndim != 4 || a->value.shape[0] != x->value.shape[0] ||
+        a->value.shape[1] != x->value.shape[1]) {
+        char sa[96], sx[96];
+        return graph_fail(g, ERR_SHAPE, "add_upsampled: shapes %s and %s are not [N,C,H,W] of the same N and C",
+                          tensor_shape_str(&a->value, sa, sizeof sa), tensor_shape_str(&x->value, sx, sizeof sx));
+    }
+#ifdef HAVE_CUDA
+    /* on the GPU the two ops it stands for, each with its CUDA kernels */
+    if (var_on_cuda(a)) return ag_add(g, a, ag_upsample_nearest(g, x, (int)a->value.shape[2], (int)a->value.shape[3]));
+#endif
+    Var *inputs[2] = {a, x};
+    Var *y = graph_op_output(g, "add_upsampled", inputs, 2, 4, a->value.shape, add_upsampled_backward);
+    if (!y) return NULL;
+    return upsample_forward_cpu(g, x, a->value.data, y) ? y : NULL;
 }

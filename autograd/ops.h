@@ -53,6 +53,8 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis);
 /* Nearest upsampling of [N,C,H,W] to [N,C,out_h,out_w]: source index floor(o * H / out_h), as
  * F.interpolate(size=..., mode="nearest"). */
 Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w);
+/* a + ag_upsample_nearest(x, to a's H and W) in one pass; a [N,C,H,W], x [N,C,h,w]. */
+Var *ag_add_upsampled(Graph *g, Var *a, Var *x);
 
 /* Permutation into a contiguous tensor: out.shape[i] = x.shape[perm[i]]. */
 Var *ag_permute(Graph *g, Var *x, const int *perm);

@@ -38,9 +38,7 @@ bool fpn_forward(Graph *g, const Fpn *f, Var *const *ins, bool training, Var **o
     for (int i = 0; i < f->n_in; i++) outs[i] = conv_bn_act_forward(g, &f->lateral[i], ins[i], training);
     if (!graph_ok(g)) return false;
     for (int i = f->n_in - 2; i >= 0; i--) {
-        const Tensor *t = &outs[i]->value;
-        Var *up = ag_upsample_nearest(g, outs[i + 1], (int)t->shape[2], (int)t->shape[3]);
-        outs[i] = conv_bn_act_forward(g, &f->merge[i], ag_add(g, outs[i], up), training);
+        outs[i] = conv_bn_act_forward(g, &f->merge[i], ag_add_upsampled(g, outs[i], outs[i + 1]), training);
         if (!graph_ok(g)) return false;
     }
     for (int k = 0; k < f->n_extra; k++)

@@ -394,6 +394,44 @@ START_TEST(upsample_nearest_gradients_and_indices)
 }
 END_TEST
 
+static Var *add_upsampled_fn(Graph *g, Var **in, void *arg)
+{
+    (void)arg;
+    return ag_add_upsampled(g, in[0], in[1]);
+}
+
+START_TEST(add_upsampled_gradients_and_values)
+{
+    /* gradients through both inputs: the exact 2x case (with a tail past the vector width) and an odd
+     * size; then equality with add(a, upsample(x)) */
+    static const int64_t shapes[][2][4] = {
+        {{1, 2, 6, 22}, {1, 2, 3, 11}}, /* 2x: 16 columns by vectors, 6 after */
+        {{2, 3, 5, 9}, {2, 3, 3, 4}},   /* not 2x: the general gather */
+    };
+    Rng r;
+    rng_seed(&r, 510, 0);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        Inputs in = {0};
+        add_input(&in, &r, 4, shapes[k][0]);
+        add_input(&in, &r, 4, shapes[k][1]);
+        run_check(add_upsampled_fn, NULL, &in, NULL, gradcheck_defaults(), k ? "add_upsampled, odd size" : "add_upsampled x2");
+        Context *ctx = context_create(2);
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        Var *a = var_from_tensor(&g, &in.t[0], false), *x = var_from_tensor(&g, &in.t[1], false);
+        Var *fused = ag_add_upsampled(&g, a, x);
+        Var *apart = ag_add(&g, a, ag_upsample_nearest(&g, x, (int)shapes[k][0][2], (int)shapes[k][0][3]));
+        ck_assert_ptr_nonnull(fused);
+        ck_assert_ptr_nonnull(apart);
+        for (int64_t i = 0; i < tensor_numel(&fused->value); i++)
+            ck_assert_float_eq(fused->value.data[i], apart->value.data[i]);
+        graph_destroy(&g);
+        context_destroy(ctx);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
 static Var *head_layout_fn(Graph *g, Var **in, void *arg)
 {
     /* permute(0,2,3,1).view(N, -1, 4), as a RetinaFace head does. */
@@ -691,6 +729,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
     tcase_add_test(tc, upsample_nearest_gradients_and_indices);
+    tcase_add_test(tc, add_upsampled_gradients_and_values);
     tcase_add_test(tc, permute_reshape_gradients);
     tcase_add_test(tc, softmax_and_loss_gradients);
     tcase_add_test(tc, loss_values);
