@@ -450,6 +450,31 @@ START_TEST(permute_reshape_gradients)
     add_input(&in, &r, 4, s);
     run_check(head_layout_fn, NULL, &in, NULL, gradcheck_defaults(), "permute+reshape");
     free_inputs(&in);
+    /* values of permutes large enough to be cut into pool tasks that start inside a run of rows, and
+     * one whose rows are not contiguous runs, against the index arithmetic written out */
+    static const int perms[][4] = {{0, 2, 3, 1}, {3, 1, 0, 2}};
+    int64_t big[4] = {2, 20, 37, 53};
+    Context *ctx = context_create(2);
+    for (int k = 0; k < 2; k++) {
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        Var *x = var_new(&g, 4, big);
+        for (int64_t i = 0; i < tensor_numel(&x->value); i++) x->value.data[i] = (float)i;
+        Var *y = ag_permute(&g, x, perms[k]);
+        ck_assert_ptr_nonnull(y);
+        int64_t o[4], n = 0;
+        for (o[0] = 0; o[0] < y->value.shape[0]; o[0]++)
+            for (o[1] = 0; o[1] < y->value.shape[1]; o[1]++)
+                for (o[2] = 0; o[2] < y->value.shape[2]; o[2]++)
+                    for (o[3] = 0; o[3] < y->value.shape[3]; o[3]++, n++) {
+                        int64_t src[4], off = 0;
+                        for (int d = 0; d < 4; d++) src[perms[k][d]] = o[d];
+                        for (int d = 0; d < 4; d++) off = off * big[d] + src[d];
+                        ck_assert_float_eq(y->value.data[n], (float)off);
+                    }
+        graph_destroy(&g);
+    }
+    context_destroy(ctx);
 }
 END_TEST
 
