@@ -508,6 +508,12 @@ START_TEST(softmax_and_loss_gradients)
     int64_t s[3] = {2, 9, 3};
     add_input(&in, &r, 3, s);
     run_check(softmax_fn, NULL, &in, NULL, gradcheck_defaults(), "softmax");
+    Inputs two = {0}; /* the two-class path, ties and large differences included */
+    int64_t s2[3] = {1, 7, 2};
+    Tensor *t2 = add_input(&two, &r, 3, s2);
+    t2->data[0] = t2->data[1] = 0.3f, t2->data[2] = 40.0f, t2->data[3] = -45.0f;
+    run_check(softmax_fn, NULL, &two, NULL, gradcheck_defaults(), "softmax, two classes");
+    free_inputs(&two);
     LossCase c;
     for (int i = 0; i < 18; i++) {
         c.labels[i] = (int32_t)rng_below(&r, 3);
