@@ -29,7 +29,8 @@ static void usage(FILE *f)
             "  --threads N        CPU threads (default: all cores)\n"
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
-            "                     'forward median X ms', 'postprocess median Y ms' and the input size\n"
+            "                     'forward median X ms', 'postprocess median Y ms', the input size and\n"
+            "                     the forward's min and 90th percentile\n"
             "                     (RETINA_PROFILE=1 adds a per-op time table)\n"
             "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
             "  -h, --help         this help\n");
