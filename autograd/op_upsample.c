@@ -1,13 +1,14 @@
 /* Nearest upsampling to an explicit size, alone or added to a tensor of that size (the FPN's top-down
- * path: one pass instead of writing the upsampled tensor and reading it back). The source index is computed exactly as PyTorch's
- * "nearest" does, in float: floor(o * (float)in / out), clamped; the integer form o*in/out can
- * differ by one where the float product rounds down. */
+ * path: one pass instead of writing the upsampled tensor and reading it back). The source index is
+ * computed exactly as PyTorch's "nearest" does, in float: floor(o * (float)in / out), clamped; the
+ * integer form o*in/out can differ by one where the float product rounds down. */
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+#include "autograd/conv2d_avx2.h"
 #include "autograd/ops.h"
 #include "tensor/context.h"
 #ifdef HAVE_CUDA
@@ -57,6 +58,7 @@ typedef struct {
     float *y;
     int H, W, out_h, out_w;
     const int *cols; /* source column of each output column */
+    bool doubled;    /* out_w == 2 W on a CPU with AVX2: the register-duplication path applies */
 } UpsampleJob;
 
 #if defined(__x86_64__)
@@ -79,7 +81,6 @@ static void upsample_plane(void *arg, int p)
     size_t out_plane = (size_t)p * j->out_h * j->out_w;
     float *dst = j->y + out_plane;
     const float *add = j->add ? j->add + out_plane : NULL;
-    bool doubled = j->out_w == 2 * j->W && __builtin_cpu_supports("avx2");
     int prev = -1;
     for (int oh = 0; oh < j->out_h; oh++) {
         int ih = source_index(oh, j->H, j->out_h);
@@ -97,14 +98,13 @@ static void upsample_plane(void *arg, int p)
         const float *a = add + (size_t)oh * j->out_w;
         int ow = 0;
 #if defined(__x86_64__)
-        if (doubled) {
+        if (j->doubled) {
             ow = j->out_w / 8 * 8;
             add_doubled_row_avx2(row, a, out, ow);
         }
 #endif
         for (; ow < j->out_w; ow++) out[ow] = a[ow] + row[j->cols[ow]];
     }
-    (void)doubled;
 }
 
 /* y = add + upsample(x) (add NULL: the upsampling alone) on the CPU. */
@@ -117,7 +117,8 @@ static bool upsample_forward_cpu(Graph *g, const Var *x, const float *add, Var *
     int *cols = graph_host_scratch(g, sizeof(int) * (size_t)out_w);
     if (!cols) return false;
     for (int ow = 0; ow < out_w; ow++) cols[ow] = source_index(ow, W, out_w);
-    UpsampleJob j = {x->value.data, add, y->value.data, H, W, out_h, out_w, cols};
+    UpsampleJob j = {x->value.data, add, y->value.data, H, W, out_h, out_w, cols,
+                     out_w == 2 * W && conv2d_avx2_available()};
     threadpool_run(g->ctx->pool, NC, upsample_plane, &j);
     return true;
 }
