@@ -78,27 +78,34 @@ __attribute__((target("avx2,fma"))) static inline __m256 taps3(__m256 w0, __m256
     return _mm256_fmadd_ps(w2, c, _mm256_fmadd_ps(w1, b, _mm256_fmadd_ps(w0, a, acc)));
 }
 
-/* Even- and odd-indexed floats of the 16 in lo, hi, in order. */
+/* Even- and odd-indexed floats of the 16 in lo, hi, in the lane order [0 1 4 5 2 3 6 7] that one
+ * in-lane shuffle leaves them in: the stride-2 stencil sums every tap in that order (the sums are
+ * elementwise, so the order of lanes changes nothing) and puts the lanes back once per output vector
+ * (in_order) instead of twice per input row. */
 __attribute__((target("avx2,fma"))) static inline __m256 even_of(__m256 lo, __m256 hi)
 {
-    __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+    return _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
 }
 
 __attribute__((target("avx2,fma"))) static inline __m256 odd_of(__m256 lo, __m256 hi)
 {
-    __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+    return _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 in_order(__m256 v)
+{
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
 }
 
 /* The three taps of one stencil row for the 8 outputs from ow: input columns stride * ow - 1 + 0, 1,
- * 2 (every other column at stride 2), zero outside the row; all zero for a padding row (NULL), which
- * adds exactly nothing to the accumulators. */
+ * 2 (every other column at stride 2, lanes as even_of leaves them), zero outside the row; all zero for
+ * a padding row (NULL), which adds exactly nothing to the accumulators. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void row_taps(const float *r, int W, int ow,
                                                                                const int stride, const bool edge,
-                                                                               __m256 *a, __m256 *b, __m256 *c)
+                                                                               const bool pad, __m256 *a, __m256 *b,
+                                                                               __m256 *c)
 {
-    if (!r) {
+    if (pad && !r) {
         *a = *b = *c = _mm256_setzero_ps();
     } else if (stride == 1) {
         *a = load_cols(r, ow - 1, W, edge), *b = load_cols(r, ow, W, edge), *c = load_cols(r, ow + 1, W, edge);
@@ -109,38 +116,62 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void row_taps(c
     }
 }
 
-/* Outputs [ow, ow + 8) of rows oh (and oh + 1 when pair) from input rows r[0..4] (stride * oh - 1
- * on): two independent accumulation chains, each summed in the same order as one row alone, and the
- * input rows they share loaded once. */
+/* Output rows computed together: each sum is one chain of nine dependent FMAs, so one row alone
+ * waits on FMA latency; four rows give four independent chains, and the input rows they share are
+ * loaded once. Every output's taps are still summed in the order a direct sum takes (stencil row 0
+ * to 2, taps left to right). */
+enum { STENCIL_ROWS = 4 };
+
+/* Outputs [ow, ow + 8) of `rows` (1 or STENCIL_ROWS) consecutive output rows from input rows r[0 ..
+ * stride * (rows - 1) + 2]: each input row's taps feed every output row whose stencil covers it. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void stencil8(
-    const float *const r[5], int W, int ow, const int stride, const bool edge, bool pair, const __m256 wv[9],
-    __m256 vb, __m256 slope, float *yr, int Wo)
+    const float *const r[], int W, int ow, const int stride, const bool edge, const bool pad, const int rows,
+    const __m256 wv[9], __m256 vb, __m256 slope, float *yr, int Wo)
 {
-    __m256 a, b, c, acc, acc2 = vb;
-    row_taps(r[0], W, ow, stride, edge, &a, &b, &c);
-    acc = taps3(wv[0], a, wv[1], b, wv[2], c, vb);
-    row_taps(r[1], W, ow, stride, edge, &a, &b, &c);
-    acc = taps3(wv[3], a, wv[4], b, wv[5], c, acc);
-    if (pair && stride == 1) acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
-    row_taps(r[2], W, ow, stride, edge, &a, &b, &c);
-    acc = taps3(wv[6], a, wv[7], b, wv[8], c, acc);
-    store_outputs(yr, Wo, ow, activate(acc, slope));
-    if (!pair) return;
-    if (stride == 1) {
-        acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
-        row_taps(r[3], W, ow, 1, edge, &a, &b, &c);
-        acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
-    } else {
-        acc2 = taps3(wv[0], a, wv[1], b, wv[2], c, acc2);
-        row_taps(r[3], W, ow, 2, edge, &a, &b, &c);
-        acc2 = taps3(wv[3], a, wv[4], b, wv[5], c, acc2);
-        row_taps(r[4], W, ow, 2, edge, &a, &b, &c);
-        acc2 = taps3(wv[6], a, wv[7], b, wv[8], c, acc2);
+    __m256 acc[STENCIL_ROWS];
+#pragma GCC unroll 4
+    for (int j = 0; j < rows; j++) acc[j] = vb;
+#pragma GCC unroll 9
+    for (int i = 0; i < stride * (rows - 1) + 3; i++) {
+        __m256 a, b, c;
+        row_taps(r[i], W, ow, stride, edge, pad, &a, &b, &c);
+#pragma GCC unroll 4
+        for (int j = 0; j < rows; j++) {
+            int ki = i - stride * j; /* the stencil row input row i is for output row j */
+            if (ki >= 0 && ki < 3) acc[j] = taps3(wv[3 * ki], a, wv[3 * ki + 1], b, wv[3 * ki + 2], c, acc[j]);
+        }
     }
-    store_outputs(yr + Wo, Wo, ow, activate(acc2, slope));
+#pragma GCC unroll 4
+    for (int j = 0; j < rows; j++) {
+        __m256 v = activate(stride == 2 ? in_order(acc[j]) : acc[j], slope);
+        if (edge)
+            store_outputs(yr + (long)j * Wo, Wo, ow, v);
+        else /* an interior vector's 8 outputs all lie inside the row (see inner_end) */
+            _mm256_storeu_ps(yr + (long)j * Wo + ow, v);
+    }
 }
 
-/* The plane kernel for one stride; inlined with a constant stride so each gets its own loop. */
+/* One step of `rows` output rows from oh: the interior vectors without bounds checks, the edges with;
+ * rows that read no padding row (!pad) without a check for one. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void stencil_rows(
+    const float *x, int H, int W, int oh, const int stride, const bool pad, const int rows, int Wo, int inner_end,
+    const __m256 wv[9], __m256 vb, __m256 slope, float *y)
+{
+    const float *r[2 * STENCIL_ROWS + 1];
+    for (int k = 0; k < stride * (rows - 1) + 3; k++) {
+        int ih = stride * oh - 1 + k;
+        r[k] = ih >= 0 && ih < H ? x + (long)ih * W : NULL;
+    }
+    float *yr = y + (long)oh * Wo;
+    stencil8(r, W, 0, stride, true, pad, rows, wv, vb, slope, yr, Wo);
+    int ow = 8;
+    for (; ow < inner_end; ow += 8) stencil8(r, W, ow, stride, false, pad, rows, wv, vb, slope, yr, Wo);
+    for (; ow < Wo; ow += 8) stencil8(r, W, ow, stride, true, pad, rows, wv, vb, slope, yr, Wo);
+}
+
+/* The plane kernel for one stride; inlined with a constant stride so each gets its own loop. Output
+ * row oh reads input rows stride * oh - 1 to stride * oh + 1: only the first and last output rows can
+ * touch the padding, and they go one at a time. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3x3_plane(
     const float *x, int H, int W, const float *w, float bias, float act, float *y, const int stride, int Wo, int oh0,
     int oh1)
@@ -151,19 +182,11 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
     /* vectors from ow = 8 on read inside the row until stride * ow + 8 stride + 1 passes W */
     int inner_end = 8;
     while (inner_end < Wo && stride * inner_end + 8 * stride + 1 <= W) inner_end += 8;
-    for (int oh = oh0; oh < oh1; oh += 2) {
-        bool pair = oh + 1 < oh1;
-        const float *r[5];
-        for (int k = 0; k < 5; k++) {
-            int ih = stride * oh - 1 + k;
-            r[k] = ih >= 0 && ih < H ? x + (long)ih * W : NULL;
-        }
-        float *yr = y + (long)oh * Wo;
-        stencil8(r, W, 0, stride, true, pair, wv, vb, slope, yr, Wo);
-        int ow = 8;
-        for (; ow < inner_end; ow += 8) stencil8(r, W, ow, stride, false, pair, wv, vb, slope, yr, Wo);
-        for (; ow < Wo; ow += 8) stencil8(r, W, ow, stride, true, pair, wv, vb, slope, yr, Wo);
-    }
+    int oh = oh0;
+    if (oh == 0 && oh < oh1) stencil_rows(x, H, W, oh++, stride, true, 1, Wo, inner_end, wv, vb, slope, y);
+    for (; oh + STENCIL_ROWS <= oh1 && stride * (oh + STENCIL_ROWS - 1) + 1 < H; oh += STENCIL_ROWS)
+        stencil_rows(x, H, W, oh, stride, false, STENCIL_ROWS, Wo, inner_end, wv, vb, slope, y);
+    for (; oh < oh1; oh++) stencil_rows(x, H, W, oh, stride, true, 1, Wo, inner_end, wv, vb, slope, y);
 }
 
 __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w,
