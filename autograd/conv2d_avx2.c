@@ -9,6 +9,7 @@
  *   where odd[i] holds x[2 i - 1] (odd[0] is the left padding). Outputs are done COLS columns at a
  *   time so the split rows live on the stack. */
 #include "autograd/conv2d_avx2.h"
+#include "autograd/row_load_avx2.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -19,34 +20,6 @@ bool conv2d_avx2_available(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-/* Zero-padded input rows for the Winograd transforms' strips. Loops, not memcpy/memset: the rows of
- * the deep layers are 20-40 floats, where three library calls cost more than the copy. */
-__attribute__((target("avx2,fma"))) void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
-{
-    int lo = first < 0 ? -first : 0, hi = W - first < n ? W - first : n; /* k range inside the row */
-    if (!row || hi < lo) lo = hi = 0;
-    const float *src = row ? row + first : NULL;
-    int k = 0;
-    for (; k < lo; k++) dst[k] = 0.0f;
-    for (; k + 8 <= hi; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
-    for (; k < hi; k++) dst[k] = src[k];
-    for (; k < n; k++) dst[k] = 0.0f;
-}
-
-/* row[col .. col + 7], zero for the columns outside [0, W) (edge) or all inside (!edge): the
- * depthwise kernel reads its input rows in place, the borders through masked loads (masked-off lanes
- * are not read, so they cannot fault). On the 20- to 40-wide planes of the deep layers, zero-padded
- * copies of every row had cost as much as the stencil itself. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 load_cols(const float *row, int col, int W,
-                                                                                  const bool edge)
-{
-    if (!edge) return _mm256_loadu_ps(row + col);
-    __m256i c = _mm256_add_epi32(_mm256_set1_epi32(col), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i inside = _mm256_and_si256(_mm256_cmpgt_epi32(c, _mm256_set1_epi32(-1)),
-                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(W), c));
-    return _mm256_maskload_ps(row + col, inside);
 }
 
 /* Stores the outputs [ow, ow + 8) that lie before `cols`. */
@@ -321,10 +294,6 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_rows_avx2(const float *x, in
 }
 #else
 bool conv2d_avx2_available(void) { return false; }
-void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst)
-{
-    (void)row, (void)W, (void)first, (void)n, (void)dst;
-}
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
                              int Ho, int Wo, int oh0, int oh1)
 {

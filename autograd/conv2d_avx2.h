@@ -6,11 +6,6 @@
 #include <stdbool.h>
 
 bool conv2d_avx2_available(void);
-/* dst[k] = row[first + k] for k in [0, n), zero where first + k falls outside [0, W) or when row is
- * NULL (a padding row): the zero-padded input rows that the stencil kernels read without bounds
- * checks. Loops, not memcpy/memset: the rows of the deep layers are 20-40 floats, where three library
- * calls cost more than the copy. */
-void padded_row_copy_avx2(const float *row, int W, int first, int n, float *dst);
 
 /* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1). */
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
