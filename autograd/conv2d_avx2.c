@@ -10,6 +10,7 @@
  *   time so the split rows live on the stack. */
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
+#include "tensor/leaky_avx2.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -32,13 +33,6 @@ __attribute__((target("avx2,fma"))) static inline void store_outputs(float *y, i
     float tmp[8];
     _mm256_storeu_ps(tmp, v);
     for (int k = 0; ow + k < cols; k++) y[ow + k] = tmp[k];
-}
-
-/* leaky: max(v, 0) + slope * min(v, 0); slope 1 (no activation) leaves v as it is, without a branch */
-__attribute__((target("avx2,fma"))) static inline __m256 activate(__m256 v, __m256 slope)
-{
-    __m256 zero = _mm256_setzero_ps();
-    return _mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
 }
 
 /* One 3-tap row of the stencil: acc + w0 a + w1 b + w2 c. The nine taps are summed in one chain, in
@@ -116,7 +110,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void stencil8(
     }
 #pragma GCC unroll 4
     for (int j = 0; j < rows; j++) {
-        __m256 v = activate(stride == 2 ? in_order(acc[j]) : acc[j], slope);
+        __m256 v = leaky_avx2(stride == 2 ? in_order(acc[j]) : acc[j], slope);
         if (edge)
             store_outputs(yr + (long)j * Wo, Wo, ow, v);
         else /* an interior vector's 8 outputs all lie inside the row (see inner_end) */
@@ -198,19 +192,17 @@ __attribute__((target("avx2,fma"))) static void split_row(const float *xr, int W
     }
 }
 
-/* Stores a block's 16 columns of nco channels: act(acc + bias), activation max(v, 0) + slope min(v, 0)
- * (slope 1 without one, which returns v exactly). */
+/* Stores a block's 16 columns of nco channels: act(acc + bias) (slope 1 without an activation). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void store_block(float *y, size_t plane, int nco,
                                                                                   const float *b, float act, int ox,
                                                                                   int n, const __m256 acc[CO_BLOCK][2])
 {
-    __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(act >= 0.0f ? act : 1.0f);
-    for (int j = 0; j < nco; j++)
-        for (int h = 0; h < 2; h++) {
-            __m256 v = _mm256_add_ps(acc[j][h], _mm256_set1_ps(b ? b[j] : 0.0f));
-            v = _mm256_add_ps(_mm256_max_ps(v, zero), _mm256_mul_ps(slope, _mm256_min_ps(v, zero)));
-            store_outputs(y + (size_t)j * plane, n, ox + 8 * h, v);
-        }
+    __m256 slope = _mm256_set1_ps(act >= 0.0f ? act : 1.0f);
+    for (int j = 0; j < nco; j++) {
+        __m256 bias = _mm256_set1_ps(b ? b[j] : 0.0f);
+        for (int h = 0; h < 2; h++)
+            store_outputs(y + (size_t)j * plane, n, ox + 8 * h, leaky_avx2(_mm256_add_ps(acc[j][h], bias), slope));
+    }
 }
 
 /* One register block of nco <= CO_BLOCK channels x 16 columns; split row r of the taps is

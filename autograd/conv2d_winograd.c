@@ -15,6 +15,7 @@
 
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
+#include "tensor/leaky_avx2.h"
 #include "tensor/sgemm.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -309,7 +310,7 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
     int first;
     const Conv2dCpuTarget *t = target_of(j, co, &first);
     int own = co - first; /* the channel within its target */
-    __m256 bias = _mm256_set1_ps(t->b ? t->b[own] : 0.0f), zero = _mm256_setzero_ps();
+    __m256 bias = _mm256_set1_ps(t->b ? t->b[own] : 0.0f);
     __m256 slope = _mm256_set1_ps(t->act < 0.0f ? 1.0f : t->act); /* slope 1: no activation */
     Lanes m[XI], rows[TILE * ALPHA], o[TILE * TILE];
     for (int n = 0; n < j->images; n++) {
@@ -322,10 +323,7 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
                 for (int e = 0; e < XI; e++) m[e] = *(const Lanes *)(src + (size_t)e * g->row_floats);
                 for (int c = 0; c < ALPHA; c++) output_1d(m + c, ALPHA, rows + c, ALPHA);
                 for (int r = 0; r < TILE; r++) output_1d(rows + r * ALPHA, 1, o + r * TILE, 1);
-                for (int e = 0; e < TILE * TILE; e++) {
-                    __m256 v = _mm256_add_ps((__m256)o[e], bias);
-                    o[e] = (Lanes)_mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
-                }
+                for (int e = 0; e < TILE * TILE; e++) o[e] = (Lanes)leaky_avx2(_mm256_add_ps((__m256)o[e], bias), slope);
                 int ox0 = tx0 * TILE;
                 if (tx0 + LANES <= g->tiles_w && ox0 + LANES * TILE <= s->Wo && rows_here == TILE) {
                     /* 8 whole tiles: transpose each output row's 4 column vectors back into 32

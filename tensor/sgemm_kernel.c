@@ -35,12 +35,12 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, floa
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-/* act(v + bias) on a full row of the tile: leaky as max(v, 0) + slope * min(v, 0) (slope 1: none). */
+#include "tensor/leaky_avx2.h"
+
+/* act(v + bias) on a full row of the tile (slope 1: no activation). */
 __attribute__((target("avx2,fma"))) static inline __m256 tile_epilogue(__m256 v, __m256 bias, __m256 slope)
 {
-    v = _mm256_add_ps(v, bias);
-    __m256 zero = _mm256_setzero_ps();
-    return _mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
+    return leaky_avx2(_mm256_add_ps(v, bias), slope);
 }
 
 /* Stores rows [0, n) of a tile whose rows are full (NR columns): C = alpha acc (+ C), then the
