@@ -1,5 +1,5 @@
 /* AVX2/FMA kernels of the CPU convolution, chosen at run time (conv2d_avx2_available):
- * - depthwise 3x3 padding-1 forward of one plane at stride 1 and 2, 8 outputs per step (MobileNet's
+ * - depthwise 3x3 padding-1 forward of one plane at stride 1 and 2, 8 columns of 4 rows per step (MobileNet's
  *   depthwise layers), bias and activation applied while the outputs are in registers;
  * - direct 3x3 stride-2 padding-1 convolution for few input channels (the network's stem: 3 -> 8).
  *   Through im2col its GEMM has K = 27 and M = 8, shapes the 6x16 GEMM kernel wastes most of its time
