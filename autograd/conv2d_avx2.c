@@ -35,10 +35,11 @@ __attribute__((target("avx2,fma"))) static inline void store_outputs(float *y, i
     for (int k = 0; ow + k < cols; k++) y[ow + k] = tmp[k];
 }
 
-/* One 3-tap row of the stencil: acc + w0 a + w1 b + w2 c. The nine taps are summed in one chain, in
- * order (as a direct sum does): splitting them into independent chains was no faster here (the loop's
- * iterations already overlap) and moved the training-step gradient of the layer before it, which is
- * ill-conditioned (see the note of issue 5), from 2e-4 to 4e-2 of the PyTorch reference. */
+/* One 3-tap row of the stencil: acc + w0 a + w1 b + w2 c. The nine taps of an output are summed in one
+ * chain, in order (as a direct sum does): splitting an output's sum into independent chains moved the
+ * training-step gradient of the layer before it, which is ill-conditioned (see the note of issue 5),
+ * from 2e-4 to 4e-2 of the PyTorch reference. Independent chains come from several outputs at once
+ * instead (STENCIL_ROWS). */
 __attribute__((target("avx2,fma"))) static inline __m256 taps3(__m256 w0, __m256 a, __m256 w1, __m256 b, __m256 w2,
                                                                __m256 c, __m256 acc)
 {

@@ -186,9 +186,7 @@ WINOGRAD_TARGET static void transform_input_channel(void *arg, int ci)
                     Lanes d[ALPHA], t[ALPHA];
                     bool edge = c0 + k < 0 || c0 + k + LANES > s->W;
                     for (int r = 0; r < ALPHA; r++)
-                        d[r] = row[r] ? (edge ? (Lanes)load_cols(row[r], c0 + k, s->W, true)
-                                              : (Lanes)load_cols(row[r], c0 + k, s->W, false))
-                                      : (Lanes){0};
+                        d[r] = row[r] ? (Lanes)load_cols(row[r], c0 + k, s->W, edge) : (Lanes){0};
                     input_1d(d, 1, t, 1);
                     for (int i = 0; i < ALPHA; i++) *(Lanes *)(cols_t[i] + k) = t[i];
                 }
