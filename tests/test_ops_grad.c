@@ -700,7 +700,7 @@ static double conv_error_vs_direct_sum(const FastConvCase *c, const Tensor *x, c
 START_TEST(fast_conv_paths_match_direct_sum)
 {
     /* Each specialised CPU forward path on shapes that reach its edges (odd sizes, column chunks,
-     * partial tiles, tile chunks over images, channel-block tails), with the fused epilogue, against a
+     * partial tiles, tile chunks over images and over tile rows, channel-block tails), with the fused epilogue, against a
      * direct 3x3 sum in double. */
     static const FastConvCase cases[] = {
         {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6},
@@ -710,7 +710,8 @@ START_TEST(fast_conv_paths_match_direct_sum)
         {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5},
         {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5},
         {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5},
-        {"winograd, one image per tile chunk", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5},
+        {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5},
+        {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5},
         {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6},
         {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6},
     };
