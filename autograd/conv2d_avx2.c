@@ -158,10 +158,9 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
 }
 
 __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w,
-                                                                 float bias, float act, float *y, int stride, int Ho,
-                                                                 int Wo, int oh0, int oh1)
+                                                                 float bias, float act, float *y, int stride, int Wo,
+                                                                 int oh0, int oh1)
 {
-    (void)Ho;
     if (stride == 1)
         depthwise3x3_plane(x, H, W, w, bias, act, y, 1, Wo, oh0, oh1);
     else
@@ -288,10 +287,9 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_rows_avx2(const float *x, in
 #else
 bool conv2d_avx2_available(void) { return false; }
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
-                             int Ho, int Wo, int oh0, int oh1)
+                             int Wo, int oh0, int oh1)
 {
-    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Ho, (void)Wo, (void)oh0,
-        (void)oh1;
+    (void)x, (void)H, (void)W, (void)w, (void)bias, (void)act, (void)y, (void)stride, (void)Wo, (void)oh0, (void)oh1;
 }
 void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
                           float act, float *y, int Ho, int Wo, int oy0, int oy1)

@@ -7,9 +7,10 @@
 
 bool conv2d_avx2_available(void);
 
-/* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1). */
+/* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1)
+ * (oh1 <= Ho). */
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
-                             int Ho, int Wo, int oh0, int oh1);
+                             int Wo, int oh0, int oh1);
 
 /* Dense 3x3 stride-2 padding-1 convolution with few input channels (Cin <= CONV3X3_S2_MAX_CIN),
  * output rows [oy0, oy1) of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */
