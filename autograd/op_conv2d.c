@@ -219,7 +219,9 @@ static void depthwise_forward_plane(void *arg, int task)
     const DepthwiseJob *j = arg;
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
-    int plane = task / j->bands, band = task % j->bands;
+    /* band-major: the pool's contiguous shares of tasks are then bands of rows of every plane, the rows
+     * the same thread computed in the op before (threadpool.h) */
+    int planes = s->N * s->Cin, plane = task % planes, band = task / planes;
     int c = plane % s->Cin;
     const float *x = j->x + (size_t)plane * s->H * s->W;
     const float *w = j->w + (size_t)c * s->KH * s->KW;

@@ -156,7 +156,7 @@ START_TEST(thread_pool_runs_every_task_once)
 {
     /* Thousands of short jobs of varying size, with nested calls and per-thread scratch: every task
      * runs exactly once per job, and every job has finished when threadpool_run returns. */
-    for (int threads = 1; threads <= 2; threads++) {
+    for (int threads = 1; threads <= 4; threads++) { /* 3 and 4: more shares than this machine may have cores */
         ThreadPool *pool = threadpool_create(threads);
         ck_assert_ptr_nonnull(pool);
         atomic_int hits[64];
@@ -170,6 +170,38 @@ START_TEST(thread_pool_runs_every_task_once)
         }
         threadpool_destroy(pool);
     }
+}
+END_TEST
+
+typedef struct {
+    atomic_int done;
+    int ntasks;
+    atomic_int gave_up;
+} BlockedShareJob;
+
+/* Task 0 (the start of the caller's share) waits until every other task has run: only another thread
+ * taking over the rest of that share lets it finish. */
+static void wait_for_the_others(void *arg, int task)
+{
+    BlockedShareJob *j = arg;
+    if (task == 0) {
+        for (int i = 0; i < 5000 && atomic_load(&j->done) < j->ntasks - 1; i++) usleep(1000);
+        if (atomic_load(&j->done) < j->ntasks - 1) atomic_store(&j->gave_up, 1);
+    }
+    atomic_fetch_add(&j->done, 1);
+}
+
+START_TEST(thread_pool_idle_thread_takes_over_a_blocked_share)
+{
+    /* each thread starts on its own contiguous share of the tasks: one that is done takes over what is
+     * left of a share whose thread is held up (here the caller's, blocked in its first task) */
+    ThreadPool *pool = threadpool_create(2);
+    ck_assert_ptr_nonnull(pool);
+    BlockedShareJob j = {0, 40, 0};
+    threadpool_run(pool, j.ntasks, wait_for_the_others, &j);
+    ck_assert_int_eq(atomic_load(&j.gave_up), 0);
+    ck_assert_int_eq(atomic_load(&j.done), j.ntasks);
+    threadpool_destroy(pool);
 }
 END_TEST
 
@@ -205,6 +237,7 @@ Suite *tensor_suite(void)
     tcase_add_test(tc, arena_reaches_steady_state);
     tcase_add_test(tc, thread_pool_runs_every_task_once);
     tcase_add_test(tc, thread_pool_ranges_cover_each_index_once);
+    tcase_add_test(tc, thread_pool_idle_thread_takes_over_a_blocked_share);
     suite_add_tcase(s, tc);
     return s;
 }
