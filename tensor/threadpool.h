@@ -1,6 +1,8 @@
 /* ThreadPool: persistent worker threads for data-parallel loops, created once per Context so no
  * op creates threads per call. threadpool_run(pool, n, fn, arg) calls fn(arg, i) for i in [0, n)
- * spread over the workers and the calling thread, and returns when all are done. Not reentrant:
+ * spread over the workers and the calling thread, and returns when all are done: thread t (0 is the
+ * caller) starts on tasks [n t / T, n (t + 1) / T) and then helps with what is left of the others', so
+ * ops that number their tasks in image order keep each thread on the rows it wrote before. Not reentrant:
  * fn must not call threadpool_run on the same pool (nested calls run serially instead). */
 #ifndef TENSOR_THREADPOOL_H
 #define TENSOR_THREADPOOL_H
