@@ -15,7 +15,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <limits.h>
-#include <string.h>
 
 bool conv2d_avx2_available(void)
 {

@@ -194,8 +194,9 @@ static void col2im_channel(void *arg, int c)
         }
 }
 
-/* ---- depthwise: one task per (image, channel) plane in forward / input backward, one per
- * channel (looping over images) for the weight gradient so tasks never share an output. ------ */
+/* ---- depthwise: forward tasks are row bands of (image, channel) planes (one band per plane unless
+ * planes are few); one task per plane for the input backward, one per channel (looping over images)
+ * for the weight gradient so tasks never share an output. ------------------------------------------ */
 
 enum { DEPTHWISE_TASKS_PER_THREAD = 16, DEPTHWISE_MIN_BAND_ROWS = 16 };
 
@@ -219,8 +220,8 @@ static void depthwise_forward_plane(void *arg, int task)
     const DepthwiseJob *j = arg;
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
-    /* band-major: the pool's contiguous shares of tasks are then bands of rows of every plane, the rows
-     * the same thread computed in the op before (threadpool.h) */
+    /* band-major: where planes are cut into bands, the pool's contiguous shares of tasks (threadpool.h)
+     * are then bands of rows of every plane, the rows the same thread computed in the op before */
     int planes = s->N * s->Cin, plane = task % planes, band = task / planes;
     int c = plane % s->Cin;
     const float *x = j->x + (size_t)plane * s->H * s->W;

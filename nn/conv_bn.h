@@ -34,8 +34,8 @@ typedef struct {
 
 ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
                            const char *bn_name, ConvBnActSpec spec, Rng *rng, Error *err);
-/* Eval mode without gradients and folded weights present: one fused conv + bias + activation op;
- * otherwise conv, BN and activation ops. */
+/* Eval mode without gradients, with the BN folded (or none to fold): one fused conv + bias + activation
+ * op; otherwise conv, BN and activation ops. */
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
 /* Several ConvBnActs of one input x with the same stride and padding (out[i] = conv_bn_act_forward of
  * convs[i]): in eval mode without gradients one ag_conv2d_shared_input op, which reads and transforms
