@@ -26,6 +26,10 @@ size_t conv2d_cpu_scratch_floats(const Conv2dShape *s);
 typedef enum { CONV_CPU_GEMM, CONV_CPU_DEPTHWISE, CONV_CPU_WINOGRAD, CONV_CPU_DIRECT3X3_S2 } ConvCpuAlgorithm;
 ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s);
 const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a);
+/* For profiles: the algorithm's name, "1x1" for the GEMM path without im2col. */
+const char *conv2d_cpu_kind(const Conv2dShape *s);
+/* Multiply-adds x 2 of the forward (each of the two backward products costs the same). */
+double conv2d_flops(const Conv2dShape *s);
 
 /* A convolution's weights packed once for the CPU forward, for weights that no longer change
  * (inference): the GEMM path's left operand and the Winograd path's transformed weights, so neither

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/backward_release.h"
 #include "autograd/memory_plan.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
@@ -12,32 +13,47 @@
 #include "cuda_kernels/cuda_ops.h"
 #endif
 
-enum { PROFILE_MAX_OPS = 64 };
+enum { PROFILE_MAX_OPS = 96 };
+
+/* One row per (op, kind): time, calls and the work the ops reported (graph_profile_note). */
+typedef struct {
+    double ms, flops, bytes;
+} ProfileWork;
 
 struct GraphProfile {
-    const char *name[PROFILE_MAX_OPS];
-    double forward_ms[PROFILE_MAX_OPS], backward_ms[PROFILE_MAX_OPS];
+    const char *name[PROFILE_MAX_OPS], *kind[PROFILE_MAX_OPS];
+    ProfileWork fwd[PROFILE_MAX_OPS], bwd[PROFILE_MAX_OPS];
     long calls[PROFILE_MAX_OPS];
     int n;
-    const char *open_op; /* forward op running since open_t */
-    double open_t;
+    bool in_backward;
+    const char *open_op; /* forward op running since open.ms (its kind and work as noted so far) */
+    const char *open_kind;
+    ProfileWork open;
+    const char *bwd_kind; /* noted by the backward running now */
+    ProfileWork bwd_note;
 };
 
 static double profile_now_ms(Graph *g)
 {
 #ifdef HAVE_CUDA
-    if (g->arena.device == DEVICE_CUDA) cuda_sync(g->ctx, NULL);
+    if (g->heap.device == DEVICE_CUDA) cuda_sync(g->ctx, NULL);
 #endif
     return clock_seconds() * 1e3;
 }
 
-static int profile_slot(struct GraphProfile *p, const char *op)
+static int profile_slot(struct GraphProfile *p, const char *op, const char *kind)
 {
     for (int i = 0; i < p->n; i++)
-        if (!strcmp(p->name[i], op)) return i;
+        if (!strcmp(p->name[i], op) && (p->kind[i] == kind || (p->kind[i] && kind && !strcmp(p->kind[i], kind))))
+            return i;
     if (p->n == PROFILE_MAX_OPS) return -1;
-    p->name[p->n] = op;
+    p->name[p->n] = op, p->kind[p->n] = kind;
     return p->n++;
+}
+
+static void profile_add(ProfileWork *w, double ms, const ProfileWork *note)
+{
+    w->ms += ms, w->flops += note->flops, w->bytes += note->bytes;
 }
 
 /* Closes the forward op in flight (its kernels end before the next op starts). */
@@ -45,13 +61,24 @@ static void profile_close_forward(Graph *g)
 {
     struct GraphProfile *p = g->profile;
     if (!p || !p->open_op) return;
-    int i = profile_slot(p, p->open_op);
+    int i = profile_slot(p, p->open_op, p->open_kind);
     double now = profile_now_ms(g);
-    if (i >= 0) p->forward_ms[i] += now - p->open_t, p->calls[i]++;
+    if (i >= 0) profile_add(&p->fwd[i], now - p->open.ms, &p->open), p->calls[i]++;
     p->open_op = NULL;
 }
 
 void graph_profile_end_forward(Graph *g) { profile_close_forward(g); }
+
+void graph_profile_note(Graph *g, const char *kind, double flops, double bytes)
+{
+    struct GraphProfile *p = g->profile;
+    if (!p) return;
+    if (p->in_backward) {
+        p->bwd_kind = kind, p->bwd_note.flops += flops, p->bwd_note.bytes += bytes;
+    } else if (p->open_op) {
+        p->open_kind = kind, p->open.flops += flops, p->open.bytes += bytes;
+    }
+}
 
 void graph_enable_profile(Graph *g)
 {
@@ -62,8 +89,19 @@ static int by_total(const void *a, const void *b, void *ctx)
 {
     const struct GraphProfile *p = ctx;
     int x = *(const int *)a, y = *(const int *)b;
-    double tx = p->forward_ms[x] + p->backward_ms[x], ty = p->forward_ms[y] + p->backward_ms[y];
+    double tx = p->fwd[x].ms + p->bwd[x].ms, ty = p->fwd[y].ms + p->bwd[y].ms;
     return tx < ty ? 1 : tx > ty ? -1 : 0;
+}
+
+/* "GFLOP/s" of the work where the op counted FLOPs, else GB/s where it counted bytes. */
+static void rate_str(char *buf, size_t len, const ProfileWork *w)
+{
+    if (w->ms <= 0 || (w->flops <= 0 && w->bytes <= 0))
+        snprintf(buf, len, "%s", "");
+    else if (w->flops > 0)
+        snprintf(buf, len, "%.1f GFLOP/s", w->flops / w->ms / 1e6);
+    else
+        snprintf(buf, len, "%.1f GB/s", w->bytes / w->ms / 1e6);
 }
 
 void graph_print_profile(const Graph *g, FILE *out, int steps)
@@ -73,15 +111,25 @@ void graph_print_profile(const Graph *g, FILE *out, int steps)
     int order[PROFILE_MAX_OPS];
     for (int i = 0; i < p->n; i++) order[i] = i;
     qsort_r(order, (size_t)p->n, sizeof *order, by_total, (void *)p);
-    double tf = 0, tb = 0;
-    fprintf(out, "  %-18s %8s %12s %12s\n", "op", "calls", "forward ms", "backward ms");
+    double tf = 0, tb = 0, d = steps ? steps : 1;
+    fprintf(out, "  %-28s %6s %11s %15s %12s %15s\n", "op", "calls", "forward ms", "", "backward ms", "");
     for (int k = 0; k < p->n; k++) {
         int i = order[k];
-        fprintf(out, "  %-18s %8ld %12.2f %12.2f\n", p->name[i], p->calls[i] / (steps ? steps : 1),
-                p->forward_ms[i] / (steps ? steps : 1), p->backward_ms[i] / (steps ? steps : 1));
-        tf += p->forward_ms[i], tb += p->backward_ms[i];
+        char name[64], rf[32], rb[32];
+        snprintf(name, sizeof name, p->kind[i] ? "%s %s" : "%s", p->name[i], p->kind[i]);
+        rate_str(rf, sizeof rf, &p->fwd[i]);
+        rate_str(rb, sizeof rb, &p->bwd[i]);
+        fprintf(out, "  %-28s %6ld %11.2f %15s %12.2f %15s\n", name, (long)(p->calls[i] / d), p->fwd[i].ms / d, rf,
+                p->bwd[i].ms / d, rb);
+        tf += p->fwd[i].ms, tb += p->bwd[i].ms;
     }
-    fprintf(out, "  %-18s %8s %12.2f %12.2f\n", "total", "", tf / (steps ? steps : 1), tb / (steps ? steps : 1));
+    fprintf(out, "  %-28s %6s %11.2f %15s %12.2f\n", "total", "", tf / d, "", tb / d);
+}
+
+GraphMemory graph_memory(const Graph *g)
+{
+    GraphMemory m = {g->heap.peak, g->saved_peak, g->backward_peak, g->workspace_bytes};
+    return m;
 }
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err)
@@ -89,17 +137,27 @@ ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err)
     memset(g, 0, sizeof *g);
     g->ctx = ctx;
     g->grad_enabled = true;
-    arena_init(&g->arena, dev, (size_t)16 << 20);
+    step_heap_init(&g->heap, dev, (size_t)16 << 20);
     arena_init(&g->meta, DEVICE_CPU, (size_t)1 << 20);
-    if (!g->arena.head || !g->meta.head) return error_set(err, ERR_OOM, "graph: cannot allocate the step arena");
+    g->release = calloc(1, sizeof *g->release);
+    if (!g->meta.head || !g->release) {
+        graph_destroy(g);
+        return error_set(err, ERR_OOM, "graph: cannot allocate the step arena");
+    }
     return ERR_OK;
 }
 
 void graph_destroy(Graph *g)
 {
-    arena_destroy(&g->arena);
+    device_free(g->workspace, g->heap.device);
+    step_heap_destroy(&g->heap);
     arena_destroy(&g->meta);
-    device_free(g->workspace, g->arena.device);
+    backward_release_destroy(g->release);
+    free(g->release);
+    g->release = NULL;
+    free(g->allocs);
+    g->allocs = NULL;
+    g->n_allocs = g->cap_allocs = 0;
     g->workspace = NULL;
     g->workspace_bytes = 0;
     free(g->profile);
@@ -121,9 +179,12 @@ void graph_reset(Graph *g)
         if (!p->ready && (!graph_ok(g) || memory_plan_finish(p, &g->err))) memory_plan_free(p);
         p->active = false;
     }
-    arena_reset(&g->arena);
+    step_heap_reset(&g->heap);
     arena_reset(&g->meta);
     g->n_tape = 0;
+    g->n_allocs = 0;
+    g->current_op = NULL;
+    g->backward_done = false;
     error_clear(&g->err);
 }
 
@@ -155,7 +216,7 @@ void graph_plan_memory(Graph *g, uint64_t key)
     if (!(p->ready && p->key == key)) {
         memory_plan_free(p);
         p->key = key;
-        p->device = g->arena.device;
+        p->device = g->heap.device;
     }
     p->active = true;
     p->next = 0;
@@ -172,27 +233,77 @@ void graph_plan_concat(Graph *g, const Var *y, Var *const *parts, int n)
         error_set(&g->err, ERR_OOM, "graph: out of memory recording the memory plan");
 }
 
-/* Memory of a step value: the arena, or the plan's slot when replaying (recorded when recording). */
-static void *step_alloc(Graph *g, size_t bytes)
+/* Notes an allocation made outside the backward in the step's log, owned by the op being made. */
+static bool log_alloc(Graph *g, void *m, size_t bytes)
+{
+    if (g->n_allocs == g->cap_allocs) {
+        size_t cap = g->cap_allocs ? 2 * g->cap_allocs : 256;
+        StepAlloc *a = realloc(g->allocs, cap * sizeof *a);
+        if (!a) return false;
+        g->allocs = a, g->cap_allocs = cap;
+    }
+    g->allocs[g->n_allocs++] = (StepAlloc){m, bytes, g->current_op};
+    return true;
+}
+
+/* Counts backward memory (gradients and scratch) for graph_memory. */
+static void backward_bytes(Graph *g, size_t bytes, bool allocated)
+{
+    if (allocated) {
+        g->backward_live += bytes;
+        if (g->backward_live > g->backward_peak) g->backward_peak = g->backward_live;
+    } else {
+        g->backward_live -= bytes < g->backward_live ? bytes : g->backward_live;
+    }
+}
+
+/* Memory of the step: the heap, or the plan's slot when replaying (recorded when recording). `grad`:
+ * a gradient (freed by its node's backward, not logged). Other allocations are logged outside the
+ * backward and are temporaries of the running node's backward inside it. */
+static void *step_alloc(Graph *g, size_t bytes, bool grad)
 {
     MemoryPlan *p = g->plan;
     if (!graph_ok(g)) return NULL;
     if (p && p->active && p->ready) return memory_plan_next(p, bytes, &g->err);
-    void *m = arena_alloc(&g->arena, bytes, &g->err);
-    if (m && p && p->active && !memory_plan_record_alloc(p, m, bytes)) {
+    void *m = step_heap_alloc(&g->heap, bytes, &g->err);
+    if (!m) return NULL;
+    if (p && p->active && !memory_plan_record_alloc(p, m, bytes)) {
         error_set(&g->err, ERR_OOM, "graph: out of memory recording the memory plan");
+        return NULL;
+    }
+    BackwardRelease *r = g->release;
+    bool ok = true;
+    if (g->in_backward) {
+        backward_bytes(g, bytes, true);
+        if (!grad) {
+            if (r->n_temps == r->cap_temps) {
+                size_t cap = r->cap_temps ? 2 * r->cap_temps : 16;
+                void **t = realloc(r->temps, cap * sizeof *t);
+                size_t *b = t ? realloc(r->temp_bytes, cap * sizeof *b) : NULL;
+                if (t) r->temps = t;
+                if (b) r->temp_bytes = b, r->cap_temps = cap;
+                ok = t && b;
+            }
+            if (ok) r->temps[r->n_temps] = m, r->temp_bytes[r->n_temps++] = bytes;
+        }
+    } else if (!grad) {
+        ok = log_alloc(g, m, bytes);
+    }
+    if (!ok) {
+        step_heap_free(&g->heap, m);
+        error_set(&g->err, ERR_OOM, "graph: out of host memory for the step's bookkeeping");
         return NULL;
     }
     return m;
 }
 
-void *graph_scratch(Graph *g, size_t bytes) { return step_alloc(g, bytes); }
+void *graph_scratch(Graph *g, size_t bytes) { return step_alloc(g, bytes, false); }
 
 bool graph_check_cuda(Graph *g, const char *op)
 {
 #ifdef HAVE_CUDA
     /* Only GPU graphs launch kernels; on a machine without a driver the query itself would fail. */
-    if (graph_ok(g) && g->arena.device == DEVICE_CUDA) cuda_check_launch(op, &g->err);
+    if (graph_ok(g) && g->heap.device == DEVICE_CUDA) cuda_check_launch(op, &g->err);
 #else
     (void)op;
 #endif
@@ -203,10 +314,10 @@ void *graph_workspace(Graph *g, size_t bytes)
 {
     if (bytes <= g->workspace_bytes) return g->workspace;
     /* Freeing device memory waits for the kernels that may still use it. */
-    device_free(g->workspace, g->arena.device);
+    device_free(g->workspace, g->heap.device);
     g->workspace = NULL;
     g->workspace_bytes = 0;
-    if (device_alloc(&g->workspace, g->arena.device, bytes, &g->err)) return NULL;
+    if (device_alloc(&g->workspace, g->heap.device, bytes, &g->err)) return NULL;
     g->workspace_bytes = bytes;
     return g->workspace;
 }
@@ -216,7 +327,11 @@ void *graph_host_scratch(Graph *g, size_t bytes) { return arena_alloc(&g->meta, 
 static Var *var_alloc_step(Graph *g)
 {
     Var *v = arena_alloc(&g->meta, sizeof *v, &g->err);
-    if (v) memset(v, 0, sizeof *v);
+    if (v) {
+        memset(v, 0, sizeof *v);
+        v->saves = GRAPH_SAVES_ALL;
+        v->tape_index = -1;
+    }
     return v;
 }
 
@@ -231,14 +346,26 @@ Var *var_from_tensor(Graph *g, const Tensor *t, bool requires_grad)
     return v;
 }
 
-Var *var_new(Graph *g, int ndim, const int64_t *shape)
+/* A step Var with fresh value memory, owned by `owner` (NULL: the caller's, never freed early). */
+static Var *var_new_owned(Graph *g, int ndim, const int64_t *shape, bool own_op)
 {
     Var *v = var_alloc_step(g);
     if (!v) return NULL;
-    v->value = tensor_wrap(NULL, g->arena.device, ndim, shape);
-    if (!(v->value.data = step_alloc(g, tensor_bytes(&v->value)))) return NULL;
+    Var *prev = g->current_op;
+    g->current_op = own_op ? v : NULL;
+    v->value = tensor_wrap(NULL, g->heap.device, ndim, shape);
+    v->value.data = step_alloc(g, tensor_bytes(&v->value), false);
+    if (!own_op) g->current_op = prev; /* an op's scratch allocated after this still belongs to it */
+    if (!v->value.data) return NULL;
     v->op = "value";
     return v;
+}
+
+Var *var_new(Graph *g, int ndim, const int64_t *shape) { return var_new_owned(g, ndim, shape, false); }
+
+void graph_keep(Var *v)
+{
+    if (v) v->keep = true;
 }
 
 static bool tape_push(Graph *g, Var *v)
@@ -253,6 +380,7 @@ static bool tape_push(Graph *g, Var *v)
         g->tape = t;
         g->cap_tape = cap;
     }
+    v->tape_index = (int32_t)g->n_tape;
     g->tape[g->n_tape++] = v;
     return true;
 }
@@ -264,7 +392,8 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
     if (g->profile) {
         profile_close_forward(g);
         g->profile->open_op = op;
-        g->profile->open_t = profile_now_ms(g);
+        g->profile->open_kind = NULL;
+        g->profile->open = (ProfileWork){profile_now_ms(g), 0, 0};
     }
     bool needs_grad = false;
     for (int i = 0; i < n_inputs; i++) {
@@ -279,7 +408,7 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
             if (!memory_plan_record_read(p, inputs[i]->value.data))
                 return graph_fail(g, ERR_OOM, "graph: out of memory recording the memory plan");
     }
-    Var *v = var_new(g, ndim, shape);
+    Var *v = var_new_owned(g, ndim, shape, true);
     if (!v) return NULL;
     v->op = op;
     if (needs_grad) {
@@ -298,43 +427,82 @@ float *var_grad(Graph *g, Var *v)
 {
     if (v->grad.data) return v->grad.data;
     v->grad = tensor_wrap(NULL, v->value.device, v->value.ndim, v->value.shape);
-    v->grad.data = step_alloc(g, tensor_bytes(&v->value));
+    v->grad.data = step_alloc(g, tensor_bytes(&v->value), true);
     if (v->grad.data && device_memset_zero(v->grad.data, v->value.device, tensor_bytes(&v->value), &g->err))
         v->grad.data = NULL;
     return v->grad.data;
 }
 
-static ErrorCode run_tape(Graph *g)
+/* Frees what node v's backward leaves dead: its temporaries, its gradient, and the values it read last. */
+static void release_after(Graph *g, Var *v)
+{
+    BackwardRelease *r = g->release;
+    for (size_t k = 0; k < r->n_temps; k++) {
+        step_heap_free(&g->heap, r->temps[k]);
+        backward_bytes(g, r->temp_bytes[k], false);
+    }
+    r->n_temps = 0;
+    if (v->grad.data && step_heap_owns(&g->heap, v->grad.data)) {
+        step_heap_free(&g->heap, v->grad.data);
+        backward_bytes(g, tensor_bytes(&v->grad), false);
+        v->grad.data = NULL;
+    }
+    backward_release_at(g, (size_t)v->tape_index);
+}
+
+static void run_node(Graph *g, Var *v)
+{
+    struct GraphProfile *p = g->profile;
+    if (!p) {
+        v->backward(g, v);
+        return;
+    }
+    p->in_backward = true;
+    p->bwd_kind = NULL;
+    p->bwd_note = (ProfileWork){0, 0, 0};
+    double t0 = profile_now_ms(g);
+    v->backward(g, v);
+    int k = profile_slot(p, v->op, p->bwd_kind);
+    if (k >= 0) profile_add(&p->bwd[k], profile_now_ms(g) - t0, &p->bwd_note);
+    p->in_backward = false;
+}
+
+/* Runs the tape backwards from root, freeing what each node leaves dead (backward_release.h). */
+static ErrorCode run_tape(Graph *g, Var *root)
 {
     profile_close_forward(g);
-    for (size_t i = g->n_tape; i-- > 0;) {
+    g->backward_done = true;
+    if (backward_release_build(g, root)) return g->err.code;
+    backward_release_at(g, g->n_tape); /* values no backward reads */
+    if (g->heap.live > g->saved_peak) g->saved_peak = g->heap.live;
+    g->in_backward = true;
+    for (size_t i = g->n_tape; i-- > 0 && graph_ok(g);) {
         Var *v = g->tape[i];
-        if (g->profile && v->grad.data && v->backward) {
-            double t0 = profile_now_ms(g);
-            v->backward(g, v);
-            int k = profile_slot(g->profile, v->op);
-            if (k >= 0) g->profile->backward_ms[k] += profile_now_ms(g) - t0;
-            if (!graph_ok(g)) return g->err.code;
-            continue;
-        }
-        if (v->grad.data && v->backward) v->backward(g, v);
-        if (!graph_ok(g)) return g->err.code;
+        if (v->grad.data && v->backward) run_node(g, v);
+        if (graph_ok(g)) release_after(g, v);
     }
-    return ERR_OK;
+    g->in_backward = false;
+    return g->err.code;
 }
 
 ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy)
 {
     if (!graph_ok(g)) return g->err.code;
     if (!y) return graph_fail(g, ERR_ARG, "backward: NULL output"), g->err.code;
+    if (g->backward_done)
+        return graph_fail(g, ERR_ARG, "backward: already run in this step (it freed what it read); graph_reset first"),
+               g->err.code;
     if (!y->requires_grad)
         return graph_fail(g, ERR_ARG, "backward: output does not depend on anything requiring grad"),
                g->err.code;
+    g->backward_live = 0;
+    g->in_backward = true; /* the seed is a gradient like the others */
     float *seed = var_grad(g, y);
+    g->in_backward = false;
     if (!seed) return g->err.code;
     if (device_memcpy(seed, y->value.device, dy, DEVICE_CPU, tensor_bytes(&y->value), &g->err))
         return g->err.code;
-    return run_tape(g);
+    return run_tape(g, y);
 }
 
 ErrorCode graph_backward(Graph *g, Var *loss)

@@ -3,8 +3,12 @@
  * Var: a tensor value plus (optionally) its gradient and the op that made it. Two kinds:
  *  - parameters (var_param_new): value and grad owned by the Var, on the heap, alive across steps;
  *    gradients accumulate into grad until var_zero_grad;
- *  - step values (inputs and op outputs): Var, value and grad live in the Graph's arena and die at
- *    graph_reset.
+ *  - step values (inputs and op outputs): Var in the Graph's host arena, value and grad in its step
+ *    heap; all die at graph_reset, and the backward frees each value and gradient of an op's output as
+ *    soon as no backward still to run reads it (what an op's backward reads: graph_op_saves). The
+ *    caller may read, after the backward, the loss it started from, the values it made itself
+ *    (var_new, var_from_tensor), values marked with graph_keep, and the gradients of values that
+ *    are not op outputs (inputs requiring grad); the rest of the step is gone.
  * Graph: the explicit per-step context. Ops append the Vars they create to its tape when some input
  * requires a gradient and grad mode is on; graph_backward walks the tape in reverse, each node
  * adding its contribution into its inputs' grads (so a value used twice receives both).
@@ -18,6 +22,7 @@
 #include <stdio.h>
 
 #include "tensor/arena.h"
+#include "tensor/step_heap.h"
 #include "tensor/context.h"
 #include "tensor/tensor.h"
 
@@ -37,12 +42,29 @@ struct Var {
     VarBackwardFn backward;
     void *saved;          /* op-specific state for backward, in the arena */
     const char *op;       /* op name, for messages */
+    uint32_t saves;       /* what the backward reads (graph_op_saves) */
+    bool keep;            /* graph_keep: the value outlives the backward */
+    int32_t tape_index;   /* position on the tape, -1 when not on it */
 };
+
+/* One allocation of step memory made outside the backward, and the op it belongs to: the op whose
+ * output it is, or that was being made when it was allocated (its scratch); NULL: made by the caller. */
+typedef struct {
+    char *ptr;
+    size_t bytes;
+    Var *owner;
+} StepAlloc;
 
 struct Graph {
     Context *ctx;
-    Arena arena;   /* tensor data of the step, on the graph's device */
+    StepHeap heap; /* tensor data of the step, on the graph's device */
     Arena meta;    /* Var structs and other host-side bookkeeping of the step */
+    StepAlloc *allocs; /* the step's allocations made before its backward, in order */
+    size_t n_allocs, cap_allocs;
+    Var *current_op;   /* the op output made last (owner of the scratch allocated now) */
+    struct BackwardRelease *release; /* during the backward: what to free after each node */
+    bool in_backward, backward_done;
+    size_t saved_peak, backward_peak, backward_live; /* graph_memory */
     Var **tape;
     size_t n_tape, cap_tape;
     bool grad_enabled;
@@ -59,7 +81,12 @@ void graph_enable_profile(Graph *g);
 /* Ends the profiled time of the forward op still running (each op's time otherwise runs until the next
  * op starts, a backward runs or the graph is reset): call it where a forward's last op is done. */
 void graph_profile_end_forward(Graph *g);
-/* Prints "op, calls, forward ms, backward ms" sorted by total, per profiled step (divides by steps). */
+/* With profiling on, what the op running now (forward, or the backward running now) did: its kind
+ * (the kernel family, e.g. "depthwise", shown beside the op name; NULL keeps the name alone) and its
+ * work in FLOPs and bytes moved (either may be 0), for the rates in the table. A no-op otherwise. */
+void graph_profile_note(Graph *g, const char *kind, double flops, double bytes);
+/* Prints per (op, kind): calls, forward and backward ms with the noted GFLOP/s (or GB/s), sorted by
+ * total, per profiled step (divides by steps). */
 void graph_print_profile(const Graph *g, FILE *out, int steps);
 
 /* Runs the step that follows (call it after graph_reset) under the memory plan of `key`: the first
@@ -71,6 +98,14 @@ void graph_plan_memory(Graph *g, uint64_t key);
 /* Notes, while a plan records, that y (just made) concatenates `parts` end to end in its memory, so
  * the plan may place them inside y (autograd/memory_plan.h); a no-op otherwise. */
 void graph_plan_concat(Graph *g, const Var *y, Var *const *parts, int n);
+
+/* Bytes of step memory: the most live at once, the part of it live when the backward started (the
+ * values the backward reads: saved activations), the most that the backward's gradients and scratch
+ * held at once, and the op workspace. Peaks over the graph's life. */
+typedef struct {
+    size_t step_peak, saved_peak, backward_peak, workspace;
+} GraphMemory;
+GraphMemory graph_memory(const Graph *g);
 
 ErrorCode graph_init(Graph *g, Context *ctx, Device dev, Error *err);
 void graph_destroy(Graph *g);
@@ -84,6 +119,10 @@ bool graph_ok(const Graph *g);
 ErrorCode graph_backward(Graph *g, Var *loss);
 /* Same from any output y with a given seed gradient dy (host array of y's numel, copied). */
 ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy);
+
+/* Marks v's value as read after the backward (e.g. a loss part the caller prints): it is not freed
+ * before graph_reset. */
+void graph_keep(Var *v);
 
 /* Parameters. */
 Var *var_param_new(Device dev, int ndim, const int64_t *shape, Error *err);
@@ -99,9 +138,18 @@ Var *var_new(Graph *g, int ndim, const int64_t *shape);
 /* Creates the output Var of an op over inputs[0..n), recording it when a grad is needed. */
 Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs, int ndim,
                      const int64_t *shape, VarBackwardFn backward);
+/* What the backward of op output v reads besides gradients: GRAPH_SAVES_INPUT(i) for input i's value,
+ * GRAPH_SAVES_OUTPUT for v's own value. graph_op_output assumes everything (always right); an op
+ * whose backward reads less says so after creating v, and those values are freed earlier. Scratch
+ * allocated while an op is made (graph_scratch) is assumed read by its backward. */
+#define GRAPH_SAVES_INPUT(i) (1u << (i))
+#define GRAPH_SAVES_OUTPUT (1u << 31)
+#define GRAPH_SAVES_ALL 0xffffffffu
+static inline void graph_op_saves(Var *v, uint32_t what) { v->saves = what; }
 /* Gradient buffer of v, zero-filled on first use (arena for step values). NULL on failure. */
 float *var_grad(Graph *g, Var *v);
-/* Scratch memory for the step: on the graph's device, and on the host. */
+/* Scratch memory for the step: on the graph's device (while an op is made: until that op's backward
+ * is done; during a backward: until the running node's backward returns), and on the host. */
 void *graph_scratch(Graph *g, size_t bytes);
 void *graph_host_scratch(Graph *g, size_t bytes);
 /* Temporary memory for the duration of one op call (kernels of one stream run in order, so the

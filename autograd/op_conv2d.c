@@ -498,6 +498,18 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 
 /* ---- autograd wrapper ----------------------------------------------------------------------- */
 
+const char *conv2d_cpu_kind(const Conv2dShape *s)
+{
+    ConvCpuAlgorithm a = conv2d_cpu_algorithm(s);
+    if (a == CONV_CPU_GEMM && is_pointwise(s)) return "1x1";
+    return conv2d_cpu_algorithm_name(a);
+}
+
+double conv2d_flops(const Conv2dShape *s)
+{
+    return 2.0 * s->N * s->Cout * s->Ho * s->Wo * (s->Cin / s->p.groups) * s->KH * s->KW;
+}
+
 /* The CPU kernels work image by image; the CUDA twin does all images in one batched GEMM. */
 static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s)
 {
@@ -539,6 +551,7 @@ static void conv2d_backward(Graph *g, Var *y)
     size_t scratch_n = conv2d_scratch_floats(y, s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
+    graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + (dw != NULL)), 0);
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
@@ -596,6 +609,7 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
     if (shared_n > scratch_n) scratch_n = shared_n;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return false;
+    graph_profile_note(g, conv2d_cpu_kind(&total), conv2d_flops(&total), 0);
 #ifdef HAVE_CUDA
     if (var_on_cuda(out[0])) {
         for (int i = 0; i < n && graph_ok(g); i++)

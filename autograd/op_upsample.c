@@ -132,10 +132,10 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
     int64_t shape[4] = {x->value.shape[0], x->value.shape[1], out_h, out_w};
     Var *y = graph_op_output(g, "upsample_nearest", &x, 1, 4, shape, upsample_backward);
     if (!y) return NULL;
-    int NC = (int)(shape[0] * shape[1]);
-    int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
 #ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
+        int NC = (int)(shape[0] * shape[1]);
+        int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
         cuda_upsample_nearest(g->ctx, x->value.data, y->value.data, NC, H, W, out_h, out_w, false);
         return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
     }

@@ -38,6 +38,15 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
 Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mean,
                     Tensor *running_var, bool training, float momentum, float eps);
 
+/* Training mode's conv2d (no bias) -> batchnorm2d (batch statistics, running statistics updated as
+ * ag_batchnorm2d does) -> activation (act as in ag_conv2d_act) as one op: the values of
+ * ag_leaky_relu(ag_batchnorm2d(ag_conv2d(x, w, NULL, p), gamma, beta, ..., true, momentum, eps), act)
+ * up to rounding, with no intermediate Var. Its backward keeps only the convolution's output (BN's
+ * input) besides x and w: BN's output and the activation's mask are recomputed from it. On a CUDA
+ * graph it is those three ops. */
+Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
+                          Conv2dParams p, float momentum, float eps, float act);
+
 Var *ag_relu(Graph *g, Var *x);
 Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope); /* slope 0 is relu */
 

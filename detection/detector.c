@@ -74,7 +74,7 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
     /* the same model at the same input size allocates the same values in the same order: one memory
      * plan per size keeps the live activations in a few MB instead of a fresh slot for each (on the
      * CPU, where that is what keeps them in cache; the GPU path has not been run with a plan yet) */
-    if (g->arena.device == DEVICE_CPU) graph_plan_memory(g, (uint64_t)in->height << 32 | (uint32_t)in->width);
+    if (g->heap.device == DEVICE_CPU) graph_plan_memory(g, (uint64_t)in->height << 32 | (uint32_t)in->width);
     int64_t shape[4] = {1, 3, in->height, in->width};
     Var *x = var_new(g, 4, shape);
     if (!x) {

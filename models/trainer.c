@@ -80,6 +80,109 @@ ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *
 }
 
 
+ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
+{
+    memset(t, 0, sizeof *t);
+    const RetinaConfig *cfg = retinaface_config(o->model);
+    if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", o->model);
+    t->size = o->size ? o->size : cfg->train_size;
+    t->device = o->gpu ? DEVICE_CUDA : DEVICE_CPU;
+    ErrorCode rc = ERR_OK;
+    if (!(t->ctx = context_create(o->threads)) || !(t->model = retinaface_create(cfg, DEVICE_CPU, o->seed, err))) {
+        rc = err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
+        goto fail;
+    }
+    if (o->pretrained && (rc = retinaface_load_pretrained_backbone(t->model, o->pretrained, err))) goto fail;
+    if (o->gpu && ((rc = context_enable_cuda(t->ctx, o->tf32, err)) ||
+                   (rc = params_to_device(&t->model->params, t->device, err))))
+        goto fail;
+    if ((rc = sgd_init(&t->sgd, &t->model->params, o->momentum, o->weight_decay, err))) goto fail;
+    if ((rc = graph_init(&t->graph, t->ctx, t->device, err))) goto fail;
+    t->graph_ready = true;
+    PriorSpec spec;
+    retinaface_prior_spec(cfg, &spec);
+    int64_t P = priors_count(&spec, t->size, t->size);
+    if (!(t->priors = malloc(sizeof(float) * 4 * (size_t)P))) {
+        rc = error_set(err, ERR_OOM, "out of memory");
+        goto fail;
+    }
+    priors_generate(&spec, t->size, t->size, t->priors);
+    t->mb = multibox_defaults();
+    memcpy(t->mb.variance, cfg->variance, sizeof t->mb.variance);
+    return ERR_OK;
+fail:
+    trainer_free(t);
+    return rc;
+}
+
+void trainer_free(Trainer *t)
+{
+    free(t->priors);
+    if (t->graph_ready) graph_destroy(&t->graph);
+    sgd_free(&t->sgd);
+    retinaface_free(t->model);
+    context_destroy(t->ctx);
+    memset(t, 0, sizeof *t);
+}
+
+/* The loader's fixed 15-float rows of image i as the loss's arrays (host scratch of the step). */
+static bool split_targets(Graph *g, const Batch *b, int i, ImageTargets *out)
+{
+    int n = b->n_faces[i];
+    const float *rows = b->targets + (size_t)LOADER_MAX_FACES * FACE_FIELDS * i;
+    float *boxes = graph_host_scratch(g, sizeof(float) * 4 * (size_t)(n + 1));
+    float *lms = graph_host_scratch(g, sizeof(float) * 10 * (size_t)(n + 1));
+    int32_t *labels = graph_host_scratch(g, sizeof(int32_t) * (size_t)(n + 1));
+    uint8_t *has = graph_host_scratch(g, (size_t)(n + 1));
+    if (!boxes || !lms || !labels || !has) return false;
+    for (int k = 0; k < n; k++) {
+        memcpy(boxes + 4 * k, rows + FACE_FIELDS * k, 4 * sizeof(float));
+        memcpy(lms + 10 * k, rows + FACE_FIELDS * k + 4, 10 * sizeof(float));
+        labels[k] = 1;
+        has[k] = rows[FACE_FIELDS * k + 14] > 0;
+    }
+    *out = (ImageTargets){n, boxes, lms, labels, has};
+    return true;
+}
+
+ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r, Error *err)
+{
+    memset(r, 0, sizeof *r);
+    Graph *g = &t->graph;
+    double t0 = clock_seconds();
+    graph_reset(g);
+    int64_t xs[4] = {b->n, 3, t->size, t->size};
+    Tensor xt = tensor_wrap(b->images, DEVICE_CPU, 4, xs);
+    Var *xv = var_from_tensor(g, &xt, false);
+    if (t->device == DEVICE_CUDA) { /* the batch goes to the device once per step */
+        xv = var_new(g, 4, xs);
+        if (xv) tensor_copy(&xv->value, &xt, &g->err);
+    }
+    ImageTargets targets[b->n];
+    for (int i = 0; i < b->n && graph_ok(g); i++) split_targets(g, b, i, &targets[i]);
+    RetinaOutputs out;
+    MultiBoxLosses L;
+    bool ok = graph_ok(g) && retinaface_forward(g, t->model, xv, true, &out);
+    double t1 = clock_seconds();
+    ok = ok && multibox_loss(g, out.loc, out.conf, out.landms, t->priors, targets, &t->mb, &L);
+    /* the losses are read before the backward: it may reuse their memory */
+    float host[4] = {0, 0, 0, 0};
+    Var *parts[4] = {ok ? L.total : NULL, L.loss_l, L.loss_c, L.loss_landm};
+    for (int k = 0; k < 4 && ok; k++)
+        if (parts[k]) device_memcpy(&host[k], DEVICE_CPU, parts[k]->value.data, parts[k]->value.device, sizeof(float), &g->err);
+    double t2 = clock_seconds();
+    ok = ok && graph_ok(g) && graph_backward(g, L.total) == ERR_OK;
+    double t3 = clock_seconds();
+    if (!ok) return error_set(err, g->err.code ? g->err.code : ERR_ARG, "%s", g->err.msg);
+    r->total = host[0], r->loc = host[1], r->cls = host[2], r->landm = host[3];
+    if (!isfinite(r->total)) return error_set(err, ERR_ARG, "loss became %s", isnan(r->total) ? "NaN" : "inf");
+    ErrorCode rc = sgd_step(&t->sgd, &t->model->params, lr, t->ctx, err);
+    params_zero_grad(&t->model->params);
+    double t4 = clock_seconds();
+    r->t = (TrainStepTimes){t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+    return rc;
+}
+
 ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *rep, Error *err)
 {
     memset(rep, 0, sizeof *rep);
@@ -93,27 +196,16 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     rep->missing_images = set.missing_images;
     if (set.missing_images && o->log)
         fprintf(o->log, "warning: %d images listed in %s were not found and are skipped\n", set.missing_images, o->data);
-    Context *ctx = context_create(o->threads);
-    RetinaFace *m = retinaface_create(cfg, DEVICE_CPU, o->seed, err);
-    Sgd sgd = {0};
-    Graph g;
-    bool graph_ready = false;
+    Trainer tr;
     Loader *loader = NULL;
-    float *priors = NULL;
-    ErrorCode rc = ERR_OK;
-    if (!ctx || !m) {
-        rc = err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
-        goto out;
+    ErrorCode rc = trainer_init(&tr, o, err);
+    if (rc) {
+        trainset_free(&set);
+        return rc;
     }
-    if (o->pretrained && (rc = retinaface_load_pretrained_backbone(m, o->pretrained, err))) goto out;
-    Device dev = o->gpu ? DEVICE_CUDA : DEVICE_CPU;
-    if (o->gpu && ((rc = context_enable_cuda(ctx, o->tf32, err)) || (rc = params_to_device(&m->params, dev, err)))) goto out;
-    if ((rc = sgd_init(&sgd, &m->params, o->momentum, o->weight_decay, err))) goto out;
     int start_epoch = 0;
     uint64_t seed = o->seed;
-    if (o->resume && (rc = train_checkpoint_load(o->resume, m, &sgd, &start_epoch, &seed, err))) goto out;
-    if ((rc = graph_init(&g, ctx, dev, err))) goto out;
-    graph_ready = true;
+    if (o->resume && (rc = train_checkpoint_load(o->resume, tr.model, &tr.sgd, &start_epoch, &seed, err))) goto out;
     AugmentOptions aug = augment_defaults(size);
     aug.augment = o->augment;
     loader = loader_create(&set, &aug, o->batch, o->workers, seed, o->gpu, err);
@@ -121,17 +213,6 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         rc = err->code ? err->code : ERR_OOM;
         goto out;
     }
-    PriorSpec spec;
-    retinaface_prior_spec(cfg, &spec);
-    int64_t P = priors_count(&spec, size, size);
-    priors = malloc(sizeof(float) * 4 * (size_t)P);
-    if (!priors) {
-        rc = error_set(err, ERR_OOM, "out of memory");
-        goto out;
-    }
-    priors_generate(&spec, size, size, priors);
-    MultiBoxOptions mb = multibox_defaults();
-    memcpy(mb.variance, cfg->variance, sizeof mb.variance);
     int per_epoch = loader_batches_per_epoch(loader);
     int total_steps = per_epoch * (o->epochs - start_epoch);
     double t0 = clock_seconds();
@@ -152,70 +233,33 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                 continue;
             }
             float lr = train_learning_rate(o, epoch, step, per_epoch);
-            graph_reset(&g);
-            int64_t xs[4] = {b->n, 3, size, size};
-            Tensor xt = tensor_wrap(b->images, DEVICE_CPU, 4, xs);
-            Var *xv = var_from_tensor(&g, &xt, false);
-            if (o->gpu) { /* the batch goes to the device once per step */
-                xv = var_new(&g, 4, xs);
-                if (!xv || tensor_copy(&xv->value, &xt, &g.err)) {
-                    rc = error_set(err, g.err.code ? g.err.code : ERR_OOM, "step %d: %s", steps_done + 1, g.err.msg);
-                    break;
-                }
-            }
-            RetinaOutputs out;
-            ImageTargets targets[b->n];
-            /* Split the rows into the loss's arrays (host scratch of the step). */
-            for (int i = 0; i < b->n; i++) {
-                int n = b->n_faces[i];
-                const float *rows = b->targets + (size_t)LOADER_MAX_FACES * FACE_FIELDS * i;
-                float *boxes = graph_host_scratch(&g, sizeof(float) * 4 * (size_t)(n + 1));
-                float *lms = graph_host_scratch(&g, sizeof(float) * 10 * (size_t)(n + 1));
-                int32_t *labels = graph_host_scratch(&g, sizeof(int32_t) * (size_t)(n + 1));
-                uint8_t *has = graph_host_scratch(&g, (size_t)(n + 1));
-                if (!boxes || !lms || !labels || !has) break;
-                for (int k = 0; k < n; k++) {
-                    memcpy(boxes + 4 * k, rows + FACE_FIELDS * k, 4 * sizeof(float));
-                    memcpy(lms + 10 * k, rows + FACE_FIELDS * k + 4, 10 * sizeof(float));
-                    labels[k] = 1;
-                    has[k] = rows[FACE_FIELDS * k + 14] > 0;
-                }
-                targets[i] = (ImageTargets){n, boxes, lms, labels, has};
-            }
-            MultiBoxLosses L;
-            if (!retinaface_forward(&g, m, xv, true, &out) ||
-                !multibox_loss(&g, out.loc, out.conf, out.landms, priors, targets, &mb, &L) ||
-                graph_backward(&g, L.total)) {
-                rc = error_set(err, g.err.code ? g.err.code : ERR_ARG, "step %d: %s", steps_done + 1, g.err.msg);
+            TrainStepResult r;
+            if ((rc = trainer_step(&tr, b, lr, &r, err))) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                error_set(err, rc, "epoch %d step %d (global step %d): %s; stopped, last good checkpoint: %s", epoch + 1,
+                          step + 1, steps_done + 1, msg, rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
                 break;
             }
-            float host[4] = {0, 0, 0, 0};
-            Var *parts[4] = {L.total, L.loss_l, L.loss_c, L.loss_landm};
-            for (int k = 0; k < 4; k++)
-                if (parts[k]) device_memcpy(&host[k], DEVICE_CPU, parts[k]->value.data, parts[k]->value.device, sizeof(float), &g.err);
-            double total = host[0], ll = host[1], lc = host[2], lm = host[3];
-            if (!isfinite(total)) {
-                rc = error_set(err, ERR_ARG,
-                               "loss became %s at epoch %d step %d (global step %d); stopped, last good checkpoint: %s",
-                               isnan(total) ? "NaN" : "inf", epoch + 1, step + 1, steps_done + 1,
-                               rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
-                break;
-            }
-            if ((rc = sgd_step(&sgd, &m->params, lr, ctx, err))) break;
-            params_zero_grad(&m->params);
-            if (steps_done == 0) rep->first_loss = total;
-            rep->last_loss = total, rep->last_l = ll, rep->last_c = lc, rep->last_landm = lm;
+            if (steps_done == 0) rep->first_loss = r.total;
+            rep->last_loss = r.total, rep->last_l = r.loc, rep->last_c = r.cls, rep->last_landm = r.landm;
             steps_done++;
             step++;
+            rep->images_seen += b->n;
             if (o->log) {
-                rep->images_seen += b->n;
                 double el = clock_seconds() - t0, ips = rep->images_seen / el;
                 double eta = (total_steps - steps_done) * el / steps_done;
+                char rate[32];
+                /* slow models (ResNet-50 on a CPU) take seconds per step: "0.3 img/s" says little */
+                if (ips >= 1.0)
+                    snprintf(rate, sizeof rate, "%.1f img/s", ips);
+                else
+                    snprintf(rate, sizeof rate, "%.1f s/step", el / steps_done);
                 fprintf(o->log,
-                        "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %.1f img/s | ETA "
+                        "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %s | ETA "
                         "%dh%02dm%02ds\n",
-                        epoch + 1, o->epochs, step, per_epoch, ll, lc, lm, total, lr, ips, (int)(eta / 3600),
-                        (int)(eta / 60) % 60, (int)eta % 60);
+                        epoch + 1, o->epochs, step, per_epoch, r.loc, r.cls, r.landm, r.total, lr, rate,
+                        (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
                 fflush(o->log);
             }
             if (o->max_steps && steps_done >= o->max_steps) break;
@@ -226,7 +270,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         if (o->save_dir && ((epoch + 1) % (o->save_every > 0 ? o->save_every : 1) == 0 || last)) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%s_epoch%d.safetensors", o->save_dir, cfg->name, epoch + 1);
-            if ((rc = train_checkpoint_save(path, m, &sgd, epoch + 1, seed, err))) break;
+            if ((rc = train_checkpoint_save(path, tr.model, &tr.sgd, epoch + 1, seed, err))) break;
             snprintf(rep->last_checkpoint, sizeof rep->last_checkpoint, "%s", path);
             if (o->log) fprintf(o->log, "saved %s\n", path);
         }
@@ -234,14 +278,11 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     }
 out:
     loader_destroy(loader);
-    free(priors);
-    if (graph_ready) graph_destroy(&g);
-    sgd_free(&sgd);
-    if (model_out && !rc)
-        *model_out = m;
-    else
-        retinaface_free(m);
-    context_destroy(ctx);
+    if (model_out && !rc) {
+        *model_out = tr.model;
+        tr.model = NULL;
+    }
+    trainer_free(&tr);
     trainset_free(&set);
     return rc;
 }

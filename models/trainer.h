@@ -43,7 +43,39 @@ typedef struct {
     char last_checkpoint[4096];
 } TrainReport;
 
+/* The state of one training run, for a caller that drives the steps itself (train_run, benchmarks):
+ * the compute context, the model (on the device), its optimiser, the step graph and the priors of
+ * the training size. Owns all of them. */
+typedef struct {
+    Context *ctx;
+    RetinaFace *model;
+    Sgd sgd;
+    Graph graph;
+    bool graph_ready;
+    Device device;
+    int size;
+    float *priors; /* 4 x priors_count floats, host */
+    MultiBoxOptions mb;
+} Trainer;
+
+/* Seconds of one step's phases: forward, loss with matching, backward, SGD update. */
+typedef struct {
+    double forward, loss, backward, update;
+} TrainStepTimes;
+
+typedef struct {
+    double total, loc, cls, landm; /* losses of the step */
+    TrainStepTimes t;
+} TrainStepResult;
+
 TrainOptions train_defaults(void);
+/* Creates the context (opt->threads), the model (opt->model, opt->pretrained, on the GPU when
+ * opt->gpu), the optimiser and the step graph; nothing else of opt is used. */
+ErrorCode trainer_init(Trainer *t, const TrainOptions *opt, Error *err);
+void trainer_free(Trainer *t);
+/* One step on batch b (b->n > 0): forward in train mode, loss, backward, SGD at learning rate lr,
+ * gradients zeroed for the next step. A non-finite loss is an ERR_ARG error before the update. */
+ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r, Error *err);
 /* Trains; the model is created inside and returned in *model_out when not NULL. */
 ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport *report, Error *err);
 float train_learning_rate(const TrainOptions *opt, int epoch, int step_in_epoch, int steps_per_epoch);

@@ -108,6 +108,9 @@ Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
         Var *y;
         return ag_conv2d_shared_input(g, x, c->p, 1, &br, &y) ? y : NULL;
     }
+    if (training && c->bn_weight && !c->bias) /* the training step's op: no BN output or mask kept */
+        return ag_conv_bn_act_train(g, x, c->weight, c->bn_weight, c->bn_bias, c->running_mean, c->running_var, c->p,
+                                    0.1f, 1e-5f, c->leaky);
     Var *y = ag_conv2d(g, x, c->weight, c->bias, c->p);
     if (c->bn_weight)
         y = ag_batchnorm2d(g, y, c->bn_weight, c->bn_bias, c->running_mean, c->running_var, training,

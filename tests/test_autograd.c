@@ -95,6 +95,48 @@ START_TEST(errors_are_sticky_and_named)
 }
 END_TEST
 
+START_TEST(backward_frees_what_it_no_longer_reads)
+{
+    /* y1 = relu(x w1) feeds a conv whose backward reads its input, and a sum whose backward reads
+     * nothing: the backward frees y1 after the conv's backward, the sum's output at once, each gradient
+     * with its node; what the caller may read afterwards stays: the loss, a kept value and its own input
+     * (gradients of inputs that require one stay too: every gradcheck reads them). A second backward
+     * in the step is refused. */
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    Rng r;
+    rng_seed(&r, 8, 0);
+    int64_t ws[4] = {3, 2, 3, 3}, w2s[4] = {2, 3, 1, 1}, xs[4] = {1, 2, 6, 5};
+    Var *w1 = make_param(4, ws, &r), *w2 = make_param(4, w2s, &r);
+    Var *x = var_new(&g, 4, xs);
+    tensor_fill_normal(&x->value, &r, 0, 1);
+    Var *y1 = ag_relu(&g, ag_conv2d(&g, x, w1, NULL, conv2d_params(1, 1, 1, 1)));
+    Var *y2 = ag_conv2d(&g, y1, w2, NULL, conv2d_params(1, 0, 1, 1));
+    Var *s1 = ag_sum(&g, y1), *s2 = ag_sum(&g, y2);
+    graph_keep(s2);
+    float s2_value = s2->value.data[0];
+    Var *L = ag_add(&g, s1, s2);
+    size_t live_before = g.heap.live;
+    ck_assert_int_eq(graph_backward(&g, L), ERR_OK);
+    ck_assert_uint_lt(g.heap.live, live_before);
+    ck_assert(!y2->grad.data && !y1->grad.data); /* gradients die with their nodes */
+    /* what is left: the root, the kept value and the caller's input (each rounded to 64 bytes) */
+    ck_assert(step_heap_owns(&g.heap, L->value.data) && step_heap_owns(&g.heap, s2->value.data));
+    ck_assert(step_heap_owns(&g.heap, x->value.data));
+    ck_assert_uint_eq(g.heap.live, 64 + 64 + 1 * 2 * 6 * 5 * 4 + 16);
+    ck_assert_float_eq(s2->value.data[0], s2_value);
+    GraphMemory m = graph_memory(&g);
+    ck_assert_uint_gt(m.saved_peak, 0);
+    ck_assert_uint_gt(m.backward_peak, 0);
+    ck_assert_int_ne(graph_backward(&g, L), ERR_OK);
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "already run"));
+    var_param_free(w1), var_param_free(w2);
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(steps_free_their_graph)
 {
     /* Many train steps: the arena returns to one block and the tape is reused, so memory is flat
@@ -119,9 +161,9 @@ START_TEST(steps_free_their_graph)
         Var *y = ag_conv2d(&g, x, w, NULL, conv2d_params(2, 1, 1, 1));
         y = ag_leaky_relu(&g, ag_batchnorm2d(&g, y, gamma, beta, &rm, &rv, true, 0.1f, 1e-5f), 0.1f);
         ck_assert_int_eq(graph_backward(&g, ag_sum(&g, y)), ERR_OK);
-        if (step == 2) peak_after_warmup = g.arena.peak;
+        if (step == 2) peak_after_warmup = g.heap.peak;
     }
-    ck_assert_uint_eq(g.arena.peak, peak_after_warmup);
+    ck_assert_uint_eq(g.heap.peak, peak_after_warmup);
     tensor_free(&rm), tensor_free(&rv), tensor_free(&xt);
     var_param_free(w), var_param_free(gamma), var_param_free(beta);
     graph_destroy(&g);
@@ -280,6 +322,7 @@ Suite *autograd_suite(void)
     tcase_add_test(tc, no_grad_records_nothing);
     tcase_add_test(tc, errors_are_sticky_and_named);
     tcase_add_test(tc, steps_free_their_graph);
+    tcase_add_test(tc, backward_frees_what_it_no_longer_reads);
     tcase_add_test(tc, memory_plan_reuses_memory_and_replays_exactly);
     tcase_add_test(tc, memory_plan_places_concatenated_parts_in_place);
     tcase_add_test(tc, gradcheck_detects_a_wrong_backward);

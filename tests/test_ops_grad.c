@@ -293,6 +293,132 @@ START_TEST(batchnorm2d_running_statistics)
 }
 END_TEST
 
+/* ---- conv2d -> batchnorm (train) -> activation, one op ---------------------------------------- */
+
+typedef struct {
+    ConvCase c;
+    float act;
+    Tensor rm, rv;
+} ConvBnCase;
+
+static Var *conv_bn_act_fn(Graph *g, Var **in, void *arg)
+{
+    ConvBnCase *k = arg;
+    Conv2dParams p = conv2d_params(k->c.stride, k->c.pad, k->c.dil, k->c.groups);
+    return ag_conv_bn_act_train(g, in[0], in[1], in[2], in[3], &k->rm, &k->rv, p, 0.1f, 1e-5f, k->act);
+}
+
+/* The same through the three ops it stands for. */
+static Var *conv_then_bn_then_act_fn(Graph *g, Var **in, void *arg)
+{
+    ConvBnCase *k = arg;
+    Conv2dParams p = conv2d_params(k->c.stride, k->c.pad, k->c.dil, k->c.groups);
+    Var *y = ag_batchnorm2d(g, ag_conv2d(g, in[0], in[1], NULL, p), in[2], in[3], &k->rm, &k->rv, true, 0.1f, 1e-5f);
+    return k->act < 0 ? y : ag_leaky_relu(g, y, k->act);
+}
+
+static const ConvCase conv_bn_cases[] = {
+    {2, 8, 9, 11, 6, 3, 1, 1, 1, 1, 0},  /* dense 3x3 stride 1: Winograd forward, odd sizes */
+    {2, 6, 9, 8, 6, 3, 2, 1, 1, 6, 0},   /* depthwise stride 2 */
+    {3, 5, 5, 7, 5, 3, 1, 1, 1, 5, 0},   /* depthwise stride 1, odd channel count */
+    {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise */
+    {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 0},  /* the stem: direct stride 2 */
+    {1, 4, 7, 6, 6, 3, 1, 0, 1, 2, 0},   /* 2 groups, padding 0 (im2col + GEMM) */
+};
+
+/* Fresh running statistics (mean 0, variance 1) of k's output channels. */
+static void conv_bn_running_stats(ConvBnCase *k)
+{
+    int64_t cs[1] = {k->c.Cout};
+    tensor_new(&k->rm, DEVICE_CPU, 1, cs, NULL);
+    tensor_new(&k->rv, DEVICE_CPU, 1, cs, NULL);
+    tensor_fill(&k->rm, 0.0f);
+    tensor_fill(&k->rv, 1.0f);
+}
+
+static void conv_bn_inputs(const ConvCase *c, Rng *r, Inputs *in, ConvBnCase *k)
+{
+    int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin / c->groups, c->K, c->K}, cs[1] = {c->Cout};
+    add_input(in, r, 4, xs);
+    add_input(in, r, 4, ws);
+    Tensor *gamma = add_input(in, r, 1, cs);
+    for (int i = 0; i < c->Cout; i++) gamma->data[i] = 0.5f + fabsf(gamma->data[i]);
+    add_input(in, r, 1, cs);
+    conv_bn_running_stats(k);
+}
+
+START_TEST(conv_bn_act_gradients)
+{
+    /* No activation: a kink of BN's output would be crossed by the finite differences. The activations
+     * are checked against the separate ops below. */
+    for (size_t i = 0; i < sizeof conv_bn_cases / sizeof conv_bn_cases[0]; i++) {
+        Rng r;
+        rng_seed(&r, 1100 + i, 0);
+        Inputs in = {0};
+        ConvBnCase k = {conv_bn_cases[i], -1.0f, {0}, {0}};
+        conv_bn_inputs(&k.c, &r, &in, &k);
+        char what[64];
+        snprintf(what, sizeof what, "conv_bn_act case %zu", i);
+        run_check(conv_bn_act_fn, &k, &in, NULL, gradcheck_defaults(), what);
+        tensor_free(&k.rm), tensor_free(&k.rv);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
+START_TEST(conv_bn_act_equals_conv_bn_then_activation)
+{
+    /* Output, the four gradients and the running statistics against conv2d -> batchnorm2d -> leaky_relu,
+     * for every path, with no activation, ReLU and leaky ReLU 0.1. */
+    static const float acts[3] = {-1.0f, 0.0f, 0.1f};
+    Context *ctx = context_create(2);
+    for (size_t i = 0; i < sizeof conv_bn_cases / sizeof conv_bn_cases[0]; i++)
+        for (int a = 0; a < 3; a++) {
+            Rng r;
+            rng_seed(&r, 1200 + i, a);
+            Inputs in = {0};
+            ConvBnCase k[2] = {{conv_bn_cases[i], acts[a], {0}, {0}}, {conv_bn_cases[i], acts[a], {0}, {0}}};
+            conv_bn_inputs(&k[0].c, &r, &in, &k[0]);
+            conv_bn_running_stats(&k[1]);
+            float *out[2] = {0}, *grads[2][4] = {{0}};
+            int64_t ny = 0;
+            for (int fused = 0; fused < 2; fused++) {
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                Var *v[4];
+                for (int j = 0; j < 4; j++) v[j] = var_from_tensor(&g, &in.t[j], true);
+                Var *y = (fused ? conv_bn_act_fn : conv_then_bn_then_act_fn)(&g, v, &k[fused]);
+                ck_assert_msg(y != NULL, "%s", g.err.msg);
+                ny = tensor_numel(&y->value);
+                out[fused] = malloc(tensor_bytes(&y->value));
+                memcpy(out[fused], y->value.data, tensor_bytes(&y->value));
+                float *seed = malloc(tensor_bytes(&y->value));
+                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+                for (int j = 0; j < 4; j++) {
+                    grads[fused][j] = malloc(tensor_bytes(&in.t[j]));
+                    memcpy(grads[fused][j], v[j]->grad.data, tensor_bytes(&in.t[j]));
+                }
+                free(seed);
+                graph_destroy(&g);
+            }
+            ck_assert_msg(tensor_diff(out[1], out[0], ny, 1e-6).max_abs <= 2e-5, "case %zu act %g: output", i, acts[a]);
+            for (int j = 0; j < 4; j++) {
+                TensorDiff d = tensor_diff(grads[1][j], grads[0][j], tensor_numel(&in.t[j]), 1e-6);
+                ck_assert_msg(d.max_rel_to_max <= 1e-4, "case %zu act %g grad %d: %.3g", i, acts[a], j, d.max_rel_to_max);
+                free(grads[0][j]), free(grads[1][j]);
+            }
+            int C = k[0].c.Cout;
+            ck_assert(tensor_diff(k[1].rm.data, k[0].rm.data, C, 1e-6).max_abs <= 1e-5);
+            ck_assert(tensor_diff(k[1].rv.data, k[0].rv.data, C, 1e-6).max_abs <= 1e-5);
+            free(out[0]), free(out[1]);
+            for (int f = 0; f < 2; f++) tensor_free(&k[f].rm), tensor_free(&k[f].rv);
+            free_inputs(&in);
+        }
+    context_destroy(ctx);
+}
+END_TEST
+
 /* ---- activations, elementwise ------------------------------------------------------------------ */
 
 static Var *relu_fn(Graph *g, Var **in, void *arg) { return ag_relu(g, in[0]); }
@@ -759,6 +885,8 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_shared_input_matches_separate_convs);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
+    tcase_add_test(tc, conv_bn_act_gradients);
+    tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
     tcase_add_test(tc, upsample_nearest_gradients_and_indices);

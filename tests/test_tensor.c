@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "tensor/arena.h"
+#include "tensor/step_heap.h"
 #include "tensor/rng.h"
 #include "tensor/threadpool.h"
 #include "tensor/tensor.h"
@@ -125,6 +126,45 @@ START_TEST(arena_reaches_steady_state)
 }
 END_TEST
 
+START_TEST(step_heap_frees_reuses_and_reaches_steady_state)
+{
+    StepHeap h;
+    step_heap_init(&h, DEVICE_CPU, 4096); /* too small for a step: the first one chains blocks */
+    Error err = {0};
+    /* Freed memory is reused; neighbours merge, so a freed pair takes an allocation of both sizes. */
+    char *a = step_heap_alloc(&h, 1000, &err), *b = step_heap_alloc(&h, 1000, &err), *c = step_heap_alloc(&h, 64, &err);
+    ck_assert(a && b && c);
+    ck_assert_int_eq((uintptr_t)b % 64, 0);
+    ck_assert_uint_eq(h.live, 1024 + 1024 + 64);
+    step_heap_free(&h, a);
+    step_heap_free(&h, b);
+    ck_assert(!step_heap_owns(&h, a) && step_heap_owns(&h, c));
+    char *d = step_heap_alloc(&h, 2048, &err);
+    ck_assert_ptr_eq(d, a); /* a and b merged back into one segment */
+    ck_assert_uint_eq(h.peak, 1024 + 1024 + 64 + 0 * 1);
+    step_heap_reset(&h);
+    ck_assert_uint_eq(h.live, 0);
+    /* Steps of the same sequence: after the first, one block that never grows. */
+    const char *base = NULL;
+    for (int step = 0; step < 4; step++) {
+        char *p[40];
+        for (int i = 0; i < 40; i++) {
+            p[i] = step_heap_alloc(&h, 500 + 37 * (size_t)i, &err);
+            ck_assert_ptr_nonnull(p[i]);
+            p[i][0] = 1;
+            if (i % 3 == 2) step_heap_free(&h, p[i - 1]);
+        }
+        if (step >= 1) {
+            ck_assert_int_eq(h.n_blocks, 1);
+            if (step == 1) base = h.blocks[0].base;
+            ck_assert_ptr_eq(h.blocks[0].base, base);
+        }
+        step_heap_reset(&h);
+    }
+    step_heap_destroy(&h);
+}
+END_TEST
+
 typedef struct {
     ThreadPool *pool;
     atomic_int *hits; /* per task */
@@ -235,6 +275,7 @@ Suite *tensor_suite(void)
     tcase_add_test(tc, tensor_raw_round_trip_and_size_check);
     tcase_add_test(tc, rng_is_reproducible_and_sane);
     tcase_add_test(tc, arena_reaches_steady_state);
+    tcase_add_test(tc, step_heap_frees_reuses_and_reaches_steady_state);
     tcase_add_test(tc, thread_pool_runs_every_task_once);
     tcase_add_test(tc, thread_pool_ranges_cover_each_index_once);
     tcase_add_test(tc, thread_pool_idle_thread_takes_over_a_blocked_share);
