@@ -12,6 +12,15 @@ bool conv2d_avx2_available(void);
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
                              int Wo, int oh0, int oh1);
 
+/* Depthwise 3x3 padding-1 backward of one plane (autograd/depthwise_backward_avx2.c). Input gradient at
+ * stride 2: dy [Ho,Wo] and the plane's kernel w [3,3] into dx [H,W] (added to dx when accumulate, else
+ * written). Weight gradient at stride 1 or 2: the nine sums of dy times the input x [H,W] under each
+ * tap, added to acc. */
+void depthwise3x3_s2_backward_input_avx2(const float *dy, int Ho, int Wo, const float *w, float *dx, int H, int W,
+                                         bool accumulate);
+void depthwise3x3_backward_weight_avx2(const float *x, int H, int W, const float *dy, int Ho, int Wo, int stride,
+                                       double acc[9]);
+
 /* Dense 3x3 stride-2 padding-1 convolution with few input channels (Cin <= CONV3X3_S2_MAX_CIN),
  * output rows [oy0, oy1) of one image: x [Cin,H,W], w [Cout,Cin,3,3], b [Cout] or NULL, y [Cout,Ho,Wo]. */
 enum { CONV3X3_S2_MAX_CIN = 8 };

@@ -1,7 +1,9 @@
 /* CPU conv2d kernels behind ag_conv2d, exposed so that inference paths can call them without a
- * graph. All tensors contiguous NCHW float32; `scratch` must hold conv2d_cpu_scratch_floats()
- * floats (the im2col buffer of one image and group; 0 for depthwise and 1x1 stride-1 convs).
- * Backward kernels ACCUMULATE into dx, dw, db (any may be NULL). */
+ * graph. All tensors contiguous NCHW float32; `scratch` must hold conv2d_cpu_scratch_floats() floats
+ * for the forward (the im2col buffer of one image and group; 0 for depthwise and 1x1 stride-1 convs)
+ * and conv2d_cpu_backward_scratch_floats() for the backward.
+ * Backward kernels ACCUMULATE into dw, db and, when dx_accumulate, into dx (else they write dx whole);
+ * any of dx, dw, db may be NULL. */
 #ifndef AUTOGRAD_CONV2D_CPU_H
 #define AUTOGRAD_CONV2D_CPU_H
 
@@ -19,6 +21,8 @@ typedef struct {
 bool conv2d_shape(Conv2dShape *s, const Tensor *x, const Tensor *w, const Tensor *b,
                   Conv2dParams p, char *msg, size_t msg_len);
 size_t conv2d_cpu_scratch_floats(const Conv2dShape *s);
+/* The `scratch` of conv2d_backward_cpu: one image's im2col buffer and the weight gradient's sums. */
+size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s);
 
 /* Which CPU forward kernel a shape takes: depthwise (direct per plane), Winograd F(4x4,3x3) (dense 3x3
  * stride 1), direct 3x3 stride 2 (few input channels: the stem), else im2col + GEMM (no im2col for
@@ -50,6 +54,7 @@ typedef struct {
     float act;
     const Conv2dPacked *packed;
     float *y;
+    bool accumulate; /* add into y instead of writing it (Winograd path only: the input gradient) */
 } Conv2dCpuTarget;
 
 /* n <= SGEMM_MAX_PRODUCTS convolutions of one input with the same kernel size, stride, padding,
@@ -59,6 +64,6 @@ typedef struct {
 void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
                                float *scratch);
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                         const float *dy, float *dx, float *dw, float *db, float *scratch);
+                         const float *dy, float *dx, bool dx_accumulate, float *dw, float *db, float *scratch);
 
 #endif

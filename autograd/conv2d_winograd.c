@@ -350,6 +350,12 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
                         __m256 c = (__m256)o[r * TILE + 2], d = (__m256)o[r * TILE + 3];
                         transpose_lanes4(&a, &b, &c, &d);
                         float *yr = yc + (size_t)(oy + r) * s->Wo + ox0;
+                        if (t->accumulate) {
+                            a = _mm256_add_ps(a, _mm256_loadu2_m128(yr + 16, yr));
+                            b = _mm256_add_ps(b, _mm256_loadu2_m128(yr + 20, yr + 4));
+                            c = _mm256_add_ps(c, _mm256_loadu2_m128(yr + 24, yr + 8));
+                            d = _mm256_add_ps(d, _mm256_loadu2_m128(yr + 28, yr + 12));
+                        }
                         _mm256_storeu2_m128(yr + 16, yr, a);
                         _mm256_storeu2_m128(yr + 20, yr + 4, b);
                         _mm256_storeu2_m128(yr + 24, yr + 8, c);
@@ -364,7 +370,7 @@ WINOGRAD_TARGET static void transform_output_channel(void *arg, int co)
                     int ox = ox0 + k * TILE, cols = s->Wo - ox < TILE ? s->Wo - ox : TILE;
                     for (int r = 0; r < rows_here; r++) {
                         float *yr = yc + (size_t)(oy + r) * s->Wo + ox;
-                        for (int c = 0; c < cols; c++) yr[c] = out[r * TILE + c][k];
+                        for (int c = 0; c < cols; c++) yr[c] = t->accumulate ? yr[c] + out[r * TILE + c][k] : out[r * TILE + c][k];
                     }
                 }
             }

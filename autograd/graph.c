@@ -423,6 +423,15 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
     return v;
 }
 
+float *var_grad_for_write(Graph *g, Var *v, bool *accumulate)
+{
+    *accumulate = v->grad.data != NULL;
+    if (v->grad.data) return v->grad.data;
+    v->grad = tensor_wrap(NULL, v->value.device, v->value.ndim, v->value.shape);
+    v->grad.data = step_alloc(g, tensor_bytes(&v->value), true);
+    return v->grad.data;
+}
+
 float *var_grad(Graph *g, Var *v)
 {
     if (v->grad.data) return v->grad.data;

@@ -148,6 +148,10 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
 static inline void graph_op_saves(Var *v, uint32_t what) { v->saves = what; }
 /* Gradient buffer of v, zero-filled on first use (arena for step values). NULL on failure. */
 float *var_grad(Graph *g, Var *v);
+/* Gradient buffer of v for a kernel that can write it whole: *accumulate false when nothing has been added
+ * to it yet (a fresh buffer, not zero-filled: the caller must write every element), true when the
+ * caller must add to what it holds. NULL on failure. */
+float *var_grad_for_write(Graph *g, Var *v, bool *accumulate);
 /* Scratch memory for the step: on the graph's device (while an op is made: until that op's backward
  * is done; during a backward: until the running node's backward returns), and on the host. */
 void *graph_scratch(Graph *g, size_t bytes);

@@ -9,6 +9,7 @@
 #include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_winograd.h"
 #include "tensor/sgemm.h"
+#include "tensor/sgemm_nt.h"
 #ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
 #endif
@@ -123,6 +124,48 @@ size_t conv2d_cpu_scratch_floats(const Conv2dShape *s)
         if (wino > col) return wino;
     }
     return col;
+}
+
+/* The input gradient of a dense 3x3 stride-1 padding-1 convolution is the same convolution of dy with the
+ * kernel flipped and its channel axes swapped (padding 1 again): Winograd's shape, when it pays. */
+static bool winograd_input_grad_shape(const Conv2dShape *s, Conv2dShape *t)
+{
+    const Conv2dParams *p = &s->p;
+    if (s->KH != 3 || s->KW != 3 || p->groups != 1 || p->stride_h != 1 || p->stride_w != 1 || p->pad_h != 1 ||
+        p->pad_w != 1 || p->dil_h != 1 || p->dil_w != 1)
+        return false;
+    *t = *s;
+    t->Cin = s->Cout, t->Cout = s->Cin, t->H = s->Ho, t->W = s->Wo, t->Ho = s->H, t->Wo = s->W;
+    return conv2d_winograd_applies(t);
+}
+
+size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s)
+{
+    if (is_depthwise(s)) return 0;
+    size_t col = is_pointwise(s) ? 0 : (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+    /* groups == 1: the weight gradient's double sums after the im2col buffer (16-float aligned) */
+    size_t sums = s->p.groups == 1 ? 2 * (size_t)s->Cout * s->Cin * s->KH * s->KW : 0;
+    size_t need = (col + 15) / 16 * 16 + sums;
+    Conv2dShape t;
+    if (winograd_input_grad_shape(s, &t)) { /* after the weight gradient: the same scratch again */
+        size_t wino = (size_t)s->Cout * s->Cin * 9 + 16 + conv2d_winograd_scratch_floats(&t);
+        if (wino > need) need = wino;
+    }
+    return need;
+}
+
+typedef struct {
+    const float *w;
+    float *wt;
+    int Cout, Cin;
+} FlipJob;
+
+/* wt[ci][co] = w[co][ci] rotated by 180 degrees, for input channel ci. */
+static void flip_transpose_channel(void *arg, int ci)
+{
+    const FlipJob *j = arg;
+    for (int co = 0; co < j->Cout; co++)
+        for (int k = 0; k < 9; k++) j->wt[((size_t)ci * j->Cout + co) * 9 + k] = j->w[((size_t)co * j->Cin + ci) * 9 + 8 - k];
 }
 
 /* Valid output range [lo, hi) of o such that o*stride + off lies in [0, size). */
@@ -320,6 +363,49 @@ static void depthwise_backward_weight_channel(void *arg, int c)
     if (j->db) j->db[c] += (float)bias_acc;
 }
 
+/* The specialised 3x3 padding-1 backward (stride 1 or 2, AVX2): dx by plane, dw by channel. At
+ * stride 1 the input gradient is the forward stencil over dy with the kernel flipped (it writes, so an
+ * input gradient that already holds a contribution takes the generic loop). */
+static int depthwise_fast3x3(const Conv2dShape *s)
+{
+    const Conv2dParams *p = &s->p;
+    bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+              p->stride_h == p->stride_w && conv2d_avx2_available();
+    return k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
+}
+
+static void depthwise_backward_input_plane_fast(void *arg, int plane)
+{
+    const DepthwiseJob *j = arg;
+    const Conv2dShape *s = j->s;
+    const float *w = j->w + (size_t)(plane % s->Cin) * 9, *dy = j->dy + (size_t)plane * s->Ho * s->Wo;
+    float *dx = j->dx + (size_t)plane * s->H * s->W;
+    if (j->fast3x3 == 2) {
+        depthwise3x3_s2_backward_input_avx2(dy, s->Ho, s->Wo, w, dx, s->H, s->W, j->bands);
+        return;
+    }
+    float flipped[9];
+    for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
+    depthwise3x3_plane_avx2(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
+}
+
+static void depthwise_backward_weight_channel_fast(void *arg, int c)
+{
+    const DepthwiseJob *j = arg;
+    const Conv2dShape *s = j->s;
+    double acc[9] = {0}, bias_acc = 0;
+    for (int n = 0; n < s->N; n++) {
+        size_t plane = (size_t)n * s->Cin + c;
+        const float *dy = j->dy + plane * s->Ho * s->Wo;
+        if (j->dw) depthwise3x3_backward_weight_avx2(j->x + plane * s->H * s->W, s->H, s->W, dy, s->Ho, s->Wo, j->fast3x3, acc);
+        if (j->db)
+            for (int i = 0; i < s->Ho * s->Wo; i++) bias_acc += dy[i];
+    }
+    if (j->dw)
+        for (int k = 0; k < 9; k++) j->dw[(size_t)c * 9 + k] += (float)acc[k];
+    if (j->db) j->db[c] += (float)bias_acc;
+}
+
 /* ---- general path --------------------------------------------------------------------------- */
 
 ErrorCode conv2d_pack_weights(Conv2dPacked *pk, const Tensor *w, Conv2dParams p, Error *err)
@@ -446,19 +532,61 @@ void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *
 }
 
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
-                         const float *dy, float *dx, float *dw, float *db, float *scratch)
+                         const float *dy, float *dx, bool dx_accumulate, float *dw, float *db, float *scratch)
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, 0, 1};
-        if (dx) threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
-        if (dw || db) threadpool_run(pool, s->Cin, depthwise_backward_weight_channel, &j);
+        int fast = depthwise_fast3x3(s);
+        /* bands: whether dx is added to (the fast stride-2 kernel) */
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, fast, dx_accumulate};
+        if (dx && fast && (fast == 2 || !dx_accumulate)) {
+            threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane_fast, &j);
+        } else if (dx) {
+            if (!dx_accumulate) memset(dx, 0, sizeof(float) * (size_t)s->N * s->Cin * s->H * s->W);
+            threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane, &j);
+        }
+        if (dw || db) threadpool_run(pool, s->Cin, fast ? depthwise_backward_weight_channel_fast : depthwise_backward_weight_channel, &j);
         return;
     }
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
     int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
     bool pointwise = is_pointwise(s);
-    for (int n = 0; n < s->N; n++)
+    /* a pointwise GEMM writes its dx slice whole; col2im adds into dx */
+    Conv2dShape wino_shape;
+    if (dx && !dx_accumulate && !pointwise && !winograd_input_grad_shape(s, &wino_shape))
+        memset(dx, 0, sizeof(float) * (size_t)s->N * s->Cin * s->H * s->W);
+    if (dw && G == 1) {
+        /* dW[Cout, K] = sum over images of dy[Cout, HWo] col[K, HWo]^T: rows of both run along the output
+         * pixels, so the dot-product GEMM reads them in place (a 1x1 convolution's input is its col, all
+         * images in one call) */
+        double *sums = (double *)(scratch + (pointwise ? 0 : ((size_t)K * HWo + 15) / 16 * 16));
+        memset(sums, 0, sizeof(double) * (size_t)s->Cout * K);
+        SgemmNtOperand a = {dy, (size_t)HWo, (size_t)s->Cout * HWo};
+        if (pointwise) {
+            SgemmNtOperand b = {x, (size_t)HWo, (size_t)s->Cin * HWo};
+            sgemm_nt_accumulate(pool, s->Cout, K, HWo, s->N, a, b, sums, (size_t)K);
+        } else {
+            for (int n = 0; n < s->N; n++) {
+                ColJob cj = {s, x + (size_t)n * s->Cin * s->H * s->W, scratch, NULL};
+                threadpool_run(pool, s->Cin, im2col_channel, &cj);
+                a.p = dy + (size_t)n * s->Cout * HWo;
+                SgemmNtOperand b = {scratch, (size_t)HWo, 0};
+                sgemm_nt_accumulate(pool, s->Cout, K, HWo, 1, a, b, sums, (size_t)K);
+            }
+        }
+        for (size_t i = 0; i < (size_t)s->Cout * K; i++) dw[i] += (float)sums[i];
+        dw = NULL; /* done */
+    }
+    Conv2dShape t;
+    if (dx && winograd_input_grad_shape(s, &t)) {
+        float *wt = scratch, *wino = scratch + ((size_t)s->Cout * s->Cin * 9 + 15) / 16 * 16;
+        FlipJob fj = {w, wt, s->Cout, s->Cin};
+        threadpool_run(pool, s->Cin, flip_transpose_channel, &fj);
+        Conv2dCpuTarget target = {wt, NULL, s->Cin, -1.0f, NULL, dx, dx_accumulate};
+        conv2d_winograd_forward(ctx, &t, dy, 1, &target, wino);
+        dx = NULL; /* done */
+    }
+    for (int n = 0; n < s->N && (dw || dx); n++)
         for (int gi = 0; gi < G; gi++) {
             const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
             const float *dyg = dy + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
@@ -478,7 +606,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
                 float *dxg = dx + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
                 /* dcol[K,HWo] = W[Cog,K]^T dy[Cog,HWo] */
                 if (pointwise) {
-                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, 1.0f, dxg, HWo);
+                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, dx_accumulate ? 1.0f : 0.0f, dxg, HWo);
                 } else {
                     sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, 0.0f, scratch, HWo);
                     ColJob cj = {s, NULL, scratch, dxg};
@@ -511,13 +639,13 @@ double conv2d_flops(const Conv2dShape *s)
 }
 
 /* The CPU kernels work image by image; the CUDA twin does all images in one batched GEMM. */
-static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s)
+static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s, bool backward)
 {
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) return conv2d_cuda_workspace_floats(s);
 #endif
     (void)y;
-    return conv2d_cpu_scratch_floats(s);
+    return backward ? conv2d_cpu_backward_scratch_floats(s) : conv2d_cpu_scratch_floats(s);
 }
 
 typedef struct {
@@ -530,7 +658,8 @@ static void conv2d_backward(Graph *g, Var *y)
     const ConvSaved *cs = y->saved;
     const Conv2dShape *s = &cs->shape;
     Var *x = y->inputs[0], *w = y->inputs[1], *b = y->n_inputs > 2 ? y->inputs[2] : NULL;
-    float *dx = x->requires_grad ? var_grad(g, x) : NULL;
+    bool dx_accumulate = true;
+    float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
     float *dw = w->requires_grad ? var_grad(g, w) : NULL;
     float *db = b && b->requires_grad ? var_grad(g, b) : NULL;
     const float *dy = y->grad.data;
@@ -548,17 +677,18 @@ static void conv2d_backward(Graph *g, Var *y)
             for (int64_t i = 0; i < n; i++) masked[i] = y->value.data[i] > 0.0f ? dy[i] : cs->act * dy[i];
         dy = masked;
     }
-    size_t scratch_n = conv2d_scratch_floats(y, s);
+    size_t scratch_n = conv2d_scratch_floats(y, s, true);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
     graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + (dw != NULL)), 0);
 #ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
+        if (dx && !dx_accumulate) cuda_fill(g->ctx, dx, 0.0f, tensor_numel(&x->value));
         conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
         return;
     }
 #endif
-    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch);
+    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, dy, dx, dx_accumulate, dw, db, scratch);
 }
 
 bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2dBranch *br, Var **out)
@@ -595,7 +725,7 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
         if (!y) return false;
         y->saved = cs;
         out[i] = y;
-        size_t own = conv2d_scratch_floats(y, s);
+        size_t own = conv2d_scratch_floats(y, s, false);
         if (own > scratch_n) scratch_n = own;
         const Conv2dPacked *pk = br[i].packed;
         int K = s->Cin / p.groups * s->KH * s->KW;
@@ -603,9 +733,9 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
                    (pk->winograd[0].data && (pk->winograd[0].M != s->Cout || pk->winograd[0].K != s->Cin))))
             return graph_fail(g, ERR_SHAPE, "conv2d: packed weights are not those of a [%d,%d,%d,%d] weight", s->Cout,
                               s->Cin / p.groups, s->KH, s->KW), false;
-        t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, pk, y->value.data};
+        t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, pk, y->value.data, false};
     }
-    size_t shared_n = conv2d_scratch_floats(out[0], &total);
+    size_t shared_n = conv2d_scratch_floats(out[0], &total, false);
     if (shared_n > scratch_n) scratch_n = shared_n;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return false;

@@ -66,18 +66,20 @@ static void conv_bn_act_backward(Graph *g, Var *y)
 {
     ConvBnActState *st = y->saved;
     Var *x = y->inputs[0], *w = y->inputs[1], *gamma = y->inputs[2], *beta = y->inputs[3];
-    float *dx = x->requires_grad ? var_grad(g, x) : NULL;
+    bool dx_accumulate = true;
+    float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
     float *dw = w->requires_grad ? var_grad(g, w) : NULL;
     st->dgamma = gamma->requires_grad ? var_grad(g, gamma) : NULL;
     st->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
     st->dy = y->grad.data;
     st->dz = dx || dw ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
-    size_t scratch_n = dx || dw ? conv2d_cpu_scratch_floats(&st->s) : 0;
+    size_t scratch_n = dx || dw ? conv2d_cpu_backward_scratch_floats(&st->s) : 0;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s) * ((dx != NULL) + (dw != NULL)), 0);
     threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
-    if (st->dz) conv2d_backward_cpu(g->ctx, &st->s, x->value.data, w->value.data, st->dz, dx, dw, NULL, scratch);
+    if (st->dz) conv2d_backward_cpu(g->ctx, &st->s, x->value.data, w->value.data, st->dz, dx, dx_accumulate, dw, NULL,
+                                        scratch);
 }
 
 Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
@@ -118,7 +120,7 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     st->y = y->value.data;
     y->saved = st;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s), 0);
-    Conv2dCpuTarget t = {w->value.data, NULL, C, -1.0f, NULL, st->z};
+    Conv2dCpuTarget t = {w->value.data, NULL, C, -1.0f, NULL, st->z, false};
     conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
     threadpool_run(g->ctx->pool, C, forward_channel, st);
     return y;

@@ -6,7 +6,11 @@
  * convolution (so Winograd layers, which do fewer, can show more than 100%); bytes are input +
  * weight + output once (the least traffic the layer needs), reported also as a fraction of the
  * measured copy bandwidth of a 16 MB working set (the size class of the inference activations, which
- * live in last-level cache). Usage: build/bench_conv_layers [threads] [WIDTHxHEIGHT] */
+ * live in last-level cache). Usage: build/bench_conv_layers [threads] [WIDTHxHEIGHT] [train BATCH]
+ * With `train BATCH`: the training step's op instead (ag_conv_bn_act_train, batch statistics), each
+ * convolution on its own at that batch, forward and backward (input gradient except for the stem, whose
+ * input is the image; weight gradient), median times and the backward's GFLOP/s (twice the forward's
+ * FLOPs, once without the input gradient). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -63,11 +67,83 @@ static const Layer layers[] = {
     {"heads 1x1 64->4+8+20 @32", 64, 1, 1, 1, 32, 1, {4, 8, 20}},
 };
 
+/* The training op of each convolution at batch `batch`: forward and backward medians. */
+static int train_table(Context *ctx, int img_w, int img_h, int batch, double peak)
+{
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    Rng r;
+    rng_seed(&r, 1, 1);
+    printf("%-26s %-11s %5s %10s %10s %11s %7s\n", "layer (one branch)", "kernel", "count", "fwd ms", "bwd ms",
+           "bwd GFLOP/s", "%peak");
+    double total_f = 0, total_b = 0;
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        const Layer *L = &layers[i];
+        int h = img_h, w = img_w;
+        for (int d = 1; d < L->div; d *= 2) h = (h + 1) / 2, w = (w + 1) / 2;
+        for (int br = 0; br < MAX_BRANCHES && L->cout[br]; br++) {
+            int co = L->cout[br];
+            int64_t xs[4] = {batch, L->cin, h, w}, ws[4] = {co, L->cin / L->groups, L->k, L->k}, cs[1] = {co};
+            Tensor t[4], rm, rv;
+            if (tensor_new(&t[0], DEVICE_CPU, 4, xs, NULL) || tensor_new(&t[1], DEVICE_CPU, 4, ws, NULL) ||
+                tensor_new(&t[2], DEVICE_CPU, 1, cs, NULL) || tensor_new(&t[3], DEVICE_CPU, 1, cs, NULL) ||
+                tensor_new(&rm, DEVICE_CPU, 1, cs, NULL) || tensor_new(&rv, DEVICE_CPU, 1, cs, NULL))
+                return 1;
+            tensor_fill_normal(&t[0], &r, 0, 1), tensor_fill_normal(&t[1], &r, 0, 0.1f);
+            tensor_fill(&t[2], 1.0f), tensor_fill(&t[3], 0.0f), tensor_fill(&rv, 1.0f);
+            Conv2dParams p = conv2d_params(L->stride, L->k / 2, 1, L->groups);
+            enum { REPS = 7 };
+            double tf[REPS], tb[REPS];
+            float *seed = NULL;
+            Conv2dShape shape = {0};
+            for (int rep = -2; rep < REPS; rep++) {
+                graph_reset(&g);
+                Var *v[4];
+                for (int k = 0; k < 4; k++) v[k] = var_from_tensor(&g, &t[k], k > 0 || i > 0);
+                double t0 = bench_now();
+                Var *y = ag_conv_bn_act_train(&g, v[0], v[1], v[2], v[3], &rm, &rv, p, 0.1f, 1e-5f, 0.1f);
+                double t1 = bench_now();
+                if (!y) {
+                    fprintf(stderr, "%s: %s\n", L->name, g.err.msg);
+                    return 1;
+                }
+                if (!seed) {
+                    seed = malloc(tensor_bytes(&y->value));
+                    for (int64_t e = 0; e < tensor_numel(&y->value); e++) seed[e] = (float)(e % 7) - 3.0f;
+                    char msg[128];
+                    conv2d_shape(&shape, &t[0], &t[1], NULL, p, msg, sizeof msg);
+                }
+                double t2 = bench_now();
+                if (graph_backward_with_grad(&g, y, seed)) {
+                    fprintf(stderr, "%s: %s\n", L->name, g.err.msg);
+                    return 1;
+                }
+                double t3 = bench_now();
+                if (rep >= 0) tf[rep] = t1 - t0, tb[rep] = t3 - t2;
+            }
+            double f = bench_median(tf, REPS) * 1e3, b = bench_median(tb, REPS) * 1e3;
+            double gflops = conv2d_flops(&shape) * (i > 0 ? 2 : 1) / (b * 1e-3) / 1e9;
+            char name[64];
+            snprintf(name, sizeof name, L->cout[1] ? "%s [%d]" : "%s", L->name, co);
+            printf("%-26s %-11s %5d %10.3f %10.3f %11.2f %6.1f%%\n", name, conv2d_cpu_kind(&shape), L->count, f, b, gflops,
+                   peak > 0 ? 100 * gflops / peak : 0);
+            total_f += f * L->count, total_b += b * L->count;
+            free(seed);
+            for (int k = 0; k < 4; k++) tensor_free(&t[k]);
+            tensor_free(&rm), tensor_free(&rv);
+        }
+    }
+    printf("\n%-26s %-11s %5s %10.3f %10.3f\n", "all convolutions", "", "", total_f, total_b);
+    graph_destroy(&g);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 0, img_w = 640, img_h = 640;
-    if (argc > 2 && (sscanf(argv[2], "%dx%d", &img_w, &img_h) != 2 || img_w < 32 || img_h < 32)) {
-        fprintf(stderr, "usage: %s [threads] [WIDTHxHEIGHT, at least 32x32]\n", argv[0]);
+    int threads = argc > 1 ? atoi(argv[1]) : 0, img_w = 640, img_h = 640, batch = 0;
+    if ((argc > 2 && (sscanf(argv[2], "%dx%d", &img_w, &img_h) != 2 || img_w < 32 || img_h < 32)) ||
+        (argc > 3 && (strcmp(argv[3], "train") || argc < 5 || (batch = atoi(argv[4])) < 1))) {
+        fprintf(stderr, "usage: %s [threads] [WIDTHxHEIGHT, at least 32x32] [train BATCH]\n", argv[0]);
         return 2;
     }
     Context *ctx = context_create(threads);
@@ -79,6 +155,16 @@ int main(int argc, char **argv)
     bench_cpu_name(cpu, sizeof cpu);
     double peak = bench_fma_peak_gflops(ctx->pool);
     double cache_gbs = bench_copy_gbs(ctx->pool, (size_t)16 << 20), memory_gbs = bench_copy_gbs(ctx->pool, (size_t)512 << 20);
+    if (batch) {
+        printf("training conv -> BN -> leaky ReLU, RetinaFace-MobileNet-0.25 layers at %dx%d, batch %d\n", img_w, img_h,
+               batch);
+        printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s\n\n", cpu, ctx->nthreads,
+               sgemm_kernel_name(), peak);
+        int rc = train_table(ctx, img_w, img_h, batch, peak);
+        graph_destroy(&g);
+        context_destroy(ctx);
+        return rc;
+    }
     printf("conv2d forward, RetinaFace-MobileNet-0.25 layers at %dx%d, batch 1\n", img_w, img_h);
     printf("machine: %s, %d threads, sgemm kernel %s, measured FMA peak %.1f GFLOP/s,\n", cpu, ctx->nthreads,
            sgemm_kernel_name(), peak);

@@ -21,6 +21,18 @@ static long peak_rss_kb(void)
     return u.ru_maxrss;
 }
 
+/* Resident memory now, from /proc (0 where there is none). */
+static long rss_now_kb(void)
+{
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_step --data LABELS [--model NAME] [--batch B] [--size N] [--threads T]\n"
@@ -77,11 +89,12 @@ int main(int argc, char **argv)
     double *phase[5];
     for (int k = 0; k < 5; k++) phase[k] = calloc((size_t)total, sizeof(double));
     double t_timed = 0;
-    long images = 0;
+    long images = 0, rss_timed_kb = 0;
     for (int s = 0; s < total; s++) {
         if (s == warmup) t_timed = bench_now();
         if (s == warmup + steps) {
             t_timed = bench_now() - t_timed;
+            rss_timed_kb = peak_rss_kb();
             graph_enable_profile(&tr.graph);
         }
         double t0 = bench_now();
@@ -97,10 +110,11 @@ int main(int argc, char **argv)
         double ph[5] = {wait, r.t.forward, r.t.loss, r.t.backward, r.t.update};
         for (int k = 0; k < 5; k++) phase[k][s] = ph[k];
         if (s >= warmup && s < warmup + steps) images += b->n;
-        printf("step %d loss %.4f %.3f s\n", s + 1, r.total, wait + r.t.forward + r.t.loss + r.t.backward + r.t.update);
+        printf("step %d loss %.4f %.3f s, RSS %.0f MB (peak %.0f MB) blocks %d\n", s + 1, r.total,
+               wait + r.t.forward + r.t.loss + r.t.backward + r.t.update, rss_now_kb() / 1024.0, peak_rss_kb() / 1024.0, tr.graph.heap.n_blocks);
         fflush(stdout);
     }
-    if (!profile_steps) t_timed = bench_now() - t_timed;
+    if (!profile_steps) t_timed = bench_now() - t_timed, rss_timed_kb = peak_rss_kb();
     printf("images/s %.3f\n", images / t_timed);
     static const char *names[5] = {"data wait", "forward", "loss (matching)", "backward", "update"};
     double med[5], sum = 0;
@@ -126,7 +140,8 @@ int main(int argc, char **argv)
             sgd_bytes += tensor_bytes(&tr.sgd.velocity[i]);
         }
     }
-    printf("memory: peak RSS %.1f MB\n", peak_rss_kb() / 1024.0);
+    /* the peak before the profiled steps: the bandwidth measurement's buffers are not the step's */
+    printf("memory: peak RSS %.1f MB (process, up to the end of the timed steps)\n", rss_timed_kb / 1024.0);
     printf("  parameters and their gradients %8.1f MB\n", param_bytes / 1048576.0);
     printf("  optimiser state (momentum)     %8.1f MB\n", sgd_bytes / 1048576.0);
     printf("  step memory, peak              %8.1f MB\n", gm.step_peak / 1048576.0);

@@ -97,6 +97,56 @@ START_TEST(conv2d_gradients)
 }
 END_TEST
 
+/* x feeds two depthwise convolutions, so the second backward to reach x adds to what the first wrote
+ * (the fast kernels write a fresh input gradient, add to one that holds a contribution). */
+static Var *depthwise_twice_fn(Graph *g, Var **in, void *arg)
+{
+    const int *stride = arg;
+    Conv2dParams p = conv2d_params(*stride, 1, 1, (int)in[0]->value.shape[1]);
+    return ag_add(g, ag_conv2d(g, in[0], in[1], NULL, p), ag_conv2d(g, in[0], in[2], NULL, p));
+}
+
+START_TEST(depthwise_gradients_wide_rows_and_accumulation)
+{
+    static const int shapes[][3] = {{21, 20, 1}, {20, 21, 2}, {5, 6, 2}, {17, 35, 2}}; /* H, W, stride */
+    for (int k = 0; k < 4; k++) {
+        Rng r;
+        rng_seed(&r, 1300 + k, 0);
+        Inputs in = {0};
+        int64_t xs[4] = {2, 3, shapes[k][0], shapes[k][1]}, ws[4] = {3, 1, 3, 3};
+        add_input(&in, &r, 4, xs), add_input(&in, &r, 4, ws), add_input(&in, &r, 4, ws);
+        char what[64];
+        snprintf(what, sizeof what, "depthwise twice %dx%d stride %d", shapes[k][0], shapes[k][1], shapes[k][2]);
+        run_check(depthwise_twice_fn, (void *)&shapes[k][2], &in, NULL, gradcheck_defaults(), what);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
+/* x feeds two dense 3x3 convolutions whose input gradients take the Winograd path (8 or more channels
+ * both ways): the second adds into what the first wrote, in the output transform. */
+static Var *dense_twice_fn(Graph *g, Var **in, void *arg)
+{
+    Conv2dParams p = conv2d_params(1, 1, 1, 1);
+    return ag_concat(g, (Var *[]){ag_conv2d(g, in[0], in[1], NULL, p), ag_conv2d(g, in[0], in[2], NULL, p)}, 2, 1);
+}
+
+START_TEST(winograd_input_gradient_writes_and_accumulates)
+{
+    Rng r;
+    rng_seed(&r, 1400, 0);
+    Inputs in = {0};
+    int64_t xs[4] = {2, 8, 9, 13}, w0[4] = {9, 8, 3, 3}, w1[4] = {10, 8, 3, 3};
+    add_input(&in, &r, 4, xs), add_input(&in, &r, 4, w0), add_input(&in, &r, 4, w1);
+    /* linear in every input: a large step loses nothing, and keeps the forward's Winograd rounding (about
+     * 1e-6 of outputs near 10 here) out of the finite differences */
+    GradcheckOptions opt = gradcheck_defaults();
+    opt.eps = 0.5;
+    run_check(dense_twice_fn, NULL, &in, NULL, opt, "dense 3x3 twice (Winograd input gradient)");
+    free_inputs(&in);
+}
+END_TEST
+
 /* Two convolutions of one input through ag_conv2d_shared_input, their outputs concatenated on
  * channels: the backward of each branch (and so dx, which both feed) against finite differences. */
 static Var *shared_conv_fn(Graph *g, Var **in, void *arg)
@@ -886,6 +936,8 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, conv_bn_act_gradients);
+    tcase_add_test(tc, depthwise_gradients_wide_rows_and_accumulation);
+    tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
