@@ -21,6 +21,13 @@ bool conv2d_winograd_applies(const Conv2dShape *s);
 size_t conv2d_winograd_scratch_floats(const Conv2dShape *s);
 void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x, int n, const Conv2dCpuTarget *t,
                              float *scratch);
+/* dw [Cout, Cin, 3, 3] += the weight gradient of the convolution of x with output gradient dy (shapes
+ * as the forward's, one target), through the Winograd domain: the forward's input transform, the adjoint
+ * of its output transform on dy, 36 dot-product GEMMs along the tiles (sums in double), the adjoint of
+ * the filter transform. `scratch` holds conv2d_winograd_weight_grad_scratch_floats() floats. */
+size_t conv2d_winograd_weight_grad_scratch_floats(const Conv2dShape *s);
+void conv2d_winograd_weight_grad(Context *ctx, const Conv2dShape *s, const float *x, const float *dy, float *dw,
+                                 float *scratch);
 /* Whether weights of this shape and params can take the Winograd path (at a large enough input). */
 bool conv2d_winograd_weight_shape(const Tensor *w, Conv2dParams p);
 /* u[xi] = U[xi] [Cout, Cin] of w [Cout, Cin, 3, 3], packed as GEMM left operands; false when out of

@@ -146,6 +146,8 @@ size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s)
     /* groups == 1: the weight gradient's double sums after the im2col buffer (16-float aligned) */
     size_t sums = s->p.groups == 1 ? 2 * (size_t)s->Cout * s->Cin * s->KH * s->KW : 0;
     size_t need = (col + 15) / 16 * 16 + sums;
+    if (conv2d_winograd_applies(s) && conv2d_winograd_weight_grad_scratch_floats(s) > need)
+        need = conv2d_winograd_weight_grad_scratch_floats(s);
     Conv2dShape t;
     if (winograd_input_grad_shape(s, &t)) { /* after the weight gradient: the same scratch again */
         size_t wino = (size_t)s->Cout * s->Cin * 9 + 16 + conv2d_winograd_scratch_floats(&t);
@@ -555,6 +557,10 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
     Conv2dShape wino_shape;
     if (dx && !dx_accumulate && !pointwise && !winograd_input_grad_shape(s, &wino_shape))
         memset(dx, 0, sizeof(float) * (size_t)s->N * s->Cin * s->H * s->W);
+    if (dw && conv2d_winograd_applies(s)) {
+        conv2d_winograd_weight_grad(ctx, s, x, dy, dw, scratch);
+        dw = NULL; /* done */
+    }
     if (dw && G == 1) {
         /* dW[Cout, K] = sum over images of dy[Cout, HWo] col[K, HWo]^T: rows of both run along the output
          * pixels, so the dot-product GEMM reads them in place (a 1x1 convolution's input is its col, all
