@@ -39,29 +39,42 @@ static void normalize_act_c(const float *z, BnLayout l, int c, float scale, floa
     }
 }
 
-static void backward_sums_c(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                            float mean, float invstd, double *sum_g, double *sum_gx)
+/* g and xhat of element i of a channel's kept tensor p (portable path). */
+static inline void saved_element(const BnSaved *s, float t, float d, float *g, float *xhat)
+{
+    if (!s->from_output) {
+        *g = act_grad(t * s->scale + s->shift, d, s->act);
+        *xhat = (t - s->mean) * s->invstd;
+        return;
+    }
+    float v = s->act < 0.0f || t > 0.0f ? t : t * s->inv_slope;
+    *g = act_grad(t, d, s->act); /* y > 0 exactly where v > 0 */
+    *xhat = (v - s->beta) * s->inv_gamma;
+}
+
+static void backward_sums_c(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx)
 {
     double sg = 0, sgx = 0;
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c), *d = dy + (p - z);
+        const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
         for (size_t i = 0; i < l.HW; i++) {
-            float g = act_grad(p[i] * scale + shift, d[i], act);
-            sg += g, sgx += g * ((p[i] - mean) * invstd);
+            float g, xhat;
+            saved_element(s, p[i], d[i], &g, &xhat);
+            sg += g, sgx += g * xhat;
         }
     }
     *sum_g = sg, *sum_gx = sgx;
 }
 
-static void backward_dz_c(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                          float mean, float invstd, float k, float mg, float mgx, float *dz)
+static void backward_dz_c(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx, float *dz)
 {
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c), *d = dy + (p - z);
-        float *o = dz + (p - z);
+        const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
+        float *o = dz + (p - s->t);
         for (size_t i = 0; i < l.HW; i++) {
-            float g = act_grad(p[i] * scale + shift, d[i], act);
-            o[i] = k * (g - mg - (p[i] - mean) * invstd * mgx);
+            float g, xhat;
+            saved_element(s, p[i], d[i], &g, &xhat);
+            o[i] = k * (g - mg - xhat * mgx);
         }
     }
 }
@@ -132,47 +145,74 @@ AVX2 static void normalize_act_avx2(const float *z, BnLayout l, int c, float sca
     }
 }
 
-AVX2 static void backward_sums_avx2(const float *z, const float *dy, BnLayout l, int c, float scale, float shift,
-                                    float act, float mean, float invstd, double *sum_g, double *sum_gx)
+/* g and xhat of 8 elements of a kept tensor (the AVX2 twin of saved_element; the pre-activation from z
+ * is fmaf(z, scale, shift), as the forward computed it). */
+AVX2 static inline void saved8(const BnSaved *s, __m256 t, __m256 d, __m256 *g, __m256 *xhat)
 {
-    __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), mu = _mm256_set1_ps(mean), is = _mm256_set1_ps(invstd);
+    if (!s->from_output) {
+        *g = act_grad8(_mm256_fmadd_ps(t, _mm256_set1_ps(s->scale), _mm256_set1_ps(s->shift)), d, s->act);
+        *xhat = _mm256_mul_ps(_mm256_sub_ps(t, _mm256_set1_ps(s->mean)), _mm256_set1_ps(s->invstd));
+        return;
+    }
+    __m256 v = t;
+    if (s->act >= 0.0f)
+        v = _mm256_blendv_ps(_mm256_mul_ps(t, _mm256_set1_ps(s->inv_slope)), t,
+                             _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GT_OQ));
+    *g = act_grad8(t, d, s->act);
+    *xhat = _mm256_mul_ps(_mm256_sub_ps(v, _mm256_set1_ps(s->beta)), _mm256_set1_ps(s->inv_gamma));
+}
+
+/* The scalar tail of the AVX2 kernels: the same arithmetic as saved8 (fmaf for the pre-activation). */
+static inline void saved_tail(const BnSaved *s, float t, float d, float *g, float *xhat)
+{
+    if (!s->from_output) {
+        *g = act_grad(fmaf(t, s->scale, s->shift), d, s->act);
+        *xhat = (t - s->mean) * s->invstd;
+        return;
+    }
+    saved_element(s, t, d, g, xhat);
+}
+
+AVX2 static void backward_sums_avx2(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g,
+                                    double *sum_gx)
+{
     __m256d g0 = _mm256_setzero_pd(), g1 = g0, x0 = g0, x1 = g0;
     double sg = 0, sgx = 0;
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c), *d = dy + (p - z);
+        const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
         size_t i = 0;
         for (; i + 8 <= l.HW; i += 8) {
-            __m256 zv = _mm256_loadu_ps(p + i);
-            __m256 g = act_grad8(_mm256_fmadd_ps(zv, sc, sh), _mm256_loadu_ps(d + i), act);
+            __m256 g, xhat;
+            saved8(s, _mm256_loadu_ps(p + i), _mm256_loadu_ps(d + i), &g, &xhat);
             add_pd8(g, &g0, &g1);
-            add_pd8(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(zv, mu), is)), &x0, &x1);
+            add_pd8(_mm256_mul_ps(g, xhat), &x0, &x1);
         }
         for (; i < l.HW; i++) {
-            float g = act_grad(fmaf(p[i], scale, shift), d[i], act);
-            sg += g, sgx += g * ((p[i] - mean) * invstd);
+            float g, xhat;
+            saved_tail(s, p[i], d[i], &g, &xhat);
+            sg += g, sgx += g * xhat;
         }
     }
     *sum_g = sg + hsum_pd(g0, g1), *sum_gx = sgx + hsum_pd(x0, x1);
 }
 
-AVX2 static void backward_dz_avx2(const float *z, const float *dy, BnLayout l, int c, float scale, float shift,
-                                  float act, float mean, float invstd, float k, float mg, float mgx, float *dz)
+AVX2 static void backward_dz_avx2(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+                                  float *dz)
 {
-    __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), mu = _mm256_set1_ps(mean), is = _mm256_set1_ps(invstd);
     __m256 kv = _mm256_set1_ps(k), mgv = _mm256_set1_ps(mg), mgxv = _mm256_set1_ps(mgx);
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c), *d = dy + (p - z);
-        float *o = dz + (p - z);
+        const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
+        float *o = dz + (p - s->t);
         size_t i = 0;
         for (; i + 8 <= l.HW; i += 8) {
-            __m256 zv = _mm256_loadu_ps(p + i);
-            __m256 g = act_grad8(_mm256_fmadd_ps(zv, sc, sh), _mm256_loadu_ps(d + i), act);
-            __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(zv, mu), is);
+            __m256 g, xhat;
+            saved8(s, _mm256_loadu_ps(p + i), _mm256_loadu_ps(d + i), &g, &xhat);
             _mm256_storeu_ps(o + i, _mm256_mul_ps(kv, _mm256_sub_ps(_mm256_sub_ps(g, mgv), _mm256_mul_ps(xhat, mgxv))));
         }
         for (; i < l.HW; i++) {
-            float g = act_grad(fmaf(p[i], scale, shift), d[i], act);
-            o[i] = k * (g - mg - (p[i] - mean) * invstd * mgx);
+            float g, xhat;
+            saved_tail(s, p[i], d[i], &g, &xhat);
+            o[i] = k * (g - mg - xhat * mgx);
         }
     }
 }
@@ -197,20 +237,19 @@ void bn_channel_normalize_act(const float *z, BnLayout l, int c, float scale, fl
     normalize_act_c(z, l, c, scale, shift, act, y);
 }
 
-void bn_channel_backward_sums(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                              float mean, float invstd, double *sum_g, double *sum_gx)
+void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx)
 {
 #ifdef HAVE_AVX2_KERNELS
-    if (conv2d_avx2_available()) return backward_sums_avx2(z, dy, l, c, scale, shift, act, mean, invstd, sum_g, sum_gx);
+    if (conv2d_avx2_available()) return backward_sums_avx2(s, dy, l, c, sum_g, sum_gx);
 #endif
-    backward_sums_c(z, dy, l, c, scale, shift, act, mean, invstd, sum_g, sum_gx);
+    backward_sums_c(s, dy, l, c, sum_g, sum_gx);
 }
 
-void bn_channel_backward_dz(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                            float mean, float invstd, float k, float mg, float mgx, float *dz)
+void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+                            float *dz)
 {
 #ifdef HAVE_AVX2_KERNELS
-    if (conv2d_avx2_available()) return backward_dz_avx2(z, dy, l, c, scale, shift, act, mean, invstd, k, mg, mgx, dz);
+    if (conv2d_avx2_available()) return backward_dz_avx2(s, dy, l, c, k, mg, mgx, dz);
 #endif
-    backward_dz_c(z, dy, l, c, scale, shift, act, mean, invstd, k, mg, mgx, dz);
+    backward_dz_c(s, dy, l, c, k, mg, mgx, dz);
 }

@@ -4,15 +4,22 @@
  * that slope (0 = ReLU). Sums are accumulated in double.
  *
  * Forward: the channel's sum and sum of squares (one read of z), then y = act(z * scale + shift) with
- * scale = gamma * invstd, shift = beta - mean * scale (one read of z, one write of y).
- * Backward, from dy and z alone (the activation's mask is the sign of z * scale + shift, recomputed
- * exactly as the forward computed it, so y is not read): g = act'(.) dy, then
- *   sum_g = sum g, sum_gx = sum g * xhat with xhat = (z - mean) * invstd   (dbeta, dgamma)
- *   dz = gamma * invstd * (g - sum_g / m - xhat * sum_gx / m)               (m = N * HW)
- * in two passes over the channel. */
+ * scale = gamma * invstd, shift = beta - mean * scale (one read of z, one write of y; y may be z).
+ * Backward, from dy and what the forward kept of the channel (BnSaved): g = act'(v) dy with v the
+ * pre-activation, xhat the normalised input, then
+ *   sum_g = sum g, sum_gx = sum g * xhat                                  (dbeta, dgamma)
+ *   dz = gamma * invstd * (g - sum_g / m - xhat * sum_gx / m)             (m = N * HW)
+ * in two passes over the channel. The forward keeps either
+ * - z (BN's input): v = z * scale + shift recomputed exactly as the forward computed it, xhat =
+ *   (z - mean) * invstd; or
+ * - y alone (the activation's output), where the activation can be undone (none, or leaky with slope > 0)
+ *   and gamma is not small next to beta: v = y, or y / slope where y <= 0, and xhat = (v - beta) / gamma.
+ *   The op then keeps one tensor per layer instead of two (In-Place Activated BatchNorm, Rota Bulo et
+ *   al. 2018). */
 #ifndef AUTOGRAD_BATCHNORM_CPU_H
 #define AUTOGRAD_BATCHNORM_CPU_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct {
@@ -20,15 +27,23 @@ typedef struct {
     size_t HW;
 } BnLayout;
 
+/* One channel's kept tensor and how to read v and xhat from it. */
+typedef struct {
+    const float *t;  /* z, or y when from_output */
+    bool from_output;
+    float act;       /* as above */
+    float scale, shift, mean, invstd; /* from z: v = z * scale + shift, xhat = (z - mean) * invstd */
+    float inv_slope, beta, inv_gamma; /* from y: v = y or y * inv_slope, xhat = (v - beta) * inv_gamma */
+} BnSaved;
+
 /* Sum and sum of squares of channel c of z. */
 void bn_channel_moments(const float *z, BnLayout l, int c, double *sum, double *sumsq);
-/* y = act(z * scale + shift) over channel c. */
+/* y = act(z * scale + shift) over channel c (y == z allowed). */
 void bn_channel_normalize_act(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y);
-/* Backward reductions of channel c: *sum_g and *sum_gx as above (scale, shift as in the forward). */
-void bn_channel_backward_sums(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                              float mean, float invstd, double *sum_g, double *sum_gx);
+/* Backward reductions of channel c: *sum_g and *sum_gx as above. */
+void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx);
 /* dz over channel c (written, not accumulated): k = gamma * invstd, mg = sum_g / m, mgx = sum_gx / m. */
-void bn_channel_backward_dz(const float *z, const float *dy, BnLayout l, int c, float scale, float shift, float act,
-                            float mean, float invstd, float k, float mg, float mgx, float *dz);
+void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+                            float *dz);
 
 #endif

@@ -70,6 +70,7 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
         shape[axis] += t->shape[axis];
     }
     Var *y = graph_op_output(g, "concat", xs, n, t0->ndim, shape, concat_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     ConcatSaved *s = graph_host_scratch(g, sizeof *s);
     if (!s) return NULL;

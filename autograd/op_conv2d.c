@@ -408,6 +408,25 @@ static void depthwise_backward_weight_channel_fast(void *arg, int c)
     if (j->db) j->db[c] += (float)bias_acc;
 }
 
+/* The stem's weight gradient, a task per block of output channels over every image (AVX2). */
+typedef struct {
+    const Conv2dShape *s;
+    const float *x, *dy;
+    float *dw;
+} StemGradJob;
+
+static void stem_weight_grad_block(void *arg, int task)
+{
+    const StemGradJob *j = arg;
+    const Conv2dShape *s = j->s;
+    int co0 = task * CONV3X3_S2_CO_BLOCK, nco = s->Cout - co0 < CONV3X3_S2_CO_BLOCK ? s->Cout - co0 : CONV3X3_S2_CO_BLOCK;
+    double acc[CONV3X3_S2_CO_BLOCK * CONV3X3_S2_MAX_CIN * 9] = {0};
+    for (int n = 0; n < s->N; n++)
+        conv3x3_s2_backward_weight_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W,
+                                        j->dy + (size_t)n * s->Cout * s->Ho * s->Wo, co0, nco, s->Ho, s->Wo, acc);
+    for (int i = 0; i < nco * s->Cin * 9; i++) j->dw[(size_t)co0 * s->Cin * 9 + i] += (float)acc[i];
+}
+
 /* ---- general path --------------------------------------------------------------------------- */
 
 ErrorCode conv2d_pack_weights(Conv2dPacked *pk, const Tensor *w, Conv2dParams p, Error *err)
@@ -560,6 +579,11 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
     if (dw && conv2d_winograd_applies(s)) {
         conv2d_winograd_weight_grad(ctx, s, x, dy, dw, scratch);
         dw = NULL; /* done */
+    }
+    if (dw && is_direct3x3_s2(s)) {
+        StemGradJob sj = {s, x, dy, dw};
+        threadpool_run(pool, (s->Cout + CONV3X3_S2_CO_BLOCK - 1) / CONV3X3_S2_CO_BLOCK, stem_weight_grad_block, &sj);
+        dw = NULL;
     }
     if (dw && G == 1) {
         /* dW[Cout, K] = sum over images of dy[Cout, HWo] col[K, HWo]^T: rows of both run along the output
@@ -729,6 +753,7 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
         Var *y = graph_op_output(g, cs->act < 0.0f ? "conv2d" : "conv2d_act", inputs, b ? 3 : 2, 4, shape,
                                  conv2d_backward);
         if (!y) return false;
+        graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (cs->act >= 0.0f ? GRAPH_SAVES_OUTPUT : 0));
         y->saved = cs;
         out[i] = y;
         size_t own = conv2d_scratch_floats(y, s, false);

@@ -2,18 +2,24 @@
  * Forward: the convolution writes z (the forward's fast kernels, no bias), then per channel one pass
  * for the batch moments and one that writes y = act(z * scale + shift). Backward: per channel one pass
  * for dgamma, dbeta and one that writes dz into backward scratch (batchnorm_cpu.h), then the
- * convolution's backward from dz. Kept for the backward: x, w, z and the per-channel mean and inverse
- * std; neither BN's output nor the activation's input exists as a value of its own. */
+ * convolution's backward from dz. Kept for the backward: x, w, the per-channel mean and inverse std,
+ * and either z, or nothing more when y (which the next op keeps anyway) gives z back: an activation
+ * that can be undone (none, or leaky with slope > 0) and every |beta| at most GAMMA_RANGE |gamma| (the
+ * division by gamma then loses at most two of float's seven digits of xhat). In that case z is never
+ * a buffer of its own: the convolution writes into y and the normalisation runs in place. */
 #include <math.h>
 #include <string.h>
 
 #include "autograd/batchnorm_cpu.h"
 #include "autograd/conv2d_cpu.h"
 
+enum { GAMMA_RANGE = 100 };
+
 typedef struct {
     Conv2dShape s;
     float act, momentum, eps;
-    float *z;            /* conv output [N, Cout, Ho, Wo], step memory */
+    bool from_output;    /* the backward reads y, not z (see above) */
+    float *z;            /* conv output [N, Cout, Ho, Wo], step memory (y itself when from_output) */
     float *mean, *invstd; /* [Cout], host scratch of the step */
     const float *gamma, *beta;
     Tensor *running_mean, *running_var;
@@ -53,13 +59,22 @@ static void backward_channel(void *arg, int c)
     BnLayout l = layout(st);
     float mean = st->mean[c], invstd = st->invstd[c];
     float scale = st->gamma[c] * invstd, shift = st->beta[c] - mean * scale;
+    BnSaved kept = {st->from_output ? st->y : st->z, st->from_output, st->act, scale, shift, mean, invstd,
+                    st->act > 0.0f ? 1.0f / st->act : 1.0f, st->beta[c], 1.0f / st->gamma[c]};
     double sg, sgx, m = (double)l.N * l.HW;
-    bn_channel_backward_sums(st->z, st->dy, l, c, scale, shift, st->act, mean, invstd, &sg, &sgx);
+    bn_channel_backward_sums(&kept, st->dy, l, c, &sg, &sgx);
     if (st->dgamma) st->dgamma[c] += (float)sgx;
     if (st->dbeta) st->dbeta[c] += (float)sg;
-    if (st->dz)
-        bn_channel_backward_dz(st->z, st->dy, l, c, scale, shift, st->act, mean, invstd, scale, (float)(sg / m),
-                               (float)(sgx / m), st->dz);
+    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, scale, (float)(sg / m), (float)(sgx / m), st->dz);
+}
+
+/* Whether the backward can take z back from y (see the top of the file). */
+static bool output_gives_input(const float *gamma, const float *beta, int C, float act)
+{
+    if (act == 0.0f) return false; /* ReLU: y = 0 forgets v */
+    for (int c = 0; c < C; c++)
+        if (!(fabsf(beta[c]) <= GAMMA_RANGE * fabsf(gamma[c])) || gamma[c] == 0.0f) return false;
+    return true;
 }
 
 static void conv_bn_act_backward(Graph *g, Var *y)
@@ -107,11 +122,12 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     int64_t shape[4] = {st->s.N, C, st->s.Ho, st->s.Wo};
     Var *y = graph_op_output(g, "conv_bn_act", inputs, 4, 4, shape, conv_bn_act_backward);
     if (!y) return NULL;
-    graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1));
     st->act = act, st->momentum = momentum, st->eps = eps;
     st->gamma = gamma->value.data, st->beta = beta->value.data;
     st->running_mean = running_mean, st->running_var = running_var;
-    st->z = graph_scratch(g, tensor_bytes(&y->value));
+    st->from_output = output_gives_input(st->gamma, st->beta, C, act);
+    graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (st->from_output ? GRAPH_SAVES_OUTPUT : 0));
+    st->z = st->from_output ? y->value.data : graph_scratch(g, tensor_bytes(&y->value));
     st->mean = graph_host_scratch(g, 2 * sizeof(float) * (size_t)C);
     size_t scratch_n = conv2d_cpu_scratch_floats(&st->s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;

@@ -56,6 +56,7 @@ Var *ag_add(Graph *g, Var *a, Var *b)
     }
     Var *inputs[2] = {a, b};
     Var *y = graph_op_output(g, "add", inputs, 2, a->value.ndim, a->value.shape, add_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t n = tensor_numel(&a->value);
 #ifdef HAVE_CUDA
@@ -80,6 +81,7 @@ Var *ag_scale(Graph *g, Var *x, float s)
     if (!graph_ok(g)) return NULL;
     if (!x) return graph_fail(g, ERR_ARG, "scale: NULL input");
     Var *y = graph_op_output(g, "scale", &x, 1, x->value.ndim, x->value.shape, scale_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     float *saved = graph_host_scratch(g, sizeof(float));
     if (!saved) return NULL;
@@ -119,6 +121,7 @@ Var *ag_sum(Graph *g, Var *x)
     if (!x) return graph_fail(g, ERR_ARG, "sum: NULL input");
     int64_t one = 1;
     Var *y = graph_op_output(g, "sum", &x, 1, 1, &one, sum_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t n = tensor_numel(&x->value);
 #ifdef HAVE_CUDA

@@ -53,6 +53,7 @@ Var *ag_linear(Graph *g, Var *x, Var *w, Var *b)
     Var *inputs[3] = {x, w, b};
     int64_t shape[2] = {N, out};
     Var *y = graph_op_output(g, "linear", inputs, b ? 3 : 2, 2, shape, linear_backward);
+    if (y) graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1));
     if (!y) return NULL;
 #ifdef HAVE_CUDA
     if (var_on_cuda(x)) {

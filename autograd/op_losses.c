@@ -87,6 +87,7 @@ Var *ag_cross_entropy(Graph *g, Var *logits, const int32_t *labels, const uint8_
                               (long long)r, (long long)C);
     int64_t one = 1;
     Var *y = graph_op_output(g, "cross_entropy", &logits, 1, 1, &one, cross_entropy_backward);
+    if (y) graph_op_saves(y, GRAPH_SAVES_INPUT(0));
     if (!y) return NULL;
     LossSaved *s = save_loss(g, logits, labels, NULL, select);
     if (!s) return NULL;
@@ -139,6 +140,7 @@ Var *ag_smooth_l1(Graph *g, Var *pred, const float *target, const uint8_t *selec
     if (!pred || !target) return graph_fail(g, ERR_ARG, "smooth_l1: NULL input");
     int64_t one = 1;
     Var *y = graph_op_output(g, "smooth_l1", &pred, 1, 1, &one, smooth_l1_backward);
+    if (y) graph_op_saves(y, GRAPH_SAVES_INPUT(0));
     if (!y) return NULL;
     LossSaved *s = save_loss(g, pred, NULL, target, select);
     if (!s) return NULL;

@@ -86,6 +86,7 @@ Var *ag_permute(Graph *g, Var *x, const int *perm)
     if (tensor_permute_view(&view, &x->value, perm, &err))
         return graph_fail(g, err.code, "permute: %s", err.msg);
     Var *y = graph_op_output(g, "permute", &x, 1, view.ndim, view.shape, permute_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int *saved = graph_host_scratch(g, TENSOR_MAX_DIMS * sizeof(int));
     if (!saved) return NULL;
@@ -122,6 +123,7 @@ Var *ag_reshape(Graph *g, Var *x, int ndim, const int64_t *shape)
      * aliases the input's data instead (no copy). */
     int64_t one = 1;
     Var *y = graph_op_output(g, "reshape", &x, 1, 1, &one, reshape_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     y->value = view;
     return y;

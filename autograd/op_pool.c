@@ -34,6 +34,7 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     if (!x || x->value.ndim != 4) return graph_fail(g, ERR_SHAPE, "global_avg_pool: needs a 4-d input");
     int64_t shape[4] = {x->value.shape[0], x->value.shape[1], 1, 1};
     Var *y = graph_op_output(g, "global_avg_pool", &x, 1, 4, shape, global_avg_pool_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1], hw = x->value.shape[2] * x->value.shape[3];
 #ifdef HAVE_CUDA
@@ -91,6 +92,7 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
     if (Ho < 1 || Wo < 1) return graph_fail(g, ERR_SHAPE, "max_pool2d: input smaller than kernel");
     int64_t shape[4] = {x->value.shape[0], x->value.shape[1], Ho, Wo};
     Var *y = graph_op_output(g, "max_pool2d", &x, 1, 4, shape, max_pool2d_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1];
     size_t n_out = (size_t)(planes * Ho * Wo);

@@ -66,6 +66,7 @@ Var *ag_softmax(Graph *g, Var *x)
     if (!graph_ok(g)) return NULL;
     if (!x) return graph_fail(g, ERR_ARG, "softmax: NULL input");
     Var *y = graph_op_output(g, "softmax", &x, 1, x->value.ndim, x->value.shape, softmax_backward);
+    if (y) graph_op_saves(y, GRAPH_SAVES_OUTPUT);
     if (!y) return NULL;
     int64_t C = x->value.shape[x->value.ndim - 1], rows = tensor_numel(&x->value) / C;
 #ifdef HAVE_CUDA

@@ -131,6 +131,7 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
         return graph_fail(g, ERR_SHAPE, "upsample_nearest: needs a 4-d input and a positive size");
     int64_t shape[4] = {x->value.shape[0], x->value.shape[1], out_h, out_w};
     Var *y = graph_op_output(g, "upsample_nearest", &x, 1, 4, shape, upsample_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
 #ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
@@ -174,6 +175,7 @@ Var *ag_add_upsampled(Graph *g, Var *a, Var *x)
 #endif
     Var *inputs[2] = {a, x};
     Var *y = graph_op_output(g, "add_upsampled", inputs, 2, 4, a->value.shape, add_upsampled_backward);
+    if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     return upsample_forward_cpu(g, x, a->value.data, y) ? y : NULL;
 }

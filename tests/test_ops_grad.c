@@ -78,6 +78,7 @@ START_TEST(conv2d_gradients)
         {1, 4, 5, 5, 8, 3, 1, 1, 1, 4, 0},   /* grouped with channel multiplier 2 */
         {2, 8, 9, 11, 9, 3, 1, 1, 1, 1, 1},  /* Winograd forward (partial tiles), bias */
         {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 1},  /* direct stride-2 stem forward, channel-block tail */
+        {2, 3, 5, 301, 4, 3, 2, 1, 1, 1, 0}, /* the stem's weight gradient over more columns than one pass */
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         ConvCase *c = &cases[k];
