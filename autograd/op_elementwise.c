@@ -6,6 +6,8 @@
 #endif
 
 /* dst += k * src over n elements, on the device of v. */
+enum { ELEMENTWISE_CHUNK = 32768 }; /* elements per pool task: large enough to amortise the hand-off */
+
 static void accumulate(Graph *g, const Var *v, float *dst, const float *src, float k, int64_t n)
 {
 #ifdef HAVE_CUDA
@@ -19,35 +21,80 @@ static void accumulate(Graph *g, const Var *v, float *dst, const float *src, flo
     for (int64_t i = 0; i < n; i++) dst[i] += k * src[i];
 }
 
-static void add_backward(Graph *g, Var *y)
-{
-    int64_t n = tensor_numel(&y->value);
-    for (int i = 0; i < 2; i++) {
-        Var *in = y->inputs[i];
-        if (!in->requires_grad) continue;
-        float *d = var_grad(g, in);
-        if (!d) return;
-        accumulate(g, y, d, y->grad.data, 1.0f, n);
-    }
-}
-
 typedef struct {
     const float *a, *b;
     float *y;
+    float act;
+    const float *dy;
+    float *d[2];
+    bool accumulate[2];
 } AddJob;
 
-enum { ELEMENTWISE_CHUNK = 32768 }; /* elements per pool task: large enough to amortise the hand-off */
+/* dd = act'(y) dy written into (or added to) each input's gradient, over [lo, hi). Local restrict
+ * pointers and a loop per case, so that each loop vectorises. */
+static void add_backward_range(void *arg, int64_t lo, int64_t hi)
+{
+    const AddJob *j = arg;
+    const float *restrict dy = j->dy, *restrict y = j->y;
+    float act = j->act;
+    for (int k = 0; k < 2; k++) {
+        float *restrict d = j->d[k];
+        if (!d) continue;
+        if (act < 0.0f && j->accumulate[k])
+            for (int64_t i = lo; i < hi; i++) d[i] += dy[i];
+        else if (act < 0.0f)
+            for (int64_t i = lo; i < hi; i++) d[i] = dy[i];
+        else if (j->accumulate[k])
+            for (int64_t i = lo; i < hi; i++) d[i] += y[i] > 0.0f ? dy[i] : act * dy[i];
+        else
+            for (int64_t i = lo; i < hi; i++) d[i] = y[i] > 0.0f ? dy[i] : act * dy[i];
+    }
+}
+
+static void add_backward(Graph *g, Var *y)
+{
+    int64_t n = tensor_numel(&y->value);
+    AddJob j = {NULL, NULL, y->value.data, *(const float *)y->saved, y->grad.data, {NULL, NULL}, {true, true}};
+    for (int i = 0; i < 2; i++)
+        if (y->inputs[i]->requires_grad && !(j.d[i] = var_grad_for_write(g, y->inputs[i], &j.accumulate[i]))) return;
+#ifdef HAVE_CUDA
+    if (var_on_cuda(y)) { /* on the GPU the activation is an op of its own: here act < 0 */
+        for (int i = 0; i < 2; i++) {
+            if (!j.d[i]) continue;
+            if (!j.accumulate[i]) cuda_fill(g->ctx, j.d[i], 0.0f, n);
+            accumulate(g, y, j.d[i], y->grad.data, 1.0f, n);
+        }
+        return;
+    }
+#endif
+    threadpool_run_ranges(g->ctx->pool, n, ELEMENTWISE_CHUNK, add_backward_range, &j);
+}
+
 
 static void add_range(void *arg, int64_t lo, int64_t hi)
 {
     const AddJob *j = arg;
-    for (int64_t i = lo; i < hi; i++) j->y[i] = j->a[i] + j->b[i];
+    const float *restrict a = j->a, *restrict b = j->b;
+    float *restrict y = j->y, act = j->act;
+    if (act < 0.0f) {
+        for (int64_t i = lo; i < hi; i++) y[i] = a[i] + b[i];
+        return;
+    }
+    for (int64_t i = lo; i < hi; i++) {
+        float v = a[i] + b[i], scaled = act * v; /* unconditional: the loop vectorises */
+        y[i] = v > 0.0f ? v : scaled;
+    }
 }
 
-Var *ag_add(Graph *g, Var *a, Var *b)
+Var *ag_add(Graph *g, Var *a, Var *b) { return ag_add_act(g, a, b, -1.0f); }
+
+Var *ag_add_act(Graph *g, Var *a, Var *b, float act)
 {
     if (!graph_ok(g)) return NULL;
     if (!a || !b) return graph_fail(g, ERR_ARG, "add: NULL input");
+#ifdef HAVE_CUDA
+    if (act >= 0.0f && var_on_cuda(a)) return ag_leaky_relu(g, ag_add(g, a, b), act); /* the two ops on the GPU */
+#endif
     if (!tensor_same_shape(&a->value, &b->value)) {
         char sa[96], sb[96];
         return graph_fail(g, ERR_SHAPE, "add: shapes %s and %s differ",
@@ -55,9 +102,13 @@ Var *ag_add(Graph *g, Var *a, Var *b)
                           tensor_shape_str(&b->value, sb, sizeof sb));
     }
     Var *inputs[2] = {a, b};
-    Var *y = graph_op_output(g, "add", inputs, 2, a->value.ndim, a->value.shape, add_backward);
-    if (y) graph_op_saves(y, 0);
+    Var *y = graph_op_output(g, act < 0.0f ? "add" : "add_act", inputs, 2, a->value.ndim, a->value.shape, add_backward);
     if (!y) return NULL;
+    graph_op_saves(y, act < 0.0f ? 0 : GRAPH_SAVES_OUTPUT); /* the activation's mask: the output's sign */
+    float *saved = graph_host_scratch(g, sizeof(float));
+    if (!saved) return NULL;
+    *saved = act;
+    y->saved = saved;
     int64_t n = tensor_numel(&a->value);
 #ifdef HAVE_CUDA
     if (var_on_cuda(a)) {
@@ -65,7 +116,7 @@ Var *ag_add(Graph *g, Var *a, Var *b)
         return graph_check_cuda(g, "add") ? y : NULL;
     }
 #endif
-    AddJob j = {a->value.data, b->value.data, y->value.data};
+    AddJob j = {a->value.data, b->value.data, y->value.data, act, NULL, {NULL, NULL}, {true, true}};
     threadpool_run_ranges(g->ctx->pool, n, ELEMENTWISE_CHUNK, add_range, &j);
     return y;
 }

@@ -51,6 +51,49 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     return y;
 }
 
+/* One plane per pool task, forward and backward. */
+typedef struct {
+    const float *x, *dy;
+    float *y, *dx;
+    int32_t *argmax;
+    int H, W, Ho, Wo, kernel, stride, padding;
+} MaxPoolJob;
+
+static void max_pool_forward_plane(void *arg, int p)
+{
+    const MaxPoolJob *j = arg;
+    const float *in = j->x + (size_t)p * j->H * j->W;
+    for (int oh = 0; oh < j->Ho; oh++)
+        for (int ow = 0; ow < j->Wo; ow++) {
+            float best = -FLT_MAX;
+            int32_t arg_best = -1;
+            for (int ki = 0; ki < j->kernel; ki++) {
+                int ih = oh * j->stride - j->padding + ki;
+                if (ih < 0 || ih >= j->H) continue;
+                for (int kj = 0; kj < j->kernel; kj++) {
+                    int iw = ow * j->stride - j->padding + kj;
+                    if (iw < 0 || iw >= j->W) continue;
+                    float v = in[ih * j->W + iw];
+                    if (arg_best < 0 || v > best) best = v, arg_best = ih * j->W + iw;
+                }
+            }
+            size_t o = ((size_t)p * j->Ho + oh) * j->Wo + ow;
+            j->y[o] = best;
+            j->argmax[o] = arg_best;
+        }
+}
+
+static void max_pool_backward_plane(void *arg, int p)
+{
+    const MaxPoolJob *j = arg;
+    size_t out_hw = (size_t)j->Ho * j->Wo;
+    float *dx = j->dx + (size_t)p * j->H * j->W;
+    for (size_t i = 0; i < out_hw; i++) {
+        int32_t a = j->argmax[p * out_hw + i];
+        if (a >= 0) dx[a] += j->dy[p * out_hw + i];
+    }
+}
+
 typedef struct {
     int32_t *argmax; /* per output: flat input index of the max (device memory on the GPU) */
     int kernel, stride, padding;
@@ -74,11 +117,10 @@ static void max_pool2d_backward(Graph *g, Var *y)
         return;
     }
 #endif
-    for (int64_t p = 0; p < planes; p++)
-        for (int64_t i = 0; i < out_hw; i++) {
-            int32_t a = ms->argmax[p * out_hw + i];
-            if (a >= 0) dx[p * in_hw + a] += y->grad.data[p * out_hw + i];
-        }
+    (void)in_hw, (void)out_hw;
+    MaxPoolJob j = {NULL, y->grad.data, NULL, dx, ms->argmax, (int)x->value.shape[2], (int)x->value.shape[3],
+                    (int)y->value.shape[2], (int)y->value.shape[3], ms->kernel, ms->stride, ms->padding};
+    threadpool_run(g->ctx->pool, (int)planes, max_pool_backward_plane, &j);
 }
 
 Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
@@ -109,26 +151,7 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
         return graph_check_cuda(g, "max_pool2d") ? y : NULL;
     }
 #endif
-    for (int64_t p = 0; p < planes; p++) {
-        const float *in = x->value.data + p * H * W;
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                float best = -FLT_MAX;
-                int32_t arg = -1;
-                for (int ki = 0; ki < kernel; ki++) {
-                    int ih = oh * stride - padding + ki;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int kj = 0; kj < kernel; kj++) {
-                        int iw = ow * stride - padding + kj;
-                        if (iw < 0 || iw >= W) continue;
-                        float v = in[ih * W + iw];
-                        if (arg < 0 || v > best) best = v, arg = ih * W + iw;
-                    }
-                }
-                int64_t o = (p * Ho + oh) * Wo + ow;
-                y->value.data[o] = best;
-                ms->argmax[o] = arg;
-            }
-    }
+    MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->argmax, H, W, Ho, Wo, kernel, stride, padding};
+    threadpool_run(g->ctx->pool, (int)planes, max_pool_forward_plane, &j);
     return y;
 }

@@ -52,6 +52,9 @@ Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope); /* slope 0 is relu *
 
 /* Elementwise, same shapes. */
 Var *ag_add(Graph *g, Var *a, Var *b);
+/* act(a + b) in one op (act as in ag_conv2d_act; < 0: ag_add): a residual block's end, whose sum is
+ * never a value of its own. */
+Var *ag_add_act(Graph *g, Var *a, Var *b, float act);
 Var *ag_scale(Graph *g, Var *x, float s);
 /* Sum of all elements -> [1]. */
 Var *ag_sum(Graph *g, Var *x);

@@ -67,7 +67,7 @@ static Var *resblock_forward(Graph *g, const ResBlock *blk, Var *x, bool trainin
     Var *out = x;
     for (int i = 0; i < blk->n_conv; i++) out = conv_bn_act_forward(g, &blk->conv[i], out, training);
     Var *identity = blk->has_downsample ? conv_bn_act_forward(g, &blk->downsample, x, training) : x;
-    return ag_relu(g, ag_add(g, out, identity));
+    return ag_add_act(g, out, identity, 0.0f); /* relu(out + identity) */
 }
 
 bool backbone_forward(Graph *g, const Backbone *b, Var *x, bool training, Var **outs)

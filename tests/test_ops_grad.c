@@ -480,6 +480,11 @@ static Var *add_fn(Graph *g, Var **in, void *arg)
     return ag_add(g, ag_add(g, in[0], in[1]), ag_scale(g, in[0], -0.5f));
 }
 static Var *sum_fn(Graph *g, Var **in, void *arg) { return ag_sum(g, in[0]); }
+static Var *add_act_fn(Graph *g, Var **in, void *arg)
+{
+    Var *y = ag_add_act(g, in[0], in[1], *(const float *)arg);
+    return ag_add(g, y, ag_scale(g, in[1], 2.0f)); /* in[1]'s gradient gets a second contribution */
+}
 
 START_TEST(activation_and_elementwise_gradients)
 {
@@ -493,6 +498,15 @@ START_TEST(activation_and_elementwise_gradients)
     run_check(sum_fn, NULL, &in, NULL, gradcheck_defaults(), "sum");
     add_input(&in, &r, 4, s);
     run_check(add_fn, NULL, &in, NULL, gradcheck_defaults(), "add/scale with reuse");
+    /* act(a + b), its sums kept 0.05 away from the kink; b also feeds the sum twice over (reuse) */
+    for (int64_t i = 0; i < tensor_numel(&in.t[0]); i++) {
+        float v = in.t[0].data[i] + in.t[1].data[i];
+        if (fabsf(v) < 0.05f) in.t[0].data[i] += v < 0 ? -0.05f - v : 0.05f - v;
+    }
+    for (int k = 0; k < 2; k++) {
+        float act = k ? 0.1f : 0.0f;
+        run_check(add_act_fn, &act, &in, NULL, gradcheck_defaults(), k ? "add + leaky" : "add + relu");
+    }
     free_inputs(&in);
 }
 END_TEST
