@@ -114,10 +114,26 @@ const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a)
     return "gemm";
 }
 
+/* im2col runs in bands of output rows whose columns fill at most COL_BAND_FLOATS: the buffer stays
+ * cache-sized and is reused band after band (whole, a 7x7 stem's at 840x840 took 104 MB per image). */
+enum { COL_BAND_FLOATS = 1 << 20 };
+
+static int col_band_rows(const Conv2dShape *s)
+{
+    size_t per_row = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Wo;
+    size_t rows = per_row ? COL_BAND_FLOATS / per_row : 1;
+    return rows < 1 ? 1 : rows > (size_t)s->Ho ? s->Ho : (int)rows;
+}
+
+static size_t col_band_floats(const Conv2dShape *s)
+{
+    return (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * col_band_rows(s) * s->Wo;
+}
+
 size_t conv2d_cpu_scratch_floats(const Conv2dShape *s)
 {
     if (is_depthwise(s) || is_pointwise(s)) return 0;
-    size_t col = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+    size_t col = col_band_floats(s);
     /* the forward may take the Winograd path, the backward always takes im2col */
     if (conv2d_winograd_applies(s)) {
         size_t wino = conv2d_winograd_scratch_floats(s);
@@ -142,7 +158,7 @@ static bool winograd_input_grad_shape(const Conv2dShape *s, Conv2dShape *t)
 size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s)
 {
     if (is_depthwise(s)) return 0;
-    size_t col = is_pointwise(s) ? 0 : (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Ho * s->Wo;
+    size_t col = is_pointwise(s) ? 0 : col_band_floats(s);
     /* groups == 1: the weight gradient's double sums after the im2col buffer (16-float aligned) */
     size_t sums = s->p.groups == 1 ? 2 * (size_t)s->Cout * s->Cin * s->KH * s->KW : 0;
     size_t need = (col + 15) / 16 * 16 + sums;
@@ -180,13 +196,15 @@ static void valid_range(int out, int stride, int off, int size, int *lo, int *hi
     *lo = l, *hi = h;
 }
 
-/* ---- im2col / col2im over one image and group: rows (c, ki, kj), columns (oh, ow) ---------- */
+/* ---- im2col / col2im over one image and group and a band of output rows [oh0, oh1): rows (c, ki,
+ * kj), columns (oh - oh0, ow) ------------------------------------------------------------------ */
 
 typedef struct {
     const Conv2dShape *s;
     const float *x; /* first channel of the group, image n */
     float *col;
     float *dx;
+    int oh0, oh1;
 } ColJob;
 
 static void im2col_channel(void *arg, int c)
@@ -195,13 +213,14 @@ static void im2col_channel(void *arg, int c)
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
     const float *xc = j->x + (size_t)c * s->H * s->W;
+    size_t band = (size_t)(j->oh1 - j->oh0) * s->Wo;
     for (int ki = 0; ki < s->KH; ki++)
         for (int kj = 0; kj < s->KW; kj++) {
-            float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * s->Ho * s->Wo;
+            float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * band;
             int off_w = kj * p->dil_w - p->pad_w, lo, hi;
             valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
-            for (int oh = 0; oh < s->Ho; oh++) {
-                float *r = row + (size_t)oh * s->Wo;
+            for (int oh = j->oh0; oh < j->oh1; oh++) {
+                float *r = row + (size_t)(oh - j->oh0) * s->Wo;
                 int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
                 if (ih < 0 || ih >= s->H) {
                     memset(r, 0, (size_t)s->Wo * sizeof(float));
@@ -224,15 +243,16 @@ static void col2im_channel(void *arg, int c)
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
     float *dxc = j->dx + (size_t)c * s->H * s->W;
+    size_t band = (size_t)(j->oh1 - j->oh0) * s->Wo;
     for (int ki = 0; ki < s->KH; ki++)
         for (int kj = 0; kj < s->KW; kj++) {
-            const float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * s->Ho * s->Wo;
+            const float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * band;
             int off_w = kj * p->dil_w - p->pad_w, lo, hi;
             valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
-            for (int oh = 0; oh < s->Ho; oh++) {
+            for (int oh = j->oh0; oh < j->oh1; oh++) {
                 int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
                 if (ih < 0 || ih >= s->H) continue;
-                const float *r = row + (size_t)oh * s->Wo;
+                const float *r = row + (size_t)(oh - j->oh0) * s->Wo;
                 float *xr = dxc + (size_t)ih * s->W + off_w;
                 for (int ow = lo; ow < hi; ow++) xr[(size_t)ow * p->stride_w] += r[ow];
             }
@@ -456,24 +476,28 @@ static void gemm_forward_shared(Context *ctx, const Conv2dShape *s, const float 
                                 float *scratch)
 {
     int K = s->Cin * s->KH * s->KW, HWo = s->Ho * s->Wo;
+    int rows = is_pointwise(s) ? s->Ho : col_band_rows(s);
     for (int img = 0; img < s->N; img++) {
         const float *xn = x + (size_t)img * s->Cin * s->H * s->W;
-        const float *col = xn;
-        if (!is_pointwise(s)) {
-            ColJob cj = {s, xn, scratch, NULL};
-            threadpool_run(ctx->pool, s->Cin, im2col_channel, &cj);
-            col = scratch;
+        for (int oh0 = 0; oh0 < s->Ho; oh0 += rows) {
+            int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho, band = (oh1 - oh0) * s->Wo;
+            const float *col = xn;
+            if (!is_pointwise(s)) {
+                ColJob cj = {s, xn, scratch, NULL, oh0, oh1};
+                threadpool_run(ctx->pool, s->Cin, im2col_channel, &cj);
+                col = scratch;
+            }
+            SgemmProduct prods[SGEMM_MAX_PRODUCTS];
+            SgemmRight right = {col, band, false};
+            for (int q = 0; q < n; q++) {
+                const Conv2dCpuTarget *tq = &t[q];
+                const SgemmPackedA *packed = tq->packed && tq->packed->gemm.data ? &tq->packed->gemm : NULL;
+                /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
+                prods[q] = (SgemmProduct){tq->Cout, tq->w, K, false, packed,
+                                          tq->y + (size_t)img * tq->Cout * HWo + (size_t)oh0 * s->Wo, HWo, tq->b, tq->act};
+            }
+            sgemm_multi(ctx->pool, band, K, 1.0f, &right, 0.0f, prods, n);
         }
-        SgemmProduct prods[SGEMM_MAX_PRODUCTS];
-        SgemmRight right = {col, HWo, false};
-        for (int q = 0; q < n; q++) {
-            const Conv2dCpuTarget *tq = &t[q];
-            const SgemmPackedA *packed = tq->packed && tq->packed->gemm.data ? &tq->packed->gemm : NULL;
-            /* bias and activation in the GEMM's tile epilogue, while each tile is in cache */
-            prods[q] = (SgemmProduct){tq->Cout, tq->w, K, false, packed, tq->y + (size_t)img * tq->Cout * HWo, HWo,
-                                      tq->b, tq->act};
-        }
-        sgemm_multi(ctx->pool, HWo, K, 1.0f, &right, 0.0f, prods, n);
     }
 }
 
@@ -483,19 +507,22 @@ static void gemm_forward_grouped(Context *ctx, const Conv2dShape *s, const float
 {
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
     int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
+    int rows = is_pointwise(s) ? s->Ho : col_band_rows(s);
     for (int n = 0; n < s->N; n++)
-        for (int gi = 0; gi < G; gi++) {
-            const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
-            const float *col = xg;
-            if (!is_pointwise(s)) {
-                ColJob cj = {s, xg, scratch, NULL};
-                threadpool_run(ctx->pool, Cg, im2col_channel, &cj);
-                col = scratch;
+        for (int gi = 0; gi < G; gi++)
+            for (int oh0 = 0; oh0 < s->Ho; oh0 += rows) {
+                int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho, band = (oh1 - oh0) * s->Wo;
+                const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+                const float *col = xg;
+                if (!is_pointwise(s)) {
+                    ColJob cj = {s, xg, scratch, NULL, oh0, oh1};
+                    threadpool_run(ctx->pool, Cg, im2col_channel, &cj);
+                    col = scratch;
+                }
+                float *yg = t->y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo + (size_t)oh0 * s->Wo;
+                sgemm_bias_act(ctx->pool, false, false, Cog, band, K, 1.0f, t->w + (size_t)gi * Cog * K, K, col, band,
+                               0.0f, yg, HWo, t->b ? t->b + (size_t)gi * Cog : NULL, t->act);
             }
-            float *yg = t->y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
-            sgemm_bias_act(ctx->pool, false, false, Cog, HWo, K, 1.0f, t->w + (size_t)gi * Cog * K, K, col, HWo, 0.0f,
-                           yg, HWo, t->b ? t->b + (size_t)gi * Cog : NULL, t->act);
-        }
 }
 
 static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *x, const Conv2dCpuTarget *t,
@@ -589,20 +616,23 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
         /* dW[Cout, K] = sum over images of dy[Cout, HWo] col[K, HWo]^T: rows of both run along the output
          * pixels, so the dot-product GEMM reads them in place (a 1x1 convolution's input is its col, all
          * images in one call) */
-        double *sums = (double *)(scratch + (pointwise ? 0 : ((size_t)K * HWo + 15) / 16 * 16));
+        double *sums = (double *)(scratch + (pointwise ? 0 : (col_band_floats(s) + 15) / 16 * 16));
         memset(sums, 0, sizeof(double) * (size_t)s->Cout * K);
         SgemmNtOperand a = {dy, (size_t)HWo, (size_t)s->Cout * HWo};
         if (pointwise) {
             SgemmNtOperand b = {x, (size_t)HWo, (size_t)s->Cin * HWo};
             sgemm_nt_accumulate(pool, s->Cout, K, HWo, s->N, a, b, sums, (size_t)K);
         } else {
-            for (int n = 0; n < s->N; n++) {
-                ColJob cj = {s, x + (size_t)n * s->Cin * s->H * s->W, scratch, NULL};
-                threadpool_run(pool, s->Cin, im2col_channel, &cj);
-                a.p = dy + (size_t)n * s->Cout * HWo;
-                SgemmNtOperand b = {scratch, (size_t)HWo, 0};
-                sgemm_nt_accumulate(pool, s->Cout, K, HWo, 1, a, b, sums, (size_t)K);
-            }
+            int rows = col_band_rows(s);
+            for (int n = 0; n < s->N; n++)
+                for (int oh0 = 0; oh0 < s->Ho; oh0 += rows) {
+                    int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho;
+                    ColJob cj = {s, x + (size_t)n * s->Cin * s->H * s->W, scratch, NULL, oh0, oh1};
+                    threadpool_run(pool, s->Cin, im2col_channel, &cj);
+                    a.p = dy + (size_t)n * s->Cout * HWo + (size_t)oh0 * s->Wo;
+                    SgemmNtOperand b = {scratch, (size_t)(oh1 - oh0) * s->Wo, 0};
+                    sgemm_nt_accumulate(pool, s->Cout, K, (oh1 - oh0) * s->Wo, 1, a, b, sums, (size_t)K);
+                }
         }
         for (size_t i = 0; i < (size_t)s->Cout * K; i++) dw[i] += (float)sums[i];
         dw = NULL; /* done */
@@ -616,34 +646,37 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
         conv2d_winograd_forward(ctx, &t, dy, 1, &target, wino);
         dx = NULL; /* done */
     }
+    int rows = pointwise ? s->Ho : col_band_rows(s);
     for (int n = 0; n < s->N && (dw || dx); n++)
-        for (int gi = 0; gi < G; gi++) {
-            const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
-            const float *dyg = dy + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo;
-            const float *wg = w + (size_t)gi * Cog * K;
-            if (dw) {
-                const float *col = xg;
-                if (!pointwise) {
-                    ColJob cj = {s, xg, scratch, NULL};
-                    threadpool_run(pool, Cg, im2col_channel, &cj);
-                    col = scratch;
+        for (int gi = 0; gi < G; gi++)
+            for (int oh0 = 0; oh0 < s->Ho; oh0 += rows) {
+                int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho, band = (oh1 - oh0) * s->Wo;
+                const float *xg = x + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+                const float *dyg = dy + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo + (size_t)oh0 * s->Wo;
+                const float *wg = w + (size_t)gi * Cog * K;
+                if (dw) {
+                    const float *col = xg;
+                    if (!pointwise) {
+                        ColJob cj = {s, xg, scratch, NULL, oh0, oh1};
+                        threadpool_run(pool, Cg, im2col_channel, &cj);
+                        col = scratch;
+                    }
+                    /* dW[Cog,K] += dy[Cog,band] col[K,band]^T */
+                    sgemm(pool, false, true, Cog, K, band, 1.0f, dyg, HWo, col, band, 1.0f, dw + (size_t)gi * Cog * K, K);
                 }
-                /* dW[Cog,K] += dy[Cog,HWo] col[K,HWo]^T */
-                sgemm(pool, false, true, Cog, K, HWo, 1.0f, dyg, HWo, col, HWo, 1.0f,
-                      dw + (size_t)gi * Cog * K, K);
-            }
-            if (dx) {
-                float *dxg = dx + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
-                /* dcol[K,HWo] = W[Cog,K]^T dy[Cog,HWo] */
-                if (pointwise) {
-                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, dx_accumulate ? 1.0f : 0.0f, dxg, HWo);
-                } else {
-                    sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, 0.0f, scratch, HWo);
-                    ColJob cj = {s, NULL, scratch, dxg};
-                    threadpool_run(pool, Cg, col2im_channel, &cj);
+                if (dx) {
+                    float *dxg = dx + ((size_t)n * s->Cin + (size_t)gi * Cg) * s->H * s->W;
+                    /* dcol[K,band] = W[Cog,K]^T dy[Cog,band] */
+                    if (pointwise) {
+                        sgemm(pool, true, false, K, HWo, Cog, 1.0f, wg, K, dyg, HWo, dx_accumulate ? 1.0f : 0.0f, dxg,
+                              HWo);
+                    } else {
+                        sgemm(pool, true, false, K, band, Cog, 1.0f, wg, K, dyg, HWo, 0.0f, scratch, band);
+                        ColJob cj = {s, NULL, scratch, dxg, oh0, oh1};
+                        threadpool_run(pool, Cg, col2im_channel, &cj);
+                    }
                 }
             }
-        }
     if (db)
         for (int n = 0; n < s->N; n++)
             for (int c = 0; c < s->Cout; c++) {

@@ -21,6 +21,14 @@ static long peak_rss_kb(void)
     return u.ru_maxrss;
 }
 
+/* Page faults so far (a steady step should take few: its memory is reused, not mapped anew). */
+static long minor_faults(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_minflt;
+}
+
 /* Resident memory now, from /proc (0 where there is none). */
 static long rss_now_kb(void)
 {
@@ -97,6 +105,7 @@ int main(int argc, char **argv)
             rss_timed_kb = peak_rss_kb();
             graph_enable_profile(&tr.graph);
         }
+        long faults0 = minor_faults();
         double t0 = bench_now();
         const Batch *b;
         while (!(b = loader_next(loader)) || b->n == 0)
@@ -110,8 +119,9 @@ int main(int argc, char **argv)
         double ph[5] = {wait, r.t.forward, r.t.loss, r.t.backward, r.t.update};
         for (int k = 0; k < 5; k++) phase[k][s] = ph[k];
         if (s >= warmup && s < warmup + steps) images += b->n;
-        printf("step %d loss %.4f %.3f s, RSS %.0f MB (peak %.0f MB) blocks %d\n", s + 1, r.total,
-               wait + r.t.forward + r.t.loss + r.t.backward + r.t.update, rss_now_kb() / 1024.0, peak_rss_kb() / 1024.0, tr.graph.heap.n_blocks);
+        printf("step %d loss %.4f %.3f s, RSS %.0f MB (peak %.0f MB), %ld page faults\n", s + 1, r.total,
+               wait + r.t.forward + r.t.loss + r.t.backward + r.t.update, rss_now_kb() / 1024.0, peak_rss_kb() / 1024.0,
+               minor_faults() - faults0);
         fflush(stdout);
     }
     if (!profile_steps) t_timed = bench_now() - t_timed, rss_timed_kb = peak_rss_kb();

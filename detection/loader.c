@@ -2,11 +2,16 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tensor/device.h"
 #include "tensor/threadpool.h"
+
+enum { LOADER_NICE = 10 };
 
 struct Loader {
     const TrainSet *set;
@@ -33,9 +38,23 @@ typedef struct {
     char (*errors)[512];
 } FillJob;
 
+/* The loader's threads run at a lower priority than the trainer's: on a machine with as many compute
+ * threads as cores they share the cores with the step, and a compute thread that the scheduler takes
+ * away in the middle of an op holds up its partner at the op's end. Nice 10 gives them about a tenth
+ * of a core while the step runs and whatever the step leaves idle (its waits at op ends, the loss);
+ * a prefetch of two batches hides the rest. Once per thread (Linux's nice value is per thread). */
+static void lower_priority_once(void)
+{
+    static _Thread_local bool done;
+    if (done) return;
+    done = true;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
+}
+
 static void fill_one(void *arg, int i)
 {
     FillJob *j = arg;
+    lower_priority_once();
     Loader *l = j->l;
     int pos = j->batch_index * l->batch_size + i;
     const TrainSample *s = &l->set->samples[l->order[pos]];
@@ -84,6 +103,7 @@ static void free_images(const Loader *l, float *p)
 static void *producer_main(void *arg)
 {
     Loader *l = arg;
+    lower_priority_once();
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->stop && (!l->running || l->next_to_make >= l->n_batches || l->slot_batch[l->next_to_make % 2] != -1))

@@ -2,7 +2,7 @@
 
 #include <stdbool.h>
 
-enum { TILE_BIG = 3, TILE_SMALL = 4, CHUNK_MIN = 512, CHUNK_MAX = 8192, SMALL_SIDE_BYTES = 512 << 10 };
+enum { TILE_BIG = 3, TILE_SMALL = 4, CHUNK_MIN = 256, CHUNK_MAX = 1024, SMALL_SIDE_BYTES = 512 << 10 };
 
 typedef struct {
     int K, batch, n_big, n_small;
