@@ -125,12 +125,13 @@ static void smooth_l1_backward(Graph *g, Var *y)
     }
 #endif
     float dl = y->grad.data[0];
-    int64_t n = s->rows * s->width;
-    for (int64_t i = 0; i < n; i++) {
-        if (s->select && !s->select[i / s->width]) continue;
-        float d = x->value.data[i] - s->target[i];
-        float grad = d < -1.0f ? -1.0f : d > 1.0f ? 1.0f : d;
-        dx[i] += dl * grad;
+    for (int64_t r = 0; r < s->rows; r++) { /* by rows: the selected ones are few (the positives) */
+        if (s->select && !s->select[r]) continue;
+        for (int64_t i = r * s->width; i < (r + 1) * s->width; i++) {
+            float d = x->value.data[i] - s->target[i];
+            float grad = d < -1.0f ? -1.0f : d > 1.0f ? 1.0f : d;
+            dx[i] += dl * grad;
+        }
     }
 }
 
@@ -152,11 +153,12 @@ Var *ag_smooth_l1(Graph *g, Var *pred, const float *target, const uint8_t *selec
     }
 #endif
     double total = 0;
-    int64_t n = s->rows * s->width;
-    for (int64_t i = 0; i < n; i++) {
-        if (select && !select[i / s->width]) continue;
-        double d = fabs((double)pred->value.data[i] - target[i]);
-        total += d < 1.0 ? 0.5 * d * d : d - 0.5;
+    for (int64_t r = 0; r < s->rows; r++) {
+        if (select && !select[r]) continue;
+        for (int64_t i = r * s->width; i < (r + 1) * s->width; i++) {
+            double d = fabs((double)pred->value.data[i] - target[i]);
+            total += d < 1.0 ? 0.5 * d * d : d - 0.5;
+        }
     }
     y->value.data[0] = (float)total;
     return y;

@@ -22,17 +22,35 @@ static int source_index(int o, int in, int out)
     return s < in ? s : in - 1;
 }
 
-/* dx [NC,H,W] += the sum of dy [NC,Ho,Wo] over each source pixel's copies (CPU). */
-static void upsample_scatter_add(const float *dy, float *dx, int NC, int H, int W, int Ho, int Wo)
+/* dx [NC,H,W] += the sum of dy [NC,Ho,Wo] over each source pixel's copies (CPU): a pool task per plane,
+ * source rows and columns looked up once per call. */
+typedef struct {
+    const float *dy;
+    float *dx;
+    int H, W, Ho, Wo;
+    int *rows, *cols; /* source row of each output row, source column of each output column */
+} ScatterJob;
+
+static void scatter_plane(void *arg, int p)
 {
-    for (int p = 0; p < NC; p++) {
-        float *d = dx + (size_t)p * H * W;
-        const float *dyp = dy + (size_t)p * Ho * Wo;
-        for (int oh = 0; oh < Ho; oh++) {
-            float *row = d + (size_t)source_index(oh, H, Ho) * W;
-            for (int ow = 0; ow < Wo; ow++) row[source_index(ow, W, Wo)] += dyp[(size_t)oh * Wo + ow];
-        }
+    const ScatterJob *j = arg;
+    float *d = j->dx + (size_t)p * j->H * j->W;
+    const float *dyp = j->dy + (size_t)p * j->Ho * j->Wo;
+    for (int oh = 0; oh < j->Ho; oh++) {
+        float *row = d + (size_t)j->rows[oh] * j->W;
+        const float *src = dyp + (size_t)oh * j->Wo;
+        for (int ow = 0; ow < j->Wo; ow++) row[j->cols[ow]] += src[ow];
     }
+}
+
+static void upsample_scatter_add(Graph *g, const float *dy, float *dx, int NC, int H, int W, int Ho, int Wo)
+{
+    ScatterJob j = {dy, dx, H, W, Ho, Wo, graph_host_scratch(g, sizeof(int) * (size_t)Ho),
+                    graph_host_scratch(g, sizeof(int) * (size_t)Wo)};
+    if (!j.rows || !j.cols) return;
+    for (int oh = 0; oh < Ho; oh++) j.rows[oh] = source_index(oh, H, Ho);
+    for (int ow = 0; ow < Wo; ow++) j.cols[ow] = source_index(ow, W, Wo);
+    threadpool_run(g->ctx->pool, NC, scatter_plane, &j);
 }
 
 static void upsample_backward(Graph *g, Var *y)
@@ -50,7 +68,7 @@ static void upsample_backward(Graph *g, Var *y)
         return;
     }
 #endif
-    upsample_scatter_add(y->grad.data, dx, NC, H, W, Ho, Wo);
+    upsample_scatter_add(g, y->grad.data, dx, NC, H, W, Ho, Wo);
 }
 
 typedef struct {
@@ -149,13 +167,17 @@ static void add_upsampled_backward(Graph *g, Var *y)
     Var *a = y->inputs[0], *x = y->inputs[1];
     int64_t n = tensor_numel(&y->value);
     if (a->requires_grad) {
-        float *da = var_grad(g, a);
+        bool accumulate;
+        float *da = var_grad_for_write(g, a, &accumulate);
         if (!da) return;
-        for (int64_t i = 0; i < n; i++) da[i] += y->grad.data[i];
+        if (accumulate)
+            for (int64_t i = 0; i < n; i++) da[i] += y->grad.data[i];
+        else
+            memcpy(da, y->grad.data, sizeof(float) * (size_t)n);
     }
     float *dx = x->requires_grad ? var_grad(g, x) : NULL;
     if (!dx) return;
-    upsample_scatter_add(y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],
+    upsample_scatter_add(g, y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],
                          (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3]);
 }
 

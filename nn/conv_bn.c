@@ -86,14 +86,28 @@ static Conv2dBranch inference_branch(const ConvBnAct *c)
     return b;
 }
 
+/* A convolution that is one conv2d op (with its bias and activation) in this mode: the fused inference
+ * op, or one without BatchNorm in any mode (the heads). Such convolutions of one input can share it. */
+static bool single_conv_op(const Graph *g, const ConvBnAct *c, bool training)
+{
+    return fused_inference(g, c, training) || !c->bn_weight;
+}
+
+static Conv2dBranch single_conv_branch(const Graph *g, const ConvBnAct *c, bool training)
+{
+    if (fused_inference(g, c, training)) return inference_branch(c);
+    Conv2dBranch b = {c->weight, c->bias, c->leaky, NULL}; /* weights that change: nothing packed */
+    return b;
+}
+
 bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, Var *x, bool training, Var **out)
 {
     bool together = n <= SGEMM_MAX_PRODUCTS;
     for (int i = 0; i < n && together; i++)
-        together = fused_inference(g, convs[i], training) && !memcmp(&convs[i]->p, &convs[0]->p, sizeof convs[0]->p);
+        together = single_conv_op(g, convs[i], training) && !memcmp(&convs[i]->p, &convs[0]->p, sizeof convs[0]->p);
     if (together) {
         Conv2dBranch br[SGEMM_MAX_PRODUCTS];
-        for (int i = 0; i < n; i++) br[i] = inference_branch(convs[i]);
+        for (int i = 0; i < n; i++) br[i] = single_conv_branch(g, convs[i], training);
         return ag_conv2d_shared_input(g, x, convs[0]->p, n, br, out);
     }
     for (int i = 0; i < n; i++)
@@ -103,8 +117,8 @@ bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, 
 
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
 {
-    if (fused_inference(g, c, training)) { /* conv + bias (+ act) in one op */
-        Conv2dBranch br = inference_branch(c);
+    if (single_conv_op(g, c, training)) { /* conv + bias (+ act) in one op */
+        Conv2dBranch br = single_conv_branch(g, c, training);
         Var *y;
         return ag_conv2d_shared_input(g, x, c->p, 1, &br, &y) ? y : NULL;
     }
