@@ -10,6 +10,7 @@
  *   time so the split rows live on the stack. */
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
+#include "tensor/hsum_avx2.h"
 #include "tensor/leaky_avx2.h"
 
 #if defined(__x86_64__)
@@ -328,11 +329,7 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_backward_weight_avx2(const f
                     }
                     const __m256 sums[CO_BLOCK][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
                     for (int j = 0; j < nco; j++)
-                        for (int kj = 0; kj < 3; kj++) {
-                            __m128 h = _mm_add_ps(_mm256_castps256_ps128(sums[j][kj]), _mm256_extractf128_ps(sums[j][kj], 1));
-                            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                            acc[((size_t)j * Cin + ci) * 9 + ki * 3 + kj] += _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-                        }
+                        for (int kj = 0; kj < 3; kj++) acc[((size_t)j * Cin + ci) * 9 + ki * 3 + kj] += hsum_avx2(sums[j][kj]);
                 }
         }
     }

@@ -10,6 +10,7 @@
  *   columns as the forward does, dy put in the same lane order), each row's sums added in double. */
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
+#include "tensor/hsum_avx2.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -60,13 +61,6 @@ AVX2 void depthwise3x3_s2_backward_input_avx2(const float *dy, int Ho, int Wo, c
     }
 }
 
-AVX2 static inline double hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-}
-
 /* x[s ow - 1 + kj] for the 8 outputs from ow, kj = 0..2, in the lane order of the dy vector (in_order
  * of the forward: stride 2 leaves lanes as [0 1 4 5 2 3 6 7]). */
 AVX2 static inline void x_taps(const float *r, int W, int ow, int stride, __m256 t[3])
@@ -101,7 +95,7 @@ AVX2 static inline void weight_grad_plane(const float *x, int H, int W, const fl
                 for (int kj = 0; kj < 3; kj++) a[3 * ki + kj] = _mm256_fmadd_ps(dv, t[kj], a[3 * ki + kj]);
             }
         }
-        for (int k = 0; k < 9; k++) acc[k] += hsum(a[k]);
+        for (int k = 0; k < 9; k++) acc[k] += hsum_avx2(a[k]);
     }
 }
 

@@ -28,14 +28,9 @@ static void tile_c(const float *a, size_t lda, const float *b, size_t ldb, int l
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-#define AVX2 __attribute__((target("avx2,fma")))
 
-AVX2 static inline float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-}
+#include "tensor/hsum_avx2.h"
+#define AVX2 __attribute__((target("avx2,fma")))
 
 /* The tile with mr, nr compile-time constants (the switch below), so the accumulators stay in registers. */
 AVX2 __attribute__((always_inline)) static inline void tile_avx2(const float *a, size_t lda, const float *b, size_t ldb,
@@ -64,7 +59,7 @@ AVX2 __attribute__((always_inline)) static inline void tile_avx2(const float *a,
         }
     }
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) sums[i][j] = hsum8(acc[i][j]);
+        for (int j = 0; j < nr; j++) sums[i][j] = hsum_avx2(acc[i][j]);
 }
 
 /* The full 3 x 4 tile with its twelve accumulators as named locals: as an array GCC kept some of them
@@ -97,9 +92,9 @@ AVX2 static void tile34_avx2(const float *a, size_t lda, const float *b, size_t 
         TILE34_STEP(LOAD);
 #undef LOAD
     }
-    sums[0][0] = hsum8(c00), sums[0][1] = hsum8(c01), sums[0][2] = hsum8(c02), sums[0][3] = hsum8(c03);
-    sums[1][0] = hsum8(c10), sums[1][1] = hsum8(c11), sums[1][2] = hsum8(c12), sums[1][3] = hsum8(c13);
-    sums[2][0] = hsum8(c20), sums[2][1] = hsum8(c21), sums[2][2] = hsum8(c22), sums[2][3] = hsum8(c23);
+    sums[0][0] = hsum_avx2(c00), sums[0][1] = hsum_avx2(c01), sums[0][2] = hsum_avx2(c02), sums[0][3] = hsum_avx2(c03);
+    sums[1][0] = hsum_avx2(c10), sums[1][1] = hsum_avx2(c11), sums[1][2] = hsum_avx2(c12), sums[1][3] = hsum_avx2(c13);
+    sums[2][0] = hsum_avx2(c20), sums[2][1] = hsum_avx2(c21), sums[2][2] = hsum_avx2(c22), sums[2][3] = hsum_avx2(c23);
 }
 #undef TILE34_STEP
 
