@@ -27,6 +27,7 @@ struct GraphProfile {
     int n;
     bool in_backward;
     const char *open_op; /* forward op running since open.ms (its kind and work as noted so far) */
+    const Var *open_var; /* its output, once made */
     const char *open_kind;
     ProfileWork open;
     const char *bwd_kind; /* noted by the backward running now */
@@ -63,8 +64,14 @@ static void profile_close_forward(Graph *g)
     if (!p || !p->open_op) return;
     int i = profile_slot(p, p->open_op, p->open_kind);
     double now = profile_now_ms(g);
+    if (p->open.flops == 0 && p->open.bytes == 0 && p->open_var) { /* un-noted: its tensors read and written once */
+        const Var *v = p->open_var;
+        p->open.bytes = (double)tensor_bytes(&v->value);
+        for (int k = 0; k < v->n_inputs; k++) p->open.bytes += (double)tensor_bytes(&v->inputs[k]->value);
+    }
     if (i >= 0) profile_add(&p->fwd[i], now - p->open.ms, &p->open), p->calls[i]++;
     p->open_op = NULL;
+    p->open_var = NULL;
 }
 
 void graph_profile_end_forward(Graph *g) { profile_close_forward(g); }
@@ -411,6 +418,7 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
     Var *v = var_new_owned(g, ndim, shape, true);
     if (!v) return NULL;
     v->op = op;
+    if (g->profile) g->profile->open_var = v;
     if (needs_grad) {
         v->requires_grad = true;
         v->backward = backward;
@@ -471,6 +479,11 @@ static void run_node(Graph *g, Var *v)
     p->bwd_note = (ProfileWork){0, 0, 0};
     double t0 = profile_now_ms(g);
     v->backward(g, v);
+    if (p->bwd_note.flops == 0 && p->bwd_note.bytes == 0) { /* un-noted: dy read, each input's gradient updated */
+        p->bwd_note.bytes = (double)tensor_bytes(&v->value);
+        for (int i = 0; i < v->n_inputs; i++)
+            if (v->inputs[i]->requires_grad) p->bwd_note.bytes += 2.0 * (double)tensor_bytes(&v->inputs[i]->value);
+    }
     int k = profile_slot(p, v->op, p->bwd_kind);
     if (k >= 0) profile_add(&p->bwd[k], profile_now_ms(g) - t0, &p->bwd_note);
     p->in_backward = false;

@@ -86,7 +86,9 @@ void graph_profile_end_forward(Graph *g);
  * work in FLOPs and bytes moved (either may be 0), for the rates in the table. A no-op otherwise. */
 void graph_profile_note(Graph *g, const char *kind, double flops, double bytes);
 /* Prints per (op, kind): calls, forward and backward ms with the noted GFLOP/s (or GB/s), sorted by
- * total, per profiled step (divides by steps). */
+ * total, per profiled step (divides by steps). An op that notes nothing is counted as moving its
+ * tensors once (forward: inputs and output; backward: the output's gradient, and each input's gradient
+ * read and written), the least traffic it can have. */
 void graph_print_profile(const Graph *g, FILE *out, int steps);
 
 /* Runs the step that follows (call it after graph_reset) under the memory plan of `key`: the first
