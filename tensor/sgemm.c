@@ -308,5 +308,6 @@ void sgemm_naive(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
 
 const char *sgemm_kernel_name(void)
 {
-    return sgemm_select_kernel() == sgemm_kernel_generic ? "generic 6x16" : "avx2-fma 6x16";
+    SgemmKernelFn k = sgemm_select_kernel();
+    return k == sgemm_kernel_generic ? "generic 6x16" : k == sgemm_kernel_avx2 ? "avx2-fma 6x16" : "avx512 6x16";
 }

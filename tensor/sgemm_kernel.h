@@ -22,6 +22,8 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, floa
                           int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
                        int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
+void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+                         int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);
 

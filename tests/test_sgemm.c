@@ -1,9 +1,11 @@
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "tensor/context.h"
 #include "tensor/rng.h"
 #include "tensor/sgemm.h"
+#include "tensor/sgemm_kernel.h"
 #include "tests/suites.h"
 
 static void fill(float *p, int n, Rng *r)
@@ -58,6 +60,48 @@ static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, floa
 {
     check_case_epilogue(ctx, ta, tb, M, N, K, alpha, beta, pad, false, -1.0f);
 }
+
+/* The microkernels on one tile: the AVX2 and AVX-512 kernels give the same floats (the same FMA chains in
+ * the same order), the generic one agrees to rounding; every edge (mr, nr), overwrite and epilogue. The
+ * kernels this CPU lacks are skipped, saying so. */
+START_TEST(sgemm_microkernels_agree)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), avx512 = __builtin_cpu_supports("avx512f");
+    if (!avx2 || !avx512) printf("  sgemm microkernels: %s%s not on this CPU, not compared\n", avx2 ? "" : "AVX2 ",
+                                 avx512 ? "" : "AVX-512");
+    if (!avx2) return;
+    enum { KC = 37 };
+    float a[KC * SGEMM_MR], b[KC * SGEMM_NR], bias[SGEMM_MR];
+    Rng r;
+    rng_seed(&r, 77, 0);
+    for (int i = 0; i < KC * SGEMM_MR; i++) a[i] = rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < KC * SGEMM_NR; i++) b[i] = rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < SGEMM_MR; i++) bias[i] = rng_uniform(&r) - 0.5f;
+    for (int mr = 1; mr <= SGEMM_MR; mr++)
+        for (int nr = 1; nr <= SGEMM_NR; nr += 5)
+            for (int mode = 0; mode < 4; mode++) {
+                int overwrite = mode & 1;
+                SgemmTileEpilogue ep = {bias, 0.1f};
+                const SgemmTileEpilogue *e = mode & 2 ? &ep : NULL;
+                float c[3][SGEMM_MR * 20];
+                for (int k = 0; k < 3; k++)
+                    for (int i = 0; i < SGEMM_MR * 20; i++) c[k][i] = (float)(i % 7) * 0.25f;
+                sgemm_kernel_generic(KC, a, b, SGEMM_NR, c[0], 20, 0.5f, mr, nr, overwrite, e);
+                sgemm_kernel_avx2(KC, a, b, SGEMM_NR, c[1], 20, 0.5f, mr, nr, overwrite, e);
+                if (avx512) sgemm_kernel_avx512(KC, a, b, SGEMM_NR, c[2], 20, 0.5f, mr, nr, overwrite, e);
+                for (int i = 0; i < SGEMM_MR * 20; i++) {
+                    ck_assert_msg(fabsf(c[0][i] - c[1][i]) <= 1e-5f, "avx2 mr %d nr %d mode %d at %d", mr, nr, mode, i);
+                    if (avx512) ck_assert_msg(c[1][i] == c[2][i], "avx512 mr %d nr %d mode %d at %d: %g vs %g", mr, nr, mode,
+                                              i, c[2][i], c[1][i]);
+                }
+            }
+#else
+    printf("  sgemm microkernels: not an x86-64 CPU, not compared\n");
+#endif
+}
+END_TEST
 
 START_TEST(sgemm_matches_naive_on_odd_sizes)
 {
@@ -164,6 +208,7 @@ Suite *sgemm_suite(void)
 {
     Suite *s = suite_create("sgemm");
     TCase *tc = tcase_create("core");
+    tcase_add_test(tc, sgemm_microkernels_agree);
     tcase_add_test(tc, sgemm_matches_naive_on_odd_sizes);
     tcase_add_test(tc, sgemm_alpha_beta_and_leading_dimensions);
     tcase_add_test(tc, sgemm_bias_act_epilogue_matches_reference);
