@@ -100,10 +100,12 @@ static int by_total(const void *a, const void *b, void *ctx)
     return tx < ty ? 1 : tx > ty ? -1 : 0;
 }
 
-/* "GFLOP/s" of the work where the op counted FLOPs, else GB/s where it counted bytes. */
-static void rate_str(char *buf, size_t len, const ProfileWork *w)
+/* "GFLOP/s" of the work where the op counted FLOPs, else GB/s where it counted bytes; nothing for ops
+ * that take no measurable time per call (views; the branches of a shared-input op after the first,
+ * whose work the last one's time holds). */
+static void rate_str(char *buf, size_t len, const ProfileWork *w, long calls)
 {
-    if (w->ms <= 0 || (w->flops <= 0 && w->bytes <= 0))
+    if (w->ms <= 0.005 * (double)(calls > 0 ? calls : 1) || (w->flops <= 0 && w->bytes <= 0))
         snprintf(buf, len, "%s", "");
     else if (w->flops > 0)
         snprintf(buf, len, "%.1f GFLOP/s", w->flops / w->ms / 1e6);
@@ -124,8 +126,8 @@ void graph_print_profile(const Graph *g, FILE *out, int steps)
         int i = order[k];
         char name[64], rf[32], rb[32];
         snprintf(name, sizeof name, p->kind[i] ? "%s %s" : "%s", p->name[i], p->kind[i]);
-        rate_str(rf, sizeof rf, &p->fwd[i]);
-        rate_str(rb, sizeof rb, &p->bwd[i]);
+        rate_str(rf, sizeof rf, &p->fwd[i], p->calls[i]);
+        rate_str(rb, sizeof rb, &p->bwd[i], p->calls[i]);
         fprintf(out, "  %-28s %6ld %11.2f %15s %12.2f %15s\n", name, (long)(p->calls[i] / d), p->fwd[i].ms / d, rf,
                 p->bwd[i].ms / d, rb);
         tf += p->fwd[i].ms, tb += p->bwd[i].ms;

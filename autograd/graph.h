@@ -22,8 +22,8 @@
 #include <stdio.h>
 
 #include "tensor/arena.h"
-#include "tensor/step_heap.h"
 #include "tensor/context.h"
+#include "tensor/step_heap.h"
 #include "tensor/tensor.h"
 
 typedef struct Var Var;
@@ -148,7 +148,7 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
 #define GRAPH_SAVES_OUTPUT (1u << 31)
 #define GRAPH_SAVES_ALL 0xffffffffu
 static inline void graph_op_saves(Var *v, uint32_t what) { v->saves = what; }
-/* Gradient buffer of v, zero-filled on first use (arena for step values). NULL on failure. */
+/* Gradient buffer of v, zero-filled on first use (step heap for step values). NULL on failure. */
 float *var_grad(Graph *g, Var *v);
 /* Gradient buffer of v for a kernel that can write it whole: *accumulate false when nothing has been added
  * to it yet (a fresh buffer, not zero-filled: the caller must write every element), true when the

@@ -1,4 +1,4 @@
-/* The differentiable ops. Each returns a new step Var (contiguous, in the graph's arena), or NULL
+/* The differentiable ops. Each returns a new step Var (contiguous, in the graph's step heap), or NULL
  * with the error recorded in the graph (see graph.h). Shapes are NCHW for images.
  * Every op lives in its own autograd/op_<name>.c with its forward and backward together; the CPU
  * kernels are named <op>_forward_cpu / <op>_backward_<wrt>_cpu so that a CUDA twin in
