@@ -11,6 +11,19 @@ enum { KC = SGEMM_KC, MC = 48 * SGEMM_MR, NC = 1024, IN_PLACE_MIN_K = 32, TASKS_
 
 static int round_up(int v, int unit) { return (v + unit - 1) / unit * unit; }
 
+static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
+
+/* Whether kc rows of B, ldb floats apart, can all sit in a 32 KiB 8-way L1 (64 sets of 64-byte lines)
+ * when read in place: rows whose stride is a multiple of 64 bytes fall in 64 / gcd(64, stride / 64)
+ * sets only. A 160x160 pointwise convolution (ldb 25600, every row in one set) read its B in place at
+ * half the speed of packed copies; 80x80 (4 sets) and the Winograd GEMMs' strides are fine. */
+static bool b_rows_cacheable(int ldb, int kc)
+{
+    if (ldb % 16) return true; /* rows start at different offsets in their lines: spread over the sets */
+    int sets = 64 / gcd(64, (ldb / 16) % 64 ? (ldb / 16) % 64 : 64);
+    return sets * 8 >= kc;
+}
+
 typedef struct {
     int N, K;
     float alpha;
@@ -243,8 +256,10 @@ void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *
     SgemmJob j = {N, K, alpha, *b, prods, n_prods, 0, beta == 0.0f, 0, sgemm_select_kernel(), pool, false};
     /* From K = 32 the kernel reads B's panels in place as fast as it reads packed copies (32x32 to
      * 128x128 pointwise convolutions and Winograd's GEMMs: 5-8% faster without the packing pass);
-     * below, a panel's few rows arrive too late for the little work done on them (8->16: 35% slower). */
-    j.b_in_place = !b->trans_b && K >= IN_PLACE_MIN_K;
+     * below, a panel's few rows arrive too late for the little work done on them (8->16: 35% slower).
+     * Unless B's rows share too few L1 sets to stay cached: a panel's rows are reused by every row panel
+     * of A (see b_rows_cacheable). */
+    j.b_in_place = !b->trans_b && K >= IN_PLACE_MIN_K && b_rows_cacheable(b->ldb, K < KC ? K : KC);
     int nthreads = threadpool_size(pool);
     /* Small problems are not worth waking threads for. */
     if (flops < 2e6) nthreads = 1;
