@@ -150,6 +150,26 @@ START_TEST(winograd_input_gradient_writes_and_accumulates)
 }
 END_TEST
 
+/* A weight with 2^18 outputs or more: its gradient takes the blocked GEMM per image instead of the dot
+ * products (op_conv2d.c, NT_MAX_OUTPUTS), for a 1x1 and a 3x3 convolution. */
+START_TEST(large_weight_gradients_take_the_blocked_gemm)
+{
+    static const ConvCase cases[] = {{2, 512, 4, 5, 512, 1, 1, 0, 1, 1, 0}, {2, 128, 5, 4, 256, 3, 2, 1, 1, 1, 0}};
+    for (int k = 0; k < 2; k++) {
+        const ConvCase *c = &cases[k];
+        Rng r;
+        rng_seed(&r, 1500 + k, 0);
+        Inputs in = {0};
+        int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin, c->K, c->K};
+        add_input(&in, &r, 4, xs), add_input(&in, &r, 4, ws);
+        GradcheckOptions opt = gradcheck_defaults();
+        opt.eps = 0.5; /* linear: a large step keeps the forward's rounding out of the differences */
+        run_check(conv_fn, (void *)c, &in, NULL, opt, k ? "3x3 with a large weight" : "1x1 with a large weight");
+        free_inputs(&in);
+    }
+}
+END_TEST
+
 /* Two convolutions of one input through ag_conv2d_shared_input, their outputs concatenated on
  * channels: the backward of each branch (and so dx, which both feed) against finite differences. */
 static Var *shared_conv_fn(Graph *g, Var **in, void *arg)
@@ -955,6 +975,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv_bn_act_gradients);
     tcase_add_test(tc, depthwise_gradients_wide_rows_and_accumulation);
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
+    tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
