@@ -19,11 +19,12 @@ static int by_address(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y;
 }
 
-/* The allocation holding address p (a value may be a view into another's memory), or -1. */
-static long lookup(const Graph *g, const size_t *order, const void *p)
+/* The allocation holding address p (a value may be a view into another's memory), or -1; order holds
+ * the n live allocations by address. */
+static long lookup(const Graph *g, const size_t *order, size_t n, const void *p)
 {
     const char *q = p;
-    size_t lo = 0, hi = g->n_allocs;
+    size_t lo = 0, hi = n;
     while (lo < hi) { /* the last allocation starting at or before q */
         size_t mid = (lo + hi) / 2;
         if (g->allocs[order[mid]].ptr <= q) lo = mid + 1;
@@ -51,26 +52,27 @@ ErrorCode backward_release_build(Graph *g, const Var *root)
         !grow((void **)&r->next, &r->cap_allocs, n + 1, sizeof *r->next) ||
         !grow((void **)&r->order, &r->cap_order, n + 1, sizeof *r->order))
         return graph_fail(g, ERR_OOM, "backward: out of memory planning the frees"), g->err.code;
-    size_t *order = r->order;
+    size_t *order = r->order, live = 0;
     int32_t *die = r->next; /* the death points first; turned into the lists below */
     for (size_t i = 0; i < n; i++) {
-        order[i] = i;
         const Var *o = g->allocs[i].owner;
-        bool kept = !o || !o->backward || (o->keep && g->allocs[i].ptr == (char *)o->value.data);
+        bool freed = !g->allocs[i].ptr; /* by graph_done_with */
+        bool kept = freed || !o || !o->backward || (o->keep && g->allocs[i].ptr == (char *)o->value.data);
         die[i] = kept ? KEPT : NO_READER;
+        if (!freed) order[live++] = i;
     }
-    qsort_r(order, n, sizeof *order, by_address, g->allocs);
+    qsort_r(order, live, sizeof *order, by_address, g->allocs);
     for (size_t t = 0; t < g->n_tape; t++) {
         const Var *u = g->tape[t];
         for (int k = 0; k < u->n_inputs; k++)
-            if (k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) read_at(die, lookup(g, order, u->inputs[k]->value.data), t);
-        if (u->saves & GRAPH_SAVES_OUTPUT) read_at(die, lookup(g, order, u->value.data), t);
+            if (k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) read_at(die, lookup(g, order, live, u->inputs[k]->value.data), t);
+        if (u->saves & GRAPH_SAVES_OUTPUT) read_at(die, lookup(g, order, live, u->value.data), t);
     }
     for (size_t i = 0; i < n; i++) { /* scratch made with an op: read by that op's backward */
         const Var *o = g->allocs[i].owner;
         if (o && o->backward && g->allocs[i].ptr != (char *)o->value.data) read_at(die, (long)i, (size_t)o->tape_index);
     }
-    long root_alloc = root ? lookup(g, order, root->value.data) : -1;
+    long root_alloc = root ? lookup(g, order, live, root->value.data) : -1;
     if (root_alloc >= 0) die[root_alloc] = KEPT;
     for (size_t p = 0; p < points; p++) r->first[p] = -1;
     for (size_t i = n; i-- > 0;) {

@@ -377,6 +377,35 @@ void graph_keep(Var *v)
     if (v) v->keep = true;
 }
 
+/* Whether a backward recorded so far reads memory in [p, p + bytes). */
+static bool read_by_a_backward(const Graph *g, const char *p, size_t bytes)
+{
+    for (size_t t = 0; t < g->n_tape; t++) {
+        const Var *u = g->tape[t];
+        for (int k = 0; k < u->n_inputs; k++) {
+            const char *q = (const char *)u->inputs[k]->value.data;
+            if ((k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) && q >= p && q < p + bytes) return true;
+        }
+        const char *q = (const char *)u->value.data;
+        if ((u->saves & GRAPH_SAVES_OUTPUT) && q >= p && q < p + bytes) return true;
+    }
+    return false;
+}
+
+void graph_done_with(Graph *g, Var *v)
+{
+    if (!v || v->keep || g->in_backward || g->backward_done || (g->plan && g->plan->active)) return;
+    for (size_t i = g->n_allocs; i-- > 0;) {
+        StepAlloc *a = &g->allocs[i];
+        if (a->owner != v || a->ptr != (char *)v->value.data) continue;
+        if (read_by_a_backward(g, a->ptr, a->bytes)) return;
+        step_heap_free(&g->heap, a->ptr);
+        a->ptr = NULL; /* gone from the log: the backward's plan skips it */
+        a->bytes = 0;
+        return;
+    }
+}
+
 static bool tape_push(Graph *g, Var *v)
 {
     if (g->n_tape == g->cap_tape) {

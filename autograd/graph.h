@@ -122,6 +122,13 @@ ErrorCode graph_backward(Graph *g, Var *loss);
 /* Same from any output y with a given seed gradient dy (host array of y's numel, copied). */
 ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy);
 
+/* Declares that no op made from now on reads v (an op's output) in the forward. If no backward recorded so
+ * far reads v either, its memory is freed now, instead of when the backward starts: a value only the
+ * forward needed (a pooling's input, the parts of a concatenation), whose lifetime the graph cannot
+ * know until the forward ends. Otherwise (and for the caller's own values, or under a memory plan) it
+ * does nothing. */
+void graph_done_with(Graph *g, Var *v);
+
 /* Marks v's value as read after the backward (e.g. a loss part the caller prints): it is not freed
  * before graph_reset. */
 void graph_keep(Var *v);

@@ -2,6 +2,7 @@
  * argmax of every output so backward routes the gradient to the chosen input (first max wins, as
  * PyTorch). */
 #include <float.h>
+#include <string.h>
 
 #include "autograd/ops.h"
 #ifdef HAVE_CUDA
@@ -51,11 +52,12 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     return y;
 }
 
-/* One plane per pool task, forward and backward. */
+/* One plane per pool task, forward and backward. On the CPU each output keeps where its max was as its
+ * index in the window (one byte: kernels up to 15x15), not as a flat input index (four). */
 typedef struct {
     const float *x, *dy;
     float *y, *dx;
-    int32_t *argmax;
+    uint8_t *window;
     int H, W, Ho, Wo, kernel, stride, padding;
 } MaxPoolJob;
 
@@ -66,7 +68,7 @@ static void max_pool_forward_plane(void *arg, int p)
     for (int oh = 0; oh < j->Ho; oh++)
         for (int ow = 0; ow < j->Wo; ow++) {
             float best = -FLT_MAX;
-            int32_t arg_best = -1;
+            int arg_best = -1;
             for (int ki = 0; ki < j->kernel; ki++) {
                 int ih = oh * j->stride - j->padding + ki;
                 if (ih < 0 || ih >= j->H) continue;
@@ -74,12 +76,12 @@ static void max_pool_forward_plane(void *arg, int p)
                     int iw = ow * j->stride - j->padding + kj;
                     if (iw < 0 || iw >= j->W) continue;
                     float v = in[ih * j->W + iw];
-                    if (arg_best < 0 || v > best) best = v, arg_best = ih * j->W + iw;
+                    if (arg_best < 0 || v > best) best = v, arg_best = ki * j->kernel + kj;
                 }
             }
             size_t o = ((size_t)p * j->Ho + oh) * j->Wo + ow;
             j->y[o] = best;
-            j->argmax[o] = arg_best;
+            j->window[o] = (uint8_t)arg_best; /* every window holds an input pixel: 2 padding <= kernel */
         }
 }
 
@@ -88,14 +90,18 @@ static void max_pool_backward_plane(void *arg, int p)
     const MaxPoolJob *j = arg;
     size_t out_hw = (size_t)j->Ho * j->Wo;
     float *dx = j->dx + (size_t)p * j->H * j->W;
-    for (size_t i = 0; i < out_hw; i++) {
-        int32_t a = j->argmax[p * out_hw + i];
-        if (a >= 0) dx[a] += j->dy[p * out_hw + i];
-    }
+    for (int oh = 0; oh < j->Ho; oh++)
+        for (int ow = 0; ow < j->Wo; ow++) {
+            size_t o = (size_t)p * out_hw + (size_t)oh * j->Wo + ow;
+            int a = j->window[o], ih = oh * j->stride - j->padding + a / j->kernel;
+            int iw = ow * j->stride - j->padding + a % j->kernel;
+            dx[(size_t)ih * j->W + iw] += j->dy[o];
+        }
 }
 
 typedef struct {
-    int32_t *argmax; /* per output: flat input index of the max (device memory on the GPU) */
+    int32_t *argmax; /* GPU: per output, flat input index of the max (device memory) */
+    uint8_t *window; /* CPU: per output, its index in the window */
     int kernel, stride, padding;
 } MaxPoolSaved;
 
@@ -118,7 +124,7 @@ static void max_pool2d_backward(Graph *g, Var *y)
     }
 #endif
     (void)in_hw, (void)out_hw;
-    MaxPoolJob j = {NULL, y->grad.data, NULL, dx, ms->argmax, (int)x->value.shape[2], (int)x->value.shape[3],
+    MaxPoolJob j = {NULL, y->grad.data, NULL, dx, ms->window, (int)x->value.shape[2], (int)x->value.shape[3],
                     (int)y->value.shape[2], (int)y->value.shape[3], ms->kernel, ms->stride, ms->padding};
     threadpool_run(g->ctx->pool, (int)planes, max_pool_backward_plane, &j);
 }
@@ -127,8 +133,8 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
 {
     if (!graph_ok(g)) return NULL;
     if (!x || x->value.ndim != 4) return graph_fail(g, ERR_SHAPE, "max_pool2d: needs a 4-d input");
-    if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding > kernel)
-        return graph_fail(g, ERR_ARG, "max_pool2d: invalid kernel/stride/padding");
+    if (kernel < 1 || kernel > 15 || stride < 1 || padding < 0 || 2 * padding > kernel)
+        return graph_fail(g, ERR_ARG, "max_pool2d: invalid kernel/stride/padding (kernel 1 to 15)");
     int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
     int Ho = (H + 2 * padding - kernel) / stride + 1, Wo = (W + 2 * padding - kernel) / stride + 1;
     if (Ho < 1 || Wo < 1) return graph_fail(g, ERR_SHAPE, "max_pool2d: input smaller than kernel");
@@ -140,9 +146,11 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
     size_t n_out = (size_t)(planes * Ho * Wo);
     MaxPoolSaved *ms = graph_host_scratch(g, sizeof *ms);
     if (!ms) return NULL;
+    memset(ms, 0, sizeof *ms);
     ms->kernel = kernel, ms->stride = stride, ms->padding = padding;
-    ms->argmax = var_on_cuda(x) ? graph_scratch(g, n_out * sizeof(int32_t)) : graph_host_scratch(g, n_out * sizeof(int32_t));
-    if (!ms->argmax) return NULL;
+    if (var_on_cuda(x)) ms->argmax = graph_scratch(g, n_out * sizeof(int32_t));
+    else ms->window = graph_host_scratch(g, n_out);
+    if (!ms->argmax && !ms->window) return NULL;
     y->saved = ms;
 #ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
@@ -151,7 +159,7 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
         return graph_check_cuda(g, "max_pool2d") ? y : NULL;
     }
 #endif
-    MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->argmax, H, W, Ho, Wo, kernel, stride, padding};
+    MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->window, H, W, Ho, Wo, kernel, stride, padding};
     threadpool_run(g->ctx->pool, (int)planes, max_pool_forward_plane, &j);
     return y;
 }

@@ -80,8 +80,9 @@ bool backbone_forward(Graph *g, const Backbone *b, Var *x, bool training, Var **
         }
         return graph_ok(g);
     }
-    x = conv_bn_act_forward(g, &b->layers[0], x, training);
-    x = ag_max_pool2d(g, x, 3, 2, 1);
+    Var *stem = conv_bn_act_forward(g, &b->layers[0], x, training);
+    x = ag_max_pool2d(g, stem, 3, 2, 1);
+    graph_done_with(g, stem); /* the pooling's backward needs only its indices */
     int out = 0;
     for (int i = 0; i < b->n_blocks; i++) {
         x = resblock_forward(g, &b->blocks[i], x, training);

@@ -38,5 +38,7 @@ Var *ssh_forward(Graph *g, const Ssh *s, Var *x, bool training)
         return NULL;
     Var *c7 = conv_bn_act_forward(g, &s->conv7x7_3, b[1], training);
     Var *parts[3] = {a[0], b[0], c7};
-    return ag_concat(g, parts, 3, 1);
+    Var *y = ag_concat(g, parts, 3, 1);
+    for (int i = 0; i < 3; i++) graph_done_with(g, parts[i]); /* freed now where no backward reads them */
+    return y;
 }

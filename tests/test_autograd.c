@@ -137,6 +137,47 @@ START_TEST(backward_frees_what_it_no_longer_reads)
 }
 END_TEST
 
+START_TEST(done_with_frees_what_only_the_forward_read)
+{
+    /* y = relu(x w) feeds a sum (whose backward reads nothing) and a conv (whose backward reads y): after
+     * graph_done_with, relu's output stays (the conv's backward and relu's own read it); the sum's input
+     * of a second branch, z = 2 x, read by nothing's backward, goes at once; the gradients are unchanged. */
+    Context *ctx = context_create(1);
+    Rng r;
+    rng_seed(&r, 9, 0);
+    int64_t ws[4] = {3, 2, 3, 3}, w2s[4] = {1, 3, 3, 3}, xs[4] = {1, 2, 6, 5};
+    Var *w = make_param(4, ws, &r), *w2 = make_param(4, w2s, &r);
+    Tensor xt;
+    tensor_new(&xt, DEVICE_CPU, 4, xs, NULL);
+    tensor_fill_normal(&xt, &r, 0, 1);
+    float grads[2][54];
+    for (int pass = 0; pass < 2; pass++) {
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        var_zero_grad(w), var_zero_grad(w2);
+        Var *x = var_from_tensor(&g, &xt, false);
+        Var *y = ag_relu(&g, ag_conv2d(&g, x, w, NULL, conv2d_params(1, 1, 1, 1)));
+        Var *z = ag_scale(&g, y, 2.0f);
+        Var *s = ag_add(&g, ag_sum(&g, z), ag_sum(&g, ag_conv2d(&g, y, w2, NULL, conv2d_params(1, 1, 1, 1))));
+        if (pass) {
+            size_t live = g.heap.live;
+            graph_done_with(&g, y);
+            ck_assert_uint_eq(g.heap.live, live); /* read by backwards: kept */
+            graph_done_with(&g, z);
+            ck_assert_uint_lt(g.heap.live, live); /* read by none: freed */
+            ck_assert(!step_heap_owns(&g.heap, z->value.data));
+        }
+        ck_assert_msg(graph_backward(&g, s) == ERR_OK, "%s", g.err.msg);
+        memcpy(grads[pass], w->grad.data, sizeof grads[pass]);
+        graph_destroy(&g);
+    }
+    for (int i = 0; i < 54; i++) ck_assert_float_eq(grads[0][i], grads[1][i]);
+    tensor_free(&xt);
+    var_param_free(w), var_param_free(w2);
+    context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(steps_free_their_graph)
 {
     /* Many train steps: the arena returns to one block and the tape is reused, so memory is flat
@@ -323,6 +364,7 @@ Suite *autograd_suite(void)
     tcase_add_test(tc, errors_are_sticky_and_named);
     tcase_add_test(tc, steps_free_their_graph);
     tcase_add_test(tc, backward_frees_what_it_no_longer_reads);
+    tcase_add_test(tc, done_with_frees_what_only_the_forward_read);
     tcase_add_test(tc, memory_plan_reuses_memory_and_replays_exactly);
     tcase_add_test(tc, memory_plan_places_concatenated_parts_in_place);
     tcase_add_test(tc, gradcheck_detects_a_wrong_backward);
