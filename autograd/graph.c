@@ -377,14 +377,16 @@ void graph_keep(Var *v)
     if (v) v->keep = true;
 }
 
-/* Whether a backward recorded so far reads memory in [p, p + bytes). */
-static bool read_by_a_backward(const Graph *g, const char *p, size_t bytes)
+/* Whether a backward recorded so far reads memory in [p, p + bytes) other than through graph_saved_value
+ * of v (which can make v's value again when v can be recomputed). */
+static bool read_by_a_backward(const Graph *g, const Var *v, const char *p, size_t bytes)
 {
     for (size_t t = 0; t < g->n_tape; t++) {
         const Var *u = g->tape[t];
         for (int k = 0; k < u->n_inputs; k++) {
             const char *q = (const char *)u->inputs[k]->value.data;
-            if ((k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) && q >= p && q < p + bytes) return true;
+            bool remade = u->inputs[k] == v && v->recompute && u->reads_recomputed;
+            if ((k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) && q >= p && q < p + bytes && !remade) return true;
         }
         const char *q = (const char *)u->value.data;
         if ((u->saves & GRAPH_SAVES_OUTPUT) && q >= p && q < p + bytes) return true;
@@ -394,16 +396,27 @@ static bool read_by_a_backward(const Graph *g, const char *p, size_t bytes)
 
 void graph_done_with(Graph *g, Var *v)
 {
-    if (!v || v->keep || g->in_backward || g->backward_done || (g->plan && g->plan->active)) return;
+    if (!v || v->keep || v->released || g->in_backward || g->backward_done || (g->plan && g->plan->active)) return;
     for (size_t i = g->n_allocs; i-- > 0;) {
         StepAlloc *a = &g->allocs[i];
         if (a->owner != v || a->ptr != (char *)v->value.data) continue;
-        if (read_by_a_backward(g, a->ptr, a->bytes)) return;
+        if (read_by_a_backward(g, v, a->ptr, a->bytes)) return;
         step_heap_free(&g->heap, a->ptr);
         a->ptr = NULL; /* gone from the log: the backward's plan skips it */
         a->bytes = 0;
+        v->value.data = NULL; /* a read that is not through graph_saved_value faults instead of reading garbage */
+        v->released = true;
         return;
     }
+}
+
+const float *graph_saved_value(Graph *g, Var *v)
+{
+    if (!v->released) return v->value.data;
+    if (!v->recompute) return graph_fail(g, ERR_ARG, "backward: %s's value was released and cannot be made again", v->op), NULL;
+    float *dst = graph_scratch(g, tensor_bytes(&v->value)); /* a temporary of the running backward */
+    if (dst) v->recompute(g, v, dst);
+    return dst;
 }
 
 static bool tape_push(Graph *g, Var *v)

@@ -31,6 +31,8 @@ typedef struct Graph Graph;
 
 /* Adds d(loss)/d(inputs) given d(loss)/d(self) = self->grad. */
 typedef void (*VarBackwardFn)(Graph *g, Var *self);
+/* Writes v's value again, into dst (v's shape), from what its op keeps; the same floats it first made. */
+typedef void (*VarRecomputeFn)(Graph *g, const Var *v, float *dst);
 
 struct Var {
     Tensor value;
@@ -45,6 +47,9 @@ struct Var {
     uint32_t saves;       /* what the backward reads (graph_op_saves) */
     bool keep;            /* graph_keep: the value outlives the backward */
     int32_t tape_index;   /* position on the tape, -1 when not on it */
+    VarRecomputeFn recompute; /* NULL, or how its op makes the value again (graph_saved_value) */
+    bool reads_recomputed;    /* this op's backward reads its inputs through graph_saved_value */
+    bool released;            /* graph_done_with freed the value (value.data is NULL) */
 };
 
 /* One allocation of step memory made outside the backward, and the op it belongs to: the op whose
@@ -123,11 +128,17 @@ ErrorCode graph_backward(Graph *g, Var *loss);
 ErrorCode graph_backward_with_grad(Graph *g, Var *y, const float *dy);
 
 /* Declares that no op made from now on reads v (an op's output) in the forward. If no backward recorded so
- * far reads v either, its memory is freed now, instead of when the backward starts: a value only the
- * forward needed (a pooling's input, the parts of a concatenation), whose lifetime the graph cannot
- * know until the forward ends. Otherwise (and for the caller's own values, or under a memory plan) it
- * does nothing. */
+ * far reads v either, or v can be recomputed (v->recompute) and every backward that reads it reads it
+ * through graph_saved_value, its memory is freed now, instead of when the backward starts: a value only
+ * the forward needed (a pooling's input, the parts of a concatenation), or one its op can make again
+ * from what it keeps anyway (conv_bn_act's ReLU output, from its input z), whose lifetime the graph
+ * cannot know until the forward ends. Otherwise (and for the caller's own values, or under a memory
+ * plan) it does nothing. */
 void graph_done_with(Graph *g, Var *v);
+/* The value of v (an input of the backward running now) as that backward reads it: v->value.data, or
+ * when graph_done_with freed it, the value made again into scratch of this backward. NULL on failure.
+ * Ops that read their inputs through it set reads_recomputed on their output. */
+const float *graph_saved_value(Graph *g, Var *v);
 
 /* Marks v's value as read after the backward (e.g. a loss part the caller prints): it is not freed
  * before graph_reset. */

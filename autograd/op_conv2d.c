@@ -757,7 +757,8 @@ static void conv2d_backward(Graph *g, Var *y)
         return;
     }
 #endif
-    conv2d_backward_cpu(g->ctx, s, x->value.data, w->value.data, dy, dx, dx_accumulate, dw, db, scratch);
+    const float *xv = graph_saved_value(g, x);
+    if (xv) conv2d_backward_cpu(g->ctx, s, xv, w->value.data, dy, dx, dx_accumulate, dw, db, scratch);
 }
 
 bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2dBranch *br, Var **out)
@@ -793,6 +794,7 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
                                  conv2d_backward);
         if (!y) return false;
         graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (cs->act >= 0.0f ? GRAPH_SAVES_OUTPUT : 0));
+        y->reads_recomputed = !var_on_cuda(y); /* the CPU backward reads x through graph_saved_value */
         y->saved = cs;
         out[i] = y;
         size_t own = conv2d_scratch_floats(y, s, false);

@@ -93,8 +93,27 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     if (!graph_ok(g)) return;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s) * ((dx != NULL) + (dw != NULL)), 0);
     threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
-    if (st->dz) conv2d_backward_cpu(g->ctx, &st->s, x->value.data, w->value.data, st->dz, dx, dx_accumulate, dw, NULL,
-                                        scratch);
+    const float *xv = st->dz ? graph_saved_value(g, x) : NULL;
+    if (st->dz && xv) conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
+}
+
+typedef struct {
+    ConvBnActState *st;
+    float *dst;
+} RecomputeJob;
+
+static void recompute_channel(void *arg, int c)
+{
+    const RecomputeJob *j = arg;
+    const ConvBnActState *st = j->st;
+    float scale = st->gamma[c] * st->invstd[c], shift = st->beta[c] - st->mean[c] * scale;
+    bn_channel_normalize_act(st->z, layout(st), c, scale, shift, st->act, j->dst); /* as forward_channel did */
+}
+
+static void conv_bn_act_recompute(Graph *g, const Var *y, float *dst)
+{
+    RecomputeJob j = {y->saved, dst};
+    threadpool_run(g->ctx->pool, j.st->s.Cout, recompute_channel, &j);
 }
 
 Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
@@ -127,6 +146,8 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     st->running_mean = running_mean, st->running_var = running_var;
     st->from_output = output_gives_input(st->gamma, st->beta, C, act);
     graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (st->from_output ? GRAPH_SAVES_OUTPUT : 0));
+    y->reads_recomputed = true;
+    if (!st->from_output) y->recompute = conv_bn_act_recompute; /* y from the z it keeps */
     st->z = st->from_output ? y->value.data : graph_scratch(g, tensor_bytes(&y->value));
     st->mean = graph_host_scratch(g, 2 * sizeof(float) * (size_t)C);
     size_t scratch_n = conv2d_cpu_scratch_floats(&st->s);

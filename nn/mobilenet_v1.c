@@ -65,7 +65,13 @@ void backbone_free(Backbone *b)
 static Var *resblock_forward(Graph *g, const ResBlock *blk, Var *x, bool training)
 {
     Var *out = x;
-    for (int i = 0; i < blk->n_conv; i++) out = conv_bn_act_forward(g, &blk->conv[i], out, training);
+    for (int i = 0; i < blk->n_conv; i++) {
+        Var *in = out;
+        out = conv_bn_act_forward(g, &blk->conv[i], in, training);
+        /* the block's inner activations are read by the next conv alone: where their op can make them
+         * again (conv -> BN -> ReLU keeps z), that conv's backward does, and they need not wait for it */
+        if (i > 0) graph_done_with(g, in);
+    }
     Var *identity = blk->has_downsample ? conv_bn_act_forward(g, &blk->downsample, x, training) : x;
     return ag_add_act(g, out, identity, 0.0f); /* relu(out + identity) */
 }

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/memory_plan.h"
@@ -174,6 +175,51 @@ START_TEST(done_with_frees_what_only_the_forward_read)
     for (int i = 0; i < 54; i++) ck_assert_float_eq(grads[0][i], grads[1][i]);
     tensor_free(&xt);
     var_param_free(w), var_param_free(w2);
+    context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(done_with_releases_what_can_be_recomputed)
+{
+    /* conv -> BN -> ReLU keeps z, so its output y can be made again: after graph_done_with(y) (y read only
+     * by the next conv, whose backward reads its input through graph_saved_value) y's memory is gone, and
+     * every gradient is bitwise what it is when y is kept. */
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 10, 0);
+    int64_t ws[4] = {4, 3, 3, 3}, w2s[4] = {5, 4, 3, 3}, cs[1] = {4}, xs[4] = {2, 3, 9, 7};
+    Var *w = make_param(4, ws, &r), *w2 = make_param(4, w2s, &r), *gm = make_param(1, cs, &r), *bt = make_param(1, cs, &r);
+    Tensor xt, rm, rv;
+    tensor_new(&xt, DEVICE_CPU, 4, xs, NULL), tensor_new(&rm, DEVICE_CPU, 1, cs, NULL), tensor_new(&rv, DEVICE_CPU, 1, cs, NULL);
+    tensor_fill_normal(&xt, &r, 0, 1);
+    float gw[2][108], gg[2][4], gw2[2][180];
+    for (int pass = 0; pass < 2; pass++) {
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        var_zero_grad(w), var_zero_grad(w2), var_zero_grad(gm), var_zero_grad(bt);
+        tensor_fill(&rm, 0.0f), tensor_fill(&rv, 1.0f);
+        Var *x = var_from_tensor(&g, &xt, false);
+        Var *y = ag_conv_bn_act_train(&g, x, w, gm, bt, &rm, &rv, conv2d_params(1, 1, 1, 1), 0.1f, 1e-5f, 0.0f);
+        Var *z = ag_conv2d(&g, y, w2, NULL, conv2d_params(2, 1, 1, 1));
+        ck_assert_ptr_nonnull(z);
+        if (pass) {
+            size_t live = g.heap.live;
+            graph_done_with(&g, y);
+            ck_assert(y->released && g.heap.live < live);
+        }
+        float *seed = malloc(tensor_bytes(&z->value));
+        for (int64_t i = 0; i < tensor_numel(&z->value); i++) seed[i] = (float)(i % 5) - 2.0f;
+        ck_assert_msg(graph_backward_with_grad(&g, z, seed) == ERR_OK, "%s", g.err.msg);
+        memcpy(gw[pass], w->grad.data, sizeof gw[pass]);
+        memcpy(gg[pass], gm->grad.data, sizeof gg[pass]);
+        memcpy(gw2[pass], w2->grad.data, sizeof gw2[pass]); /* reads the recomputed y */
+        free(seed);
+        graph_destroy(&g);
+    }
+    ck_assert(!memcmp(gw[0], gw[1], sizeof gw[0]) && !memcmp(gg[0], gg[1], sizeof gg[0]));
+    ck_assert(!memcmp(gw2[0], gw2[1], sizeof gw2[0]));
+    tensor_free(&xt), tensor_free(&rm), tensor_free(&rv);
+    var_param_free(w), var_param_free(w2), var_param_free(gm), var_param_free(bt);
     context_destroy(ctx);
 }
 END_TEST
@@ -365,6 +411,7 @@ Suite *autograd_suite(void)
     tcase_add_test(tc, steps_free_their_graph);
     tcase_add_test(tc, backward_frees_what_it_no_longer_reads);
     tcase_add_test(tc, done_with_frees_what_only_the_forward_read);
+    tcase_add_test(tc, done_with_releases_what_can_be_recomputed);
     tcase_add_test(tc, memory_plan_reuses_memory_and_replays_exactly);
     tcase_add_test(tc, memory_plan_places_concatenated_parts_in_place);
     tcase_add_test(tc, gradcheck_detects_a_wrong_backward);
