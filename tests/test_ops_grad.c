@@ -154,8 +154,10 @@ END_TEST
  * products (op_conv2d.c, NT_MAX_OUTPUTS), for a 1x1 and a 3x3 convolution. */
 START_TEST(large_weight_gradients_take_the_blocked_gemm)
 {
-    static const ConvCase cases[] = {{2, 512, 4, 5, 512, 1, 1, 0, 1, 1, 0}, {2, 128, 5, 4, 256, 3, 2, 1, 1, 1, 0}};
-    for (int k = 0; k < 2; k++) {
+    static const ConvCase cases[] = {{2, 512, 4, 5, 512, 1, 1, 0, 1, 1, 0},
+                                     {2, 128, 5, 4, 256, 3, 2, 1, 1, 1, 0},
+                                     {2, 64, 44, 43, 256, 3, 1, 1, 1, 1, 0}}; /* Winograd: blocked weight GEMMs, 2 chunks */
+    for (int k = 0; k < 3; k++) {
         const ConvCase *c = &cases[k];
         Rng r;
         rng_seed(&r, 1500 + k, 0);
@@ -164,7 +166,9 @@ START_TEST(large_weight_gradients_take_the_blocked_gemm)
         add_input(&in, &r, 4, xs), add_input(&in, &r, 4, ws);
         GradcheckOptions opt = gradcheck_defaults();
         opt.eps = 0.5; /* linear: a large step keeps the forward's rounding out of the differences */
-        run_check(conv_fn, (void *)c, &in, NULL, opt, k ? "3x3 with a large weight" : "1x1 with a large weight");
+        static const char *what[3] = {"1x1 with a large weight", "3x3 with a large weight",
+                                      "Winograd 3x3 with 256x64 filters"};
+        run_check(conv_fn, (void *)c, &in, NULL, opt, what[k]);
         free_inputs(&in);
     }
 }
