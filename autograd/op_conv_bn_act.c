@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "autograd/batchnorm_cpu.h"
+#include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_cpu.h"
 
 enum { GAMMA_RANGE = 100 };
@@ -27,6 +28,7 @@ typedef struct {
     const float *dy;
     float *dz, *dgamma, *dbeta;
     float *y;
+    float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
 } ConvBnActState;
 
 static BnLayout layout(const ConvBnActState *st)
@@ -53,20 +55,109 @@ static void forward_channel(void *arg, int c)
     bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
 }
 
+/* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
+static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
+{
+    float mean = st->mean[c], invstd = st->invstd[c];
+    float scale = st->gamma[c] * invstd, shift = st->beta[c] - mean * scale;
+    BnSaved kept = {t, st->from_output, st->act, scale, shift, mean, invstd, st->act > 0.0f ? 1.0f / st->act : 1.0f,
+                    st->beta[c], 1.0f / st->gamma[c]};
+    return kept;
+}
+
 static void backward_channel(void *arg, int c)
 {
     ConvBnActState *st = arg;
     BnLayout l = layout(st);
-    float mean = st->mean[c], invstd = st->invstd[c];
-    float scale = st->gamma[c] * invstd, shift = st->beta[c] - mean * scale;
-    BnSaved kept = {st->from_output ? st->y : st->z, st->from_output, st->act, scale, shift, mean, invstd,
-                    st->act > 0.0f ? 1.0f / st->act : 1.0f, st->beta[c], 1.0f / st->gamma[c]};
+    BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
     double sg, sgx, m = (double)l.N * l.HW;
     bn_channel_backward_sums(&kept, st->dy, l, c, &sg, &sgx);
     if (st->dgamma) st->dgamma[c] += (float)sgx;
     if (st->dbeta) st->dbeta[c] += (float)sg;
-    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, scale, (float)(sg / m), (float)(sgx / m), st->dz);
+    st->mg[c] = (float)(sg / m), st->mgx[c] = (float)(sgx / m);
+    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, kept.scale, st->mg[c], st->mgx[c], st->dz);
 }
+
+/* ---- depthwise 3x3 (stride 1 or 2, padding 1, AVX2): the backward plane by plane, dz in cache ------
+ * Once the per-channel sums are known, each (image, channel) plane's dz is written to its thread's
+ * scratch and read there by the input gradient (the kernels of conv2d_avx2.h) and the weight gradient's
+ * nine sums, so dz never goes to memory: the layer-wide dz was one write and two reads of its output
+ * size. The weight gradient's sums are kept per plane and added per channel in image order afterwards. */
+
+typedef struct {
+    ConvBnActState *st;
+    ThreadPool *pool;
+    const float *x, *w;
+    float *dx, *dw;
+    bool dx_accumulate;
+    double *plane_sums; /* [N * C][9] */
+    int no_scratch;     /* set by a task whose thread had no scratch (out of memory) */
+} DepthwiseBackJob;
+
+static int depthwise_fast_stride(const Conv2dShape *s)
+{
+    const Conv2dParams *p = &s->p;
+    bool dw = p->groups == s->Cin && s->Cout == s->Cin && s->Cin > 1;
+    bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+              p->stride_h == p->stride_w && (p->stride_h == 1 || p->stride_h == 2);
+    return dw && k3 && conv2d_avx2_available() ? p->stride_h : 0;
+}
+
+static void depthwise_backward_plane(void *arg, int plane)
+{
+    DepthwiseBackJob *j = arg;
+    const ConvBnActState *st = j->st;
+    const Conv2dShape *s = &st->s;
+    int c = plane % s->Cin, stride = s->p.stride_h;
+    size_t out = (size_t)s->Ho * s->Wo, in = (size_t)s->H * s->W;
+    float *dz = threadpool_scratch(j->pool, out);
+    if (!dz) {
+        j->no_scratch = 1; /* the caller fails the graph */
+        return;
+    }
+    BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + plane * out);
+    BnLayout one = {1, 1, out};
+    bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, kept.scale, st->mg[c], st->mgx[c], dz);
+    const float *w = j->w + (size_t)c * 9;
+    if (j->dx) {
+        float *dxp = j->dx + plane * in;
+        if (stride == 2) {
+            depthwise3x3_s2_backward_input_avx2(dz, s->Ho, s->Wo, w, dxp, s->H, s->W, j->dx_accumulate);
+        } else { /* the forward stencil with the kernel flipped (writes: accumulating layers take the other path) */
+            float flipped[9];
+            for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
+            depthwise3x3_plane_avx2(dz, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dxp, 1, s->W, 0, s->H);
+        }
+    }
+    if (j->dw) {
+        double *acc = j->plane_sums + (size_t)plane * 9;
+        for (int k = 0; k < 9; k++) acc[k] = 0;
+        depthwise3x3_backward_weight_avx2(j->x + plane * in, s->H, s->W, dz, s->Ho, s->Wo, stride, acc);
+    }
+}
+
+static void depthwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
+                               bool dx_accumulate, float *dw)
+{
+    const Conv2dShape *s = &st->s;
+    int planes = s->N * s->Cin;
+    DepthwiseBackJob j = {st, g->ctx->pool, x, w, dx, dw, dx_accumulate,
+                          dw ? graph_host_scratch(g, sizeof(double) * 9 * (size_t)planes) : NULL, 0};
+    if (dw && !j.plane_sums) return;
+    threadpool_run(g->ctx->pool, planes, depthwise_backward_plane, &j);
+    if (j.no_scratch) {
+        graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a plane of scratch");
+        return;
+    }
+    if (dw)
+        for (int c = 0; c < s->Cin; c++)
+            for (int k = 0; k < 9; k++) {
+                double sum = 0;
+                for (int n = 0; n < s->N; n++) sum += j.plane_sums[((size_t)n * s->Cin + c) * 9 + k];
+                dw[(size_t)c * 9 + k] += (float)sum;
+            }
+}
+
 
 /* Whether the backward can take z back from y (see the top of the file). */
 static bool output_gives_input(const float *gamma, const float *beta, int C, float act)
@@ -87,14 +178,22 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     st->dgamma = gamma->requires_grad ? var_grad(g, gamma) : NULL;
     st->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
     st->dy = y->grad.data;
-    st->dz = dx || dw ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
-    size_t scratch_n = dx || dw ? conv2d_cpu_backward_scratch_floats(&st->s) : 0;
+    /* the depthwise layers' plane-by-plane backward, where its kernels apply and dx is written whole */
+    int fast = depthwise_fast_stride(&st->s);
+    bool by_plane = (dx || dw) && fast && !(dx && dx_accumulate && fast == 1);
+    st->mg = graph_host_scratch(g, 2 * sizeof(float) * (size_t)st->s.Cout);
+    st->dz = (dx || dw) && !by_plane ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
+    size_t scratch_n = st->dz ? conv2d_cpu_backward_scratch_floats(&st->s) : 0;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
-    if (!graph_ok(g)) return;
+    if (!graph_ok(g) || !st->mg) return;
+    st->mgx = st->mg + st->s.Cout;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s) * ((dx != NULL) + (dw != NULL)), 0);
     threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
-    const float *xv = st->dz ? graph_saved_value(g, x) : NULL;
-    if (st->dz && xv) conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
+    const float *xv = (dx || dw) ? graph_saved_value(g, x) : NULL;
+    if (by_plane && xv)
+        depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+    else if (st->dz && xv)
+        conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
 }
 
 typedef struct {
