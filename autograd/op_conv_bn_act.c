@@ -29,6 +29,8 @@ typedef struct {
     float *dz, *dgamma, *dbeta;
     float *y;
     float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
+    double *plane_moments; /* forward of the depthwise layers: [N * C][2] sums of each output plane, or NULL */
+    const float *x, *w;  /* forward of the depthwise layers */
 } ConvBnActState;
 
 static BnLayout layout(const ConvBnActState *st)
@@ -41,8 +43,11 @@ static void forward_channel(void *arg, int c)
 {
     ConvBnActState *st = arg;
     BnLayout l = layout(st);
-    double sum, sumsq, m = (double)l.N * l.HW;
-    bn_channel_moments(st->z, l, c, &sum, &sumsq);
+    double sum = 0, sumsq = 0, m = (double)l.N * l.HW;
+    if (st->plane_moments) /* summed where each plane was made (depthwise_forward_plane), in image order */
+        for (int n = 0; n < l.N; n++) sum += st->plane_moments[((size_t)n * l.C + c) * 2], sumsq += st->plane_moments[((size_t)n * l.C + c) * 2 + 1];
+    else
+        bn_channel_moments(st->z, l, c, &sum, &sumsq);
     double mu = sum / m, var = sumsq / m - mu * mu;
     if (var < 0) var = 0; /* rounding of a near-constant channel */
     st->mean[c] = (float)mu;
@@ -159,6 +164,20 @@ static void depthwise_backward(Graph *g, ConvBnActState *st, const float *x, con
 }
 
 
+/* The depthwise layers' forward, a task per (image, channel) plane: the stencil, then the plane's moments
+ * while it is in cache (instead of a pass over the whole output that reads it back from memory). */
+static void depthwise_forward_plane(void *arg, int plane)
+{
+    ConvBnActState *st = arg;
+    const Conv2dShape *s = &st->s;
+    size_t out = (size_t)s->Ho * s->Wo;
+    float *z = st->z + plane * out;
+    depthwise3x3_plane_avx2(st->x + (size_t)plane * s->H * s->W, s->H, s->W, st->w + (size_t)(plane % s->Cin) * 9, 0.0f,
+                            -1.0f, z, s->p.stride_h, s->Wo, 0, s->Ho);
+    BnLayout one = {1, 1, out};
+    bn_channel_moments(z, one, 0, &st->plane_moments[(size_t)plane * 2], &st->plane_moments[(size_t)plane * 2 + 1]);
+}
+
 /* Whether the backward can take z back from y (see the top of the file). */
 static bool output_gives_input(const float *gamma, const float *beta, int C, float act)
 {
@@ -256,8 +275,17 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     st->y = y->value.data;
     y->saved = st;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s), 0);
-    Conv2dCpuTarget t = {w->value.data, NULL, C, -1.0f, NULL, st->z, false};
-    conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
+    int planes = st->s.N * C;
+    /* depthwise with enough planes for the pool (the banded kernel of conv2d serves the few-plane case) */
+    if (depthwise_fast_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
+        (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
+        st->x = x->value.data, st->w = w->value.data;
+        threadpool_run(g->ctx->pool, planes, depthwise_forward_plane, st);
+    } else {
+        Conv2dCpuTarget t = {w->value.data, NULL, C, -1.0f, NULL, st->z, false};
+        conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
+    }
+    if (!graph_ok(g)) return NULL;
     threadpool_run(g->ctx->pool, C, forward_channel, st);
     return y;
 }

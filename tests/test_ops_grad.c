@@ -401,6 +401,8 @@ static const ConvCase conv_bn_cases[] = {
     {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise */
     {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 0},  /* the stem: direct stride 2 */
     {1, 4, 7, 6, 6, 3, 1, 0, 1, 2, 0},   /* 2 groups, padding 0 (im2col + GEMM) */
+    {4, 16, 9, 11, 16, 3, 2, 1, 1, 16, 0}, /* depthwise with planes enough for a task each: moments per plane */
+    {3, 12, 7, 10, 12, 3, 1, 1, 1, 12, 0}, /* the same at stride 1 */
 };
 
 /* Fresh running statistics (mean 0, variance 1) of k's output channels. */
