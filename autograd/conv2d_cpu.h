@@ -30,6 +30,12 @@ size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s);
 typedef enum { CONV_CPU_GEMM, CONV_CPU_DEPTHWISE, CONV_CPU_WINOGRAD, CONV_CPU_DIRECT3X3_S2 } ConvCpuAlgorithm;
 ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s);
 const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a);
+/* 1 or 2 when the AVX2 kernels of a 3x3 padding-1 depthwise convolution of that stride apply, else 0. */
+int conv2d_depthwise3x3_stride(const Conv2dShape *s);
+/* With them, the input gradient of one plane: dy [Ho,Wo] and the plane's kernel w [3,3] into dx [H,W]
+ * (added to dx when accumulate; at stride 1 it is written, so accumulate must be false). */
+void conv2d_depthwise3x3_input_grad_plane(const Conv2dShape *s, const float *dy, const float *w, float *dx,
+                                          bool accumulate);
 /* For profiles: the algorithm's name, "1x1" for the GEMM path without im2col. */
 const char *conv2d_cpu_kind(const Conv2dShape *s);
 /* Multiply-adds x 2 of the forward (each of the two backward products costs the same). */

@@ -388,27 +388,32 @@ static void depthwise_backward_weight_channel(void *arg, int c)
 /* The specialised 3x3 padding-1 backward (stride 1 or 2, AVX2): dx by plane, dw by channel. At
  * stride 1 the input gradient is the forward stencil over dy with the kernel flipped (it writes, so an
  * input gradient that already holds a contribution takes the generic loop). */
-static int depthwise_fast3x3(const Conv2dShape *s)
+int conv2d_depthwise3x3_stride(const Conv2dShape *s)
 {
     const Conv2dParams *p = &s->p;
-    bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-              p->stride_h == p->stride_w && conv2d_avx2_available();
+    bool k3 = is_depthwise(s) && s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 &&
+              p->dil_w == 1 && p->stride_h == p->stride_w && conv2d_avx2_available();
     return k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
+}
+
+void conv2d_depthwise3x3_input_grad_plane(const Conv2dShape *s, const float *dy, const float *w, float *dx,
+                                          bool accumulate)
+{
+    if (s->p.stride_h == 2) {
+        depthwise3x3_s2_backward_input_avx2(dy, s->Ho, s->Wo, w, dx, s->H, s->W, accumulate);
+        return;
+    }
+    float flipped[9];
+    for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
+    depthwise3x3_plane_avx2(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
 }
 
 static void depthwise_backward_input_plane_fast(void *arg, int plane)
 {
     const DepthwiseJob *j = arg;
     const Conv2dShape *s = j->s;
-    const float *w = j->w + (size_t)(plane % s->Cin) * 9, *dy = j->dy + (size_t)plane * s->Ho * s->Wo;
-    float *dx = j->dx + (size_t)plane * s->H * s->W;
-    if (j->fast3x3 == 2) {
-        depthwise3x3_s2_backward_input_avx2(dy, s->Ho, s->Wo, w, dx, s->H, s->W, j->bands);
-        return;
-    }
-    float flipped[9];
-    for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
-    depthwise3x3_plane_avx2(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
+    conv2d_depthwise3x3_input_grad_plane(s, j->dy + (size_t)plane * s->Ho * s->Wo, j->w + (size_t)(plane % s->Cin) * 9,
+                                         j->dx + (size_t)plane * s->H * s->W, j->bands);
 }
 
 static void depthwise_backward_weight_channel_fast(void *arg, int c)
@@ -537,10 +542,7 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
     ThreadPool *pool = ctx->pool;
     switch (conv2d_cpu_algorithm(s)) {
     case CONV_CPU_DEPTHWISE: {
-        const Conv2dParams *p = &s->p;
-        bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-                  p->stride_h == p->stride_w && conv2d_avx2_available();
-        int fast = k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
+        int fast = conv2d_depthwise3x3_stride(s);
         /* Few large planes (the early layers: 8 to 32 channels of 320x240 at 640x480) are cut into row
          * bands, so that the pool has enough pieces to even out the threads' finishing times. */
         int planes = s->N * s->Cin, want = DEPTHWISE_TASKS_PER_THREAD * threadpool_size(pool), bands = 1;
@@ -590,7 +592,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
 {
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
-        int fast = depthwise_fast3x3(s);
+        int fast = conv2d_depthwise3x3_stride(s);
         /* bands: whether dx is added to (the fast stride-2 kernel) */
         DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, fast, dx_accumulate};
         if (dx && fast && (fast == 2 || !dx_accumulate)) {

@@ -99,15 +99,6 @@ typedef struct {
     int no_scratch;     /* set by a task whose thread had no scratch (out of memory) */
 } DepthwiseBackJob;
 
-static int depthwise_fast_stride(const Conv2dShape *s)
-{
-    const Conv2dParams *p = &s->p;
-    bool dw = p->groups == s->Cin && s->Cout == s->Cin && s->Cin > 1;
-    bool k3 = s->KH == 3 && s->KW == 3 && p->pad_h == 1 && p->pad_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-              p->stride_h == p->stride_w && (p->stride_h == 1 || p->stride_h == 2);
-    return dw && k3 && conv2d_avx2_available() ? p->stride_h : 0;
-}
-
 static void depthwise_backward_plane(void *arg, int plane)
 {
     DepthwiseBackJob *j = arg;
@@ -123,17 +114,7 @@ static void depthwise_backward_plane(void *arg, int plane)
     BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + plane * out);
     BnLayout one = {1, 1, out};
     bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, kept.scale, st->mg[c], st->mgx[c], dz);
-    const float *w = j->w + (size_t)c * 9;
-    if (j->dx) {
-        float *dxp = j->dx + plane * in;
-        if (stride == 2) {
-            depthwise3x3_s2_backward_input_avx2(dz, s->Ho, s->Wo, w, dxp, s->H, s->W, j->dx_accumulate);
-        } else { /* the forward stencil with the kernel flipped (writes: accumulating layers take the other path) */
-            float flipped[9];
-            for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
-            depthwise3x3_plane_avx2(dz, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dxp, 1, s->W, 0, s->H);
-        }
-    }
+    if (j->dx) conv2d_depthwise3x3_input_grad_plane(s, dz, j->w + (size_t)c * 9, j->dx + plane * in, j->dx_accumulate);
     if (j->dw) {
         double *acc = j->plane_sums + (size_t)plane * 9;
         for (int k = 0; k < 9; k++) acc[k] = 0;
@@ -198,7 +179,7 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     st->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
     st->dy = y->grad.data;
     /* the depthwise layers' plane-by-plane backward, where its kernels apply and dx is written whole */
-    int fast = depthwise_fast_stride(&st->s);
+    int fast = conv2d_depthwise3x3_stride(&st->s);
     bool by_plane = (dx || dw) && fast && !(dx && dx_accumulate && fast == 1);
     st->mg = graph_host_scratch(g, 2 * sizeof(float) * (size_t)st->s.Cout);
     st->dz = (dx || dw) && !by_plane ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
@@ -277,7 +258,7 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s), 0);
     int planes = st->s.N * C;
     /* depthwise with enough planes for the pool (the banded kernel of conv2d serves the few-plane case) */
-    if (depthwise_fast_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
+    if (conv2d_depthwise3x3_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
         st->x = x->value.data, st->w = w->value.data;
         threadpool_run(g->ctx->pool, planes, depthwise_forward_plane, st);
