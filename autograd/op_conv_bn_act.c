@@ -6,7 +6,11 @@
  * and either z, or nothing more when y (which the next op keeps anyway) gives z back: an activation
  * that can be undone (none, or leaky with slope > 0) and every |beta| at most GAMMA_RANGE |gamma| (the
  * division by gamma then loses at most two of float's seven digits of xhat). In that case z is never
- * a buffer of its own: the convolution writes into y and the normalisation runs in place. */
+ * a buffer of its own: the convolution writes into y and the normalisation runs in place. When z is
+ * kept (ReLU), y can be made again from it (graph_saved_value), so model code may release y early.
+ * Depthwise 3x3 layers run plane by plane instead: the forward takes each plane's moments while the
+ * plane is in cache, the backward writes each plane's dz to thread scratch and takes both gradients
+ * from there. */
 #include <math.h>
 #include <string.h>
 
@@ -44,10 +48,14 @@ static void forward_channel(void *arg, int c)
     ConvBnActState *st = arg;
     BnLayout l = layout(st);
     double sum = 0, sumsq = 0, m = (double)l.N * l.HW;
-    if (st->plane_moments) /* summed where each plane was made (depthwise_forward_plane), in image order */
-        for (int n = 0; n < l.N; n++) sum += st->plane_moments[((size_t)n * l.C + c) * 2], sumsq += st->plane_moments[((size_t)n * l.C + c) * 2 + 1];
-    else
+    if (st->plane_moments) { /* summed where each plane was made (depthwise_forward_plane), in image order */
+        for (int n = 0; n < l.N; n++) {
+            const double *pm = st->plane_moments + ((size_t)n * l.C + c) * 2;
+            sum += pm[0], sumsq += pm[1];
+        }
+    } else {
         bn_channel_moments(st->z, l, c, &sum, &sumsq);
+    }
     double mu = sum / m, var = sumsq / m - mu * mu;
     if (var < 0) var = 0; /* rounding of a near-constant channel */
     st->mean[c] = (float)mu;
