@@ -108,8 +108,13 @@ int main(int argc, char **argv)
         long faults0 = minor_faults();
         double t0 = bench_now();
         const Batch *b;
-        while (!(b = loader_next(loader)) || b->n == 0)
-            if (!b) loader_begin_epoch(loader, ++epoch, 0);
+        int empty_epochs = 0; /* an epoch whose every image failed to load: nothing to train on */
+        while ((!(b = loader_next(loader)) || b->n == 0) && empty_epochs < 2)
+            if (!b) loader_begin_epoch(loader, ++epoch, 0), empty_epochs++;
+        if (!b || b->n == 0) {
+            fprintf(stderr, "bench_train_step: no image of %s could be loaded\n", o.data);
+            return 1;
+        }
         double wait = bench_now() - t0;
         TrainStepResult r;
         if (trainer_step(&tr, b, 1e-3f, &r, &err)) {
