@@ -57,7 +57,7 @@ ErrorCode backward_release_build(Graph *g, const Var *root)
     for (size_t i = 0; i < n; i++) {
         const Var *o = g->allocs[i].owner;
         bool freed = !g->allocs[i].ptr; /* by graph_done_with */
-        bool kept = freed || !o || !o->backward || (o->keep && g->allocs[i].ptr == (char *)o->value.data);
+        bool kept = freed || !o || !o->backward;
         die[i] = kept ? KEPT : NO_READER;
         if (!freed) order[live++] = i;
     }
@@ -74,6 +74,10 @@ ErrorCode backward_release_build(Graph *g, const Var *root)
     }
     long root_alloc = root ? lookup(g, order, live, root->value.data) : -1;
     if (root_alloc >= 0) die[root_alloc] = KEPT;
+    for (size_t t = 0; t < g->n_tape; t++) { /* graph_keep: the memory holding the value, a view's too */
+        long a = g->tape[t]->keep ? lookup(g, order, live, g->tape[t]->value.data) : -1;
+        if (a >= 0) die[a] = KEPT;
+    }
     for (size_t p = 0; p < points; p++) r->first[p] = -1;
     for (size_t i = n; i-- > 0;) {
         int32_t d = die[i];

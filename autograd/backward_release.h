@@ -2,8 +2,8 @@
  * backward starts, from the tape, the step's allocation log and what each op's backward reads
  * (graph_op_saves): an allocation is dead once the last backward that reads it has run (the reader
  * lowest on the tape), or at once when no backward reads it. Never freed: the caller's allocations
- * (no owner), values of ops that are not on the tape, the root's value and values marked with
- * graph_keep. A gradient of a node on the tape dies with its node's backward (graph.c frees it).
+ * (no owner), values of ops that are not on the tape, the root's value and the memory holding values
+ * marked with graph_keep (a view's: the allocation it lies in). A gradient of a node on the tape dies with its node's backward (graph.c frees it).
  * Internal to autograd/. */
 #ifndef AUTOGRAD_BACKWARD_RELEASE_H
 #define AUTOGRAD_BACKWARD_RELEASE_H
