@@ -65,7 +65,7 @@ ErrorCode backward_release_build(Graph *g, const Var *root)
     for (size_t t = 0; t < g->n_tape; t++) {
         const Var *u = g->tape[t];
         for (int k = 0; k < u->n_inputs; k++)
-            if (k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) read_at(die, lookup(g, order, live, u->inputs[k]->value.data), t);
+            if (var_backward_reads_input(u, k)) read_at(die, lookup(g, order, live, u->inputs[k]->value.data), t);
         if (u->saves & GRAPH_SAVES_OUTPUT) read_at(die, lookup(g, order, live, u->value.data), t);
     }
     for (size_t i = 0; i < n; i++) { /* scratch made with an op: read by that op's backward */
@@ -102,6 +102,6 @@ void backward_release_at(Graph *g, size_t point)
 void backward_release_destroy(BackwardRelease *r)
 {
     if (!r) return;
-    free(r->first), free(r->next), free(r->order), free(r->temps), free(r->temp_bytes);
+    free(r->first), free(r->next), free(r->order), free(r->temps);
     memset(r, 0, sizeof *r);
 }

@@ -15,8 +15,7 @@ typedef struct BackwardRelease {
     int32_t *next;   /* per allocation: the next one freed at the same point, -1 ends the list */
     size_t *order;   /* scratch: allocations by address */
     size_t cap_points, cap_allocs, cap_order;
-    void **temps;    /* scratch allocated by the backward running now, freed when it returns */
-    size_t *temp_bytes;
+    StepAlloc *temps; /* scratch allocated by the backward running now, freed when it returns */
     size_t n_temps, cap_temps;
 } BackwardRelease;
 

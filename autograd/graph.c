@@ -7,6 +7,7 @@
 
 #include "autograd/backward_release.h"
 #include "autograd/memory_plan.h"
+#include "autograd/room.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
 #ifdef HAVE_CUDA
@@ -242,16 +243,13 @@ void graph_plan_concat(Graph *g, const Var *y, Var *const *parts, int n)
         error_set(&g->err, ERR_OOM, "graph: out of memory recording the memory plan");
 }
 
-/* Notes an allocation made outside the backward in the step's log, owned by the op being made. */
-static bool log_alloc(Graph *g, void *m, size_t bytes)
+/* Appends a to a StepAlloc array (the step's log, or the running backward's temporaries). */
+static bool push_alloc(StepAlloc **items, size_t *n, size_t *cap, StepAlloc a)
 {
-    if (g->n_allocs == g->cap_allocs) {
-        size_t cap = g->cap_allocs ? 2 * g->cap_allocs : 256;
-        StepAlloc *a = realloc(g->allocs, cap * sizeof *a);
-        if (!a) return false;
-        g->allocs = a, g->cap_allocs = cap;
-    }
-    g->allocs[g->n_allocs++] = (StepAlloc){m, bytes, g->current_op};
+    StepAlloc *q = room_for_one_more(*items, cap, *n, sizeof *q, 256);
+    if (!q) return false;
+    *items = q;
+    q[(*n)++] = a;
     return true;
 }
 
@@ -282,22 +280,11 @@ static void *step_alloc(Graph *g, size_t bytes, bool grad)
     }
     BackwardRelease *r = g->release;
     bool ok = true;
-    if (g->in_backward) {
-        backward_bytes(g, bytes, true);
-        if (!grad) {
-            if (r->n_temps == r->cap_temps) {
-                size_t cap = r->cap_temps ? 2 * r->cap_temps : 16;
-                void **t = realloc(r->temps, cap * sizeof *t);
-                size_t *b = t ? realloc(r->temp_bytes, cap * sizeof *b) : NULL;
-                if (t) r->temps = t;
-                if (b) r->temp_bytes = b, r->cap_temps = cap;
-                ok = t && b;
-            }
-            if (ok) r->temps[r->n_temps] = m, r->temp_bytes[r->n_temps++] = bytes;
-        }
-    } else if (!grad) {
-        ok = log_alloc(g, m, bytes);
-    }
+    if (g->in_backward) backward_bytes(g, bytes, true);
+    if (g->in_backward && !grad)
+        ok = push_alloc(&r->temps, &r->n_temps, &r->cap_temps, (StepAlloc){m, bytes, NULL});
+    else if (!grad) /* outside the backward: the step's log, owned by the op being made */
+        ok = push_alloc(&g->allocs, &g->n_allocs, &g->cap_allocs, (StepAlloc){m, bytes, g->current_op});
     if (!ok) {
         step_heap_free(&g->heap, m);
         error_set(&g->err, ERR_OOM, "graph: out of host memory for the step's bookkeeping");
@@ -386,7 +373,7 @@ static bool read_by_a_backward(const Graph *g, const Var *v, const char *p, size
         for (int k = 0; k < u->n_inputs; k++) {
             const char *q = (const char *)u->inputs[k]->value.data;
             bool remade = u->inputs[k] == v && v->recompute && u->reads_recomputed;
-            if ((k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k))) && q >= p && q < p + bytes && !remade) return true;
+            if (var_backward_reads_input(u, k) && q >= p && q < p + bytes && !remade) return true;
         }
         const char *q = (const char *)u->value.data;
         if ((u->saves & GRAPH_SAVES_OUTPUT) && q >= p && q < p + bytes) return true;
@@ -486,10 +473,9 @@ float *var_grad_for_write(Graph *g, Var *v, bool *accumulate)
 
 float *var_grad(Graph *g, Var *v)
 {
-    if (v->grad.data) return v->grad.data;
-    v->grad = tensor_wrap(NULL, v->value.device, v->value.ndim, v->value.shape);
-    v->grad.data = step_alloc(g, tensor_bytes(&v->value), true);
-    if (v->grad.data && device_memset_zero(v->grad.data, v->value.device, tensor_bytes(&v->value), &g->err))
+    bool accumulate;
+    float *d = var_grad_for_write(g, v, &accumulate);
+    if (d && !accumulate && device_memset_zero(d, v->value.device, tensor_bytes(&v->value), &g->err))
         v->grad.data = NULL;
     return v->grad.data;
 }
@@ -499,8 +485,8 @@ static void release_after(Graph *g, Var *v)
 {
     BackwardRelease *r = g->release;
     for (size_t k = 0; k < r->n_temps; k++) {
-        step_heap_free(&g->heap, r->temps[k]);
-        backward_bytes(g, r->temp_bytes[k], false);
+        step_heap_free(&g->heap, r->temps[k].ptr);
+        backward_bytes(g, r->temps[k].bytes, false);
     }
     r->n_temps = 0;
     if (v->grad.data && step_heap_owns(&g->heap, v->grad.data)) {

@@ -166,6 +166,8 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
 #define GRAPH_SAVES_OUTPUT (1u << 31)
 #define GRAPH_SAVES_ALL 0xffffffffu
 static inline void graph_op_saves(Var *v, uint32_t what) { v->saves = what; }
+/* Whether op output u's backward reads the value of its input k (past 31 inputs: assumed). */
+static inline bool var_backward_reads_input(const Var *u, int k) { return k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k)); }
 /* Gradient buffer of v, zero-filled on first use (step heap for step values). NULL on failure. */
 float *var_grad(Graph *g, Var *v);
 /* Gradient buffer of v for a kernel that can write it whole: *accumulate false when nothing has been added

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/room.h"
 #include "tensor/device.h"
 
 enum { PLAN_ALIGN = 64 };
@@ -34,17 +35,6 @@ static void close_pending(MemoryPlan *p)
         }
     }
     p->n_pending = 0;
-}
-
-/* items with room for one more (n of *cap used, each elem bytes), doubling from `first`: the array
- * to keep, or NULL when out of memory (items and *cap then unchanged). */
-static void *room_for_one_more(void *items, size_t *cap, size_t n, size_t elem, size_t first)
-{
-    if (n < *cap) return items;
-    size_t grown = *cap ? 2 * *cap : first;
-    void *q = realloc(items, grown * elem);
-    if (q) *cap = grown;
-    return q;
 }
 
 bool memory_plan_record_alloc(MemoryPlan *p, void *ptr, size_t bytes)

@@ -272,6 +272,7 @@ typedef struct {
     float act;
     int fast3x3; /* 1 or 2: the specialised 3x3 pad-1 kernel of that stride applies; 0: generic */
     int bands;   /* forward tasks per plane (row bands; the specialised kernel only) */
+    bool dx_accumulate; /* backward: add into dx (else write it) */
 } DepthwiseJob;
 
 static inline void activate_row(float *y, int n, float act)
@@ -385,9 +386,6 @@ static void depthwise_backward_weight_channel(void *arg, int c)
     if (j->db) j->db[c] += (float)bias_acc;
 }
 
-/* The specialised 3x3 padding-1 backward (stride 1 or 2, AVX2): dx by plane, dw by channel. At
- * stride 1 the input gradient is the forward stencil over dy with the kernel flipped (it writes, so an
- * input gradient that already holds a contribution takes the generic loop). */
 int conv2d_depthwise3x3_stride(const Conv2dShape *s)
 {
     const Conv2dParams *p = &s->p;
@@ -396,6 +394,7 @@ int conv2d_depthwise3x3_stride(const Conv2dShape *s)
     return k3 && (p->stride_h == 1 || p->stride_h == 2) ? p->stride_h : 0;
 }
 
+/* At stride 1 the input gradient is the forward stencil over dy with the kernel flipped. */
 void conv2d_depthwise3x3_input_grad_plane(const Conv2dShape *s, const float *dy, const float *w, float *dx,
                                           bool accumulate)
 {
@@ -408,12 +407,13 @@ void conv2d_depthwise3x3_input_grad_plane(const Conv2dShape *s, const float *dy,
     depthwise3x3_plane_avx2(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
 }
 
+/* The specialised backward (conv2d_depthwise3x3_stride): dx by plane, dw by channel. */
 static void depthwise_backward_input_plane_fast(void *arg, int plane)
 {
     const DepthwiseJob *j = arg;
     const Conv2dShape *s = j->s;
     conv2d_depthwise3x3_input_grad_plane(s, j->dy + (size_t)plane * s->Ho * s->Wo, j->w + (size_t)(plane % s->Cin) * 9,
-                                         j->dx + (size_t)plane * s->H * s->W, j->bands);
+                                         j->dx + (size_t)plane * s->H * s->W, j->dx_accumulate);
 }
 
 static void depthwise_backward_weight_channel_fast(void *arg, int c)
@@ -549,7 +549,7 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
         int max_bands = s->Ho / DEPTHWISE_MIN_BAND_ROWS > 1 ? s->Ho / DEPTHWISE_MIN_BAND_ROWS : 1;
         if (fast && planes < want) bands = (want + planes - 1) / planes;
         if (bands > max_bands) bands = max_bands;
-        DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast, bands};
+        DepthwiseJob j = {s, x, t->w, t->b, NULL, t->y, NULL, NULL, NULL, t->act, fast, bands, false};
         threadpool_run(pool, planes * bands, depthwise_forward_plane, &j);
         return;
     }
@@ -593,8 +593,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
     ThreadPool *pool = ctx->pool;
     if (is_depthwise(s)) {
         int fast = conv2d_depthwise3x3_stride(s);
-        /* bands: whether dx is added to (the fast stride-2 kernel) */
-        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, fast, dx_accumulate};
+        DepthwiseJob j = {s, x, w, NULL, dy, NULL, dx, dw, db, -1.0f, fast, 1, dx_accumulate};
         if (dx && fast && (fast == 2 || !dx_accumulate)) {
             threadpool_run(pool, s->N * s->Cin, depthwise_backward_input_plane_fast, &j);
         } else if (dx) {
@@ -607,9 +606,10 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
     int G = s->p.groups, Cg = s->Cin / G, Cog = s->Cout / G;
     int K = Cg * s->KH * s->KW, HWo = s->Ho * s->Wo;
     bool pointwise = is_pointwise(s);
-    /* a pointwise GEMM writes its dx slice whole; col2im adds into dx */
-    Conv2dShape wino_shape;
-    if (dx && !dx_accumulate && !pointwise && !winograd_input_grad_shape(s, &wino_shape))
+    Conv2dShape t; /* the input gradient as a Winograd forward, where that applies */
+    bool winograd_dx = dx && winograd_input_grad_shape(s, &t);
+    /* a pointwise GEMM and Winograd write their dx whole; col2im adds into dx */
+    if (dx && !dx_accumulate && !pointwise && !winograd_dx)
         memset(dx, 0, sizeof(float) * (size_t)s->N * s->Cin * s->H * s->W);
     if (dw && conv2d_winograd_applies(s)) {
         conv2d_winograd_weight_grad(ctx, s, x, dy, dw, scratch);
@@ -645,8 +645,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
         for (size_t i = 0; i < (size_t)s->Cout * K; i++) dw[i] += (float)sums[i];
         dw = NULL; /* done */
     }
-    Conv2dShape t;
-    if (dx && winograd_input_grad_shape(s, &t)) {
+    if (winograd_dx) {
         float *wt = scratch, *wino = scratch + ((size_t)s->Cout * s->Cin * 9 + 15) / 16 * 16;
         FlipJob fj = {w, wt, s->Cout, s->Cin};
         threadpool_run(pool, s->Cin, flip_transpose_channel, &fj);

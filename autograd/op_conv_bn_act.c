@@ -43,6 +43,15 @@ static BnLayout layout(const ConvBnActState *st)
     return l;
 }
 
+/* BN and its affine step as one per-channel affine map: y = act(z * scale + shift). Every pass that
+ * computes y or its pre-activation (the forward, the recompute, the backward's mask) takes it from here,
+ * so they agree to the bit. */
+static void channel_affine(const ConvBnActState *st, int c, float *scale, float *shift)
+{
+    *scale = st->gamma[c] * st->invstd[c];
+    *shift = st->beta[c] - st->mean[c] * *scale;
+}
+
 static void forward_channel(void *arg, int c)
 {
     ConvBnActState *st = arg;
@@ -64,17 +73,18 @@ static void forward_channel(void *arg, int c)
     double unbiased = m > 1 ? var * m / (m - 1) : var;
     rm[c] = (float)((1.0 - st->momentum) * rm[c] + st->momentum * mu);
     rv[c] = (float)((1.0 - st->momentum) * rv[c] + st->momentum * unbiased);
-    float scale = st->gamma[c] * st->invstd[c], shift = st->beta[c] - st->mean[c] * scale;
+    float scale, shift;
+    channel_affine(st, c, &scale, &shift);
     bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
 }
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
 static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
 {
-    float mean = st->mean[c], invstd = st->invstd[c];
-    float scale = st->gamma[c] * invstd, shift = st->beta[c] - mean * scale;
-    BnSaved kept = {t, st->from_output, st->act, scale, shift, mean, invstd, st->act > 0.0f ? 1.0f / st->act : 1.0f,
-                    st->beta[c], 1.0f / st->gamma[c]};
+    float scale, shift;
+    channel_affine(st, c, &scale, &shift);
+    BnSaved kept = {t, st->from_output, st->act, scale, shift, st->mean[c], st->invstd[c],
+                    st->act > 0.0f ? 1.0f / st->act : 1.0f, st->beta[c], 1.0f / st->gamma[c]};
     return kept;
 }
 
@@ -213,7 +223,8 @@ static void recompute_channel(void *arg, int c)
 {
     const RecomputeJob *j = arg;
     const ConvBnActState *st = j->st;
-    float scale = st->gamma[c] * st->invstd[c], shift = st->beta[c] - st->mean[c] * scale;
+    float scale, shift;
+    channel_affine(st, c, &scale, &shift);
     bn_channel_normalize_act(st->z, layout(st), c, scale, shift, st->act, j->dst); /* as forward_channel did */
 }
 
