@@ -66,8 +66,9 @@ static void backward_sums_c(const BnSaved *s, const float *dy, BnLayout l, int c
     *sum_g = sg, *sum_gx = sgx;
 }
 
-static void backward_dz_c(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx, float *dz)
+static void backward_dz_c(const BnSaved *s, const float *dy, BnLayout l, int c, float mg, float mgx, float *dz)
 {
+    float k = s->scale; /* gamma * invstd */
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
         float *o = dz + (p - s->t);
@@ -196,9 +197,10 @@ AVX2 static void backward_sums_avx2(const BnSaved *s, const float *dy, BnLayout 
     *sum_g = sg + hsum_pd(g0, g1), *sum_gx = sgx + hsum_pd(x0, x1);
 }
 
-AVX2 static void backward_dz_avx2(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+AVX2 static void backward_dz_avx2(const BnSaved *s, const float *dy, BnLayout l, int c, float mg, float mgx,
                                   float *dz)
 {
+    float k = s->scale; /* gamma * invstd */
     __m256 kv = _mm256_set1_ps(k), mgv = _mm256_set1_ps(mg), mgxv = _mm256_set1_ps(mgx);
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
@@ -245,11 +247,11 @@ void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int
     backward_sums_c(s, dy, l, c, sum_g, sum_gx);
 }
 
-void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float mg, float mgx,
                             float *dz)
 {
 #ifdef HAVE_AVX2_KERNELS
-    if (conv2d_avx2_available()) return backward_dz_avx2(s, dy, l, c, k, mg, mgx, dz);
+    if (conv2d_avx2_available()) return backward_dz_avx2(s, dy, l, c, mg, mgx, dz);
 #endif
-    backward_dz_c(s, dy, l, c, k, mg, mgx, dz);
+    backward_dz_c(s, dy, l, c, mg, mgx, dz);
 }

@@ -42,8 +42,9 @@ void bn_channel_moments(const float *z, BnLayout l, int c, double *sum, double *
 void bn_channel_normalize_act(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y);
 /* Backward reductions of channel c: *sum_g and *sum_gx as above. */
 void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx);
-/* dz over channel c (written, not accumulated): k = gamma * invstd, mg = sum_g / m, mgx = sum_gx / m. */
-void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float k, float mg, float mgx,
+/* dz over channel c (written, not accumulated), with mg = sum_g / m, mgx = sum_gx / m (gamma * invstd is
+ * s->scale in either mode). */
+void bn_channel_backward_dz(const BnSaved *s, const float *dy, BnLayout l, int c, float mg, float mgx,
                             float *dz);
 
 #endif

@@ -98,7 +98,7 @@ static void backward_channel(void *arg, int c)
     if (st->dgamma) st->dgamma[c] += (float)sgx;
     if (st->dbeta) st->dbeta[c] += (float)sg;
     st->mg[c] = (float)(sg / m), st->mgx[c] = (float)(sgx / m);
-    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, kept.scale, st->mg[c], st->mgx[c], st->dz);
+    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, st->mg[c], st->mgx[c], st->dz);
 }
 
 /* ---- depthwise 3x3 (stride 1 or 2, padding 1, AVX2): the backward plane by plane, dz in cache ------
@@ -131,7 +131,7 @@ static void depthwise_backward_plane(void *arg, int plane)
     }
     BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + plane * out);
     BnLayout one = {1, 1, out};
-    bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, kept.scale, st->mg[c], st->mgx[c], dz);
+    bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, st->mg[c], st->mgx[c], dz);
     if (j->dx) conv2d_depthwise3x3_input_grad_plane(s, dz, j->w + (size_t)c * 9, j->dx + plane * in, j->dx_accumulate);
     if (j->dw) {
         double *acc = j->plane_sums + (size_t)plane * 9;
