@@ -10,6 +10,8 @@
 #include "tensor/clock.h"
 #include "detection/detector.h"
 #include "detection/wider_eval.h"
+#include "detection/wider_val.h"
+#include "detection/svg_chart.h"
 
 static void usage(FILE *f)
 {
@@ -45,31 +47,16 @@ static char **split_list(const char *s, int *n)
 static void write_svg(FILE *f, const WiderResult *r)
 {
     static const char *names[3] = {"Easy", "Medium", "Hard"}, *colors[3] = {"#2a9d8f", "#e9c46a", "#e76f51"};
-    int W = 520, H = 420, x0 = 60, y0 = 20, pw = 420, ph = 340;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-               "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"black\"/>\n", x0, y0, pw, ph);
-    for (int i = 0; i <= 10; i++) {
-        double v = i / 10.0;
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.1f</text>\n", x0 + v * pw, y0 + ph + 16, v);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n", x0 - 6, y0 + ph - v * ph + 4, v);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>\n", x0 + v * pw, y0, x0 + v * pw,
-                y0 + ph);
+    char labels[3][64];
+    SvgSeries s[3];
+    for (int k = 0; k < 3; k++) {
+        snprintf(labels[k], sizeof labels[k], "%s AP %.4f", names[k], r->ap[k]);
+        s[k] = (SvgSeries){labels[k], colors[k], r->recall[k], r->precision[k], WIDER_THRESHOLDS, false};
     }
-    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">recall</text>\n", x0 + pw / 2, y0 + ph + 34);
-    fprintf(f, "<text x=\"15\" y=\"%d\" transform=\"rotate(-90 15 %d)\" text-anchor=\"middle\">precision</text>\n",
-            y0 + ph / 2, y0 + ph / 2);
-    for (int s = 0; s < 3; s++) {
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[s]);
-        for (int t = 0; t < WIDER_THRESHOLDS; t++) {
-            double p = r->precision[s][t], rc = r->recall[s][t];
-            if (isnan(p)) continue;
-            fprintf(f, "%.1f,%.1f ", x0 + rc * pw, y0 + ph - p * ph);
-        }
-        fprintf(f, "\"/>\n<text x=\"%d\" y=\"%d\" fill=\"%s\">%s AP %.4f</text>\n", x0 + 10, y0 + ph - 60 + 18 * s,
-                colors[s], names[s], r->ap[s]);
-    }
-    fprintf(f, "</svg>\n");
+    SvgAxes axes = {"WIDER FACE precision-recall", "recall", "precision", SVG_LEGEND_BOTTOM_LEFT, 0, 1, 0, 1};
+    svg_begin(f, 1);
+    svg_line_chart(f, 0, &axes, s, 3);
+    svg_end(f);
 }
 
 static int evaluate(const char *gt_dir, const char *pred_dir, double iou, const char *events_arg, bool map,
@@ -178,44 +165,6 @@ static int evaluate(const char *gt_dir, const char *pred_dir, double iou, const 
 /* ---- prediction ---------------------------------------------------------------------------- */
 
 
-/* "event/name.jpg" entries, from the list file or by scanning every event directory for .jpg. */
-static char **collect_images(const char *images, const char *list, int *n)
-{
-    *n = 0;
-    int cap = 256;
-    char **out = malloc(sizeof *out * (size_t)cap);
-    if (list) {
-        FILE *f = fopen(list, "r");
-        if (!f) {
-            fprintf(stderr, "eval: %s: %s\n", list, strerror(errno));
-            free(out);
-            return NULL;
-        }
-        char line[4096];
-        while (fgets(line, sizeof line, f)) {
-            line[strcspn(line, "\r\n")] = 0;
-            char *p = line;
-            while (*p == '/') p++;
-            if (!*p) continue;
-            if (*n == cap) out = realloc(out, sizeof *out * (size_t)(cap *= 2));
-            out[(*n)++] = strdup(p);
-        }
-        fclose(f);
-        return out;
-    }
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "cd '%s' && ls -1 */*.jpg 2>/dev/null | sort", images);
-    FILE *p = popen(cmd, "r");
-    char line[4096];
-    while (p && fgets(line, sizeof line, p)) {
-        line[strcspn(line, "\r\n")] = 0;
-        if (*n == cap) out = realloc(out, sizeof *out * (size_t)(cap *= 2));
-        out[(*n)++] = strdup(line);
-    }
-    if (p) pclose(p);
-    return out;
-}
-
 /* FDDB: one output file per fold list, rectangles with scores. */
 static int predict_fddb(const char *model, const char *weights, const char *images, const char *folds,
                         const char *out_dir, int long_side, const PostprocessOptions *opt, int threads, bool gpu)
@@ -283,62 +232,27 @@ static int predict(const char *model, const char *weights, const char *images, c
                    int long_side, const PostprocessOptions *opt, int threads, bool gpu)
 {
     Error err = {0};
-    int n = 0;
-    char **names = collect_images(images, list, &n);
-    if (!names) return 1;
-    if (n == 0) {
-        fprintf(stderr, "eval: no images found under %s\n", images);
+    WiderImageList l;
+    if (wider_image_list(images, list, &l, &err)) {
+        fprintf(stderr, "eval: %s\n", err.msg);
         return 1;
     }
     Detector det;
     if (detector_init(&det, model, weights, threads, gpu, &err)) {
         fprintf(stderr, "eval: %s\n", err.msg);
+        wider_image_list_free(&l);
         return 1;
     }
-    mkdir(out_dir, 0777);
-    int failures = 0;
     double t0 = clock_seconds();
-    for (int i = 0; i < n; i++) {
-        char path[8192], out_path[8192], event[1024];
-        snprintf(path, sizeof path, "%s/%s", images, names[i]);
-        const char *slash = strchr(names[i], '/');
-        snprintf(event, sizeof event, "%.*s", slash ? (int)(slash - names[i]) : 0, names[i]);
-        const char *base = slash ? slash + 1 : names[i];
-        char stem[1024];
-        snprintf(stem, sizeof stem, "%s", base);
-        char *dot = strrchr(stem, '.');
-        if (dot) *dot = 0;
-        snprintf(out_path, sizeof out_path, "%s/%s", out_dir, event);
-        mkdir(out_path, 0777);
-        snprintf(out_path, sizeof out_path, "%s/%s/%s.txt", out_dir, event, stem);
-        Image img;
-        error_clear(&err);
-        Detection *d = NULL;
-        int nd = 0;
-        if (image_load_jpeg(path, &img, &err) == ERR_OK) {
-            float resize = detector_resize_for_long_side(&img, long_side);
-            if (detector_detect(&det, &img, resize, opt, &d, &nd, NULL, &err) == ERR_OK) {
-                float *boxes = malloc(sizeof(float) * 4 * ((size_t)nd + 1)), *scores = malloc(sizeof(float) * ((size_t)nd + 1));
-                for (int k = 0; k < nd; k++) memcpy(boxes + 4 * k, d[k].box, sizeof d[k].box), scores[k] = d[k].score;
-                wider_pred_file_write(out_path, stem, boxes, scores, nd, &err);
-                free(boxes), free(scores);
-            }
-            image_free(&img);
-        }
-        free(d);
-        if (err.code) {
-            fprintf(stderr, "\neval: %s\n", err.msg);
-            failures++;
-        }
-        double el = clock_seconds() - t0, rate = (i + 1) / el;
-        fprintf(stderr, "\r[%4d/%d] %5.1f%%  %.2f img/s  ETA %.0fs   ", i + 1, n, 100.0 * (i + 1) / n, rate,
-                (n - i - 1) / rate);
-        free(names[i]);
-    }
-    fprintf(stderr, "\n%d images in %.1fs, %d failed; predictions in %s\n", n, clock_seconds() - t0, failures, out_dir);
-    free(names);
+    int failures = 0;
+    ErrorCode rc = wider_predict(&det, images, &l, out_dir, long_side, opt, stderr, &failures, &err);
+    if (rc)
+        fprintf(stderr, "eval: %s\n", err.msg);
+    else
+        fprintf(stderr, "%d images in %.1fs, %d failed; predictions in %s\n", l.n, clock_seconds() - t0, failures, out_dir);
     detector_free(&det);
-    return failures ? 1 : 0;
+    wider_image_list_free(&l);
+    return rc || failures ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -25,11 +25,18 @@ static void usage(FILE *f)
             "  --size N             training resolution (default: the model's, 640 or 840)\n"
             "  --workers N          data loading threads (default 4)\n"
             "  --threads N          compute threads (default: all cores)\n"
-            "  --save-dir DIR       checkpoints (weights + optimiser + epoch), written atomically\n"
+            "  --save-dir DIR       checkpoints (weights + optimiser + epoch), written atomically; also\n"
+            "                       train_log.csv (a row per step and per validation) and train_curves.svg\n"
             "  --save-every N       epochs between checkpoints (default 10; the last epoch is always saved)\n"
             "  --resume FILE        continue a run from its checkpoint\n"
             "  --pretrained FILE    ImageNet backbone (e.g. mobilenetV1X0.25_pretrain.tar)\n"
             "  --seed N             data order and augmentation seed (default 1)\n"
+            "  --val-images DIR     validate on this WIDER FACE val tree (<event>/<name>.jpg) at original size with the\n"
+            "                       official protocol; prints Easy/Medium/Hard AP and keeps the best checkpoint\n"
+            "                       (<save-dir>/<model>_best.safetensors, best mean AP)\n"
+            "  --val-gt DIR         wider_face_val.mat and wider_{easy,medium,hard}_val.mat (with --val-images)\n"
+            "  --val-list FILE      the images to validate on (wider_val.txt; default: every image under --val-images)\n"
+            "  --val-every N        epochs between validations (default 1; the last epoch is always validated)\n"
             "  --no-augment         whole images, resized (for debugging and overfitting tests)\n"
             "  --max-steps N        stop after N steps\n"
             "  --cpu | --gpu        device (default cpu)\n"
@@ -44,7 +51,7 @@ int main(int argc, char **argv)
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
            O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_MAXSTEPS,
-           O_CPU, O_GPU, O_GAMMA, O_TF32 };
+           O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY };
     static const struct option longopts[] = {
         {"data", 1, 0, O_DATA}, {"images", 1, 0, O_IMAGES}, {"model", 1, 0, O_MODEL}, {"epochs", 1, 0, O_EPOCHS},
         {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"decay-epochs", 1, 0, O_DECAY}, {"cosine", 0, 0, O_COSINE},
@@ -53,6 +60,8 @@ int main(int argc, char **argv)
         {"save-dir", 1, 0, O_SAVEDIR}, {"save-every", 1, 0, O_SAVEEVERY}, {"resume", 1, 0, O_RESUME},
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
+        {"val-images", 1, 0, O_VAL_IMAGES}, {"val-gt", 1, 0, O_VAL_GT}, {"val-list", 1, 0, O_VAL_LIST},
+        {"val-every", 1, 0, O_VAL_EVERY},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -93,6 +102,10 @@ int main(int argc, char **argv)
         case O_CPU: gpu = false; break;
         case O_GPU: gpu = true; break;
         case O_TF32: o.tf32 = true; break;
+        case O_VAL_IMAGES: o.val_images = optarg; break;
+        case O_VAL_GT: o.val_gt = optarg; break;
+        case O_VAL_LIST: o.val_list = optarg; break;
+        case O_VAL_EVERY: o.val_every = (int)strtol(optarg, &end, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -117,5 +130,8 @@ int main(int argc, char **argv)
            "checkpoint %s\n",
            rep.steps, rep.first_loss, rep.last_loss, rep.last_l, rep.last_c, rep.last_landm, rep.failed_images,
            rep.missing_images, rep.last_checkpoint[0] ? rep.last_checkpoint : "(none)");
+    if (rep.best_val >= 0)
+        printf("best validation: mean AP %.4f after epoch %d%s%s\n", rep.best_val, rep.best_epoch,
+               rep.best_checkpoint[0] ? ", " : "", rep.best_checkpoint);
     return 0;
 }

@@ -1,6 +1,7 @@
 #include "detection/detector.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
+#include "nn/tensor_dict.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,16 +21,11 @@ void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec)
     }
 }
 
-ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err)
+/* Weights in place (or none): fold, move to the device, make the graph. */
+static ErrorCode detector_finish(Detector *d, bool gpu, Error *err)
 {
-    memset(d, 0, sizeof *d);
-    const RetinaConfig *cfg = retinaface_config(model_name);
-    if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", model_name);
-    d->ctx = context_create(threads);
-    if (!d->ctx) return error_set(err, ERR_OOM, "cannot create the thread pool");
-    d->model = retinaface_create(cfg, DEVICE_CPU, 0, err);
     Device dev = gpu ? DEVICE_CUDA : DEVICE_CPU;
-    if (!d->model || (weights && retinaface_load(d->model, weights, err)) || retinaface_fold_batchnorm(d->model, err) ||
+    if (retinaface_fold_batchnorm(d->model, err) ||
         (gpu && (context_enable_cuda(d->ctx, false, err) || params_to_device(&d->model->params, dev, err) ||
                  params_to_device(&d->model->folded, dev, err))) ||
         graph_init(&d->graph, d->ctx, dev, err)) {
@@ -38,6 +34,45 @@ ErrorCode detector_init(Detector *d, const char *model_name, const char *weights
     }
     graph_set_grad_enabled(&d->graph, false);
     return ERR_OK;
+}
+
+static ErrorCode detector_create(Detector *d, const char *model_name, int threads, Error *err)
+{
+    memset(d, 0, sizeof *d);
+    const RetinaConfig *cfg = retinaface_config(model_name);
+    if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", model_name);
+    d->ctx = context_create(threads);
+    if (!d->ctx) return error_set(err, ERR_OOM, "cannot create the thread pool");
+    d->model = retinaface_create(cfg, DEVICE_CPU, 0, err);
+    if (!d->model) {
+        detector_free(d);
+        return err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
+    }
+    return ERR_OK;
+}
+
+ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err)
+{
+    if (detector_create(d, model_name, threads, err)) return err->code;
+    if (weights && retinaface_load(d->model, weights, err)) {
+        detector_free(d);
+        return err->code;
+    }
+    return detector_finish(d, gpu, err);
+}
+
+ErrorCode detector_init_from_params(Detector *d, const RetinaFace *src, int threads, bool gpu, Error *err)
+{
+    if (detector_create(d, src->cfg.name, threads, err)) return err->code;
+    TensorDict w;
+    ErrorCode rc = params_to_dict(&src->params, &w, err);
+    if (!rc) rc = params_load_dict(&d->model->params, &w, "the training model", false, false, err);
+    tensor_dict_free(&w); /* params_to_dict initialises it first, so it is freed on every path */
+    if (rc) {
+        detector_free(d);
+        return rc;
+    }
+    return detector_finish(d, gpu, err);
 }
 
 void detector_free(Detector *d)

@@ -26,6 +26,9 @@ void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec);
 /* weights: .safetensors or PyTorch .pth; NULL keeps the random initialisation. gpu: run the
  * network on the CUDA device (postprocessing stays on the host). */
 ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err);
+/* A detector holding a copy of src's current weights (e.g. the model being trained, for validation);
+ * src is only read. */
+ErrorCode detector_init_from_params(Detector *d, const RetinaFace *src, int threads, bool gpu, Error *err);
 void detector_free(Detector *d);
 /* The resize factor that brings the long side to long_side pixels (1 when long_side <= 0). */
 float detector_resize_for_long_side(const Image *img, int long_side);

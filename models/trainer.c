@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 
 #include "detection/detector.h"
+#include "detection/wider_val.h"
+#include "models/train_log.h"
 #include "nn/safetensors.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
@@ -183,29 +185,162 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
     return rc;
 }
 
+/* What validation needs across epochs: the ground truth and the image list, read once. */
+typedef struct {
+    bool on;
+    WiderGt gt;
+    WiderImageList images;
+} Validation;
+
+static ErrorCode validation_open(const TrainOptions *o, Validation *v, Error *err)
+{
+    memset(v, 0, sizeof *v);
+    if (!o->val_images && !o->val_list && !o->val_gt) return ERR_OK;
+    if (!o->val_images || !o->val_gt)
+        return error_set(err, ERR_ARG, "validation needs both --val-images and --val-gt (--val-list is optional)");
+    if (!o->save_dir) return error_set(err, ERR_ARG, "validation needs --save-dir (predictions and the best checkpoint go there)");
+    if (wider_gt_load(o->val_gt, &v->gt, err)) return err->code;
+    if (wider_image_list(o->val_images, o->val_list, &v->images, err)) {
+        wider_gt_free(&v->gt);
+        return err->code;
+    }
+    v->on = true;
+    return ERR_OK;
+}
+
+static void validation_close(Validation *v)
+{
+    if (!v->on) return;
+    wider_gt_free(&v->gt);
+    wider_image_list_free(&v->images);
+    v->on = false;
+}
+
+/* The official protocol on the val tree with the model's current weights, at original size. */
+static ErrorCode validate(const TrainOptions *o, const Trainer *tr, const Validation *v, double ap[3], int *failures,
+                          Error *err)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/val_predictions", o->save_dir);
+    Detector det;
+    if (detector_init_from_params(&det, tr->model, o->threads, o->gpu, err)) return err->code;
+    PostprocessOptions pp = postprocess_defaults();
+    ErrorCode rc = wider_predict(&det, o->val_images, &v->images, dir, 0, &pp, NULL, failures, err);
+    detector_free(&det);
+    WiderResult *res = rc ? NULL : malloc(sizeof *res);
+    if (!rc && !res) rc = error_set(err, ERR_OOM, "out of memory");
+    if (!rc) rc = wider_evaluate_dir(&v->gt, dir, &v->images, 0.5, res, err);
+    for (int k = 0; k < 3 && !rc; k++) ap[k] = res->ap[k];
+    free(res);
+    return rc;
+}
+
+static ErrorCode save_checkpoint(const TrainOptions *o, const Trainer *tr, const char *name, int next_epoch, uint64_t seed,
+                                 char *path, size_t path_size, Error *err)
+{
+    snprintf(path, path_size, "%s/%s_%s.safetensors", o->save_dir, tr->model->cfg.name, name);
+    if (train_checkpoint_save(path, tr->model, &tr->sgd, next_epoch, seed, err)) return err->code;
+    if (o->log) fprintf(o->log, "saved %s\n", path);
+    return ERR_OK;
+}
+
+/* After epoch `epoch` (0-based): validation, its log row and the best checkpoint, the periodic
+ * checkpoint, and the curves. */
+static ErrorCode end_of_epoch(const TrainOptions *o, Trainer *tr, const Validation *v, TrainLog *log, int epoch,
+                              int steps_in_epoch, long steps_done, bool last, uint64_t seed, TrainReport *rep, Error *err)
+{
+    int every = o->val_every > 0 ? o->val_every : 1;
+    if (v->on && ((epoch + 1) % every == 0 || last)) {
+        double t0 = clock_seconds(), ap[3];
+        int failures = 0;
+        if (validate(o, tr, v, ap, &failures, err)) return err->code;
+        memcpy(rep->last_val, ap, sizeof ap);
+        bool improved = false;
+        if (log->f && train_log_val(log, epoch + 1, steps_in_epoch, steps_done, ap, &improved, err)) return err->code;
+        if (o->log)
+            fprintf(o->log, "validation after epoch %d: Easy %.4f Medium %.4f Hard %.4f (%d images%s, %.1f s)%s\n",
+                    epoch + 1, ap[0], ap[1], ap[2], v->images.n, failures ? ", some unreadable" : "",
+                    clock_seconds() - t0, improved ? " best so far" : "");
+        if (improved &&
+            save_checkpoint(o, tr, "best", epoch + 1, seed, rep->best_checkpoint, sizeof rep->best_checkpoint, err))
+            return err->code;
+        rep->best_val = log->best_val, rep->best_epoch = log->best_epoch;
+    }
+    if (o->save_dir && ((epoch + 1) % (o->save_every > 0 ? o->save_every : 1) == 0 || last)) {
+        char name[32];
+        snprintf(name, sizeof name, "epoch%d", epoch + 1);
+        if (save_checkpoint(o, tr, name, epoch + 1, seed, rep->last_checkpoint, sizeof rep->last_checkpoint, err))
+            return err->code;
+    }
+    if (log->f) {
+        char svg[4200];
+        snprintf(svg, sizeof svg, "%s/train_curves.svg", o->save_dir);
+        if (train_log_plot(log->path, svg, err)) return err->code;
+    }
+    return ERR_OK;
+}
+
+/* ips: this epoch's training rate (validation and start-up excluded); the ETA extrapolates the whole
+ * run's time so far, validations included. */
+static void print_progress(FILE *f, const TrainOptions *o, int epoch, int step, int per_epoch, const TrainStepResult *r,
+                           float lr, double ips, double elapsed, int steps_done, int total_steps)
+{
+    double eta = (total_steps - steps_done) * elapsed / steps_done;
+    char rate[32];
+    /* slow models (ResNet-50 on a CPU) take seconds per step: "0.3 img/s" says little */
+    if (ips >= 1.0)
+        snprintf(rate, sizeof rate, "%.1f img/s", ips);
+    else
+        snprintf(rate, sizeof rate, "%.1f s/step", ips > 0 ? o->batch / ips : 0.0);
+    fprintf(f, "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %s | ETA %dh%02dm%02ds\n",
+            epoch + 1, o->epochs, step, per_epoch, r->loc, r->cls, r->landm, r->total, lr, rate, (int)(eta / 3600),
+            (int)(eta / 60) % 60, (int)eta % 60);
+    fflush(f);
+}
+
 ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *rep, Error *err)
 {
     memset(rep, 0, sizeof *rep);
+    rep->last_val[0] = rep->last_val[1] = rep->last_val[2] = rep->best_val = -1;
     if (model_out) *model_out = NULL;
     const RetinaConfig *cfg = retinaface_config(o->model);
     if (!cfg) return error_set(err, ERR_ARG, "unknown model '%s'", o->model);
     int size = o->size ? o->size : cfg->train_size;
     if (o->batch < 1 || o->epochs < 1 || size < 32) return error_set(err, ERR_ARG, "batch, epochs and size must be positive");
+    Validation val;
+    if (validation_open(o, &val, err)) return err->code;
     TrainSet set;
-    if (trainset_load(o->data, o->images, &set, err)) return err->code;
+    if (trainset_load(o->data, o->images, &set, err)) {
+        validation_close(&val);
+        return err->code;
+    }
     rep->missing_images = set.missing_images;
     if (set.missing_images && o->log)
         fprintf(o->log, "warning: %d images listed in %s were not found and are skipped\n", set.missing_images, o->data);
     Trainer tr;
     Loader *loader = NULL;
+    TrainLog log = {0};
     ErrorCode rc = trainer_init(&tr, o, err);
     if (rc) {
         trainset_free(&set);
+        validation_close(&val);
         return rc;
     }
     int start_epoch = 0;
     uint64_t seed = o->seed;
     if (o->resume && (rc = train_checkpoint_load(o->resume, tr.model, &tr.sgd, &start_epoch, &seed, err))) goto out;
+    if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {
+        rc = error_set(err, ERR_IO, "%s: cannot create: %s", o->save_dir, strerror(errno));
+        goto out;
+    }
+    if (o->save_dir) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/train_log.csv", o->save_dir);
+        if ((rc = train_log_open(&log, path, start_epoch + 1, err))) goto out;
+        rep->best_val = log.best_val, rep->best_epoch = log.best_epoch;
+        if (log.best_val >= 0) /* an earlier sitting of this run kept it */
+            snprintf(rep->best_checkpoint, sizeof rep->best_checkpoint, "%s/%s_best.safetensors", o->save_dir, cfg->name);
+    }
     AugmentOptions aug = augment_defaults(size);
     aug.augment = o->augment;
     loader = loader_create(&set, &aug, o->batch, o->workers, seed, o->gpu, err);
@@ -217,7 +352,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     int total_steps = per_epoch * (o->epochs - start_epoch);
     double t0 = clock_seconds();
     int steps_done = 0;
-    if (o->save_dir) mkdir(o->save_dir, 0777);
+    long global_step = (long)per_epoch * start_epoch;
     if (o->log)
         fprintf(o->log, "training %s on %d images (%d faces dropped), %d batches of %d per epoch, epochs %d..%d, size %d\n",
                 cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, start_epoch + 1, o->epochs, size);
@@ -225,9 +360,12 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         loader_begin_epoch(loader, epoch, 0);
         const Batch *b;
         int step = 0;
+        double epoch_t0 = clock_seconds();
+        long epoch_images = 0;
         while (!rc && (b = loader_next(loader))) {
             rep->failed_images += b->failed;
             if (b->failed && o->log) fprintf(o->log, "warning: %d image(s) skipped: %s\n", b->failed, b->error);
+            global_step++;
             if (b->n == 0) {
                 step++;
                 continue;
@@ -246,43 +384,28 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
             steps_done++;
             step++;
             rep->images_seen += b->n;
-            if (o->log) {
-                double el = clock_seconds() - t0, ips = rep->images_seen / el;
-                double eta = (total_steps - steps_done) * el / steps_done;
-                char rate[32];
-                /* slow models (ResNet-50 on a CPU) take seconds per step: "0.3 img/s" says little */
-                if (ips >= 1.0)
-                    snprintf(rate, sizeof rate, "%.1f img/s", ips);
-                else
-                    snprintf(rate, sizeof rate, "%.1f s/step", el / steps_done);
-                fprintf(o->log,
-                        "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %s | ETA "
-                        "%dh%02dm%02ds\n",
-                        epoch + 1, o->epochs, step, per_epoch, r.loc, r.cls, r.landm, r.total, lr, rate,
-                        (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
-                fflush(o->log);
-            }
+            epoch_images += b->n;
+            double now = clock_seconds(), ips = epoch_images / (now - epoch_t0);
+            if (log.f && (rc = train_log_step(&log, epoch + 1, step, global_step, r.loc, r.cls, r.landm, r.total, lr, ips, err)))
+                break;
+            if (o->log) print_progress(o->log, o, epoch, step, per_epoch, &r, lr, ips, now - t0, steps_done, total_steps);
             if (o->max_steps && steps_done >= o->max_steps) break;
         }
         rep->steps = steps_done;
         if (rc) break;
         bool last = epoch + 1 == o->epochs || (o->max_steps && steps_done >= o->max_steps);
-        if (o->save_dir && ((epoch + 1) % (o->save_every > 0 ? o->save_every : 1) == 0 || last)) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s_epoch%d.safetensors", o->save_dir, cfg->name, epoch + 1);
-            if ((rc = train_checkpoint_save(path, tr.model, &tr.sgd, epoch + 1, seed, err))) break;
-            snprintf(rep->last_checkpoint, sizeof rep->last_checkpoint, "%s", path);
-            if (o->log) fprintf(o->log, "saved %s\n", path);
-        }
+        if ((rc = end_of_epoch(o, &tr, &val, &log, epoch, step, global_step, last, seed, rep, err))) break;
         if (last) break;
     }
 out:
     loader_destroy(loader);
+    train_log_close(&log);
     if (model_out && !rc) {
         *model_out = tr.model;
         tr.model = NULL;
     }
     trainer_free(&tr);
     trainset_free(&set);
+    validation_close(&val);
     return rc;
 }

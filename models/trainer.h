@@ -31,6 +31,12 @@ typedef struct {
     bool gpu;                    /* train on the CUDA device */
     bool tf32;                   /* allow TF32 tensor cores in cuBLAS (GPU only) */
     int max_steps;               /* stop after this many steps in total (0: no limit), for tests */
+    /* validation while training (all NULL: none): the official protocol on a val tree, at original
+     * size, every val_every epochs and after the last; needs save_dir (predictions, best checkpoint) */
+    const char *val_images;      /* image root holding <event>/<name>.jpg */
+    const char *val_list;        /* wider_val.txt style list, or NULL: every image under val_images */
+    const char *val_gt;          /* directory of wider_face_val.mat and wider_{easy,medium,hard}_val.mat */
+    int val_every;
     FILE *log;                   /* progress lines (NULL: silent) */
 } TrainOptions;
 
@@ -41,6 +47,10 @@ typedef struct {
     int failed_images, missing_images;
     long images_seen;
     char last_checkpoint[4096];
+    double last_val[3];                /* Easy/Medium/Hard AP of the last validation (-1 when none ran) */
+    double best_val;                   /* best mean AP so far, including earlier sittings of a resumed run */
+    int best_epoch;
+    char best_checkpoint[4096];
 } TrainReport;
 
 /* The state of one training run, for a caller that drives the steps itself (train_run, benchmarks):

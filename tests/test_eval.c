@@ -9,6 +9,7 @@
 #include "detection/detector.h"
 #include "detection/matfile.h"
 #include "detection/wider_eval.h"
+#include "detection/wider_val.h"
 #include "tests/suites.h"
 
 START_TEST(matfile_reads_official_ground_truth)
@@ -178,6 +179,38 @@ START_TEST(official_numbers_on_shared_predictions)
 }
 END_TEST
 
+START_TEST(image_list_from_file_or_tree)
+{
+    char ib[512], lb[512];
+    const char *images = shared_path("widerface/WIDER_val/images", ib, sizeof ib);
+    const char *list = shared_path("widerface/WIDER_val/wider_val.txt", lb, sizeof lb);
+    if (!images || !list) {
+        printf("SKIP image list: ../shared absent\n");
+        return;
+    }
+    WiderImageList a, b;
+    Error err = {0};
+    ck_assert_int_eq(wider_image_list(images, list, &a, &err), ERR_OK);
+    ck_assert_int_eq(wider_image_list(images, NULL, &b, &err), ERR_OK);
+    ck_assert_int_eq(a.n, 36);
+    ck_assert_int_eq(b.n, 36);
+    ck_assert_int_eq(a.n_events, 1);
+    ck_assert_str_eq(a.events[0], "19--Couple");
+    ck_assert_str_eq(b.events[0], "19--Couple");
+    for (int i = 0; i < b.n; i++) {
+        bool listed = false;
+        for (int k = 0; k < a.n && !listed; k++) listed = !strcmp(a.names[k], b.names[i]);
+        ck_assert_msg(listed, "%s", b.names[i]);
+        if (i) ck_assert_int_lt(strcmp(b.names[i - 1], b.names[i]), 0); /* the tree scan is sorted */
+    }
+    wider_image_list_free(&a);
+    wider_image_list_free(&b);
+    ck_assert_int_ne(wider_image_list("/nonexistent", NULL, &a, &err), ERR_OK);
+    ck_assert_msg(strstr(err.msg, "/nonexistent"), "%s", err.msg);
+    ck_assert_int_ne(wider_image_list(images, "/nonexistent.txt", &a, &err), ERR_OK);
+}
+END_TEST
+
 START_TEST(end_to_end_on_real_val_images)
 {
     char gb[512], ib[512], lb[512], wb[512];
@@ -265,6 +298,7 @@ Suite *eval_suite(void)
     tcase_add_test(tc, matfile_reads_official_ground_truth);
     tcase_add_test(tc, protocol_hand_made_cases);
     tcase_add_test(tc, ties_keep_file_order);
+    tcase_add_test(tc, image_list_from_file_or_tree);
     tcase_add_test(tc, malformed_prediction_file_is_named);
     tcase_add_test(tc, official_numbers_on_shared_predictions);
     tcase_add_test(tc, end_to_end_on_real_val_images);

@@ -8,6 +8,7 @@
 #include "detection/detector.h"
 #include "detection/photometric.h"
 #include "detection/multibox_loss.h"
+#include "models/train_log.h"
 #include "models/trainer.h"
 #include "tests/reference_targets.h"
 #include "tests/suites.h"
@@ -178,6 +179,107 @@ START_TEST(overfits_the_tiny_set)
     image_free(&img);
     trainset_free(&set);
     detector_free(&det);
+}
+END_TEST
+
+
+static int count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+START_TEST(training_log_survives_a_resume)
+{
+    char dir[] = "/tmp/retina_logXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char csv[4200], svg[4200], cmd[4300];
+    snprintf(csv, sizeof csv, "%s/train_log.csv", dir);
+    snprintf(svg, sizeof svg, "%s/train_curves.svg", dir);
+    Error err = {0};
+    TrainLog log;
+    ck_assert_int_eq(train_log_open(&log, csv, 1, &err), ERR_OK);
+    ck_assert_double_eq(log.best_val, -1);
+    bool improved;
+    const double ap1[3] = {0.5, 0.4, 0.3}, ap2[3] = {0.7, 0.6, 0.5}, ap3[3] = {0.6, 0.6, 0.5};
+    for (int e = 1; e <= 3; e++) {
+        for (int s = 1; s <= 4; s++)
+            ck_assert_int_eq(train_log_step(&log, e, s, 4 * (e - 1) + s, 1.0 / e, 2.0 / e, 3.0 / e, 7.0 / e, 1e-3, 20, &err),
+                             ERR_OK);
+        ck_assert_int_eq(train_log_val(&log, e, 4, 4 * e, e == 1 ? ap1 : e == 2 ? ap2 : ap3, &improved, &err), ERR_OK);
+        ck_assert(improved == (e != 3));
+    }
+    ck_assert_int_eq(log.best_epoch, 2);
+    train_log_close(&log);
+    /* resuming at epoch 3 (the checkpoint of epoch 2): epoch 3's rows were of a lost epoch */
+    ck_assert_int_eq(train_log_open(&log, csv, 3, &err), ERR_OK);
+    ck_assert_int_eq(log.best_epoch, 2);
+    ck_assert_double_eq_tol(log.best_val, 0.6, 1e-9);
+    train_log_close(&log);
+    ck_assert_int_eq(count_lines(csv, "\n"), 1 + 2 * 5);
+    ck_assert_int_eq(count_lines(csv, "epoch,step"), 1);
+    ck_assert_int_eq(train_log_plot(csv, svg, &err), ERR_OK);
+    /* two panels: 4 loss lines, 3 AP lines with a marker per validation */
+    ck_assert_int_eq(count_lines(svg, "<polyline"), 7);
+    ck_assert_int_eq(count_lines(svg, "<circle"), 3 * 2);
+    ck_assert_int_eq(count_lines(svg, "</svg>"), 1);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(validates_while_training)
+{
+    char lb[512], ib[512], gb[512], vb[512];
+    const char *labels = shared_path("data/tiny/train/label.txt", lb, sizeof lb);
+    const char *images = shared_path("widerface/WIDER_val/images", ib, sizeof ib);
+    const char *gt = shared_path("widerface/ground_truth", gb, sizeof gb);
+    const char *list = shared_path("widerface/WIDER_val/wider_val.txt", vb, sizeof vb);
+    if (!labels || !images || !gt || !list) {
+        printf("SKIP validation while training: ../shared absent\n");
+        return;
+    }
+    char dir[] = "/tmp/retina_valXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    TrainOptions o = train_defaults();
+    o.data = labels, o.batch = 1, o.size = 320, o.workers = 1, o.epochs = 2, o.threads = 2;
+    o.val_images = images, o.val_gt = gt, o.val_list = list, o.val_every = 2;
+    TrainReport rep;
+    Error err = {0};
+    /* validation writes its predictions and best checkpoint into the save directory */
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_ARG);
+    ck_assert_msg(strstr(err.msg, "--save-dir"), "%s", err.msg);
+    o.save_dir = dir;
+    o.val_gt = NULL;
+    error_clear(&err);
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_ARG);
+    ck_assert_msg(strstr(err.msg, "--val-gt"), "%s", err.msg);
+    o.val_gt = "/nonexistent";
+    error_clear(&err);
+    ck_assert_int_ne(train_run(&o, NULL, &rep, &err), ERR_OK);
+    ck_assert_msg(strstr(err.msg, "/nonexistent"), "%s", err.msg);
+    o.val_gt = gt;
+    error_clear(&err);
+    ck_assert_msg(train_run(&o, NULL, &rep, &err) == ERR_OK, "%s", err.msg);
+    /* every second epoch: one validation, after epoch 2; a random-init model scores near zero */
+    for (int k = 0; k < 3; k++) ck_assert(rep.last_val[k] >= 0 && rep.last_val[k] < 0.05);
+    ck_assert_int_eq(rep.best_epoch, 2);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/train_log.csv", dir);
+    ck_assert_int_eq(count_lines(path, ",,,\n"), 2); /* step rows */
+    ck_assert_int_eq(count_lines(path, ",,,,,,,"), 1); /* the validation row */
+    snprintf(path, sizeof path, "%s/mobilenet0.25_best.safetensors", dir);
+    ck_assert_str_eq(rep.best_checkpoint, path);
+    ck_assert_int_eq(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/val_predictions/19--Couple/19_Couple_Couple_19_106.txt", dir);
+    ck_assert_int_eq(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    ck_assert_int_eq(system(path), 0);
 }
 END_TEST
 
@@ -363,6 +465,8 @@ Suite *train_suite(void)
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
+    tcase_add_test(tc, training_log_survives_a_resume);
+    tcase_add_test(tc, validates_while_training);
     tcase_add_test(tc, overfits_the_tiny_set);
     suite_add_tcase(s, tc);
     return s;
