@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/trainer.h"
+#include "detection/trainer.h"
 
 static void usage(FILE *f)
 {

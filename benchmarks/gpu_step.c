@@ -38,11 +38,8 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
     Rng r;
     rng_seed(&r, 1, 1);
     tensor_fill_normal(&host, &r, 0, 50);
-    PriorSpec spec;
-    retinaface_prior_spec(&m->cfg, &spec);
-    int64_t P = priors_count(&spec, size, size);
-    float *priors = malloc(sizeof(float) * 4 * (size_t)P);
-    priors_generate(&spec, size, size, priors);
+    int64_t P;
+    float *priors = priors_for(&m->cfg.anchors, size, size, &P, NULL);
     /* a few faces per image */
     enum { FACES = 6 };
     ImageTargets *t = calloc((size_t)batch, sizeof *t);

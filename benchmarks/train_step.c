@@ -12,7 +12,7 @@
 #include <sys/resource.h>
 
 #include "benchmarks/bench_common.h"
-#include "models/trainer.h"
+#include "detection/trainer.h"
 
 static long peak_rss_kb(void)
 {

@@ -15,9 +15,8 @@
 extern "C" {
 #endif
 
-/* Context: stream + cuBLAS handle; TF32 off unless allow_tf32. */
-ErrorCode cuda_context_init(Context *ctx, bool allow_tf32, Error *err);
-void cuda_context_destroy(Context *ctx);
+/* cuda_context_init / cuda_context_destroy (stream + cuBLAS handle; TF32 off unless allow_tf32)
+ * are declared in tensor/context.h. */
 ErrorCode cuda_sync(Context *ctx, Error *err);
 /* Last kernel-launch error, as an ErrorCode with message. */
 ErrorCode cuda_check_launch(const char *what, Error *err);

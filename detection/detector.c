@@ -9,18 +9,6 @@
 
 static double now_ms(void) { return clock_seconds() * 1e3; }
 
-void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec)
-{
-    memset(spec, 0, sizeof *spec);
-    spec->n_levels = cfg->n_levels;
-    spec->n_sizes = cfg->anchors_per_level;
-    spec->clip = cfg->clip_priors;
-    for (int k = 0; k < cfg->n_levels; k++) {
-        spec->steps[k] = cfg->steps[k];
-        for (int a = 0; a < cfg->anchors_per_level; a++) spec->sizes[k][a] = cfg->anchor_sizes[k][a];
-    }
-}
-
 /* Weights in place (or none): fold, move to the device, make the graph. */
 static ErrorCode detector_finish(Detector *d, bool gpu, Error *err)
 {
@@ -154,16 +142,14 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
         loc = h[0], conf = h[1], lms = h[2];
     }
     double t1 = now_ms();
-    PriorSpec spec;
-    retinaface_prior_spec(cfg, &spec);
-    int64_t P = priors_count(&spec, in->height, in->width);
+    int64_t P = priors_count(&cfg->anchors, in->height, in->width);
     float *priors = graph_host_scratch(g, (size_t)P * 4 * sizeof(float));
     ErrorCode rc = ERR_OK;
     if (!priors || P != probs->value.shape[1]) {
         rc = error_set(err, ERR_SHAPE, "%lld priors for %lld outputs", (long long)P,
                        (long long)probs->value.shape[1]);
     } else {
-        priors_generate(&spec, in->height, in->width, priors);
+        priors_generate(&cfg->anchors, in->height, in->width, priors);
         rc = detections_from_outputs(loc, conf, cfg->num_classes, lms, priors, P, cfg->variance,
                                      (float)in->width / resize, (float)in->height / resize, 1, opt, dets, n, err);
     }

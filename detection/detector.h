@@ -21,8 +21,6 @@ typedef struct {
     int input_width, input_height;
 } DetectTiming;
 
-void retinaface_prior_spec(const RetinaConfig *cfg, PriorSpec *spec);
-
 /* weights: .safetensors or PyTorch .pth; NULL keeps the random initialisation. gpu: run the
  * network on the CUDA device (postprocessing stays on the host). */
 ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err);

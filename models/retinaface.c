@@ -44,7 +44,7 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
     ErrorCode rc = cfg->backbone == BACKBONE_MOBILENET_V1
                        ? mobilenet_v1_init(&m->body, &m->params, "body.", cfg->width, &rng, err)
                        : resnet_init(&m->body, &m->params, "body.", cfg->depth, &rng, err);
-    int in_channels[RETINA_MAX_LEVELS];
+    int in_channels[PYRAMID_MAX_LEVELS];
     for (int i = 0; !rc && i < cfg->n_fpn_inputs; i++) {
         int idx = cfg->backbone_outputs[i];
         if (idx < 0 || idx >= m->body.n_outputs)
@@ -54,8 +54,8 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
     }
     if (!rc)
         rc = fpn_init(&m->fpn, &m->params, "fpn.", in_channels, cfg->n_fpn_inputs,
-                      cfg->n_levels - cfg->n_fpn_inputs, cfg->out_channels, &rng, err);
-    m->n_ssh = cfg->shared_ssh ? 1 : cfg->n_levels;
+                      cfg->anchors.n_levels - cfg->n_fpn_inputs, cfg->out_channels, &rng, err);
+    m->n_ssh = cfg->shared_ssh ? 1 : cfg->anchors.n_levels;
     for (int i = 0; !rc && i < m->n_ssh; i++) {
         char prefix[32];
         if (cfg->shared_ssh)
@@ -64,14 +64,14 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
             snprintf(prefix, sizeof prefix, "ssh%d.", i + 1);
         rc = ssh_init(&m->ssh[i], &m->params, prefix, cfg->out_channels, cfg->out_channels, &rng, err);
     }
-    int A = cfg->anchors_per_level;
+    int A = cfg->anchors.per_location;
     if (!rc)
-        rc = dense_head_init(&m->cls, &m->params, "ClassHead", cfg->n_levels, cfg->out_channels, A,
+        rc = dense_head_init(&m->cls, &m->params, "ClassHead", cfg->anchors.n_levels, cfg->out_channels, A,
                              cfg->num_classes, &rng, err);
     if (!rc)
-        rc = dense_head_init(&m->box, &m->params, "BboxHead", cfg->n_levels, cfg->out_channels, A, 4, &rng, err);
+        rc = dense_head_init(&m->box, &m->params, "BboxHead", cfg->anchors.n_levels, cfg->out_channels, A, 4, &rng, err);
     if (!rc && cfg->landmarks)
-        rc = dense_head_init(&m->ldm, &m->params, "LandmarkHead", cfg->n_levels, cfg->out_channels, A, 10,
+        rc = dense_head_init(&m->ldm, &m->params, "LandmarkHead", cfg->anchors.n_levels, cfg->out_channels, A, 10,
                              &rng, err);
     if (rc) {
         retinaface_free(m);
@@ -167,10 +167,10 @@ bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, Re
     if (!backbone_forward(g, &m->body, x, training, feats)) return false;
     out->n_backbone = m->body.n_outputs;
     for (int i = 0; i < m->body.n_outputs; i++) out->backbone[i] = feats[i];
-    Var *ins[RETINA_MAX_LEVELS], *levels[RETINA_MAX_LEVELS];
+    Var *ins[PYRAMID_MAX_LEVELS], *levels[PYRAMID_MAX_LEVELS];
     for (int i = 0; i < m->cfg.n_fpn_inputs; i++) ins[i] = feats[m->cfg.backbone_outputs[i]];
     if (!fpn_forward(g, &m->fpn, ins, training, levels)) return false;
-    for (int i = 0; i < m->cfg.n_levels; i++)
+    for (int i = 0; i < m->cfg.anchors.n_levels; i++)
         levels[i] = ssh_forward(g, &m->ssh[m->cfg.shared_ssh ? 0 : i], levels[i], training);
     /* the heads of one level share their input: in eval mode one op reads it once for all */
     const DenseHead *heads[3] = {&m->box, &m->cls, &m->ldm};
@@ -180,14 +180,19 @@ bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, Re
     return graph_ok(g);
 }
 
+ErrorCode retinaface_load_dict(RetinaFace *m, TensorDict *d, const char *source, Error *err)
+{
+    tensor_dict_strip_prefix(d, "module.");
+    tensor_dict_drop_prefix(d, "optimizer."); /* training checkpoints load for inference too */
+    retinaface_unfold(m);                     /* folded copies would be stale */
+    return params_load_dict(&m->params, d, source, false, false, err);
+}
+
 ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err)
 {
     TensorDict d;
     if (checkpoint_read(path, &d, err)) return err->code;
-    tensor_dict_strip_prefix(&d, "module.");
-    tensor_dict_drop_prefix(&d, "optimizer."); /* training checkpoints load for inference too */
-    retinaface_unfold(m);                      /* folded copies would be stale */
-    ErrorCode rc = params_load_dict(&m->params, &d, path, false, false, err);
+    ErrorCode rc = retinaface_load_dict(m, &d, path, err);
     tensor_dict_free(&d);
     return rc;
 }

@@ -8,12 +8,12 @@
 #ifndef MODELS_RETINAFACE_H
 #define MODELS_RETINAFACE_H
 
+#include "nn/anchors.h"
 #include "nn/backbone.h"
 #include "nn/fpn.h"
 #include "nn/heads.h"
 #include "nn/ssh.h"
-
-enum { RETINA_MAX_LEVELS = 6, RETINA_MAX_ANCHORS = 4 };
+#include "nn/tensor_dict.h"
 
 typedef struct {
     const char *name;         /* "mobilenet0.25" ... */
@@ -21,15 +21,11 @@ typedef struct {
     BackboneKind backbone;
     float width;              /* MobileNetV1 width multiplier */
     int depth;                /* ResNet depth */
-    int n_levels;             /* detection levels */
-    int backbone_outputs[RETINA_MAX_LEVELS]; /* backbone output index feeding FPN level i */
+    AnchorLayout anchors;     /* the detection levels and their anchors */
+    int backbone_outputs[PYRAMID_MAX_LEVELS]; /* backbone output index feeding FPN level i */
     int n_fpn_inputs;         /* levels fed by the backbone; the rest are FPN extra levels */
     int out_channels;
     bool shared_ssh;          /* one SSH module for all levels ("ssh"), else ssh1..sshN */
-    int steps[RETINA_MAX_LEVELS];
-    int anchors_per_level;
-    float anchor_sizes[RETINA_MAX_LEVELS][RETINA_MAX_ANCHORS]; /* pixels, per level */
-    bool clip_priors;
     float variance[2];
     int num_classes;          /* including background */
     bool landmarks;
@@ -43,7 +39,7 @@ typedef struct {
     ParamStore folded;  /* BN-folded inference weights (retinaface_fold_batchnorm), else empty */
     Backbone body;
     Fpn fpn;
-    Ssh ssh[RETINA_MAX_LEVELS];
+    Ssh ssh[PYRAMID_MAX_LEVELS];
     int n_ssh;
     DenseHead cls, box, ldm;
 } RetinaFace;
@@ -67,6 +63,8 @@ bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, Re
 /* Loads weights from a .safetensors or PyTorch .pth/.tar checkpoint (strict names and shapes;
  * a "module." prefix is stripped). */
 ErrorCode retinaface_load(RetinaFace *m, const char *path, Error *err);
+/* The same from a dict already read (its names are edited in place); source names it in errors. */
+ErrorCode retinaface_load_dict(RetinaFace *m, TensorDict *d, const char *source, Error *err);
 /* Loads an ImageNet backbone checkpoint into the backbone only (its classifier is ignored). */
 ErrorCode retinaface_load_pretrained_backbone(RetinaFace *m, const char *path, Error *err);
 ErrorCode retinaface_save(const RetinaFace *m, const char *path, Error *err);

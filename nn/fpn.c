@@ -6,7 +6,7 @@ ErrorCode fpn_init(Fpn *f, ParamStore *ps, const char *prefix, const int *in_cha
                    int n_extra, int out_channels, Rng *rng, Error *err)
 {
     *f = (Fpn){0};
-    if (n_in < 1 || n_in + n_extra > FPN_MAX_LEVELS)
+    if (n_in < 1 || n_in + n_extra > PYRAMID_MAX_LEVELS)
         return error_set(err, ERR_ARG, "fpn: %d levels unsupported", n_in + n_extra);
     f->n_in = n_in, f->n_extra = n_extra, f->out_channels = out_channels;
     float leaky = out_channels <= 64 ? 0.1f : 0.0f;

@@ -6,15 +6,15 @@
 #ifndef NN_FPN_H
 #define NN_FPN_H
 
+#include "nn/anchors.h"
 #include "nn/conv_bn.h"
 
-enum { FPN_MAX_LEVELS = 6 };
 
 typedef struct {
     int n_in, n_extra, out_channels;
-    ConvBnAct lateral[FPN_MAX_LEVELS];
-    ConvBnAct merge[FPN_MAX_LEVELS];
-    ConvBnAct extra[FPN_MAX_LEVELS];
+    ConvBnAct lateral[PYRAMID_MAX_LEVELS];
+    ConvBnAct merge[PYRAMID_MAX_LEVELS];
+    ConvBnAct extra[PYRAMID_MAX_LEVELS];
 } Fpn;
 
 ErrorCode fpn_init(Fpn *f, ParamStore *ps, const char *prefix, const int *in_channels, int n_in,

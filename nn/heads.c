@@ -5,7 +5,7 @@
 ErrorCode dense_head_init(DenseHead *h, ParamStore *ps, const char *name, int n_levels,
                           int in_channels, int anchors, int k, Rng *rng, Error *err)
 {
-    if (n_levels > HEAD_MAX_LEVELS) return error_set(err, ERR_ARG, "head: too many levels");
+    if (n_levels > PYRAMID_MAX_LEVELS) return error_set(err, ERR_ARG, "head: too many levels");
     h->n_levels = n_levels, h->k = k;
     for (int i = 0; i < n_levels; i++) {
         char conv[128];
@@ -28,7 +28,7 @@ static Var *level_rows(Graph *g, const DenseHead *h, Var *conv_out)
 
 bool dense_heads_forward(Graph *g, const DenseHead *const *heads, int n_heads, Var *const *features, Var **outs)
 {
-    Var *parts[DENSE_HEADS_MAX][HEAD_MAX_LEVELS];
+    Var *parts[DENSE_HEADS_MAX][PYRAMID_MAX_LEVELS];
     if (n_heads < 1 || n_heads > DENSE_HEADS_MAX) return graph_fail(g, ERR_ARG, "heads: %d heads", n_heads), false;
     for (int i = 0; i < heads[0]->n_levels; i++) {
         const ConvBnAct *convs[DENSE_HEADS_MAX];

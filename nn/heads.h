@@ -4,13 +4,13 @@
 #ifndef NN_HEADS_H
 #define NN_HEADS_H
 
+#include "nn/anchors.h"
 #include "nn/conv_bn.h"
 
-enum { HEAD_MAX_LEVELS = 6 };
 
 typedef struct {
     int n_levels, k;
-    ConvBnAct conv[HEAD_MAX_LEVELS];
+    ConvBnAct conv[PYRAMID_MAX_LEVELS];
 } DenseHead;
 
 ErrorCode dense_head_init(DenseHead *h, ParamStore *ps, const char *name, int n_levels,

@@ -162,11 +162,9 @@ static ErrorCode read_header(FILE *f, const char *path, char **header, uint64_t 
     return ERR_OK;
 }
 
-ErrorCode safetensors_read(const char *path, TensorDict *d, Error *err)
+/* Reads the whole stream f (a file or a buffer); path names it in errors. Closes f. */
+static ErrorCode read_stream(FILE *f, const char *path, TensorDict *d, Error *err)
 {
-    tensor_dict_init(d);
-    FILE *f = fopen(path, "rb");
-    if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char *header = NULL;
     uint64_t hlen = 0;
     if (read_header(f, path, &header, &hlen, err)) {
@@ -222,6 +220,22 @@ ErrorCode safetensors_read(const char *path, TensorDict *d, Error *err)
     fclose(f);
     if (rc) tensor_dict_free(d);
     return rc;
+}
+
+ErrorCode safetensors_read(const char *path, TensorDict *d, Error *err)
+{
+    tensor_dict_init(d);
+    FILE *f = fopen(path, "rb");
+    if (!f) return error_set(err, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    return read_stream(f, path, d, err);
+}
+
+ErrorCode safetensors_read_memory(const void *data, size_t size, const char *name, TensorDict *d, Error *err)
+{
+    tensor_dict_init(d);
+    FILE *f = size ? fmemopen((void *)data, size, "rb") : NULL;
+    if (!f) return error_set(err, ERR_FORMAT, "%s: empty or unreadable buffer of %zu bytes", name, size);
+    return read_stream(f, name, d, err);
 }
 
 ErrorCode safetensors_read_metadata(const char *path, const char *key, char **value, Error *err)

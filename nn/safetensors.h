@@ -9,6 +9,8 @@
 #include "nn/tensor_dict.h"
 
 ErrorCode safetensors_read(const char *path, TensorDict *d, Error *err);
+/* The same from a buffer of `size` bytes (e.g. weights built into the binary); name is for errors. */
+ErrorCode safetensors_read_memory(const void *data, size_t size, const char *name, TensorDict *d, Error *err);
 /* metadata: n_meta pairs of key/value strings (may be 0). */
 ErrorCode safetensors_write(const char *path, const TensorDict *d, const char *const *meta_keys,
                             const char *const *meta_values, int n_meta, Error *err);

@@ -3,8 +3,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#ifdef HAVE_CUDA
-#include "cuda_kernels/cuda_ops.h"
+#ifndef HAVE_CUDA
+ErrorCode cuda_context_init(Context *ctx, bool allow_tf32, Error *err)
+{
+    (void)ctx, (void)allow_tf32;
+    return error_set(err, ERR_DEVICE, "this build has no CUDA support (rebuild with nvcc, CUDA=1)");
+}
+void cuda_context_destroy(Context *ctx) { (void)ctx; }
 #endif
 
 Context *context_create(int nthreads)
@@ -26,20 +31,13 @@ Context *context_create(int nthreads)
 
 ErrorCode context_enable_cuda(Context *ctx, bool allow_tf32, Error *err)
 {
-#ifdef HAVE_CUDA
     return cuda_context_init(ctx, allow_tf32, err);
-#else
-    (void)ctx, (void)allow_tf32;
-    return error_set(err, ERR_DEVICE, "this build has no CUDA support (rebuild with nvcc, CUDA=1)");
-#endif
 }
 
 void context_destroy(Context *ctx)
 {
     if (!ctx) return;
-#ifdef HAVE_CUDA
     cuda_context_destroy(ctx);
-#endif
     threadpool_destroy(ctx->pool);
     free(ctx);
 }

@@ -22,4 +22,15 @@ Context *context_create(int nthreads);
 ErrorCode context_enable_cuda(Context *ctx, bool allow_tf32, Error *err);
 void context_destroy(Context *ctx);
 
+/* The CUDA half of a Context, defined in cuda_kernels/context_cuda.cu; in builds without CUDA,
+ * context.c's stand-ins fail with ERR_DEVICE (init) and do nothing (destroy). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+ErrorCode cuda_context_init(Context *ctx, bool allow_tf32, Error *err);
+void cuda_context_destroy(Context *ctx);
+#ifdef __cplusplus
+}
+#endif
+
 #endif

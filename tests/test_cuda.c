@@ -327,11 +327,8 @@ START_TEST(gpu_training_step_parity)
         ck_assert_int_eq(tensor_copy(&xv->value, &x, &err), ERR_OK);
         RetinaOutputs out;
         ck_assert_msg(retinaface_forward(&g, m, xv, true, &out), "%s", g.err.msg);
-        PriorSpec spec;
-        retinaface_prior_spec(&m->cfg, &spec);
-        int64_t P = priors_count(&spec, 640, 640);
-        float *priors = malloc(sizeof(float) * 4 * (size_t)P);
-        priors_generate(&spec, 640, 640, priors);
+        int64_t P;
+        float *priors = priors_for(&m->cfg.anchors, 640, 640, &P, NULL);
         MultiBoxOptions opt = multibox_defaults();
         MultiBoxLosses L;
         ck_assert_msg(multibox_loss(&g, out.loc, out.conf, out.landms, priors, t, &opt, &L), "%s", g.err.msg);

@@ -14,15 +14,14 @@ START_TEST(priors_match_reference)
 {
     char buf[512];
     const char *ref = shared_path("reference/retinaface_mnet025/infer_priors.f32", buf, sizeof buf);
-    PriorSpec spec;
-    retinaface_prior_spec(retinaface_config("mobilenet0.25"), &spec);
-    ck_assert_int_eq(priors_count(&spec, 624, 1024), 26240);
+    const AnchorLayout *anchors = &retinaface_config("mobilenet0.25")->anchors;
+    ck_assert_int_eq(priors_count(anchors, 624, 1024), 26240);
     if (!ref) {
         printf("SKIP prior parity: ../shared absent\n");
         return;
     }
     float *p = malloc(26240 * 4 * sizeof(float));
-    priors_generate(&spec, 624, 1024, p);
+    priors_generate(anchors, 624, 1024, p);
     Tensor r;
     int64_t shape[2] = {26240, 4};
     Error err = {0};

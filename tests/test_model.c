@@ -12,6 +12,28 @@
 #include "tensor/rng.h"
 #include "tests/suites.h"
 
+/* The layer rule (tests/check_layers.sh) holds for the tree, and the check sees a violation. */
+START_TEST(includes_never_go_up_a_layer)
+{
+    if (access("tests/check_layers.sh", X_OK) != 0) {
+        printf("SKIP layer check: not run from the repository root\n");
+        return;
+    }
+    ck_assert_int_eq(system("tests/check_layers.sh . >/dev/null"), 0);
+    char dir[] = "/tmp/retina_layersXXXXXX", cmd[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/models && printf '#include \"nn/params.h\"\\n#include \"detection/priors.h\"\\n' "
+                              "> %s/models/up.c", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "tests/check_layers.sh %s | grep -q 'models/up.c:2:'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "tests/check_layers.sh %s >/dev/null", dir);
+    ck_assert_int_ne(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(parameter_counts)
 {
     static const struct {
@@ -52,9 +74,9 @@ START_TEST(every_variant_runs_forward_and_backward)
         ck_assert_msg(retinaface_forward(&g, m, x, true, &out), "%s: %s", *name, g.err.msg);
         const RetinaConfig *c = &m->cfg;
         int64_t P = 0;
-        for (int l = 0; l < c->n_levels; l++)
-            P += (int64_t)((64 + c->steps[l] - 1) / c->steps[l]) * ((96 + c->steps[l] - 1) / c->steps[l]) *
-                 c->anchors_per_level;
+        const AnchorLayout *a = &c->anchors;
+        for (int l = 0; l < a->n_levels; l++)
+            P += (int64_t)((64 + a->steps[l] - 1) / a->steps[l]) * ((96 + a->steps[l] - 1) / a->steps[l]) * a->per_location;
         ck_assert_int_eq(out.loc->value.shape[1], P);
         ck_assert_int_eq(out.conf->value.shape[2], c->num_classes);
         ck_assert(c->landmarks == (out.landms != NULL));
@@ -304,6 +326,7 @@ Suite *model_suite(void)
     TCase *tc = tcase_create("retinaface");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, parameter_counts);
+    tcase_add_test(tc, includes_never_go_up_a_layer);
     tcase_add_test(tc, every_variant_runs_forward_and_backward);
     tcase_add_test(tc, safetensors_round_trip_is_bit_exact);
     tcase_add_test(tc, pytorch_zip_format_imports);

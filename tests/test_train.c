@@ -8,8 +8,8 @@
 #include "detection/detector.h"
 #include "detection/photometric.h"
 #include "detection/multibox_loss.h"
-#include "models/train_log.h"
-#include "models/trainer.h"
+#include "detection/train_log.h"
+#include "detection/trainer.h"
 #include "tests/reference_targets.h"
 #include "tests/suites.h"
 
@@ -55,11 +55,8 @@ START_TEST(training_step_matches_reference)
     ck_assert_int_eq(tensor_load_raw(&x, input, 4, xs, &err), ERR_OK);
     RetinaOutputs out;
     ck_assert(retinaface_forward(&g, m, var_from_tensor(&g, &x, false), true, &out));
-    PriorSpec spec;
-    retinaface_prior_spec(&m->cfg, &spec);
-    int64_t P = priors_count(&spec, 640, 640);
-    float *priors = malloc(sizeof(float) * 4 * (size_t)P);
-    priors_generate(&spec, 640, 640, priors);
+    int64_t P;
+    float *priors = priors_for(&m->cfg.anchors, 640, 640, &P, NULL);
     const ImageTargets *t = ref_t.targets;
     MultiBoxOptions opt = multibox_defaults();
     MultiBoxLosses L;

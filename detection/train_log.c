@@ -1,4 +1,4 @@
-#include "models/train_log.h"
+#include "detection/train_log.h"
 
 #include <errno.h>
 #include <math.h>

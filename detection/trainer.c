@@ -1,4 +1,4 @@
-#include "models/trainer.h"
+#include "detection/trainer.h"
 
 #include <errno.h>
 #include <math.h>
@@ -8,7 +8,7 @@
 
 #include "detection/detector.h"
 #include "detection/wider_val.h"
-#include "models/train_log.h"
+#include "detection/train_log.h"
 #include "nn/safetensors.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
@@ -101,14 +101,11 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
     if ((rc = sgd_init(&t->sgd, &t->model->params, o->momentum, o->weight_decay, err))) goto fail;
     if ((rc = graph_init(&t->graph, t->ctx, t->device, err))) goto fail;
     t->graph_ready = true;
-    PriorSpec spec;
-    retinaface_prior_spec(cfg, &spec);
-    int64_t P = priors_count(&spec, t->size, t->size);
-    if (!(t->priors = malloc(sizeof(float) * 4 * (size_t)P))) {
-        rc = error_set(err, ERR_OOM, "out of memory");
+    int64_t n_priors;
+    if (!(t->priors = priors_for(&cfg->anchors, t->size, t->size, &n_priors, err))) {
+        rc = err->code;
         goto fail;
     }
-    priors_generate(&spec, t->size, t->size, t->priors);
     t->mb = multibox_defaults();
     memcpy(t->mb.variance, cfg->variance, sizeof t->mb.variance);
     return ERR_OK;
