@@ -22,12 +22,13 @@ endif
 # -fno-trapping-math: nothing here reads floating-point exception flags, and without it the compiler
 # will not vectorise loops with float selects or floorf (rounding and results are unchanged).
 CFLAGS  := -std=c11 -D_GNU_SOURCE -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -pthread -I. $(OPT) -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ljpeg -lz -lm -pthread
+LDLIBS  := -ljpeg -lpng -lz -lm -pthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
 LIB_DIRS := tensor autograd nn models detection
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_ASM  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.S))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
@@ -58,6 +59,13 @@ all: $(BUILD)/libretina.a $(APPS)
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# Assembly holds data built into the library (.incbin of the default model's weights); the files
+# it includes are listed by hand (the compiler's -MMD does not see .incbin).
+$(BUILD)/obj/%.o: %.S $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+$(BUILD)/obj/models/builtin_weights_data.o: models/weights/retinaface_mnet025.safetensors
 
 $(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)

@@ -1,31 +1,42 @@
 /* build/detect: face detection on JPEG images with a RetinaFace model. */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "detection/detector.h"
+#include "models/builtin_weights.h"
 #include "models/summary.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: build/detect [options] IMAGE.jpg...\n"
-            "Detects faces (boxes, scores, 5 landmarks) with RetinaFace; one process, model loaded once.\n\n"
+            "usage: build/detect [options] IMAGE|DIR...\n"
+            "Detects faces (boxes, scores, 5 landmarks) with RetinaFace; one process, model loaded once.\n"
+            "IMAGE is a JPEG or PNG; a DIR is walked recursively for .jpg, .jpeg and .png files. Without\n"
+            "--json or --out-dir, prints each image's faces (score, box x1 y1 x2 y2).\n\n"
             "  --model NAME       variant (default mobilenet0.25; also resnet50, resnet18_p2p6,\n"
             "                     mobilenet0.25_2cls)\n"
-            "  --weights FILE     .safetensors or PyTorch .pth/.tar weights (required)\n"
-            "  --conf X           confidence threshold (default 0.02)\n"
-            "  --nms X            NMS IoU threshold (default 0.4)\n"
+            "  --weights FILE     .safetensors or PyTorch .pth/.tar weights (default: the built-in\n"
+            "                     MobileNet-0.25 model trained by this project, models/weights/README.md)\n"
+            "  --conf X           report detections scoring at least X, 0 to 1 (default 0.5; the WIDER\n"
+            "                     protocol's 0.02 is build/eval's default)\n"
+            "  --nms X            NMS IoU threshold, 0 to 1 (default 0.4)\n"
             "  --top-k N          candidates before NMS (default 5000)\n"
             "  --keep-top-k N     detections kept after NMS (default 750)\n"
-            "  --vis-thres X      score from which detections are drawn (default 0.6)\n"
-            "  --long-side N      resize so the long side is N pixels (default: original size)\n"
+            "  --vis-thres X      score from which detections are drawn, 0 to 1 (default: --conf)\n"
+            "  --long-side N      resize so the long side is N pixels (16 or more); 0 keeps the original\n"
+            "                     size. Default: images longer than 1280 pixels are shrunk to 1280 (a face\n"
+            "                     much larger than the largest anchors, 512 pixels, is found in pieces)\n"
             "  --json FILE        write detections as JSON, one object per image per line ('-' = stdout)\n"
-            "  --out-dir DIR      write annotated JPEGs (boxes, scores, landmarks) into DIR\n"
+            "  --out-dir DIR      write annotated JPEGs (boxes, scores, landmarks) into DIR, under the\n"
+            "                     input's relative path (a/photo.jpg -> DIR/a/photo.jpg)\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
@@ -45,10 +56,12 @@ static void json_float_array(FILE *f, const float *v, int n)
 
 static void write_json(FILE *f, const char *image, const Image *img, const Detection *d, int n, bool landmarks)
 {
-    const char *base = strrchr(image, '/');
-    base = base ? base + 1 : image;
     fprintf(f, "{\"image\": \"");
-    for (const char *p = base; *p; p++) {
+    for (const char *p = image; *p; p++) {
+        if ((unsigned char)*p < 0x20) {
+            fprintf(f, "\\u%04x", (unsigned char)*p);
+            continue;
+        }
         if (*p == '"' || *p == '\\') fputc('\\', f);
         fputc(*p, f);
     }
@@ -64,6 +77,82 @@ static void write_json(FILE *f, const char *image, const Image *img, const Detec
         fputc('}', f);
     }
     fprintf(f, "]}\n");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_string(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* DIR/<the input's path, made relative>, with .jpg appended unless it ends so; parent folders are
+ * created. Inputs of the same name in different folders stay apart. */
+static ErrorCode output_path(char *out, size_t size, const char *dir, const char *input, Error *err)
+{
+    const char *p = input;
+    for (;;) {
+        if (*p == '/') p++;
+        else if (!strncmp(p, "./", 2)) p += 2;
+        else if (!strncmp(p, "../", 3)) p += 3;
+        else break;
+    }
+    size_t n = strlen(p);
+    bool jpg = (n > 4 && !strcasecmp(p + n - 4, ".jpg")) || (n > 5 && !strcasecmp(p + n - 5, ".jpeg"));
+    if ((size_t)snprintf(out, size, "%s/%s%s", dir, p, jpg ? "" : ".jpg") >= size)
+        return error_set(err, ERR_ARG, "%s: output path too long", input);
+    for (char *s = out + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
+        *s = 0;
+        int rc = mkdir(out, 0777);
+        *s = '/';
+        if (rc != 0 && errno != EEXIST) return error_set(err, ERR_IO, "cannot create the folder of %s: %s", out, strerror(errno));
+    }
+    return ERR_OK;
+}
+
+typedef struct {
+    char **paths;
+    int n, cap;
+} PathList;
+
+static bool add_path(PathList *l, const char *path)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        char **p = realloc(l->paths, sizeof *p * (size_t)cap);
+        if (!p) return false;
+        l->paths = p, l->cap = cap;
+    }
+    return (l->paths[l->n] = strdup(path)) && ++l->n;
+}
+
+static bool is_image_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
+}
+
+/* The images under dir (recursively, hidden entries skipped), appended in name order. */
+static bool walk(const char *dir, PathList *l, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d) return true; /* reported when the image fails to load */
+    int first = l->n;
+    bool ok = true;
+    struct dirent *e;
+    while (ok && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode) && depth < 32) ok = walk(path, l, depth + 1);
+        else if (S_ISREG(st.st_mode) && is_image_name(e->d_name)) ok = add_path(l, path);
+    }
+    closedir(d);
+    if (ok) qsort(l->paths + first, (size_t)(l->n - first), sizeof *l->paths, cmp_string);
+    return ok;
 }
 
 static ErrorCode write_annotated(const char *dir, const char *image, Image *img, const Detection *d, int n,
@@ -82,25 +171,19 @@ static ErrorCode write_annotated(const char *dir, const char *image, Image *img,
             for (int p = 0; p < 5; p++)
                 image_draw_disc(img, (int)d[i].landmarks[2 * p], (int)d[i].landmarks[2 * p + 1], 2, point_colors[p]);
     }
-    const char *base = strrchr(image, '/');
-    base = base ? base + 1 : image;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, base);
+    char path[8192];
+    if (output_path(path, sizeof path, dir, image, err)) return err->code;
     return image_save_jpeg(path, img, 90, err);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv)
 {
     const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
     PostprocessOptions opt = postprocess_defaults();
-    float vis_thres = 0.6f;
-    int long_side = 0, threads = 0, benchmark = 0;
+    opt.conf_threshold = 0.5f; /* photos: the faces, not the protocol's long tail down to 0.02 */
+    float vis_thres = -1;      /* unset: --conf */
+    int long_side = -1, threads = 0, benchmark = 0;
     bool gpu = false;
     enum { O_MODEL = 256, O_WEIGHTS, O_CONF, O_NMS, O_TOPK, O_KEEP, O_VIS, O_LONG, O_JSON, O_OUT, O_THREADS,
            O_CPU, O_GPU, O_BENCH, O_SUMMARY };
@@ -115,12 +198,13 @@ int main(int argc, char **argv)
         {"summary", required_argument, 0, O_SUMMARY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
-#define NUM(dst, conv, lo)                                                                         \
+#define NUM(dst, conv, lo, hi)                                                                     \
     do {                                                                                           \
         errno = 0;                                                                                 \
         dst = conv;                                                                                \
-        if (*end || errno || dst < (lo)) {                                                         \
-            fprintf(stderr, "detect: invalid value '%s' for --%s\n", optarg, longopts[c - O_MODEL].name); \
+        if (*end || end == optarg || errno || !(dst >= (lo) && dst <= (hi))) {                     \
+            fprintf(stderr, "detect: invalid value '%s' for --%s (%g to %g)\n", optarg,             \
+                    longopts[c - O_MODEL].name, (double)(lo), (double)(hi));                       \
             return 2;                                                                              \
         }                                                                                          \
     } while (0)
@@ -128,18 +212,24 @@ int main(int argc, char **argv)
         switch (c) {
         case O_MODEL: model = optarg; break;
         case O_WEIGHTS: weights = optarg; break;
-        case O_CONF: NUM(opt.conf_threshold, strtof(optarg, &end), 0); break;
-        case O_NMS: NUM(opt.nms_threshold, strtof(optarg, &end), 0); break;
-        case O_TOPK: NUM(opt.top_k, (int)strtol(optarg, &end, 10), 1); break;
-        case O_KEEP: NUM(opt.keep_top_k, (int)strtol(optarg, &end, 10), 1); break;
-        case O_VIS: NUM(vis_thres, strtof(optarg, &end), 0); break;
-        case O_LONG: NUM(long_side, (int)strtol(optarg, &end, 10), 16); break;
+        case O_CONF: NUM(opt.conf_threshold, strtof(optarg, &end), 0, 1); break;
+        case O_NMS: NUM(opt.nms_threshold, strtof(optarg, &end), 0, 1); break;
+        case O_TOPK: NUM(opt.top_k, (int)strtol(optarg, &end, 10), 1, INT_MAX); break;
+        case O_KEEP: NUM(opt.keep_top_k, (int)strtol(optarg, &end, 10), 1, INT_MAX); break;
+        case O_VIS: NUM(vis_thres, strtof(optarg, &end), 0, 1); break;
+        case O_LONG:
+            NUM(long_side, (int)strtol(optarg, &end, 10), 0, 65535);
+            if (long_side > 0 && long_side < 16) {
+                fprintf(stderr, "detect: --long-side must be 0 (original size) or at least 16\n");
+                return 2;
+            }
+            break;
         case O_JSON: json_path = optarg; break;
         case O_OUT: out_dir = optarg; break;
-        case O_THREADS: NUM(threads, (int)strtol(optarg, &end, 10), 1); break;
+        case O_THREADS: NUM(threads, (int)strtol(optarg, &end, 10), 1, 4096); break;
         case O_CPU: gpu = false; break;
         case O_GPU: gpu = true; break;
-        case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1); break;
+        case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1, 1000000); break;
         case O_SUMMARY: summary = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -170,8 +260,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!weights) {
-        fprintf(stderr, "detect: no --weights given (e.g. --weights ../shared/weights/mobilenet0.25_Final.pth)\n");
+    if (!weights && !retinaface_builtin_weights(model, &(size_t){0})) {
+        fprintf(stderr, "detect: model %s has no built-in weights: give --weights FILE\n", model);
         return 2;
     }
     if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
@@ -191,20 +281,40 @@ int main(int argc, char **argv)
         fprintf(stderr, "detect: %s\n", err.msg);
         return 1;
     }
-    int failures = 0;
+    if (vis_thres < 0) vis_thres = opt.conf_threshold;
+    /* the inputs: files as given, folders walked */
+    PathList inputs = {0};
+    int empty_folders = 0;
     for (int i = optind; i < argc; i++) {
+        struct stat st;
+        bool folder = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+        int before = inputs.n;
+        if (!(folder ? walk(argv[i], &inputs, 0) : add_path(&inputs, argv[i]))) {
+            fprintf(stderr, "detect: out of memory listing the inputs\n");
+            return 1;
+        }
+        if (folder && inputs.n == before) {
+            fprintf(stderr, "detect: %s: no .jpg, .jpeg or .png file in this folder or below\n", argv[i]);
+            empty_folders++;
+        }
+    }
+    int failures = empty_folders;
+    for (int i = 0; i < inputs.n; i++) {
+        const char *path = inputs.paths[i];
         Image img;
         error_clear(&err);
-        if (image_load_jpeg(argv[i], &img, &err)) {
+        if (image_load(path, &img, &err)) {
             fprintf(stderr, "detect: %s\n", err.msg);
             failures++;
             continue;
         }
-        float resize = detector_resize_for_long_side(&img, long_side);
+        /* default: shrink only what is longer than 1280 pixels; 0: original size; N: long side N */
+        int side = long_side < 0 ? (img.width > 1280 || img.height > 1280 ? 1280 : 0) : long_side;
+        float resize = detector_resize_for_long_side(&img, side);
         Detection *dets = NULL;
         int n = 0;
         DetectTiming t;
-        if (benchmark && i == optind) {
+        if (benchmark && i == 0) {
             double *fw = malloc(sizeof(double) * (size_t)benchmark), *pp = malloc(sizeof(double) * (size_t)benchmark);
             for (int r = -3; r < benchmark && fw && pp; r++) {
                 free(dets);
@@ -235,16 +345,18 @@ int main(int argc, char **argv)
         }
         if (!err.code) detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err);
         if (err.code) {
-            fprintf(stderr, "detect: %s: %s\n", argv[i], err.msg);
+            fprintf(stderr, "detect: %s: %s\n", path, err.msg);
             failures++;
         } else {
-            if (json) write_json(json, argv[i], &img, dets, n, det.model->cfg.landmarks);
+            if (json) write_json(json, path, &img, dets, n, det.model->cfg.landmarks);
             if (!json && !out_dir && !benchmark) {
-                int shown = 0;
-                for (int k = 0; k < n; k++) shown += dets[k].score >= vis_thres;
-                printf("%s: %d faces (score >= %.2f) of %d detections\n", argv[i], shown, vis_thres, n);
+                printf("%s: %d face%s (score >= %.2f)%s\n", path, n, n == 1 ? "" : "s", opt.conf_threshold,
+                       resize != 1.0f ? " (detected at a reduced size; --long-side 0 keeps the original)" : "");
+                for (int k = 0; k < n; k++)
+                    printf("  %.4f  %7.1f %7.1f %7.1f %7.1f\n", dets[k].score, dets[k].box[0], dets[k].box[1],
+                           dets[k].box[2], dets[k].box[3]);
             }
-            if (out_dir && write_annotated(out_dir, argv[i], &img, dets, n, vis_thres, det.model->cfg.landmarks, &err)) {
+            if (out_dir && write_annotated(out_dir, path, &img, dets, n, vis_thres, det.model->cfg.landmarks, &err)) {
                 fprintf(stderr, "detect: %s\n", err.msg);
                 failures++;
             }
@@ -257,5 +369,7 @@ int main(int argc, char **argv)
         failures++;
     }
     detector_free(&det);
+    for (int i = 0; i < inputs.n; i++) free(inputs.paths[i]);
+    free(inputs.paths);
     return failures ? 1 : 0;
 }

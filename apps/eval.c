@@ -12,12 +12,13 @@
 #include "detection/wider_eval.h"
 #include "detection/wider_val.h"
 #include "detection/svg_chart.h"
+#include "models/builtin_weights.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: build/eval --gt DIR --pred DIR [--iou 0.5] [--events LIST] [--map] [--json FILE] [--plot FILE.svg]\n"
-            "       build/eval --predict --weights FILE --images DIR --out DIR [--model NAME] [--list FILE]\n"
+            "       build/eval --predict --images DIR --out DIR [--weights FILE] [--model NAME] [--list FILE]\n"
             "                  [--long-side N] [--conf 0.02] [--nms 0.4] [--top-k 5000] [--keep-top-k 750]\n\n"
             "Evaluation (official WIDER FACE val protocol): --gt holds wider_face_val.mat and\n"
             "wider_{easy,medium,hard}_val.mat; --pred the official layout <event>/<image>.txt. Prints\n"
@@ -25,12 +26,13 @@ static void usage(FILE *f)
             "normalised over their predictions); by default, when the folder holds only some events, those\n"
             "are evaluated, with a warning. --map adds the mean AP over IoU 0.50:0.05:0.95. --plot writes the\n"
             "precision-recall curves of the three subsets as SVG; --json the numbers.\n\n"
-            "FDDB: build/eval --predict --fddb --folds DIR --images DIR --weights FILE --out DIR writes, for every\n"
+            "FDDB: build/eval --predict --fddb --folds DIR --images DIR --out DIR [--weights FILE] writes, for every\n"
             "FDDB-fold-NN.txt of --folds, fold-NN-out.txt (image path, count, 'x y w h score' per face) from\n"
             "the images <--images>/<path>.jpg, the format FDDB's evaluation program reads.\n\n"
             "Prediction: runs the detector over DIR/<event>/*.jpg (the images listed in --list, e.g.\n"
             "wider_val.txt, or every .jpg of every event directory) at original size (or --long-side) and\n"
             "writes OUT/<event>/<image>.txt.\n"
+            "Without --weights, prediction uses the built-in MobileNet-0.25 model.\n"
             "  --threads N   CPU threads;  --gpu   run the network on the GPU;  -h, --help   this help\n");
 }
 
@@ -314,15 +316,19 @@ int main(int argc, char **argv)
         }
     }
     if (do_predict) {
+        if (!weights && !retinaface_builtin_weights(model, &(size_t){0})) {
+            fprintf(stderr, "eval: model %s has no built-in weights: give --weights FILE\n", model);
+            return 2;
+        }
         if (fddb) {
-            if (!weights || !images || !out || !folds) {
-                fprintf(stderr, "eval: --predict --fddb needs --weights, --images, --folds and --out\n");
+            if (!images || !out || !folds) {
+                fprintf(stderr, "eval: --predict --fddb needs --images, --folds and --out\n");
                 return 2;
             }
             return predict_fddb(model, weights, images, folds, out, long_side, &opt, threads, gpu);
         }
-        if (!weights || !images || !out) {
-            fprintf(stderr, "eval: --predict needs --weights, --images and --out (see --help)\n");
+        if (!images || !out) {
+            fprintf(stderr, "eval: --predict needs --images and --out (see --help)\n");
             return 2;
         }
         return predict(model, weights, images, list, out, long_side, &opt, threads, gpu);

@@ -2,6 +2,7 @@
 #include "tensor/clock.h"
 #include "tensor/device.h"
 #include "nn/tensor_dict.h"
+#include "models/builtin_weights.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -42,7 +43,12 @@ static ErrorCode detector_create(Detector *d, const char *model_name, int thread
 ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err)
 {
     if (detector_create(d, model_name, threads, err)) return err->code;
-    if (weights && retinaface_load(d->model, weights, err)) {
+    ErrorCode rc = ERR_OK;
+    if (weights)
+        rc = retinaface_load(d->model, weights, err);
+    else if (retinaface_builtin_weights(model_name, &(size_t){0}))
+        rc = retinaface_load_builtin(d->model, err);
+    if (rc) {
         detector_free(d);
         return err->code;
     }

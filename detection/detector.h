@@ -21,7 +21,8 @@ typedef struct {
     int input_width, input_height;
 } DetectTiming;
 
-/* weights: .safetensors or PyTorch .pth; NULL keeps the random initialisation. gpu: run the
+/* weights: .safetensors or PyTorch .pth; NULL: the variant's built-in weights (models/builtin_weights.h)
+ * when it has them, else the random initialisation (benchmarks). gpu: run the
  * network on the CUDA device (postprocessing stays on the host). */
 ErrorCode detector_init(Detector *d, const char *model_name, const char *weights, int threads, bool gpu, Error *err);
 /* A detector holding a copy of src's current weights (e.g. the model being trained, for validation);

@@ -1,6 +1,7 @@
 /* Image: 8-bit interleaved BGR pixels (OpenCV's order, which the reference model was trained
- * on), row-major, owned by the struct. JPEG decoding/encoding uses libjpeg(-turbo); decoding
- * errors and truncated/corrupt data are reported, never returned as silently grey pixels. */
+ * on), row-major, owned by the struct. JPEG decoding/encoding uses libjpeg(-turbo), PNG decoding
+ * libpng; decoding errors and truncated/corrupt data are reported, never returned as silently grey
+ * pixels. */
 #ifndef DETECTION_IMAGE_H
 #define DETECTION_IMAGE_H
 
@@ -13,7 +14,10 @@ typedef struct {
     uint8_t *bgr; /* width * height * 3 */
 } Image;
 
+/* JPEG or PNG, told apart by the first bytes (detection/image_load.c). */
+ErrorCode image_load(const char *path, Image *img, Error *err);
 ErrorCode image_load_jpeg(const char *path, Image *img, Error *err);
+ErrorCode image_load_png(const char *path, Image *img, Error *err);
 /* Like image_load_jpeg, but lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the image
  * will be downsampled anyway: the result is at least min_w x min_h where possible. */
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err);

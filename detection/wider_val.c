@@ -117,7 +117,7 @@ static ErrorCode predict_one(Detector *d, const char *path, const char *out_path
                              const PostprocessOptions *opt, Error *err)
 {
     Image img;
-    if (image_load_jpeg(path, &img, err)) return err->code;
+    if (image_load(path, &img, err)) return err->code;
     Detection *dets = NULL;
     int nd = 0;
     ErrorCode rc = detector_detect(d, &img, detector_resize_for_long_side(&img, long_side), opt, &dets, &nd, NULL, err);
