@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "detection/detector.h"
+#include "detection/face_align.h"
 #include "models/builtin_weights.h"
 #include "models/summary.h"
 
@@ -37,6 +38,9 @@ static void usage(FILE *f)
             "  --json FILE        write detections as JSON, one object per image per line ('-' = stdout)\n"
             "  --out-dir DIR      write annotated JPEGs (boxes, scores, landmarks) into DIR, under the\n"
             "                     input's relative path (a/photo.jpg -> DIR/a/photo.jpg)\n"
+            "  --crops DIR        write each face (score >= --vis-thres) aligned by its five landmarks to the\n"
+            "                     112x112 five-point template of face recognisers, as\n"
+            "                     DIR/<input path without extension>_face<k>.jpg\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
@@ -89,7 +93,8 @@ static int cmp_string(const void *a, const void *b) { return strcmp(*(char *cons
 
 /* DIR/<the input's path, made relative>, with .jpg appended unless it ends so; parent folders are
  * created. Inputs of the same name in different folders stay apart. */
-static ErrorCode output_path(char *out, size_t size, const char *dir, const char *input, Error *err)
+static ErrorCode output_path(char *out, size_t size, const char *dir, const char *input, const char *suffix,
+                             Error *err)
 {
     const char *p = input;
     for (;;) {
@@ -98,9 +103,13 @@ static ErrorCode output_path(char *out, size_t size, const char *dir, const char
         else if (!strncmp(p, "../", 3)) p += 3;
         else break;
     }
-    size_t n = strlen(p);
-    bool jpg = (n > 4 && !strcasecmp(p + n - 4, ".jpg")) || (n > 5 && !strcasecmp(p + n - 5, ".jpeg"));
-    if ((size_t)snprintf(out, size, "%s/%s%s", dir, p, jpg ? "" : ".jpg") >= size)
+    int n = (int)strlen(p);
+    bool jpg = !suffix && ((n > 4 && !strcasecmp(p + n - 4, ".jpg")) || (n > 5 && !strcasecmp(p + n - 5, ".jpeg")));
+    if (suffix) { /* photo.png -> photo_face0.jpg */
+        const char *dot = strrchr(p, '.'), *slash = strrchr(p, '/');
+        if (dot && (!slash || dot > slash)) n = (int)(dot - p);
+    }
+    if ((size_t)snprintf(out, size, "%s/%.*s%s%s", dir, n, p, suffix ? suffix : "", jpg ? "" : ".jpg") >= size)
         return error_set(err, ERR_ARG, "%s: output path too long", input);
     for (char *s = out + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
         *s = 0;
@@ -172,21 +181,44 @@ static ErrorCode write_annotated(const char *dir, const char *image, Image *img,
                 image_draw_disc(img, (int)d[i].landmarks[2 * p], (int)d[i].landmarks[2 * p + 1], 2, point_colors[p]);
     }
     char path[8192];
-    if (output_path(path, sizeof path, dir, image, err)) return err->code;
+    if (output_path(path, sizeof path, dir, image, NULL, err)) return err->code;
     return image_save_jpeg(path, img, 90, err);
+}
+
+/* DIR/<input path>_face<k>.jpg: each face scoring at least min_score aligned by its landmarks. */
+static ErrorCode write_crops(const char *dir, const char *image, const Image *img, const Detection *d, int n,
+                             float min_score, Error *err)
+{
+    for (int i = 0, k = 0; i < n; i++) {
+        if (d[i].score < min_score) continue;
+        Image crop;
+        char suffix[32], path[8192];
+        snprintf(suffix, sizeof suffix, "_face%d", k++);
+        if (face_align_crop(img, d[i].landmarks, &crop, err)) {
+            if (err->code != ERR_ARG) return err->code;
+            error_clear(err); /* degenerate landmarks: no crop for that face */
+            continue;
+        }
+        ErrorCode rc = output_path(path, sizeof path, dir, image, suffix, err);
+        if (!rc) rc = image_save_jpeg(path, &crop, 95, err);
+        image_free(&crop);
+        if (rc) return rc;
+    }
+    return ERR_OK;
 }
 
 
 int main(int argc, char **argv)
 {
     const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
+    const char *crops_dir = NULL;
     PostprocessOptions opt = postprocess_defaults();
     opt.conf_threshold = 0.5f; /* photos: the faces, not the protocol's long tail down to 0.02 */
     float vis_thres = -1;      /* unset: --conf */
     int long_side = -1, threads = 0, benchmark = 0;
     bool gpu = false;
     enum { O_MODEL = 256, O_WEIGHTS, O_CONF, O_NMS, O_TOPK, O_KEEP, O_VIS, O_LONG, O_JSON, O_OUT, O_THREADS,
-           O_CPU, O_GPU, O_BENCH, O_SUMMARY };
+           O_CPU, O_GPU, O_BENCH, O_SUMMARY, O_CROPS };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL}, {"weights", required_argument, 0, O_WEIGHTS},
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
@@ -195,7 +227,8 @@ int main(int argc, char **argv)
         {"json", required_argument, 0, O_JSON}, {"out-dir", required_argument, 0, O_OUT},
         {"threads", required_argument, 0, O_THREADS}, {"cpu", no_argument, 0, O_CPU},
         {"gpu", no_argument, 0, O_GPU}, {"benchmark", required_argument, 0, O_BENCH},
-        {"summary", required_argument, 0, O_SUMMARY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"summary", required_argument, 0, O_SUMMARY}, {"crops", required_argument, 0, O_CROPS},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
 #define NUM(dst, conv, lo, hi)                                                                     \
@@ -231,6 +264,7 @@ int main(int argc, char **argv)
         case O_GPU: gpu = true; break;
         case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1, 1000000); break;
         case O_SUMMARY: summary = optarg; break;
+        case O_CROPS: crops_dir = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -264,9 +298,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "detect: model %s has no built-in weights: give --weights FILE\n", model);
         return 2;
     }
-    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "detect: cannot create %s: %s\n", out_dir, strerror(errno));
-        return 1;
+    const char *dirs[2] = {out_dir, crops_dir};
+    for (int k = 0; k < 2; k++)
+        if (dirs[k] && mkdir(dirs[k], 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "detect: cannot create %s: %s\n", dirs[k], strerror(errno));
+            return 1;
+        }
+    if (crops_dir && !retinaface_config(model)->landmarks) {
+        fprintf(stderr, "detect: --crops needs landmarks, which model %s does not predict\n", model);
+        return 2;
     }
     FILE *json = NULL;
     if (json_path) {
@@ -349,7 +389,13 @@ int main(int argc, char **argv)
             failures++;
         } else {
             if (json) write_json(json, path, &img, dets, n, det.model->cfg.landmarks);
-            if (!json && !out_dir && !benchmark) {
+            /* crops first: the annotated copy draws on img */
+            if (crops_dir && write_crops(crops_dir, path, &img, dets, n, vis_thres, &err)) {
+                fprintf(stderr, "detect: %s\n", err.msg);
+                failures++;
+                error_clear(&err);
+            }
+            if (!json && !out_dir && !crops_dir && !benchmark) {
                 printf("%s: %d face%s (score >= %.2f)%s\n", path, n, n == 1 ? "" : "s", opt.conf_threshold,
                        resize != 1.0f ? " (detected at a reduced size; --long-side 0 keeps the original)" : "");
                 for (int k = 0; k < n; k++)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "detection/detector.h"
+#include "detection/face_align.h"
 #include "models/builtin_weights.h"
 #include "nn/safetensors.h"
 #include "tests/suites.h"
@@ -339,6 +340,12 @@ START_TEST(detect_app_inputs_and_defaults)
     ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 0);
     snprintf(cmd, sizeof cmd, "test -s %s/out%s/a/photo.jpg && test -s %s/out%s/b/c/photo.png.jpg", dir, dir, dir, dir);
     ck_assert_int_eq(system(cmd), 0);
+    /* aligned crops, one per face at >= 0.5, named after the input */
+    snprintf(args, sizeof args, "--weights %s --crops %s/crops %s/a/photo.jpg", weights, dir, dir);
+    ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 0);
+    snprintf(cmd, sizeof cmd, "test $(find %s/crops -name 'photo_face*.jpg' | wc -l) -eq 27 && test -s %s/crops%s/a/photo_face26.jpg",
+             dir, dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
     /* an empty folder is an error that names it; the others still run */
     snprintf(args, sizeof args, "--weights %s %s/empty %s/a", weights, dir, dir);
     ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 1);
@@ -359,6 +366,53 @@ START_TEST(detect_app_inputs_and_defaults)
 }
 END_TEST
 
+START_TEST(aligned_crops_put_landmarks_on_the_template)
+{
+    /* landmarks = the template under a known similarity (scale 2.5, 25 degrees, shift): the fit
+     * recovers its inverse */
+    const float *tpl = face_align_template;
+    double scale = 2.5, th = 25 * M_PI / 180, ca = scale * cos(th), sa = scale * sin(th), tx = 150, ty = 80;
+    float lm[10];
+    for (int i = 0; i < 5; i++) {
+        lm[2 * i] = (float)(ca * tpl[2 * i] - sa * tpl[2 * i + 1] + tx);
+        lm[2 * i + 1] = (float)(sa * tpl[2 * i] + ca * tpl[2 * i + 1] + ty);
+    }
+    double m[6];
+    Error err = {0};
+    ck_assert_int_eq(face_similarity(lm, tpl, m, &err), ERR_OK);
+    for (int i = 0; i < 5; i++) {
+        double u = m[0] * lm[2 * i] + m[1] * lm[2 * i + 1] + m[2], v = m[3] * lm[2 * i] + m[4] * lm[2 * i + 1] + m[5];
+        ck_assert_double_eq_tol(u, tpl[2 * i], 1e-3);
+        ck_assert_double_eq_tol(v, tpl[2 * i + 1], 1e-3);
+    }
+    /* the warp: bright discs at the landmarks of a black image come out on the template's points */
+    Image img, crop;
+    ck_assert_int_eq(image_alloc(&img, 480, 420, &err), ERR_OK);
+    memset(img.bgr, 0, (size_t)img.width * img.height * 3);
+    static const uint8_t white[3] = {255, 255, 255};
+    for (int i = 0; i < 5; i++) image_draw_disc(&img, (int)lrintf(lm[2 * i]), (int)lrintf(lm[2 * i + 1]), 4, white);
+    ck_assert_int_eq(face_align_crop(&img, lm, &crop, &err), ERR_OK);
+    ck_assert_int_eq(crop.width, FACE_ALIGN_SIZE);
+    for (int i = 0; i < 5; i++) {
+        double sw = 0, su = 0, sv = 0;
+        int cu = (int)lrintf(tpl[2 * i]), cv = (int)lrintf(tpl[2 * i + 1]);
+        for (int v = cv - 5; v <= cv + 5; v++)
+            for (int u = cu - 5; u <= cu + 5; u++) {
+                double w = crop.bgr[((size_t)v * crop.width + u) * 3];
+                sw += w, su += w * u, sv += w * v;
+            }
+        ck_assert_double_gt(sw, 0);
+        ck_assert_msg(fabs(su / sw - tpl[2 * i]) < 1.0 && fabs(sv / sw - tpl[2 * i + 1]) < 1.0,
+                      "point %d lands at (%.2f, %.2f), template (%.2f, %.2f)", i, su / sw, sv / sw, tpl[2 * i],
+                      tpl[2 * i + 1]);
+    }
+    image_free(&crop);
+    image_free(&img);
+    float same[10] = {5, 5, 5, 5, 5, 5, 5, 5, 5, 5};
+    ck_assert_int_eq(face_similarity(same, tpl, m, &err), ERR_ARG);
+}
+END_TEST
+
 Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -370,6 +424,7 @@ Suite *detect_suite(void)
     tcase_add_test(tc, builtin_model_finds_the_reference_faces);
     tcase_add_test(tc, detect_app_reports_bad_input_and_goes_on);
     tcase_add_test(tc, detect_app_inputs_and_defaults);
+    tcase_add_test(tc, aligned_crops_put_landmarks_on_the_template);
     suite_add_tcase(s, tc);
     return s;
 }
