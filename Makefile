@@ -21,7 +21,10 @@ endif
 
 # -fno-trapping-math: nothing here reads floating-point exception flags, and without it the compiler
 # will not vectorise loops with float selects or floorf (rounding and results are unchanged).
-CFLAGS  := -std=c11 -D_GNU_SOURCE -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -pthread -I. $(OPT) -MMD -MP $(EXTRA_CFLAGS)
+# -fPIC -fvisibility=hidden: the same objects make libretina.a and libretina.so, and the shared
+# library exports only the public API (RETINA_API in detection/retina.h).
+CFLAGS  := -std=c11 -D_GNU_SOURCE -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -pthread -I. $(OPT) -MMD -MP \
+           -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
 LDLIBS  := -ljpeg -lpng -lz -lm -pthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
@@ -36,7 +39,7 @@ ifeq ($(CUDA),1)
   CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
   CFLAGS   += -DHAVE_CUDA
   NVFLAGS  := -O2 -std=c++17 -I. -DHAVE_CUDA -gencode arch=compute_90,code=sm_90 \
-              -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall
+              -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-fPIC,-fvisibility=hidden
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublas -lcudart_static -ldl -lrt -lstdc++
 else
   CU_OBJ   :=
@@ -51,10 +54,10 @@ BENCH     := $(patsubst benchmarks/%.c,$(BUILD)/bench_%,$(wildcard benchmarks/*.
 FLAGS_STAMP := $(BUILD)/flags.stamp
 $(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(NVFLAGS)' | cmp -s - $(FLAGS_STAMP) 2>/dev/null || echo '$(CC) $(CFLAGS) $(NVFLAGS)' > $(FLAGS_STAMP))
 
-.PHONY: all test bench clean deps
+.PHONY: all test bench clean deps install
 # Keep object files of apps and benchmarks (make would delete them as intermediates).
 .SECONDARY:
-all: $(BUILD)/libretina.a $(APPS)
+all: $(BUILD)/libretina.a $(BUILD)/libretina.so $(APPS)
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
@@ -75,6 +78,10 @@ $(BUILD)/libretina.a: $(LIB_OBJ) $(CU_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# --exclude-libs: what static archives bring in (the CUDA runtime) stays inside.
+$(BUILD)/libretina.so: $(LIB_OBJ) $(CU_OBJ)
+	$(CC) -shared $(LDSAN) -Wl,-soname,libretina.so.0 -Wl,--exclude-libs,ALL -o $@ $^ $(LDLIBS)
+
 $(BUILD)/%: $(BUILD)/obj/apps/%.o $(BUILD)/libretina.a
 	$(CC) $(LDSAN) -o $@ $< $(BUILD)/libretina.a $(LDLIBS)
 
@@ -90,6 +97,20 @@ test: all $(BUILD)/run_tests
 
 bench: all $(BENCH)
 	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the static and shared libraries, retina.h and
+# retina.pc (pkg-config; Libs.private carries the link flags a static link needs, CUDA's included).
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(BUILD)/libretina.a $(DESTDIR)$(PREFIX)/lib/libretina.a
+	install -m 755 $(BUILD)/libretina.so $(DESTDIR)$(PREFIX)/lib/libretina.so.0
+	ln -sf libretina.so.0 $(DESTDIR)$(PREFIX)/lib/libretina.so
+	install -m 644 detection/retina.h $(DESTDIR)$(PREFIX)/include/retina.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: retina' 'Description: RetinaFace face detection in C (boxes, scores, landmarks, aligned crops)' \
+	  'Version: 0.1.0' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lretina' \
+	  'Libs.private: $(LDLIBS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/retina.pc
 
 # Installs missing Debian packages (compiler, Check, libjpeg-turbo, zlib headers) with apt-get.
 deps:

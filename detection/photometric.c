@@ -53,8 +53,10 @@ __attribute__((target_clones("avx2", "default"))) static void hsv_round_trip(flo
     }
 }
 
-__attribute__((target_clones("avx2", "default"))) void photometric_convert(uint8_t *bytes, size_t n, float alpha,
-                                                                          float beta)
+/* static: the resolver of an exported target_clones function is exported from the .so whatever its
+ * visibility says */
+__attribute__((target_clones("avx2", "default"))) static void convert_bytes(uint8_t *bytes, size_t n, float alpha,
+                                                                            float beta)
 {
     for (size_t i = 0; i < n; i++) {
         float v = bytes[i] * alpha + beta;
@@ -62,6 +64,8 @@ __attribute__((target_clones("avx2", "default"))) void photometric_convert(uint8
         bytes[i] = (uint8_t)v; /* truncates, as the uint8 conversion of the per-byte table did */
     }
 }
+
+void photometric_convert(uint8_t *bytes, size_t n, float alpha, float beta) { convert_bytes(bytes, n, alpha, beta); }
 
 void hsv_adjust(uint8_t *bgr, size_t pixels, float alpha, int shift)
 {

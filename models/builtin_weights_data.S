@@ -3,11 +3,13 @@
     .section .rodata
     .balign 64
     .global retina_builtin_mnet025
+    .hidden retina_builtin_mnet025
 retina_builtin_mnet025:
     .incbin "models/weights/retinaface_mnet025.safetensors"
 retina_builtin_mnet025_end:
     .balign 8
     .global retina_builtin_mnet025_size
+    .hidden retina_builtin_mnet025_size
 retina_builtin_mnet025_size:
     .quad retina_builtin_mnet025_end - retina_builtin_mnet025
     .section .note.GNU-stack,"",@progbits

@@ -10,6 +10,7 @@
 
 #include "detection/detector.h"
 #include "detection/face_align.h"
+#include "detection/retina.h"
 #include "models/builtin_weights.h"
 #include "nn/safetensors.h"
 #include "tests/suites.h"
@@ -413,6 +414,96 @@ START_TEST(aligned_crops_put_landmarks_on_the_template)
 }
 END_TEST
 
+/* The public library as an application uses it: make install into a temporary prefix, the example
+ * built with pkg-config against that copy, and the Python binding over libretina.so; both find what
+ * the C API finds in-process. */
+START_TEST(public_library_installs_links_and_binds)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("SKIP install test: sanitizer build (the installed library would need the sanitizer runtime)\n");
+    return;
+#endif
+    char ib[512];
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    const char *build = getenv("RETINA_BUILD");
+    if (!image || !build || access("apps/example/detect_faces.c", R_OK) || system("pkg-config --version >/dev/null 2>&1")) {
+        printf("SKIP install test: needs ../shared, RETINA_BUILD, the repository root and pkg-config\n");
+        return;
+    }
+    /* in-process, through the public API */
+    Image img;
+    Error err = {0};
+    ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
+    char msg[256];
+    retina_detector *d = retina_create(NULL, NULL, NULL, msg, sizeof msg);
+    ck_assert_msg(d != NULL, "%s", msg);
+    retina_face *faces;
+    int n;
+    ck_assert_int_eq(retina_detect(d, img.bgr, img.width, img.height, 3 * img.width, RETINA_BGR, &faces, &n, msg, sizeof msg), 0);
+    ck_assert_int_gt(n, 0);
+    char expect[8192] = "";
+    for (int i = 0; i < n; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "%.4f %.1f %.1f %.1f %.1f\n", faces[i].score, faces[i].box[0], faces[i].box[1],
+                 faces[i].box[2], faces[i].box[3]);
+        strncat(expect, line, sizeof expect - strlen(expect) - 1);
+    }
+    /* bad arguments are refused with a message, not a crash */
+    retina_face *none;
+    int zero;
+    ck_assert_int_ne(retina_detect(d, img.bgr, img.width, img.height, img.width, RETINA_BGR, &none, &zero, msg, sizeof msg), 0);
+    ck_assert(none == NULL && zero == 0);
+    ck_assert_msg(strstr(msg, "stride") != NULL, "%s", msg);
+    retina_options bad = retina_default_options();
+    bad.conf_threshold = 2;
+    ck_assert_ptr_null(retina_create(NULL, NULL, &bad, msg, sizeof msg));
+    retina_destroy(d);
+    /* installed, and linked by pkg-config */
+    char dir[] = "/tmp/retina_installXXXXXX", cmd[8192];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd,
+             "make -s install BUILD=%s PREFIX=%s >/dev/null && cc -o %s/ex apps/example/detect_faces.c "
+             "$(PKG_CONFIG_PATH=%s/lib/pkgconfig pkg-config --cflags --libs retina) -ljpeg && %s/ex %s > %s/ex.txt",
+             build, dir, dir, dir, dir, image, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/ex.txt", dir);
+    static char got[1 << 16];
+    FILE *f = fopen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t len = fread(got, 1, sizeof got - 1, f);
+    got[len] = 0;
+    fclose(f);
+    char *body = strchr(got, '\n');
+    ck_assert_ptr_nonnull(body);
+    ck_assert_str_eq(body + 1, expect);
+    /* the Python binding, where Python 3 with numpy is installed */
+    if (system("python3 -c 'import numpy' >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof cmd, "%s/pixels.bgr", dir);
+        f = fopen(cmd, "wb");
+        ck_assert_uint_eq(fwrite(img.bgr, 3, (size_t)img.width * img.height, f), (size_t)img.width * img.height);
+        fclose(f);
+        snprintf(cmd, sizeof cmd,
+                 "RETINA_LIB=%s/lib/libretina.so PYTHONPATH=apps/python python3 tests/check_binding.py %s/pixels.bgr %d %d "
+                 "> %s/py.txt",
+                 dir, dir, img.width, img.height, dir);
+        ck_assert_int_eq(system(cmd), 0);
+        snprintf(cmd, sizeof cmd, "%s/py.txt", dir);
+        f = fopen(cmd, "r");
+        len = fread(got, 1, sizeof got - 1, f);
+        got[len] = 0;
+        fclose(f);
+        ck_assert_int_eq(strncmp(got, expect, strlen(expect)), 0);
+        ck_assert_ptr_nonnull(strstr(got, "crop "));
+    } else {
+        printf("SKIP Python binding: python3 with numpy not installed\n");
+    }
+    retina_free_faces(faces);
+    image_free(&img);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -425,6 +516,7 @@ Suite *detect_suite(void)
     tcase_add_test(tc, detect_app_reports_bad_input_and_goes_on);
     tcase_add_test(tc, detect_app_inputs_and_defaults);
     tcase_add_test(tc, aligned_crops_put_landmarks_on_the_template);
+    tcase_add_test(tc, public_library_installs_links_and_binds);
     suite_add_tcase(s, tc);
     return s;
 }
