@@ -25,7 +25,7 @@ endif
 # library exports only the public API (RETINA_API in detection/retina.h).
 CFLAGS  := -std=c11 -D_GNU_SOURCE -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -pthread -I. $(OPT) -MMD -MP \
            -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
-LDLIBS  := -ljpeg -lpng -lz -lm -pthread
+LDLIBS  := -ljpeg -lpng -lwebp -lexif -lz -lm -pthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
 LIB_DIRS := tensor autograd nn models detection

@@ -20,7 +20,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: build/detect [options] IMAGE|DIR...\n"
             "Detects faces (boxes, scores, 5 landmarks) with RetinaFace; one process, model loaded once.\n"
-            "IMAGE is a JPEG or PNG; a DIR is walked recursively for .jpg, .jpeg and .png files. Without\n"
+            "IMAGE is a JPEG (EXIF orientation applied), PNG or WebP; a DIR is walked recursively for .jpg,\n"
+            ".jpeg, .png and .webp files. Without\n"
             "--json or --out-dir, prints each image's faces (score, box x1 y1 x2 y2).\n\n"
             "  --model NAME       variant (default mobilenet0.25; also resnet50, resnet18_p2p6,\n"
             "                     mobilenet0.25_2cls)\n"
@@ -41,6 +42,10 @@ static void usage(FILE *f)
             "  --crops DIR        write each face (score >= --vis-thres) aligned by its five landmarks to the\n"
             "                     112x112 five-point template of face recognisers, as\n"
             "                     DIR/<input path without extension>_face<k>.jpg\n"
+            "  --raw WxH          inputs are streams of raw frames, W x H pixels of 3 bytes (BGR), one\n"
+            "                     after the other; '-' reads standard input. Video:\n"
+            "                     ffmpeg -i in.mp4 -f rawvideo -pix_fmt bgr24 - | build/detect --raw 1280x720 -\n"
+            "                     (frames are named INPUT#N, N from 0)\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
@@ -139,7 +144,8 @@ static bool add_path(PathList *l, const char *path)
 static bool is_image_name(const char *name)
 {
     const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
+    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png") ||
+                   !strcasecmp(dot, ".webp"));
 }
 
 /* The images under dir (recursively, hidden entries skipped), appended in name order. */
@@ -162,6 +168,23 @@ static bool walk(const char *dir, PathList *l, int depth)
     closedir(d);
     if (ok) qsort(l->paths + first, (size_t)(l->n - first), sizeof *l->paths, cmp_string);
     return ok;
+}
+
+/* The next raw frame of f into img; img->bgr NULL at the end of the stream, an error for a cut
+ * frame. */
+static ErrorCode read_frame(FILE *f, int w, int h, Image *img, Error *err)
+{
+    memset(img, 0, sizeof *img);
+    int c = fgetc(f);
+    if (c == EOF) return ferror(f) ? error_set(err, ERR_IO, "read failed: %s", strerror(errno)) : ERR_OK;
+    ungetc(c, f);
+    if (image_alloc(img, w, h, err)) return err->code;
+    size_t want = (size_t)w * h * 3, got = fread(img->bgr, 1, want, f);
+    if (got != want) {
+        image_free(img);
+        return error_set(err, ERR_FORMAT, "cut frame: %zu of %zu bytes (is --raw the stream's size?)", got, want);
+    }
+    return ERR_OK;
 }
 
 static ErrorCode write_annotated(const char *dir, const char *image, Image *img, const Detection *d, int n,
@@ -212,13 +235,14 @@ int main(int argc, char **argv)
 {
     const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
     const char *crops_dir = NULL;
+    int raw_w = 0, raw_h = 0;
     PostprocessOptions opt = postprocess_defaults();
     opt.conf_threshold = 0.5f; /* photos: the faces, not the protocol's long tail down to 0.02 */
     float vis_thres = -1;      /* unset: --conf */
     int long_side = -1, threads = 0, benchmark = 0;
     bool gpu = false;
     enum { O_MODEL = 256, O_WEIGHTS, O_CONF, O_NMS, O_TOPK, O_KEEP, O_VIS, O_LONG, O_JSON, O_OUT, O_THREADS,
-           O_CPU, O_GPU, O_BENCH, O_SUMMARY, O_CROPS };
+           O_CPU, O_GPU, O_BENCH, O_SUMMARY, O_CROPS, O_RAW };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL}, {"weights", required_argument, 0, O_WEIGHTS},
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
@@ -227,7 +251,7 @@ int main(int argc, char **argv)
         {"json", required_argument, 0, O_JSON}, {"out-dir", required_argument, 0, O_OUT},
         {"threads", required_argument, 0, O_THREADS}, {"cpu", no_argument, 0, O_CPU},
         {"gpu", no_argument, 0, O_GPU}, {"benchmark", required_argument, 0, O_BENCH},
-        {"summary", required_argument, 0, O_SUMMARY}, {"crops", required_argument, 0, O_CROPS},
+        {"summary", required_argument, 0, O_SUMMARY}, {"crops", required_argument, 0, O_CROPS}, {"raw", required_argument, 0, O_RAW},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
@@ -265,6 +289,12 @@ int main(int argc, char **argv)
         case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1, 1000000); break;
         case O_SUMMARY: summary = optarg; break;
         case O_CROPS: crops_dir = optarg; break;
+        case O_RAW:
+            if (sscanf(optarg, "%dx%d", &raw_w, &raw_h) != 2 || raw_w < 1 || raw_h < 1 || raw_w > 65535 || raw_h > 65535) {
+                fprintf(stderr, "detect: --raw expects WxH (1 to 65535 each), e.g. 1280x720\n");
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -327,26 +357,52 @@ int main(int argc, char **argv)
     int empty_folders = 0;
     for (int i = optind; i < argc; i++) {
         struct stat st;
-        bool folder = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+        bool folder = !raw_w && stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
         int before = inputs.n;
         if (!(folder ? walk(argv[i], &inputs, 0) : add_path(&inputs, argv[i]))) {
             fprintf(stderr, "detect: out of memory listing the inputs\n");
             return 1;
         }
         if (folder && inputs.n == before) {
-            fprintf(stderr, "detect: %s: no .jpg, .jpeg or .png file in this folder or below\n", argv[i]);
+            fprintf(stderr, "detect: %s: no .jpg, .jpeg, .png or .webp file in this folder or below\n", argv[i]);
             empty_folders++;
         }
     }
     int failures = empty_folders;
-    for (int i = 0; i < inputs.n; i++) {
-        const char *path = inputs.paths[i];
+    FILE *stream = NULL; /* --raw: the open input of frames */
+    long frame = 0;
+    for (int i = 0;;) {
         Image img;
+        char name[8300];
+        const char *path = name;
         error_clear(&err);
-        if (image_load(path, &img, &err)) {
-            fprintf(stderr, "detect: %s\n", err.msg);
-            failures++;
-            continue;
+        if (raw_w) {
+            if (!stream) {
+                if (i >= inputs.n) break;
+                bool std_in = !strcmp(inputs.paths[i], "-");
+                if (!(stream = std_in ? stdin : fopen(inputs.paths[i], "rb"))) {
+                    fprintf(stderr, "detect: %s: %s\n", inputs.paths[i], strerror(errno));
+                    failures++, i++;
+                    continue;
+                }
+                frame = 0;
+            }
+            ErrorCode rc = read_frame(stream, raw_w, raw_h, &img, &err);
+            if (rc || !img.bgr) { /* end of this input */
+                if (rc) fprintf(stderr, "detect: %s, frame %ld: %s\n", inputs.paths[i], frame, err.msg), failures++;
+                if (stream != stdin) fclose(stream);
+                stream = NULL, i++;
+                continue;
+            }
+            snprintf(name, sizeof name, "%s#%ld", strcmp(inputs.paths[i], "-") ? inputs.paths[i] : "stdin", frame++);
+        } else {
+            if (i >= inputs.n) break;
+            path = inputs.paths[i++];
+            if (image_load(path, &img, &err)) {
+                fprintf(stderr, "detect: %s\n", err.msg);
+                failures++;
+                continue;
+            }
         }
         /* default: shrink only what is longer than 1280 pixels; 0: original size; N: long side N */
         int side = long_side < 0 ? (img.width > 1280 || img.height > 1280 ? 1280 : 0) : long_side;
@@ -354,7 +410,7 @@ int main(int argc, char **argv)
         Detection *dets = NULL;
         int n = 0;
         DetectTiming t;
-        if (benchmark && i == 0) {
+        if (benchmark && path == inputs.paths[0]) {
             double *fw = malloc(sizeof(double) * (size_t)benchmark), *pp = malloc(sizeof(double) * (size_t)benchmark);
             for (int r = -3; r < benchmark && fw && pp; r++) {
                 free(dets);

@@ -1,6 +1,6 @@
 /* Image: 8-bit interleaved BGR pixels (OpenCV's order, which the reference model was trained
  * on), row-major, owned by the struct. JPEG decoding/encoding uses libjpeg(-turbo), PNG decoding
- * libpng; decoding errors and truncated/corrupt data are reported, never returned as silently grey
+ * libpng, WebP libwebp, EXIF libexif; decoding errors and truncated/corrupt data are reported, never returned as silently grey
  * pixels. */
 #ifndef DETECTION_IMAGE_H
 #define DETECTION_IMAGE_H
@@ -14,10 +14,18 @@ typedef struct {
     uint8_t *bgr; /* width * height * 3 */
 } Image;
 
-/* JPEG or PNG, told apart by the first bytes (detection/image_load.c). */
+/* JPEG, PNG or WebP, told apart by the first bytes (detection/image_load.c); a JPEG's EXIF
+ * orientation is applied, so the pixels are the image as it is shown. */
 ErrorCode image_load(const char *path, Image *img, Error *err);
+/* The stored pixels, EXIF orientation not applied (training and evaluation labels refer to them). */
 ErrorCode image_load_jpeg(const char *path, Image *img, Error *err);
 ErrorCode image_load_png(const char *path, Image *img, Error *err);
+ErrorCode image_load_webp(const char *path, Image *img, Error *err);
+/* The EXIF orientation tag of a file (1-8; 1 when absent or unreadable). */
+int image_exif_orientation(const char *path);
+/* Moves the pixels as EXIF orientation 1-8 says (2: mirrored, 3: 180 degrees, 6: turned 90 degrees
+ * clockwise to be shown, 8: anticlockwise, 5 and 7: the transposes); img is replaced. */
+ErrorCode image_orient(Image *img, int orientation, Error *err);
 /* Like image_load_jpeg, but lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the image
  * will be downsampled anyway: the result is at least min_w x min_h where possible. */
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err);

@@ -18,9 +18,16 @@ ErrorCode image_load(const char *path, Image *img, Error *err)
     size_t n = fread(magic, 1, sizeof magic, f);
     fclose(f);
     static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (n >= 2 && magic[0] == 0xFF && magic[1] == 0xD8) return image_load_jpeg(path, img, err);
+    if (n >= 2 && magic[0] == 0xFF && magic[1] == 0xD8) {
+        if (image_load_jpeg(path, img, err) || image_orient(img, image_exif_orientation(path), err)) {
+            image_free(img);
+            return err->code;
+        }
+        return ERR_OK;
+    }
     if (n == 8 && !memcmp(magic, png, 8)) return image_load_png(path, img, err);
+    if (n == 8 && !memcmp(magic, "RIFF", 4)) return image_load_webp(path, img, err); /* RIFF....WEBP */
     if (n == 0) return error_set(err, ERR_FORMAT, "%s: empty file", path);
-    return error_set(err, ERR_FORMAT, "%s: not a JPEG or PNG image (starts with 0x%02x 0x%02x)", path, magic[0],
+    return error_set(err, ERR_FORMAT, "%s: not a JPEG, PNG or WebP image (starts with 0x%02x 0x%02x)", path, magic[0],
                      n > 1 ? magic[1] : 0);
 }

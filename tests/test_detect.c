@@ -1,12 +1,16 @@
 /* Detection pipeline: priors against the reference, NMS on hand-made boxes, detections of the
  * imported model on the reference image, and the detect app's handling of bad input. */
 #include <math.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <jpeglib.h> /* after stdio.h: it uses FILE and size_t */
+#include <libexif/exif-data.h>
+#include <png.h>
+#include <webp/encode.h>
 
 #include "detection/detector.h"
 #include "detection/face_align.h"
@@ -302,7 +306,7 @@ START_TEST(detect_app_inputs_and_defaults)
         printf("SKIP detect app inputs: ../shared absent\n");
         return;
     }
-    char dir[] = "/tmp/retina_inputsXXXXXX", cmd[4096], args[4096];
+    char dir[] = "/tmp/retina_inputsXXXXXX", cmd[4096], args[10000];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(cmd, sizeof cmd, "mkdir -p %s/a %s/b/c %s/empty && cp %s %s/a/photo.jpg && echo x > %s/a/notes.txt", dir, dir,
              dir, image, dir, dir);
@@ -352,6 +356,21 @@ START_TEST(detect_app_inputs_and_defaults)
     ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 1);
     ck_assert_msg(strstr(errs, "/empty") != NULL, "%s", errs);
     ck_assert_msg(strstr(out, "27 faces (score >= 0.50)") != NULL, "%s", out);
+    /* raw BGR frames on standard input (as ffmpeg -f rawvideo -pix_fmt bgr24 writes them): two whole
+     * frames, then a cut one that is reported */
+    ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
+    snprintf(cmd, sizeof cmd, "%s/frames.bgr", dir);
+    FILE *raw = fopen(cmd, "wb");
+    size_t frame_bytes = (size_t)img.width * img.height * 3;
+    for (int k = 0; k < 2; k++) ck_assert_uint_eq(fwrite(img.bgr, 1, frame_bytes, raw), frame_bytes);
+    ck_assert_uint_eq(fwrite(img.bgr, 1, 1000, raw), 1000);
+    fclose(raw);
+    snprintf(args, sizeof args, "--weights %s --raw %dx%d - < %s", weights, img.width, img.height, cmd);
+    image_free(&img);
+    ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 1);
+    ck_assert_msg(strstr(out, "stdin#0: 27 faces") && strstr(out, "stdin#1: 27 faces") && !strstr(out, "stdin#2"), "%s", out);
+    ck_assert_msg(strstr(errs, "frame 2: cut frame") != NULL, "%s", errs);
+    ck_assert_int_eq(run_app("--raw 0x5 -", out, sizeof out, errs, sizeof errs), 2);
     /* values out of range are refused with the range */
     ck_assert_int_eq(run_app("--conf 1.5 x.jpg", out, sizeof out, errs, sizeof errs), 2);
     ck_assert_msg(strstr(errs, "0 to 1") != NULL, "%s", errs);
@@ -361,7 +380,7 @@ START_TEST(detect_app_inputs_and_defaults)
     /* a file that is neither JPEG nor PNG is named with its first bytes */
     snprintf(args, sizeof args, "--weights %s %s/a/notes.txt", weights, dir);
     ck_assert_int_eq(run_app(args, out, sizeof out, errs, sizeof errs), 1);
-    ck_assert_msg(strstr(errs, "not a JPEG or PNG") != NULL, "%s", errs);
+    ck_assert_msg(strstr(errs, "not a JPEG, PNG or WebP") != NULL, "%s", errs);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
 }
@@ -504,6 +523,111 @@ START_TEST(public_library_installs_links_and_binds)
 }
 END_TEST
 
+/* A JPEG carrying an EXIF orientation tag (APP1 written by libexif, pixels by libjpeg). */
+static void write_jpeg_with_orientation(const char *path, const Image *img, int orientation)
+{
+    ExifData *ed = exif_data_new();
+    exif_data_set_byte_order(ed, EXIF_BYTE_ORDER_INTEL);
+    ExifEntry *e = exif_entry_new();
+    exif_content_add_entry(ed->ifd[EXIF_IFD_0], e);
+    exif_entry_initialize(e, EXIF_TAG_ORIENTATION);
+    exif_set_short(e->data, EXIF_BYTE_ORDER_INTEL, (ExifShort)orientation);
+    unsigned char *exif = NULL;
+    unsigned int exif_len = 0;
+    exif_data_save_data(ed, &exif, &exif_len);
+    ck_assert_ptr_nonnull(exif);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    jpeg_stdio_dest(&c, f);
+    c.image_width = (JDIMENSION)img->width, c.image_height = (JDIMENSION)img->height;
+    c.input_components = 3, c.in_color_space = JCS_EXT_BGR;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    jpeg_write_marker(&c, JPEG_APP0 + 1, exif, exif_len);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = img->bgr + (size_t)c.next_scanline * img->width * 3;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+    free(exif);
+    exif_entry_unref(e);
+    exif_data_unref(ed);
+}
+
+START_TEST(orientation_and_webp)
+{
+    /* where each orientation puts the stored image's top-left and top-right pixels (EXIF's
+     * definitions: 6 is shown turned 90 degrees clockwise), for a 4x2 image */
+    static const int W = 4, H = 2;
+    static const int where[9][4] = {{0}, {0, 0, 3, 0}, {3, 0, 0, 0}, {3, 1, 0, 1}, {0, 1, 3, 1},
+                                    {0, 0, 0, 3}, {1, 0, 1, 3}, {1, 3, 1, 0}, {0, 3, 0, 0}};
+    Error err = {0};
+    for (int o = 1; o <= 8; o++) {
+        Image img;
+        ck_assert_int_eq(image_alloc(&img, W, H, &err), ERR_OK);
+        memset(img.bgr, 0, (size_t)W * H * 3);
+        img.bgr[0] = 10;                   /* top-left */
+        img.bgr[(size_t)(W - 1) * 3] = 20; /* top-right */
+        ck_assert_int_eq(image_orient(&img, o, &err), ERR_OK);
+        ck_assert_int_eq(img.width, o >= 5 ? H : W);
+        ck_assert_int_eq(img.bgr[((size_t)where[o][1] * img.width + where[o][0]) * 3], 10);
+        ck_assert_int_eq(img.bgr[((size_t)where[o][3] * img.width + where[o][2]) * 3], 20);
+        image_free(&img);
+    }
+    char ib[512];
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    if (!image) {
+        printf("SKIP EXIF and WebP files: ../shared absent\n");
+        return;
+    }
+    Image img, got;
+    ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
+    char dir[] = "/tmp/retina_orientXXXXXX", path[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* a phone's portrait photo: stored sideways, tagged 6; loaded as shown */
+    snprintf(path, sizeof path, "%s/sideways.jpg", dir);
+    write_jpeg_with_orientation(path, &img, 6);
+    ck_assert_int_eq(image_exif_orientation(path), 6);
+    ck_assert_int_eq(image_load(path, &got, &err), ERR_OK);
+    ck_assert_int_eq(got.width, img.height);
+    ck_assert_int_eq(got.height, img.width);
+    image_free(&got);
+    ck_assert_int_eq(image_load_jpeg(path, &got, &err), ERR_OK); /* the stored pixels, for labels */
+    ck_assert_int_eq(got.width, img.width);
+    image_free(&got);
+    ck_assert_int_eq(image_exif_orientation(image), 1);
+    /* lossless WebP decodes to the same pixels */
+    uint8_t *webp = NULL;
+    size_t len = WebPEncodeLosslessBGR(img.bgr, img.width, img.height, img.width * 3, &webp);
+    ck_assert_uint_gt(len, 0);
+    snprintf(path, sizeof path, "%s/photo.webp", dir);
+    FILE *f = fopen(path, "wb");
+    ck_assert_uint_eq(fwrite(webp, 1, len, f), len);
+    fclose(f);
+    WebPFree(webp);
+    ck_assert_int_eq(image_load(path, &got, &err), ERR_OK);
+    ck_assert_int_eq(got.width, img.width);
+    ck_assert(!memcmp(got.bgr, img.bgr, (size_t)img.width * img.height * 3));
+    image_free(&got);
+    /* a cut WebP is an error naming the file */
+    f = fopen(path, "r+b");
+    ck_assert_int_eq(ftruncate(fileno(f), 40), 0);
+    fclose(f);
+    ck_assert_int_ne(image_load(path, &got, &err), ERR_OK);
+    ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
+    image_free(&img);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -517,6 +641,7 @@ Suite *detect_suite(void)
     tcase_add_test(tc, detect_app_inputs_and_defaults);
     tcase_add_test(tc, aligned_crops_put_landmarks_on_the_template);
     tcase_add_test(tc, public_library_installs_links_and_binds);
+    tcase_add_test(tc, orientation_and_webp);
     suite_add_tcase(s, tc);
     return s;
 }
