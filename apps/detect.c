@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "detection/detector.h"
+#include "detection/detect_pyramid.h"
 #include "detection/face_align.h"
 #include "models/builtin_weights.h"
 #include "models/summary.h"
@@ -46,6 +47,9 @@ static void usage(FILE *f)
             "                     after the other; '-' reads standard input. Video:\n"
             "                     ffmpeg -i in.mp4 -f rawvideo -pix_fmt bgr24 - | build/detect --raw 1280x720 -\n"
             "                     (frames are named INPUT#N, N from 0)\n"
+            "  --scales A,B,...   test-time image pyramid: detect at each factor times the size chosen by\n"
+            "                     --long-side (e.g. 0.5,1,1.5; up to 8) and merge by NMS\n"
+            "  --flip             also detect on the mirror image, merged the same way\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --cpu | --gpu      device for the network (default cpu)\n"
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
@@ -235,14 +239,16 @@ int main(int argc, char **argv)
 {
     const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
     const char *crops_dir = NULL;
-    int raw_w = 0, raw_h = 0;
+    int raw_w = 0, raw_h = 0, n_scales = 0;
+    float scales[PYRAMID_MAX_SCALES];
+    bool flip = false;
     PostprocessOptions opt = postprocess_defaults();
     opt.conf_threshold = 0.5f; /* photos: the faces, not the protocol's long tail down to 0.02 */
     float vis_thres = -1;      /* unset: --conf */
     int long_side = -1, threads = 0, benchmark = 0;
     bool gpu = false;
     enum { O_MODEL = 256, O_WEIGHTS, O_CONF, O_NMS, O_TOPK, O_KEEP, O_VIS, O_LONG, O_JSON, O_OUT, O_THREADS,
-           O_CPU, O_GPU, O_BENCH, O_SUMMARY, O_CROPS, O_RAW };
+           O_CPU, O_GPU, O_BENCH, O_SUMMARY, O_CROPS, O_RAW, O_SCALES, O_FLIP };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL}, {"weights", required_argument, 0, O_WEIGHTS},
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
@@ -252,6 +258,7 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"cpu", no_argument, 0, O_CPU},
         {"gpu", no_argument, 0, O_GPU}, {"benchmark", required_argument, 0, O_BENCH},
         {"summary", required_argument, 0, O_SUMMARY}, {"crops", required_argument, 0, O_CROPS}, {"raw", required_argument, 0, O_RAW},
+        {"scales", required_argument, 0, O_SCALES}, {"flip", no_argument, 0, O_FLIP},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
@@ -289,6 +296,25 @@ int main(int argc, char **argv)
         case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1, 1000000); break;
         case O_SUMMARY: summary = optarg; break;
         case O_CROPS: crops_dir = optarg; break;
+        case O_FLIP: flip = true; break;
+        case O_SCALES:
+            n_scales = 0;
+            for (char *p = optarg;;) {
+                float v = strtof(p, &end);
+                if (end == p || !(v >= 0.05f && v <= 8.0f) || n_scales == PYRAMID_MAX_SCALES) {
+                    fprintf(stderr, "detect: --scales expects 1 to %d factors from 0.05 to 8, e.g. 0.5,1,1.5\n",
+                            PYRAMID_MAX_SCALES);
+                    return 2;
+                }
+                scales[n_scales++] = v;
+                if (*end == 0) break;
+                if (*end != ',') {
+                    fprintf(stderr, "detect: --scales: '%s' is not a comma-separated list\n", optarg);
+                    return 2;
+                }
+                p = end + 1;
+            }
+            break;
         case O_RAW:
             if (sscanf(optarg, "%dx%d", &raw_w, &raw_h) != 2 || raw_w < 1 || raw_h < 1 || raw_w > 65535 || raw_h > 65535) {
                 fprintf(stderr, "detect: --raw expects WxH (1 to 65535 each), e.g. 1280x720\n");
@@ -439,7 +465,13 @@ int main(int argc, char **argv)
             free(dets);
             dets = NULL;
         }
-        if (!err.code) detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err);
+        if (!err.code && !n_scales && !flip) detector_detect(&det, &img, resize, &opt, &dets, &n, &t, &err);
+        if (!err.code && (n_scales || flip)) {
+            float factors[PYRAMID_MAX_SCALES];
+            int nf = n_scales ? n_scales : 1;
+            for (int k = 0; k < nf; k++) factors[k] = resize * (n_scales ? scales[k] : 1.0f);
+            detector_detect_pyramid(&det, &img, factors, nf, flip, &opt, &dets, &n, &err);
+        }
         if (err.code) {
             fprintf(stderr, "detect: %s: %s\n", path, err.msg);
             failures++;

@@ -13,6 +13,7 @@
 #include <webp/encode.h>
 
 #include "detection/detector.h"
+#include "detection/detect_pyramid.h"
 #include "detection/face_align.h"
 #include "detection/retina.h"
 #include "models/builtin_weights.h"
@@ -628,6 +629,64 @@ START_TEST(orientation_and_webp)
 }
 END_TEST
 
+START_TEST(pyramid_and_flip_merge_by_nms)
+{
+    Detection d = {.box = {10, 20, 30, 40}, .score = 0.9f, .landmarks = {12, 25, 28, 25, 20, 30, 14, 35, 26, 35}};
+    Detection m = d;
+    detections_unmirror(&m, 1, 100);
+    ck_assert_float_eq(m.box[0], 69);
+    ck_assert_float_eq(m.box[2], 89);
+    ck_assert_float_eq(m.box[1], 20);
+    /* the left eye of the mirrored face is the mirror of the right eye */
+    ck_assert_float_eq(m.landmarks[0], 99 - 28);
+    ck_assert_float_eq(m.landmarks[2], 99 - 12);
+    ck_assert_float_eq(m.landmarks[6], 99 - 26);
+    ck_assert_float_eq(m.landmarks[8], 99 - 14);
+    detections_unmirror(&m, 1, 100);
+    ck_assert(!memcmp(&m, &d, sizeof d));
+    char wb[512], ib[512], jb[512];
+    const char *weights = shared_path("weights/mobilenet0.25_Final.pth", wb, sizeof wb);
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    const char *json = shared_path("reference/retinaface_mnet025/infer_detections.json", jb, sizeof jb);
+    if (!weights || !image || !json) {
+        printf("SKIP pyramid: ../shared absent\n");
+        return;
+    }
+    Detector det;
+    Error err = {0};
+    ck_assert_int_eq(detector_init(&det, "mobilenet0.25", weights, 2, false, &err), ERR_OK);
+    Image img;
+    ck_assert_int_eq(image_load_jpeg(image, &img, &err), ERR_OK);
+    PostprocessOptions opt = postprocess_defaults();
+    opt.conf_threshold = 0.5f;
+    Detection *plain, *one, *both;
+    int n_plain, n_one, n_both;
+    ck_assert_int_eq(detector_detect(&det, &img, 1.0f, &opt, &plain, &n_plain, NULL, &err), ERR_OK);
+    const float unit = 1.0f, three[3] = {0.75f, 1.0f, 1.5f};
+    ck_assert_int_eq(detector_detect_pyramid(&det, &img, &unit, 1, false, &opt, &one, &n_one, &err), ERR_OK);
+    ck_assert_int_eq(n_one, n_plain);
+    ck_assert(!memcmp(one, plain, sizeof *one * (size_t)n_one)); /* one scale, no flip: the plain detector */
+    ck_assert_int_eq(detector_detect_pyramid(&det, &img, three, 3, true, &opt, &both, &n_both, &err), ERR_OK);
+    static RefDet ref[1000];
+    int n_ref = read_reference(json, ref, 1000), found = 0, strong = 0;
+    for (int r = 0; r < n_ref; r++) {
+        if (ref[r].score < 0.5f) continue;
+        strong++;
+        bool hit = false;
+        for (int k = 0; k < n_both && !hit; k++) hit = iou(ref[r].box, both[k].box) >= 0.5f;
+        found += hit;
+    }
+    printf("  pyramid 0.75,1,1.5 + flip: %d detections >= 0.5 (plain %d); %d of the %d reference faces\n", n_both, n_plain,
+           found, strong);
+    ck_assert_int_eq(found, strong);
+    for (int k = 1; k < n_both; k++) ck_assert(both[k - 1].score >= both[k].score);
+    ck_assert_int_ne(detector_detect_pyramid(&det, &img, three, 0, false, &opt, &both, &n_both, &err), ERR_OK);
+    free(plain), free(one), free(both);
+    image_free(&img);
+    detector_free(&det);
+}
+END_TEST
+
 Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -642,6 +701,7 @@ Suite *detect_suite(void)
     tcase_add_test(tc, aligned_crops_put_landmarks_on_the_template);
     tcase_add_test(tc, public_library_installs_links_and_binds);
     tcase_add_test(tc, orientation_and_webp);
+    tcase_add_test(tc, pyramid_and_flip_merge_by_nms);
     suite_add_tcase(s, tc);
     return s;
 }
