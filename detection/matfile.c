@@ -118,9 +118,10 @@ static MatValue *parse_matrix(Ctx *c, const unsigned char *p, size_t len)
         int32_t d = (int32_t)u32(data + 4 * i);
         if (d < 0) goto bad;
         v->dims[i] = d;
+        /* checked before multiplying: the product of up to 8 dimensions must not wrap */
+        if (d && v->numel > ((int64_t)1 << 31) / d) goto bad;
         v->numel *= d;
     }
-    if (v->numel > ((int64_t)1 << 31)) goto bad;
     p += used, len -= used;
     /* Name. */
     if (!read_tag(p, len, &type, &size, &data, &used) || type != miINT8) goto bad;
@@ -129,6 +130,8 @@ static MatValue *parse_matrix(Ctx *c, const unsigned char *p, size_t len)
 
     if (cls == mxCELL) {
         v->kind = MAT_CELL;
+        /* every cell takes at least its 8-byte tag: more cells than that cannot be in the bytes left */
+        if (v->numel > (int64_t)(len / 8)) goto bad;
         v->cells = calloc((size_t)v->numel + 1, sizeof *v->cells);
         if (!v->cells) goto bad;
         for (int64_t i = 0; i < v->numel; i++) {
@@ -147,12 +150,16 @@ static MatValue *parse_matrix(Ctx *c, const unsigned char *p, size_t len)
         int es = type_size(type);
         if (!es || size % (uint32_t)es) goto bad;
         size_t n = size / (uint32_t)es;
-        v->str = malloc(n * 3 + 1);
+        /* the characters must be the array's: rows x cols of them (a 0x0 array has none) */
+        if (type != miUTF8 && (int64_t)n != v->numel) goto bad; /* UTF-8 counts bytes, not characters */
+        int64_t rows = v->ndim >= 1 ? v->dims[0] : 1, cols = rows ? (int64_t)n / rows : 0;
+        if (n == 0) rows = 0;
+        /* up to 3 UTF-8 bytes a character, a newline between rows */
+        v->str = malloc(n * 3 + (size_t)rows + 1);
         if (!v->str) goto bad;
         size_t o = 0;
         /* Column-major characters: for a 1xN row that is just the string. Multi-row char arrays are
          * read row by row, rows joined by newlines. */
-        int64_t rows = v->ndim >= 1 ? v->dims[0] : 1, cols = rows ? (int64_t)n / rows : 0;
         if (type == miUTF8) {
             memcpy(v->str, data, n);
             o = n;
@@ -166,11 +173,12 @@ static MatValue *parse_matrix(Ctx *c, const unsigned char *p, size_t len)
         v->str[o] = 0;
     } else if (cls >= mxDOUBLE && cls <= mxUINT64) {
         v->kind = MAT_NUMERIC;
-        v->re = malloc(sizeof(double) * ((size_t)v->numel + 1));
-        if (!v->re) goto bad;
+        /* the data's size is checked against the dimensions before anything is allocated for them */
         if (!read_tag(p, len, &type, &size, &data, &used)) goto bad;
         int es = type_size(type);
-        if (!es || (int64_t)(size / (uint32_t)es) != v->numel) goto bad;
+        if (!es || size % (uint32_t)es || (int64_t)(size / (uint32_t)es) != v->numel) goto bad;
+        v->re = malloc(sizeof(double) * ((size_t)v->numel + 1));
+        if (!v->re) goto bad;
         for (int64_t i = 0; i < v->numel; i++) v->re[i] = element(type, data + (size_t)i * (size_t)es);
     } else {
         v->kind = MAT_UNSUPPORTED;
@@ -231,7 +239,8 @@ ErrorCode matfile_read(const char *path, MatFile *mf, Error *err)
                     elem_len = out_len;
                     break;
                 }
-                if (z != Z_BUF_ERROR || cap > ((size_t)1 << 32)) {
+                /* 1 GB inflated at most: far above any WIDER FACE .mat, far below a zip bomb's appetite */
+                if (z != Z_BUF_ERROR || cap > ((size_t)1 << 30)) {
                     free(inflated);
                     inflated = NULL;
                     break;

@@ -165,13 +165,15 @@ static ErrorCode load_wider_mat(const char *path, const char *images, Builder *b
     for (int64_t e = 0; !rc && e < events->numel; e++) {
         const MatValue *ev = mat_cell(events, e, 0), *fl = mat_cell(files, e, 0), *bl = mat_cell(boxes, e, 0);
         const MatValue *il = invalid ? mat_cell(invalid, e, 0) : NULL;
-        if (!ev || !fl || !bl) {
+        if (!ev || ev->kind != MAT_CHAR || !fl || !bl || fl->kind != MAT_CELL || bl->kind != MAT_CELL) {
             rc = error_set(err, ERR_FORMAT, "%s: event %lld malformed", path, (long long)e);
             break;
         }
         for (int64_t i = 0; !rc && i < fl->numel; i++) {
             const MatValue *name = mat_cell(fl, i, 0), *bb = mat_cell(bl, i, 0), *inv = il ? mat_cell(il, i, 0) : NULL;
-            if (!name || name->kind != MAT_CHAR || !bb) {
+            /* boxes: an n x 4 numeric array (x, y, w, h per face), or empty */
+            if (!name || name->kind != MAT_CHAR || !bb ||
+                (bb->numel && (bb->kind != MAT_NUMERIC || bb->ndim != 2 || bb->dims[1] != 4))) {
                 rc = error_set(err, ERR_FORMAT, "%s: image %lld of %s malformed", path, (long long)i, ev->str);
                 break;
             }

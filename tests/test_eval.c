@@ -8,9 +8,156 @@
 
 #include "detection/detector.h"
 #include "detection/matfile.h"
+#include "detection/train_data.h"
 #include "detection/wider_eval.h"
 #include "detection/wider_val.h"
 #include "tests/suites.h"
+
+/* ---- crafted MAT-files: a writer just big enough for the reader's corner cases ---- */
+typedef struct {
+    unsigned char b[1 << 16];
+    size_t n;
+} MatBuf;
+
+static void mb_put(MatBuf *m, const void *p, size_t n)
+{
+    ck_assert_uint_le(m->n + n, sizeof m->b);
+    memcpy(m->b + m->n, p, n);
+    m->n += n;
+}
+static void mb_u32(MatBuf *m, uint32_t v) { mb_put(m, &v, 4); }
+static void mb_pad(MatBuf *m)
+{
+    while (m->n % 8) m->b[m->n++] = 0;
+}
+/* A data element: tag, bytes, padding. */
+static void mb_elem(MatBuf *m, uint32_t type, const void *p, uint32_t n)
+{
+    mb_u32(m, type), mb_u32(m, n), mb_put(m, p, n), mb_pad(m);
+}
+/* Opens an miMATRIX element (class, dims, empty name); returns where its size goes. */
+static size_t mb_matrix(MatBuf *m, int cls, int ndim, const int32_t *dims)
+{
+    mb_u32(m, 14);
+    size_t at = m->n;
+    mb_u32(m, 0);
+    uint32_t flags[2] = {(uint32_t)cls, 0};
+    mb_elem(m, 6, flags, 8);
+    mb_elem(m, 5, dims, (uint32_t)(4 * ndim));
+    mb_elem(m, 1, "", 0);
+    return at;
+}
+static void mb_close(MatBuf *m, size_t at)
+{
+    uint32_t size = (uint32_t)(m->n - at - 4);
+    memcpy(m->b + at, &size, 4);
+}
+/* A top-level variable: miMATRIX with a name. */
+static size_t mb_var(MatBuf *m, const char *name, int cls, int ndim, const int32_t *dims)
+{
+    mb_u32(m, 14);
+    size_t at = m->n;
+    mb_u32(m, 0);
+    uint32_t flags[2] = {(uint32_t)cls, 0};
+    mb_elem(m, 6, flags, 8);
+    mb_elem(m, 5, dims, (uint32_t)(4 * ndim));
+    mb_elem(m, 1, name, (uint32_t)strlen(name));
+    return at;
+}
+static void mb_string(MatBuf *m, const char *s)
+{
+    int32_t dims[2] = {1, (int32_t)strlen(s)};
+    size_t at = mb_matrix(m, 4, 2, dims);
+    uint16_t u[256];
+    for (size_t i = 0; i < strlen(s); i++) u[i] = (uint16_t)s[i];
+    mb_elem(m, 4, u, (uint32_t)(2 * strlen(s)));
+    mb_close(m, at);
+}
+static void mb_write(const MatBuf *m, const char *path)
+{
+    unsigned char head[128];
+    memset(head, ' ', sizeof head);
+    memcpy(head, "MATLAB 5.0 MAT-file, crafted by a test", 38);
+    memset(head + 116, 0, 8);
+    head[124] = 0, head[125] = 1, head[126] = 'I', head[127] = 'M';
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(head, 1, 128, f), 128);
+    ck_assert_uint_eq(fwrite(m->b, 1, m->n, f), m->n);
+    fclose(f);
+}
+
+START_TEST(crafted_matfiles_are_refused)
+{
+    static MatBuf m;
+    char path[] = "/tmp/retina_matXXXXXX.mat";
+    int fd = mkstemps(path, 4);
+    close(fd);
+    MatFile mf;
+    Error err = {0};
+    /* a char array claiming 1000 rows for 2 characters (wrote past its buffer) */
+    m.n = 0;
+    int32_t tall[2] = {1000, 1};
+    size_t at = mb_var(&m, "s", 4, 2, tall);
+    uint16_t two[2] = {'a', 'b'};
+    mb_elem(&m, 4, two, 4);
+    mb_close(&m, at);
+    mb_write(&m, path);
+    ck_assert_int_eq(matfile_read(path, &mf, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
+    /* dimensions whose product wraps */
+    m.n = 0;
+    int32_t huge[4] = {65536, 65536, 65536, 65536};
+    at = mb_var(&m, "x", 6, 4, huge);
+    mb_elem(&m, 9, "\0\0\0\0\0\0\0\0", 8);
+    mb_close(&m, at);
+    mb_write(&m, path);
+    error_clear(&err);
+    ck_assert_int_eq(matfile_read(path, &mf, &err), ERR_FORMAT);
+    /* a 192-byte file declaring a cell of 2^31 entries (took 68 s and 16 GB) */
+    m.n = 0;
+    int32_t cells[2] = {46341, 46341};
+    at = mb_var(&m, "c", 1, 2, cells);
+    mb_close(&m, at);
+    mb_write(&m, path);
+    error_clear(&err);
+    ck_assert_int_eq(matfile_read(path, &mf, &err), ERR_FORMAT);
+    /* numeric data shorter than its dimensions */
+    m.n = 0;
+    int32_t three[2] = {3, 1};
+    at = mb_var(&m, "v", 6, 2, three);
+    mb_elem(&m, 9, "\0\0\0\0\0\0\0\0", 8);
+    mb_close(&m, at);
+    mb_write(&m, path);
+    error_clear(&err);
+    ck_assert_int_eq(matfile_read(path, &mf, &err), ERR_FORMAT);
+    /* a well-formed training .mat whose face_bbx_list holds a string where the n x 4 boxes go
+     * (read as numbers: SEGV) */
+    m.n = 0;
+    int32_t one[2] = {1, 1};
+    at = mb_var(&m, "event_list", 1, 2, one);
+    mb_string(&m, "0--Parade");
+    mb_close(&m, at);
+    at = mb_var(&m, "file_list", 1, 2, one);
+    size_t inner = mb_matrix(&m, 1, 2, one);
+    mb_string(&m, "0_Parade_marchingband_1_5");
+    mb_close(&m, inner);
+    mb_close(&m, at);
+    at = mb_var(&m, "face_bbx_list", 1, 2, one);
+    inner = mb_matrix(&m, 1, 2, one);
+    mb_string(&m, "boxes");
+    mb_close(&m, inner);
+    mb_close(&m, at);
+    mb_write(&m, path);
+    error_clear(&err);
+    ck_assert_int_eq(matfile_read(path, &mf, &err), ERR_OK); /* the file itself is sound */
+    matfile_free(&mf);
+    TrainSet set;
+    ck_assert_int_eq(trainset_load(path, "/tmp", &set, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "malformed") != NULL, "%s", err.msg);
+    unlink(path);
+}
+END_TEST
 
 START_TEST(matfile_reads_official_ground_truth)
 {
@@ -296,6 +443,7 @@ Suite *eval_suite(void)
     TCase *tc = tcase_create("widerface");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matfile_reads_official_ground_truth);
+    tcase_add_test(tc, crafted_matfiles_are_refused);
     tcase_add_test(tc, protocol_hand_made_cases);
     tcase_add_test(tc, ties_keep_file_order);
     tcase_add_test(tc, image_list_from_file_or_tree);
