@@ -15,6 +15,7 @@ typedef struct {
     const char *p, *end;
     const char *path;
     Error *err;
+    const char *start; /* the header's first byte (byte 8 of the file), for error offsets */
 } Json;
 
 static void skip_ws(Json *j)
@@ -29,8 +30,8 @@ static bool expect(Json *j, char c)
         j->p++;
         return true;
     }
-    error_set(j->err, ERR_FORMAT, "%s: malformed safetensors header (expected '%c' at byte %ld)", j->path,
-              c, (long)(j->p - (j->end - 0)));
+    error_set(j->err, ERR_FORMAT, "%s: malformed safetensors header (expected '%c' at byte %ld of the file)", j->path,
+              c, (long)(j->p - j->start) + 8);
     return false;
 }
 
@@ -147,6 +148,12 @@ static ErrorCode read_header(FILE *f, const char *path, char **header, uint64_t 
     for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
+    if (b[0] == 'P' && b[1] == 'K')
+        return error_set(err, ERR_FORMAT, "%s: a zip archive (a PyTorch .pth?), not safetensors: convert it with build/convert",
+                         path);
+    if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+        return error_set(err, ERR_FORMAT, "%s: a Python pickle (a legacy PyTorch .pth?), not safetensors: convert it with "
+                                          "build/convert", path);
     if (n == 0 || n > (uint64_t)size - 8 || n > (1u << 30))
         return error_set(err, ERR_FORMAT, "%s: bad safetensors header length %llu (file is %ld bytes)", path,
                          (unsigned long long)n, size);
@@ -162,6 +169,12 @@ static ErrorCode read_header(FILE *f, const char *path, char **header, uint64_t 
     return ERR_OK;
 }
 
+static int compare_spans(const void *a, const void *b)
+{
+    int64_t x = ((const int64_t *)a)[0], y = ((const int64_t *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
 /* Reads the whole stream f (a file or a buffer); path names it in errors. Closes f. */
 static ErrorCode read_stream(FILE *f, const char *path, TensorDict *d, Error *err)
 {
@@ -174,8 +187,11 @@ static ErrorCode read_stream(FILE *f, const char *path, TensorDict *d, Error *er
     fseek(f, 0, SEEK_END);
     long file_size = ftell(f);
     uint64_t data_start = 8 + hlen, data_len = (uint64_t)file_size - data_start;
-    Json j = {header, header + hlen, path, err};
+    Json j = {header, header + hlen, path, err, header};
     ErrorCode rc = ERR_OK;
+    /* every tensor's [begin, end), to check that they tile the data exactly once parsed */
+    int64_t(*spans)[2] = NULL;
+    int n_spans = 0, cap_spans = 0;
     if (!expect(&j, '{')) rc = err->code;
     while (!rc && !at(&j, '}')) {
         char name[256];
@@ -190,9 +206,21 @@ static ErrorCode read_stream(FILE *f, const char *path, TensorDict *d, Error *er
             rc = err->code ? err->code : error_set(err, ERR_FORMAT, "%s: bad entry %s", path, name);
         } else {
             size_t esize = dtype_size(e.dtype);
-            int64_t numel = shape_numel(e.ndim, e.shape);
-            if (!esize)
+            /* the element count, checked as it grows: no dimension negative, the product never past
+             * what the data section could hold */
+            int64_t numel = 1;
+            bool shape_ok = true;
+            for (int k = 0; k < e.ndim && shape_ok; k++) {
+                shape_ok = e.shape[k] >= 0 && (e.shape[k] == 0 || numel <= (int64_t)(data_len / (esize ? esize : 1)) / e.shape[k]);
+                numel *= shape_ok ? e.shape[k] : 1;
+            }
+            if (tensor_dict_find(d, name))
+                rc = error_set(err, ERR_FORMAT, "%s: tensor %s appears twice in the header", path, name);
+            else if (!esize)
                 rc = error_set(err, ERR_FORMAT, "%s: tensor %s has unsupported dtype %s", path, name, e.dtype);
+            else if (!shape_ok)
+                rc = error_set(err, ERR_FORMAT, "%s: tensor %s: shape larger than the file's %llu data bytes", path, name,
+                               (unsigned long long)data_len);
             else if (e.begin < 0 || e.end < e.begin || (uint64_t)e.end > data_len ||
                      (uint64_t)(e.end - e.begin) != (uint64_t)numel * esize)
                 rc = error_set(err, ERR_FORMAT,
@@ -212,10 +240,29 @@ static ErrorCode read_stream(FILE *f, const char *path, TensorDict *d, Error *er
                     rc = tensor_dict_add(d, name, e.dtype, e.ndim, e.shape, data, err);
                 else
                     free(data);
+                if (!rc && n_spans == cap_spans) {
+                    void *grown = realloc(spans, sizeof *spans * (size_t)(cap_spans = cap_spans ? 2 * cap_spans : 64));
+                    if (!grown) rc = error_set(err, ERR_OOM, "%s: out of memory", path);
+                    else spans = grown;
+                }
+                if (!rc) spans[n_spans][0] = e.begin, spans[n_spans++][1] = e.end;
             }
         }
         if (!rc && at(&j, ',')) j.p++;
     }
+    /* the tensors must tile the data section: no overlap (two names for the same bytes), no gap */
+    if (!rc && n_spans) qsort(spans, (size_t)n_spans, sizeof *spans, compare_spans);
+    int64_t covered = 0;
+    for (int k = 0; k < n_spans && !rc; k++) {
+        if (spans[k][0] != covered)
+            rc = error_set(err, ERR_FORMAT, "%s: tensor data %s at byte %lld of the data section (offsets must tile it)",
+                           path, spans[k][0] < covered ? "overlaps" : "leaves a gap", (long long)spans[k][0]);
+        covered = spans[k][1];
+    }
+    if (!rc && (uint64_t)covered != data_len && n_spans)
+        rc = error_set(err, ERR_FORMAT, "%s: %llu bytes after the last tensor's data", path,
+                       (unsigned long long)(data_len - (uint64_t)covered));
+    free(spans);
     free(header);
     fclose(f);
     if (rc) tensor_dict_free(d);
@@ -248,7 +295,7 @@ ErrorCode safetensors_read_metadata(const char *path, const char *key, char **va
     ErrorCode rc = read_header(f, path, &header, &hlen, err);
     fclose(f);
     if (rc) return rc;
-    Json j = {header, header + hlen, path, err};
+    Json j = {header, header + hlen, path, err, header};
     if (expect(&j, '{')) {
         while (!at(&j, '}')) {
             char name[256];

@@ -95,6 +95,77 @@ START_TEST(every_variant_runs_forward_and_backward)
 }
 END_TEST
 
+/* A safetensors file from a header string and `data_len` zero bytes of data. */
+static void write_safetensors(const char *path, const char *header, size_t data_len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    uint64_t n = strlen(header);
+    unsigned char len[8];
+    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(n >> (8 * i));
+    fwrite(len, 1, 8, f);
+    fwrite(header, 1, n, f);
+    for (size_t i = 0; i < data_len; i++) fputc(0, f);
+    fclose(f);
+}
+
+START_TEST(crafted_safetensors_are_refused)
+{
+    char path[] = "/tmp/retina_stXXXXXX.safetensors";
+    int fd = mkstemps(path, 12);
+    close(fd);
+    TensorDict d;
+    Error err = {0};
+    static const struct {
+        const char *header;
+        size_t data;
+        const char *says;
+    } cases[] = {
+        /* sound: two tensors tiling 24 bytes */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[4],"
+         "\"data_offsets\":[8,24]}}", 24, NULL},
+        /* two names for the same bytes (was accepted, exit 0) */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],"
+         "\"data_offsets\":[0,8]}}", 8, "overlaps"},
+        /* the same key twice (was accepted) */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+         "\"data_offsets\":[8,16]}}", 16, "twice"},
+        /* a gap between tensors */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],"
+         "\"data_offsets\":[8,12]}}", 12, "gap"},
+        /* a shape whose byte count overflows int64 and wraps to the data's size */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,16]}}", 16, "shape"},
+        /* a negative dimension */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-4,-1],\"data_offsets\":[0,16]}}", 16, "shape"},
+        /* a malformed header: the error offset is a byte of the file (was "at byte -24560") */
+        {"{\"a\" \"dtype\"}", 0, "at byte 13 of the file"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        write_safetensors(path, cases[k].header, cases[k].data);
+        error_clear(&err);
+        ErrorCode rc = safetensors_read(path, &d, &err);
+        if (!cases[k].says) {
+            ck_assert_msg(rc == ERR_OK, "case %zu: %s", k, err.msg);
+            ck_assert_int_eq(d.n, 2);
+            tensor_dict_free(&d);
+            continue;
+        }
+        ck_assert_msg(rc == ERR_FORMAT, "case %zu accepted", k);
+        ck_assert_msg(strstr(err.msg, cases[k].says) && strstr(err.msg, path), "case %zu: %s", k, err.msg);
+    }
+    /* a PyTorch checkpoint where a training checkpoint is expected (--resume) says what it is */
+    char pb[512];
+    const char *pth = shared_path("weights/mobilenet0.25_Final.pth", pb, sizeof pb);
+    if (pth) {
+        char *value = NULL;
+        error_clear(&err);
+        ck_assert_int_eq(safetensors_read_metadata(pth, "model", &value, &err), ERR_FORMAT);
+        ck_assert_msg(strstr(err.msg, "build/convert") != NULL, "%s", err.msg);
+    }
+    unlink(path);
+}
+END_TEST
+
 START_TEST(safetensors_round_trip_is_bit_exact)
 {
     Error err = {0};
@@ -327,6 +398,7 @@ Suite *model_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, parameter_counts);
     tcase_add_test(tc, includes_never_go_up_a_layer);
+    tcase_add_test(tc, crafted_safetensors_are_refused);
     tcase_add_test(tc, every_variant_runs_forward_and_backward);
     tcase_add_test(tc, safetensors_round_trip_is_bit_exact);
     tcase_add_test(tc, pytorch_zip_format_imports);
