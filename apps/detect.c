@@ -13,6 +13,7 @@
 #include "detection/detector.h"
 #include "detection/detect_pyramid.h"
 #include "detection/face_align.h"
+#include "detection/output_file.h"
 #include "models/builtin_weights.h"
 #include "models/summary.h"
 
@@ -364,16 +365,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "detect: --crops needs landmarks, which model %s does not predict\n", model);
         return 2;
     }
+    /* JSON lines go to FILE.tmp, renamed when all are written: never a partial file under FILE */
     FILE *json = NULL;
+    OutputFile json_out;
     if (json_path) {
-        json = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
-        if (!json) {
-            fprintf(stderr, "detect: cannot write %s: %s\n", json_path, strerror(errno));
+        if (output_open(&json_out, json_path, &err)) {
+            fprintf(stderr, "detect: %s\n", err.msg);
             return 1;
         }
+        json = json_out.f;
     }
     Detector det;
     if (detector_init(&det, model, weights, threads, gpu, &err)) {
+        if (json) output_abandon(&json_out);
         fprintf(stderr, "detect: %s\n", err.msg);
         return 1;
     }
@@ -498,8 +502,9 @@ int main(int argc, char **argv)
         free(dets);
         image_free(&img);
     }
-    if (json && json != stdout && fclose(json) != 0) {
-        fprintf(stderr, "detect: writing %s failed\n", json_path);
+    error_clear(&err);
+    if (json && output_commit(&json_out, &err)) {
+        fprintf(stderr, "detect: %s\n", err.msg);
         failures++;
     }
     detector_free(&det);

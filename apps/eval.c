@@ -11,6 +11,7 @@
 #include "detection/detector.h"
 #include "detection/wider_eval.h"
 #include "detection/wider_val.h"
+#include "detection/output_file.h"
 #include "detection/svg_chart.h"
 #include "models/builtin_weights.h"
 
@@ -132,28 +133,27 @@ static int evaluate(const char *gt_dir, const char *pred_dir, double iou, const 
             free(r2);
             printf("mAP@[.50:.95]  Easy %.6f  Medium %.6f  Hard %.6f\n", map_ap[0], map_ap[1], map_ap[2]);
         }
+        OutputFile out;
         if (json_path) {
-            FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
-            if (!f) {
-                fprintf(stderr, "eval: cannot write %s: %s\n", json_path, strerror(errno));
-                rc = 1;
-            } else {
-                fprintf(f, "{\"iou\": %g, \"events\": %d, \"easy\": %.9f, \"medium\": %.9f, \"hard\": %.9f", iou,
+            error_clear(&err);
+            if (!output_open(&out, json_path, &err)) {
+                fprintf(out.f, "{\"iou\": %g, \"events\": %d, \"easy\": %.9f, \"medium\": %.9f, \"hard\": %.9f", iou,
                         n_events, res->ap[0], res->ap[1], res->ap[2]);
-                if (map) fprintf(f, ", \"map_easy\": %.9f, \"map_medium\": %.9f, \"map_hard\": %.9f", map_ap[0], map_ap[1], map_ap[2]);
-                fprintf(f, "}\n");
-                if (f != stdout) fclose(f);
+                if (map)
+                    fprintf(out.f, ", \"map_easy\": %.9f, \"map_medium\": %.9f, \"map_hard\": %.9f", map_ap[0], map_ap[1],
+                            map_ap[2]);
+                fprintf(out.f, "}\n");
+                output_commit(&out, &err);
             }
+            if (err.code) fprintf(stderr, "eval: %s\n", err.msg), rc = 1;
         }
         if (plot_path) {
-            FILE *f = fopen(plot_path, "w");
-            if (!f) {
-                fprintf(stderr, "eval: cannot write %s: %s\n", plot_path, strerror(errno));
-                rc = 1;
-            } else {
-                write_svg(f, res);
-                fclose(f);
+            error_clear(&err);
+            if (!output_open(&out, plot_path, &err)) {
+                write_svg(out.f, res);
+                output_commit(&out, &err);
             }
+            if (err.code) fprintf(stderr, "eval: %s\n", err.msg), rc = 1;
         }
     }
     free(res);

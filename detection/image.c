@@ -69,7 +69,8 @@ ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *
     struct jpeg_decompress_struct cinfo;
     JpegError jerr;
     cinfo.err = jpeg_errors(&jerr, true);
-    unsigned char *row = NULL;
+    /* volatile: set after setjmp, read after longjmp (else the handler may see NULL and leak it) */
+    unsigned char *volatile row = NULL;
     if (setjmp(jerr.jump)) {
         jpeg_destroy_decompress(&cinfo);
         fclose(f);
@@ -167,7 +168,12 @@ ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error
     JpegError jerr;
     cinfo.err = jpeg_errors(&jerr, false);
     unsigned char *row = malloc((size_t)img->width * 3);
-    if (!row || setjmp(jerr.jump)) {
+    if (!row) {
+        fclose(f);
+        remove(tmp);
+        return error_set(err, ERR_OOM, "%s: out of memory", path);
+    }
+    if (setjmp(jerr.jump)) {
         jpeg_destroy_compress(&cinfo);
         fclose(f);
         free(row);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "detection/output_file.h"
 #include "detection/svg_chart.h"
 
 static const char HEADER[] =
@@ -167,19 +168,14 @@ ErrorCode train_log_plot(const char *csv_path, const char *svg_path, Error *err)
                        {"Hard", colors[3], vx, ap[2], nv, true}};
     SvgAxes la = {"training loss (mean per epoch)", "epoch", "loss", SVG_LEGEND_TOP_RIGHT, 0, 0, 0, 0};
     SvgAxes va = {"validation AP (official protocol)", "epoch", "AP", SVG_LEGEND_BOTTOM_RIGHT, 0, 0, 0, 1};
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", svg_path);
-    FILE *f = fopen(tmp, "w");
-    ErrorCode rc = ERR_OK;
-    if (!f) {
-        rc = error_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        svg_begin(f, 2);
-        svg_line_chart(f, 0, &la, ls, 4);
-        svg_line_chart(f, 1, &va, vs, 3);
-        svg_end(f);
-        if (ferror(f) | (fclose(f) != 0) || rename(tmp, svg_path) != 0)
-            rc = error_set(err, ERR_IO, "%s: cannot write: %s", svg_path, strerror(errno));
+    OutputFile o;
+    ErrorCode rc = output_open(&o, svg_path, err);
+    if (!rc) {
+        svg_begin(o.f, 2);
+        svg_line_chart(o.f, 0, &la, ls, 4);
+        svg_line_chart(o.f, 1, &va, vs, 3);
+        svg_end(o.f);
+        rc = output_commit(&o, err);
     }
     free(buf), free(count), free(r.v);
     return rc;

@@ -1,4 +1,5 @@
 #include "detection/wider_data.h"
+#include "detection/output_file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -273,13 +274,12 @@ const WiderPredImage *wider_preds_image(const WiderPredEvent *e, const char *nam
 ErrorCode wider_pred_file_write(const char *path, const char *image_name, const float *b, const float *scores, int n,
                                 Error *err)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return error_set(err, ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    fprintf(f, "%s\n%d\n", image_name, n);
+    OutputFile o;
+    if (output_open(&o, path, err)) return err->code;
+    fprintf(o.f, "%s\n%d\n", image_name, n);
     for (int i = 0; i < n; i++) {
         int x1 = (int)b[4 * i], y1 = (int)b[4 * i + 1], x2 = (int)b[4 * i + 2], y2 = (int)b[4 * i + 3];
-        fprintf(f, "%d %d %d %d %.9g \n", x1, y1, x2 - x1, y2 - y1, scores[i]);
+        fprintf(o.f, "%d %d %d %d %.9g \n", x1, y1, x2 - x1, y2 - y1, scores[i]);
     }
-    if (fclose(f) != 0) return error_set(err, ERR_IO, "%s: write failed", path);
-    return ERR_OK;
+    return output_commit(&o, err);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "detection/detector.h"
@@ -156,6 +157,43 @@ START_TEST(crafted_matfiles_are_refused)
     ck_assert_int_eq(trainset_load(path, "/tmp", &set, &err), ERR_FORMAT);
     ck_assert_msg(strstr(err.msg, "malformed") != NULL, "%s", err.msg);
     unlink(path);
+}
+END_TEST
+
+/* A full disk, as RLIMIT_FSIZE makes it (writes past the limit fail with EFBIG once SIGXFSZ is
+ * ignored): outputs are whole or absent, and the tools say so and exit 1. */
+START_TEST(outputs_survive_a_full_disk)
+{
+    char gb[512], pb[512], ib[512];
+    const char *gt = shared_path("widerface/ground_truth", gb, sizeof gb);
+    const char *pred = shared_path("widerface/predictions_mnet025", pb, sizeof pb);
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    const char *build = getenv("RETINA_BUILD");
+    if (!gt || !pred || !image) {
+        printf("SKIP full disk: ../shared absent\n");
+        return;
+    }
+    char dir[] = "/tmp/retina_fullXXXXXX", cmd[4096];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* the SVG (tens of kB) does not fit in 2 blocks; the JSON (a line) does */
+    snprintf(cmd, sizeof cmd,
+             "sh -c \"trap '' XFSZ; ulimit -f 2; %s/eval --gt %s --pred %s --events 19--Couple --plot %s/pr.svg "
+             "--json %s/ap.json\" >/dev/null 2>%s/err.txt",
+             build ? build : "build", gt, pred, dir, dir, dir);
+    int rc = system(cmd);
+    ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    snprintf(cmd, sizeof cmd, "grep -q 'pr.svg: write failed' %s/err.txt && test ! -e %s/pr.svg && test ! -e %s/pr.svg.tmp && "
+                              "test -s %s/ap.json", dir, dir, dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    /* build/detect --json: the previous results stay whole when the new ones cannot be written */
+    snprintf(cmd, sizeof cmd, "echo previous > %s/dets.json && sh -c \"trap '' XFSZ; ulimit -f 2; %s/detect --json %s/dets.json "
+             "--conf 0.02 %s\" >/dev/null 2>%s/err.txt", dir, build ? build : "build", dir, image, dir);
+    rc = system(cmd);
+    ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    snprintf(cmd, sizeof cmd, "grep -q 'dets.json: write failed' %s/err.txt && grep -qx previous %s/dets.json", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
 }
 END_TEST
 
@@ -444,6 +482,7 @@ Suite *eval_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matfile_reads_official_ground_truth);
     tcase_add_test(tc, crafted_matfiles_are_refused);
+    tcase_add_test(tc, outputs_survive_a_full_disk);
     tcase_add_test(tc, protocol_hand_made_cases);
     tcase_add_test(tc, ties_keep_file_order);
     tcase_add_test(tc, image_list_from_file_or_tree);
