@@ -331,7 +331,15 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         goto out;
     }
     if (o->save_dir) {
+        /* an unwritable folder is found now, not at the first save an epoch later */
         char path[4200];
+        snprintf(path, sizeof path, "%s/.write_test", o->save_dir);
+        FILE *probe = fopen(path, "w");
+        if (!probe || fclose(probe) != 0) {
+            rc = error_set(err, ERR_IO, "%s: cannot write checkpoints there: %s", o->save_dir, strerror(errno));
+            goto out;
+        }
+        remove(path);
         snprintf(path, sizeof path, "%s/train_log.csv", o->save_dir);
         if ((rc = train_log_open(&log, path, start_epoch + 1, err))) goto out;
         rep->best_val = log.best_val, rep->best_epoch = log.best_epoch;
@@ -390,6 +398,11 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         }
         rep->steps = steps_done;
         if (rc) break;
+        if (epoch_images == 0) {
+            rc = error_set(err, ERR_IO, "epoch %d: no image of %s could be read (%d unreadable): nothing to train on",
+                           epoch + 1, o->data, rep->failed_images);
+            break;
+        }
         bool last = epoch + 1 == o->epochs || (o->max_steps && steps_done >= o->max_steps);
         if ((rc = end_of_epoch(o, &tr, &val, &log, epoch, step, global_step, last, seed, rep, err))) break;
         if (last) break;

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,11 @@ ErrorCode wider_pred_file_read(const char *path, WiderPredImage *img, Error *err
         const char *rest;
         if (parse_numbers(line, v, 5, &rest) < 5 || *rest) {
             rc = error_set(err, ERR_FORMAT, "%s:%d: expected 'x y w h score', got '%.60s'", path, lineno, line);
+            break;
+        }
+        /* one inf score would normalise every other score of the evaluation to 0 */
+        if (!isfinite(v[0]) || !isfinite(v[1]) || !isfinite(v[2]) || !isfinite(v[3]) || !isfinite(v[4])) {
+            rc = error_set(err, ERR_FORMAT, "%s:%d: '%.60s' holds a value that is not a finite number", path, lineno, line);
             break;
         }
         if (img->n == cap) {

@@ -324,6 +324,13 @@ START_TEST(malformed_prediction_file_is_named)
     char where[600];
     snprintf(where, sizeof where, "%s:4", path);
     ck_assert_msg(strstr(err.msg, where) != NULL, "%s", err.msg);
+    /* an inf score (it silently zeroed the event's AP) */
+    FILE *f = fopen(path, "w");
+    fputs("img\n2\n1 2 3 4 0.5 \n5 6 7 8 inf \n", f);
+    fclose(f);
+    error_clear(&err);
+    ck_assert_int_eq(wider_pred_file_read(path, &im, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, where) && strstr(err.msg, "finite"), "%s", err.msg);
     unlink(path);
 }
 END_TEST

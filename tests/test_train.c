@@ -358,6 +358,22 @@ START_TEST(bad_training_input)
     ck_assert_int_eq(rep.failed_images, 1);
     ck_assert_int_eq(rep.missing_images, 1);
     ck_assert_int_eq(rep.steps, 1);
+    /* a save folder that cannot exist is refused before the first step */
+    char bad_dir[4300];
+    snprintf(bad_dir, sizeof bad_dir, "%s/label.txt/checkpoints", dir);
+    o.save_dir = bad_dir;
+    error_clear(&err);
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_IO);
+    ck_assert_int_eq(rep.steps, 0);
+    ck_assert_msg(strstr(err.msg, bad_dir) != NULL, "%s", err.msg);
+    o.save_dir = NULL;
+    /* nothing readable: an error, not epochs of 0 steps and exit 0 */
+    f = fopen(path, "w");
+    fprintf(f, "# broken.jpg\n10 10 50 50\n# broken.jpg\n20 20 50 50\n");
+    fclose(f);
+    error_clear(&err);
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_IO);
+    ck_assert_msg(strstr(err.msg, "no image") != NULL, "%s", err.msg);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
 }
