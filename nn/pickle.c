@@ -73,6 +73,31 @@ static void *vm_fail(Vm *vm, const char *msg, int op)
     return NULL;
 }
 
+static const char *storage_dtype(const char *global);
+
+/* The globals a checkpoint may name: the tensor and dict constructors, the storage types, and the
+ * numpy scalars training scripts save beside the weights. Nothing is ever called; anything else is
+ * refused by name, so a pickle that wants other code is reported, not half-read. */
+static bool global_allowed(const char *name)
+{
+    static const char *const allowed[] = {
+        "collections.OrderedDict", "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+        "numpy.core.multiarray.scalar", "numpy.dtype", "_codecs.encode", "torch.device"};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        if (!strcmp(name, allowed[i])) return true;
+    return !strncmp(name, "torch.", 6) && !strchr(name + 6, '.') && storage_dtype(name);
+}
+
+static PkValue *refuse_global(Vm *vm, const char *name, int op)
+{
+    if (!vm->failed)
+        error_set(vm->err, ERR_FORMAT, "%s: the pickle names %.200s, which a weights file has no use for (refused; only "
+                                       "tensors, dicts and storages are read)", vm->what, name);
+    vm->failed = true;
+    return NULL;
+}
+
 static bool push(Vm *vm, PkValue *v)
 {
     if (!v) return false;
@@ -348,6 +373,10 @@ PkValue *pickle_load(const unsigned char *buf, size_t len, size_t *consumed, PkH
             memcpy(v->s + n1 + 1, nl1 + 1, n2);
             v->s[n1 + 1 + n2] = 0;
             vm.p = nl2 + 1;
+            if (!global_allowed(v->s)) {
+                refuse_global(&vm, v->s, op);
+                break;
+            }
             ok = push(&vm, v);
             break;
         }
@@ -362,16 +391,25 @@ PkValue *pickle_load(const unsigned char *buf, size_t len, size_t *consumed, PkH
             v->s = malloc(a->slen + b->slen + 2);
             if (!v->s) goto oom;
             sprintf(v->s, "%s.%s", a->s, b->s);
+            if (!global_allowed(v->s)) {
+                refuse_global(&vm, v->s, op);
+                break;
+            }
             ok = push(&vm, v);
             break;
         case 'q': /* BINPUT */
-            if (!need(&vm, 1)) goto truncated;
-            ok = memo_put(&vm, (int64_t)read_le(&vm, 1), top(&vm));
+        case 'r': { /* LONG_BINPUT */
+            int nb = op == 'q' ? 1 : 4;
+            if (!need(&vm, (size_t)nb)) goto truncated;
+            int64_t idx = (int64_t)read_le(&vm, nb);
+            /* a corrupt index is the file's fault, not a lack of memory */
+            if (idx > (1 << 24) || !top(&vm)) {
+                vm_fail(&vm, idx > (1 << 24) ? "memo index out of range" : "memo of an empty stack", op);
+                break;
+            }
+            ok = memo_put(&vm, idx, top(&vm));
             break;
-        case 'r': /* LONG_BINPUT */
-            if (!need(&vm, 4)) goto truncated;
-            ok = memo_put(&vm, (int64_t)read_le(&vm, 4), top(&vm));
-            break;
+        }
         case 0x94: /* MEMOIZE */
         {
             int64_t idx = 0;

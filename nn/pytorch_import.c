@@ -58,12 +58,25 @@ static ErrorCode collect_tensors(const PkValue *root, const char *path, StorageL
         const unsigned char *raw = lookup(ctx, t->storage, &bytes, err);
         if (!raw) return err->code;
         size_t es = dtype_size(t->storage->dtype);
-        int64_t numel = shape_numel(t->ndim, t->shape);
-        /* Highest element the view touches must lie inside the storage. */
-        int64_t last = t->offset;
-        for (int dd = 0; dd < t->ndim; dd++)
-            if (t->shape[dd] > 0) last += (t->shape[dd] - 1) * t->stride[dd];
-        if (numel > 0 && (t->offset < 0 || (uint64_t)(last + 1) * es > bytes))
+        /* The view checked as torch.as_strided checks it, with every product overflow-checked: sizes
+         * and strides not negative, offset not negative, the last element it touches inside the
+         * storage; and its element count at most 2^28 (1 GB of floats) and at most 16 times the
+         * storage's, so a zero stride with a huge size cannot ask for gigabytes. */
+        int64_t storage_elems = es ? (int64_t)(bytes / es) : 0, numel = 1, last = t->offset;
+        bool ok = es && t->offset >= 0;
+        for (int dd = 0; dd < t->ndim && ok; dd++) {
+            int64_t reach;
+            ok = t->shape[dd] >= 0 && t->stride[dd] >= 0 && !__builtin_mul_overflow(numel, t->shape[dd], &numel);
+            if (ok && t->shape[dd] > 0)
+                ok = !__builtin_mul_overflow(t->shape[dd] - 1, t->stride[dd], &reach) &&
+                     !__builtin_add_overflow(last, reach, &last);
+        }
+        if (!ok)
+            return error_set(err, ERR_FORMAT, "%s: tensor %s: negative or overflowing size, stride or offset", path, k->s);
+        if (numel > ((int64_t)1 << 28) || numel > 16 * (storage_elems > 0 ? storage_elems : 1))
+            return error_set(err, ERR_FORMAT, "%s: tensor %s: %lld elements from a storage of %lld", path, k->s,
+                             (long long)numel, (long long)storage_elems);
+        if (numel > 0 && last >= storage_elems)
             return error_set(err, ERR_FORMAT, "%s: tensor %s reaches past its storage (truncated file?)", path,
                              k->s);
         float *data = malloc((size_t)(numel ? numel : 1) * sizeof(float));

@@ -82,6 +82,11 @@ ErrorCode zip_extract(const ZipArchive *z, const ZipMember *m, unsigned char **o
     size_t data = lo + 30 + le16(z->buf + lo + 26) + le16(z->buf + lo + 28);
     if (data + m->comp_size > z->len)
         return error_set(err, ERR_FORMAT, "%s: member %s extends past the end (truncated?)", z->path, m->name);
+    /* the declared size is believed only as far as the bytes can back it: stored data is its own
+     * size, and deflate expands at most 1032 to 1 */
+    if ((m->method == 0 && m->comp_size != m->size) || (m->method == 8 && m->size > (uint64_t)m->comp_size * 1032 + 64))
+        return error_set(err, ERR_FORMAT, "%s: member %s declares %llu bytes from %llu compressed", z->path, m->name,
+                         (unsigned long long)m->size, (unsigned long long)m->comp_size);
     unsigned char *dst = malloc(m->size ? (size_t)m->size : 1);
     if (!dst) return error_set(err, ERR_OOM, "%s: out of memory extracting %s", z->path, m->name);
     if (m->method == 0) {

@@ -231,6 +231,37 @@ START_TEST(pytorch_zip_format_imports)
 }
 END_TEST
 
+/* Crafted checkpoints (tests/data/make_bad_checkpoints.py): each is refused with a message naming
+ * the file and the problem, quickly and without large allocations. */
+START_TEST(crafted_pth_files_are_refused)
+{
+    static const struct {
+        const char *file, *says;
+    } cases[] = {{"tests/data/bad_neg_stride.pt", "negative"},
+                 {"tests/data/bad_zero_stride.pt", "elements from a storage of 1"},
+                 {"tests/data/bad_wrap_stride.pt", "overflowing"},
+                 {"tests/data/bad_global.pt", "os.system"},
+                 {"tests/data/bad_memo.pt", "memo index out of range"},
+                 {"tests/data/bad_zip_size.pt", "declares 4294967280 bytes"}};
+    if (access("tests/data/ok_crafted.pt", R_OK)) {
+        printf("SKIP crafted checkpoints: not run from the repository root\n");
+        return;
+    }
+    TensorDict d;
+    Error err = {0};
+    ck_assert_msg(checkpoint_read("tests/data/ok_crafted.pt", &d, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(d.n, 1);
+    ck_assert_float_eq(d.items[0].data[0], 2.0f); /* offset 1, stride 2: elements 1 and 3 */
+    ck_assert_float_eq(d.items[0].data[1], 4.0f);
+    tensor_dict_free(&d);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        error_clear(&err);
+        ck_assert_msg(checkpoint_read(cases[k].file, &d, &err) == ERR_FORMAT, "%s accepted", cases[k].file);
+        ck_assert_msg(strstr(err.msg, cases[k].file) && strstr(err.msg, cases[k].says), "%s: %s", cases[k].file, err.msg);
+    }
+}
+END_TEST
+
 START_TEST(pth_import_errors_are_clear)
 {
     Error err = {0};
@@ -399,6 +430,7 @@ Suite *model_suite(void)
     tcase_add_test(tc, parameter_counts);
     tcase_add_test(tc, includes_never_go_up_a_layer);
     tcase_add_test(tc, crafted_safetensors_are_refused);
+    tcase_add_test(tc, crafted_pth_files_are_refused);
     tcase_add_test(tc, every_variant_runs_forward_and_backward);
     tcase_add_test(tc, safetensors_round_trip_is_bit_exact);
     tcase_add_test(tc, pytorch_zip_format_imports);
