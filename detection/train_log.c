@@ -35,7 +35,7 @@ static bool parse_row(const char *line, double v[COLUMNS])
 
 static double mean_ap(const double ap[3]) { return (ap[0] + ap[1] + ap[2]) / 3; }
 
-ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, Error *err)
+ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, int first_step, Error *err)
 {
     memset(log, 0, sizeof *log);
     log->best_val = -1;
@@ -52,7 +52,7 @@ ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, Error
     char line[1024];
     while (old && fgets(line, sizeof line, old)) {
         double v[COLUMNS];
-        if (!parse_row(line, v) || v[0] >= first_epoch) continue;
+        if (!parse_row(line, v) || v[0] > first_epoch || (v[0] == first_epoch && v[1] > first_step)) continue;
         fputs(line, out);
         if (!isnan(v[9]) && mean_ap(v + 9) > log->best_val) log->best_val = mean_ap(v + 9), log->best_epoch = (int)v[0];
     }

@@ -19,10 +19,10 @@ typedef struct {
     int best_epoch;
 } TrainLog;
 
-/* Opens path for appending. A run that starts at epoch first_epoch (1-based) drops the rows of
- * epochs >= first_epoch first: they belong to an interrupted epoch that the run repeats. best_val
+/* Opens path for appending. A run that continues epoch first_epoch (1-based) after first_step of its
+ * batches drops the rows after that point first: they belong to work the run repeats. best_val
  * comes from the validation rows that remain. */
-ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, Error *err);
+ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, int first_step, Error *err);
 void train_log_close(TrainLog *log);
 ErrorCode train_log_step(TrainLog *log, int epoch, int step, long global_step, double loc, double cls, double landm,
                          double total, double lr, double images_per_s, Error *err);

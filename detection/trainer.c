@@ -38,40 +38,54 @@ float train_learning_rate(const TrainOptions *o, int epoch, int step, int steps_
     return (float)lr;
 }
 
-ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, int next_epoch, uint64_t seed,
+void train_schedule_string(const TrainOptions *o, char *buf, size_t n)
+{
+    int k = snprintf(buf, n, "%s lr %g warmup %d epochs %d", o->schedule == LR_COSINE ? "cosine" : "step", o->lr,
+                     o->warmup_epochs, o->epochs);
+    for (int d = 0; o->schedule == LR_STEP && d < o->n_decay && k > 0 && (size_t)k < n; d++)
+        k += snprintf(buf + k, n - (size_t)k, "%s%d", d ? "," : " decay ", o->decay_epochs[d]);
+}
+
+ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, const TrainPosition *pos,
                                 Error *err)
 {
     TensorDict d;
     ErrorCode rc = params_to_dict(&m->params, &d, err);
     if (!rc) rc = sgd_state_to_dict(sgd, &m->params, &d, err);
-    char epoch_s[32], seed_s[32];
-    snprintf(epoch_s, sizeof epoch_s, "%d", next_epoch);
-    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
-    const char *keys[4] = {"format", "model", "next_epoch", "seed"};
-    const char *values[4] = {"pt", m->cfg.name, epoch_s, seed_s};
-    if (!rc) rc = safetensors_write(path, &d, keys, values, 4, err);
+    char epoch_s[32], step_s[32], batch_s[32], seed_s[32];
+    snprintf(epoch_s, sizeof epoch_s, "%d", pos->next_epoch);
+    snprintf(step_s, sizeof step_s, "%d", pos->step_in_epoch);
+    snprintf(batch_s, sizeof batch_s, "%d", pos->batch);
+    snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)pos->seed);
+    const char *keys[7] = {"format", "model", "next_epoch", "step_in_epoch", "batch", "seed", "schedule"};
+    const char *values[7] = {"pt", m->cfg.name, epoch_s, step_s, batch_s, seed_s, pos->schedule};
+    if (!rc) rc = safetensors_write(path, &d, keys, values, 7, err);
     tensor_dict_free(&d);
     return rc;
 }
 
-ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *next_epoch, uint64_t *seed, Error *err)
+ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, TrainPosition *pos, Error *err)
 {
-    char *model = NULL, *epoch_s = NULL, *seed_s = NULL;
-    if (safetensors_read_metadata(path, "model", &model, err) || safetensors_read_metadata(path, "next_epoch", &epoch_s, err) ||
-        safetensors_read_metadata(path, "seed", &seed_s, err)) {
-        free(model), free(epoch_s), free(seed_s);
-        return err->code;
-    }
+    static const char *const keys[6] = {"model", "next_epoch", "seed", "step_in_epoch", "batch", "schedule"};
+    char *v[6] = {NULL};
     ErrorCode rc = ERR_OK;
-    if (!model || !epoch_s || !seed_s)
+    for (int k = 0; k < 6 && !rc; k++) rc = safetensors_read_metadata(path, keys[k], &v[k], err);
+    memset(pos, 0, sizeof *pos);
+    if (!rc && (!v[0] || !v[1] || !v[2]))
         rc = error_set(err, ERR_FORMAT, "%s: not a training checkpoint (no model/next_epoch/seed metadata)", path);
-    else if (strcmp(model, m->cfg.name))
-        rc = error_set(err, ERR_ARG, "%s: checkpoint of model %s, training %s", path, model, m->cfg.name);
+    else if (!rc && strcmp(v[0], m->cfg.name))
+        rc = error_set(err, ERR_ARG, "%s: checkpoint of model %s, training %s", path, v[0], m->cfg.name);
     if (!rc) {
-        *next_epoch = atoi(epoch_s);
-        *seed = strtoull(seed_s, NULL, 10);
+        /* checkpoints older than the position fields start at an epoch boundary, batch unknown (0) */
+        pos->next_epoch = atoi(v[1]);
+        pos->seed = strtoull(v[2], NULL, 10);
+        pos->step_in_epoch = v[3] ? atoi(v[3]) : 0;
+        pos->batch = v[4] ? atoi(v[4]) : 0;
+        snprintf(pos->schedule, sizeof pos->schedule, "%s", v[5] ? v[5] : "");
+        if (pos->next_epoch < 0 || pos->step_in_epoch < 0 || pos->batch < 0)
+            rc = error_set(err, ERR_FORMAT, "%s: negative epoch, step or batch in the metadata", path);
     }
-    free(model), free(epoch_s), free(seed_s);
+    for (int k = 0; k < 6; k++) free(v[k]);
     if (rc) return rc;
     TensorDict d;
     if (safetensors_read(path, &d, err)) return err->code;
@@ -232,20 +246,25 @@ static ErrorCode validate(const TrainOptions *o, const Trainer *tr, const Valida
     return rc;
 }
 
-static ErrorCode save_checkpoint(const TrainOptions *o, const Trainer *tr, const char *name, int next_epoch, uint64_t seed,
+static ErrorCode save_checkpoint(const TrainOptions *o, const Trainer *tr, const char *name, const TrainPosition *pos,
                                  char *path, size_t path_size, Error *err)
 {
     snprintf(path, path_size, "%s/%s_%s.safetensors", o->save_dir, tr->model->cfg.name, name);
-    if (train_checkpoint_save(path, tr->model, &tr->sgd, next_epoch, seed, err)) return err->code;
+    if (train_checkpoint_save(path, tr->model, &tr->sgd, pos, err)) return err->code;
     if (o->log) fprintf(o->log, "saved %s\n", path);
     return ERR_OK;
 }
 
-/* After epoch `epoch` (0-based): validation, its log row and the best checkpoint, the periodic
- * checkpoint, and the curves. */
+/* After epoch `epoch` (0-based), steps_in_epoch of its per_epoch batches done (fewer when --max-steps
+ * stopped it): validation, its log row and the best checkpoint, the periodic checkpoint, and the
+ * curves. A checkpoint of a partial epoch records where in it the run stopped. */
 static ErrorCode end_of_epoch(const TrainOptions *o, Trainer *tr, const Validation *v, TrainLog *log, int epoch,
-                              int steps_in_epoch, long steps_done, bool last, uint64_t seed, TrainReport *rep, Error *err)
+                              int steps_in_epoch, int per_epoch, long steps_done, bool last, uint64_t seed,
+                              TrainReport *rep, Error *err)
 {
+    bool complete = steps_in_epoch >= per_epoch;
+    TrainPosition pos = {complete ? epoch + 1 : epoch, complete ? 0 : steps_in_epoch, o->batch, seed, ""};
+    train_schedule_string(o, pos.schedule, sizeof pos.schedule);
     int every = o->val_every > 0 ? o->val_every : 1;
     if (v->on && ((epoch + 1) % every == 0 || last)) {
         double t0 = clock_seconds(), ap[3];
@@ -259,14 +278,17 @@ static ErrorCode end_of_epoch(const TrainOptions *o, Trainer *tr, const Validati
                     epoch + 1, ap[0], ap[1], ap[2], v->images.n, failures ? ", some unreadable" : "",
                     clock_seconds() - t0, improved ? " best so far" : "");
         if (improved &&
-            save_checkpoint(o, tr, "best", epoch + 1, seed, rep->best_checkpoint, sizeof rep->best_checkpoint, err))
+            save_checkpoint(o, tr, "best", &pos, rep->best_checkpoint, sizeof rep->best_checkpoint, err))
             return err->code;
         rep->best_val = log->best_val, rep->best_epoch = log->best_epoch;
     }
     if (o->save_dir && ((epoch + 1) % (o->save_every > 0 ? o->save_every : 1) == 0 || last)) {
-        char name[32];
-        snprintf(name, sizeof name, "epoch%d", epoch + 1);
-        if (save_checkpoint(o, tr, name, epoch + 1, seed, rep->last_checkpoint, sizeof rep->last_checkpoint, err))
+        char name[48];
+        if (complete)
+            snprintf(name, sizeof name, "epoch%d", epoch + 1);
+        else
+            snprintf(name, sizeof name, "epoch%d_step%d", epoch + 1, steps_in_epoch);
+        if (save_checkpoint(o, tr, name, &pos, rep->last_checkpoint, sizeof rep->last_checkpoint, err))
             return err->code;
     }
     if (log->f) {
@@ -323,9 +345,24 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         validation_close(&val);
         return rc;
     }
-    int start_epoch = 0;
+    int start_epoch = 0, start_step = 0;
     uint64_t seed = o->seed;
-    if (o->resume && (rc = train_checkpoint_load(o->resume, tr.model, &tr.sgd, &start_epoch, &seed, err))) goto out;
+    if (o->resume) {
+        TrainPosition pos;
+        if ((rc = train_checkpoint_load(o->resume, tr.model, &tr.sgd, &pos, err))) goto out;
+        start_epoch = pos.next_epoch, start_step = pos.step_in_epoch, seed = pos.seed;
+        /* the data order within an epoch is a function of the batch size: mid-epoch, it must match */
+        if (start_step && pos.batch && pos.batch != o->batch) {
+            rc = error_set(err, ERR_ARG, "%s stopped at batch %d of epoch %d with batches of %d; resume it with --batch %d",
+                           o->resume, start_step, start_epoch + 1, pos.batch, pos.batch);
+            goto out;
+        }
+        char now[128];
+        train_schedule_string(o, now, sizeof now);
+        if (o->log && pos.schedule[0] && strcmp(pos.schedule, now))
+            fprintf(o->log, "warning: %s was trained with the schedule '%s'; continuing with '%s'\n", o->resume,
+                    pos.schedule, now);
+    }
     if (o->save_dir && mkdir(o->save_dir, 0777) && errno != EEXIST) {
         rc = error_set(err, ERR_IO, "%s: cannot create: %s", o->save_dir, strerror(errno));
         goto out;
@@ -341,7 +378,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         }
         remove(path);
         snprintf(path, sizeof path, "%s/train_log.csv", o->save_dir);
-        if ((rc = train_log_open(&log, path, start_epoch + 1, err))) goto out;
+        if ((rc = train_log_open(&log, path, start_epoch + 1, start_step, err))) goto out;
         rep->best_val = log.best_val, rep->best_epoch = log.best_epoch;
         if (log.best_val >= 0) /* an earlier sitting of this run kept it */
             snprintf(rep->best_checkpoint, sizeof rep->best_checkpoint, "%s/%s_best.safetensors", o->save_dir, cfg->name);
@@ -354,17 +391,24 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         goto out;
     }
     int per_epoch = loader_batches_per_epoch(loader);
-    int total_steps = per_epoch * (o->epochs - start_epoch);
+    if (start_step > per_epoch) {
+        rc = error_set(err, ERR_ARG, "%s: batch %d of an epoch of %d batches", o->resume, start_step, per_epoch);
+        goto out;
+    }
+    int total_steps = per_epoch * (o->epochs - start_epoch) - start_step;
     double t0 = clock_seconds();
     int steps_done = 0;
-    long global_step = (long)per_epoch * start_epoch;
+    long global_step = (long)per_epoch * start_epoch + start_step;
     if (o->log)
-        fprintf(o->log, "training %s on %d images (%d faces dropped), %d batches of %d per epoch, epochs %d..%d, size %d\n",
-                cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, start_epoch + 1, o->epochs, size);
+        fprintf(o->log,
+                "training %s on %d images (%d faces dropped), %d batches of %d per epoch, epochs %d..%d (from batch %d), "
+                "size %d\n",
+                cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, start_epoch + 1, o->epochs, start_step + 1, size);
     for (int epoch = start_epoch; epoch < o->epochs && !rc; epoch++) {
-        loader_begin_epoch(loader, epoch, 0);
+        int first_step = epoch == start_epoch ? start_step : 0;
+        loader_begin_epoch(loader, epoch, first_step);
         const Batch *b;
-        int step = 0;
+        int step = first_step;
         double epoch_t0 = clock_seconds();
         long epoch_images = 0;
         while (!rc && (b = loader_next(loader))) {
@@ -398,13 +442,13 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         }
         rep->steps = steps_done;
         if (rc) break;
-        if (epoch_images == 0) {
+        if (epoch_images == 0 && step > first_step) {
             rc = error_set(err, ERR_IO, "epoch %d: no image of %s could be read (%d unreadable): nothing to train on",
                            epoch + 1, o->data, rep->failed_images);
             break;
         }
         bool last = epoch + 1 == o->epochs || (o->max_steps && steps_done >= o->max_steps);
-        if ((rc = end_of_epoch(o, &tr, &val, &log, epoch, step, global_step, last, seed, rep, err))) break;
+        if ((rc = end_of_epoch(o, &tr, &val, &log, epoch, step, per_epoch, global_step, last, seed, rep, err))) break;
         if (last) break;
     }
 out:

@@ -90,9 +90,19 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
 ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport *report, Error *err);
 float train_learning_rate(const TrainOptions *opt, int epoch, int step_in_epoch, int steps_per_epoch);
 
-ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, int next_epoch, uint64_t seed,
+/* Where a checkpoint stands: the epoch to continue (0-based) and the batches of it already done,
+ * the batch size and seed that fix the data order, and the schedule (a description; a resume with
+ * a different one is warned about, not refused). */
+typedef struct {
+    int next_epoch, step_in_epoch, batch;
+    uint64_t seed;
+    char schedule[128];
+} TrainPosition;
+
+void train_schedule_string(const TrainOptions *o, char *buf, size_t n);
+ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd *sgd, const TrainPosition *pos,
                                 Error *err);
-/* Restores weights and momentum; *next_epoch and *seed from the metadata. */
-ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, int *next_epoch, uint64_t *seed, Error *err);
+/* Restores weights and momentum and reads the position (older checkpoints: step 0, batch 0 = unknown). */
+ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, TrainPosition *pos, Error *err);
 
 #endif
