@@ -46,7 +46,7 @@ else
 endif
 
 APPS      := $(patsubst apps/%.c,$(BUILD)/%,$(wildcard apps/*.c))
-TEST_SRC  := $(wildcard tests/*.c)
+TEST_SRC  := $(wildcard tests/*.c) tests/fuzz/fuzz_targets.c
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH     := $(patsubst benchmarks/%.c,$(BUILD)/bench_%,$(wildcard benchmarks/*.c))
 
@@ -54,7 +54,7 @@ BENCH     := $(patsubst benchmarks/%.c,$(BUILD)/bench_%,$(wildcard benchmarks/*.
 FLAGS_STAMP := $(BUILD)/flags.stamp
 $(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(NVFLAGS)' | cmp -s - $(FLAGS_STAMP) 2>/dev/null || echo '$(CC) $(CFLAGS) $(NVFLAGS)' > $(FLAGS_STAMP))
 
-.PHONY: all test bench clean deps install
+.PHONY: all test bench clean deps install fuzz
 # Keep object files of apps and benchmarks (make would delete them as intermediates).
 .SECONDARY:
 all: $(BUILD)/libretina.a $(BUILD)/libretina.so $(APPS)
@@ -92,8 +92,13 @@ $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libretina.a
 	$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(BUILD)/libretina.a $(CHECK_LIBS) $(LDLIBS)
 
 # CK_DEFAULT_TIMEOUT: the slow end-to-end suites need more than Check's 4 s default.
+# The fuzz smoke run (10 s a target) follows where clang has libFuzzer; make fuzz runs 10 minutes each.
 test: all $(BUILD)/run_tests
 	RETINA_BUILD=$(BUILD) CK_DEFAULT_TIMEOUT=600 $(BUILD)/run_tests
+	@tests/fuzz/run.sh --smoke
+
+fuzz:
+	tests/fuzz/run.sh $(or $(FUZZ_SECONDS),600)
 
 bench: all $(BENCH)
 	@for b in $(BENCH); do echo "== $$b"; $$b || exit 1; done
@@ -117,6 +122,6 @@ deps:
 	@bash .ci/install-deps
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(patsubst %,$(BUILD)/obj/%.d,$(basename $(wildcard apps/*.c benchmarks/*.c)))

@@ -15,9 +15,11 @@ ErrorCode image_load_png(const char *path, Image *img, Error *err)
     if (!png_image_begin_read_from_file(&png, path))
         return error_set(err, ERR_FORMAT, "%s: not a readable PNG: %s", path, png.message);
     png.format = PNG_FORMAT_BGR;
-    if (png.width < 1 || png.height < 1 || png.width > 65535 || png.height > 65535) {
+    if (png.width < 1 || png.height < 1 || png.width > 65535 || png.height > 65535 ||
+        (uint64_t)png.width * png.height > ((uint64_t)1 << 28)) {
         png_image_free(&png);
-        return error_set(err, ERR_FORMAT, "%s: PNG of %ux%u pixels (1 to 65535 per side)", path, png.width, png.height);
+        return error_set(err, ERR_FORMAT, "%s: PNG of %ux%u pixels (1 to 65535 per side, 2^28 in all)", path, png.width,
+                         png.height);
     }
     if (image_alloc(img, (int)png.width, (int)png.height, err)) {
         png_image_free(&png);
