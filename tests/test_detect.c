@@ -474,6 +474,18 @@ START_TEST(public_library_installs_links_and_binds)
     ck_assert_int_ne(retina_detect(d, img.bgr, img.width, img.height, img.width, RETINA_BGR, &none, &zero, msg, sizeof msg), 0);
     ck_assert(none == NULL && zero == 0);
     ck_assert_msg(strstr(msg, "stride") != NULL, "%s", msg);
+    /* a batch of two: each image's faces, the same as one at a time */
+    const uint8_t *batch_px[2] = {img.bgr, img.bgr};
+    int widths[2] = {img.width, img.width}, heights[2] = {img.height, img.height}, strides[2] = {3 * img.width, 3 * img.width};
+    retina_face *batch_faces[2];
+    int counts[2];
+    ck_assert_int_eq(retina_detect_batch(d, 2, batch_px, widths, heights, strides, RETINA_BGR, batch_faces, counts, msg,
+                                         sizeof msg), 0);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(counts[k], n);
+        ck_assert(!memcmp(batch_faces[k], faces, sizeof *faces * (size_t)n));
+        retina_free_faces(batch_faces[k]);
+    }
     retina_options bad = retina_default_options();
     bad.conf_threshold = 2;
     ck_assert_ptr_null(retina_create(NULL, NULL, &bad, msg, sizeof msg));
