@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "detection/train_log.h"
 #include "detection/trainer.h"
 
 static void usage(FILE *f)
@@ -41,6 +42,7 @@ static void usage(FILE *f)
             "  --max-steps N        stop after N steps\n"
             "  --cpu | --gpu        device (default cpu)\n"
             "  --tf32               allow TF32 tensor cores on the GPU (the PyTorch reference's default)\n"
+            "  --plot-log DIR       only redraw DIR/train_curves.svg from DIR/train_log.csv (e.g. after merging logs)\n"
             "  -h, --help\n");
 }
 
@@ -51,7 +53,7 @@ int main(int argc, char **argv)
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
            O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_MAXSTEPS,
-           O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY };
+           O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY, O_PLOT_LOG };
     static const struct option longopts[] = {
         {"data", 1, 0, O_DATA}, {"images", 1, 0, O_IMAGES}, {"model", 1, 0, O_MODEL}, {"epochs", 1, 0, O_EPOCHS},
         {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"decay-epochs", 1, 0, O_DECAY}, {"cosine", 0, 0, O_COSINE},
@@ -61,7 +63,7 @@ int main(int argc, char **argv)
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
         {"val-images", 1, 0, O_VAL_IMAGES}, {"val-gt", 1, 0, O_VAL_GT}, {"val-list", 1, 0, O_VAL_LIST},
-        {"val-every", 1, 0, O_VAL_EVERY},
+        {"val-every", 1, 0, O_VAL_EVERY}, {"plot-log", 1, 0, O_PLOT_LOG},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -106,6 +108,18 @@ int main(int argc, char **argv)
         case O_VAL_GT: o.val_gt = optarg; break;
         case O_VAL_LIST: o.val_list = optarg; break;
         case O_VAL_EVERY: o.val_every = (int)strtol(optarg, &end, 10); break;
+        case O_PLOT_LOG: {
+            char csv[4200], svg[4200];
+            snprintf(csv, sizeof csv, "%s/train_log.csv", optarg);
+            snprintf(svg, sizeof svg, "%s/train_curves.svg", optarg);
+            Error perr = {0};
+            if (train_log_plot(csv, svg, &perr)) {
+                fprintf(stderr, "train: %s\n", perr.msg);
+                return 1;
+            }
+            printf("%s\n", svg);
+            return 0;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
