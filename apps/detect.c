@@ -171,7 +171,7 @@ static bool walk(const char *dir, PathList *l, int depth)
         else if (S_ISREG(st.st_mode) && is_image_name(e->d_name)) ok = add_path(l, path);
     }
     closedir(d);
-    if (ok) qsort(l->paths + first, (size_t)(l->n - first), sizeof *l->paths, cmp_string);
+    if (ok && l->n > first) qsort(l->paths + first, (size_t)(l->n - first), sizeof *l->paths, cmp_string);
     return ok;
 }
 
