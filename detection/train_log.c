@@ -40,25 +40,19 @@ ErrorCode train_log_open(TrainLog *log, const char *path, int first_epoch, int f
     memset(log, 0, sizeof *log);
     log->best_val = -1;
     snprintf(log->path, sizeof log->path, "%s", path);
+    OutputFile out; /* the kept rows are rewritten whole, then renamed over the old log */
+    if (output_open(&out, path, err)) return err->code;
     FILE *old = fopen(path, "r");
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        if (old) fclose(old);
-        return error_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    }
-    fputs(HEADER, out);
+    fputs(HEADER, out.f);
     char line[1024];
     while (old && fgets(line, sizeof line, old)) {
         double v[COLUMNS];
         if (!parse_row(line, v) || v[0] > first_epoch || (v[0] == first_epoch && v[1] > first_step)) continue;
-        fputs(line, out);
+        fputs(line, out.f);
         if (!isnan(v[9]) && mean_ap(v + 9) > log->best_val) log->best_val = mean_ap(v + 9), log->best_epoch = (int)v[0];
     }
     if (old) fclose(old);
-    if (fclose(out) != 0 || rename(tmp, path) != 0)
-        return error_set(err, ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    if (output_commit(&out, err)) return err->code;
     if (!(log->f = fopen(path, "a"))) return error_set(err, ERR_IO, "%s: cannot append: %s", path, strerror(errno));
     return ERR_OK;
 }

@@ -36,24 +36,7 @@ static void mb_elem(MatBuf *m, uint32_t type, const void *p, uint32_t n)
 {
     mb_u32(m, type), mb_u32(m, n), mb_put(m, p, n), mb_pad(m);
 }
-/* Opens an miMATRIX element (class, dims, empty name); returns where its size goes. */
-static size_t mb_matrix(MatBuf *m, int cls, int ndim, const int32_t *dims)
-{
-    mb_u32(m, 14);
-    size_t at = m->n;
-    mb_u32(m, 0);
-    uint32_t flags[2] = {(uint32_t)cls, 0};
-    mb_elem(m, 6, flags, 8);
-    mb_elem(m, 5, dims, (uint32_t)(4 * ndim));
-    mb_elem(m, 1, "", 0);
-    return at;
-}
-static void mb_close(MatBuf *m, size_t at)
-{
-    uint32_t size = (uint32_t)(m->n - at - 4);
-    memcpy(m->b + at, &size, 4);
-}
-/* A top-level variable: miMATRIX with a name. */
+/* Opens an miMATRIX element (class, dims, name: "" inside a cell); returns where its size goes. */
 static size_t mb_var(MatBuf *m, const char *name, int cls, int ndim, const int32_t *dims)
 {
     mb_u32(m, 14);
@@ -64,6 +47,12 @@ static size_t mb_var(MatBuf *m, const char *name, int cls, int ndim, const int32
     mb_elem(m, 5, dims, (uint32_t)(4 * ndim));
     mb_elem(m, 1, name, (uint32_t)strlen(name));
     return at;
+}
+static size_t mb_matrix(MatBuf *m, int cls, int ndim, const int32_t *dims) { return mb_var(m, "", cls, ndim, dims); }
+static void mb_close(MatBuf *m, size_t at)
+{
+    uint32_t size = (uint32_t)(m->n - at - 4);
+    memcpy(m->b + at, &size, 4);
 }
 static void mb_string(MatBuf *m, const char *s)
 {
