@@ -449,7 +449,7 @@ int main(int argc, char **argv)
             }
             if (!err.code && getenv("RETINA_PROFILE")) {
                 /* per-op times of a few extra runs (synchronised per op on the GPU) */
-                graph_enable_profile(&det.graph);
+                graph_enable_profile(&det.graph, false);
                 for (int r = 0; r < 5 && !err.code; r++) {
                     free(dets);
                     dets = NULL;

@@ -14,15 +14,23 @@
 #include "cuda_kernels/cuda_ops.h"
 #endif
 
-enum { PROFILE_MAX_OPS = 96 };
+enum { PROFILE_MAX_OPS = 320 };
 
 /* One row per (op, kind): time, calls and the work the ops reported (graph_profile_note). */
 typedef struct {
     double ms, flops, bytes;
 } ProfileWork;
 
+/* Which layer a row is in per-layer mode: the first input's channels, and the output's channels,
+ * height and width (NCHW outputs; 0 where the output has fewer dimensions). */
+typedef struct {
+    int64_t in_c, c, h, w;
+} ProfileLayer;
+
 struct GraphProfile {
     const char *name[PROFILE_MAX_OPS], *kind[PROFILE_MAX_OPS];
+    bool by_layer;
+    ProfileLayer layer[PROFILE_MAX_OPS];
     ProfileWork fwd[PROFILE_MAX_OPS], bwd[PROFILE_MAX_OPS];
     long calls[PROFILE_MAX_OPS];
     int n;
@@ -43,13 +51,24 @@ static double profile_now_ms(Graph *g)
     return clock_seconds() * 1e3;
 }
 
-static int profile_slot(struct GraphProfile *p, const char *op, const char *kind)
+static ProfileLayer layer_of(const struct GraphProfile *p, const Var *v)
 {
+    ProfileLayer l = {0, 0, 0, 0};
+    if (!p->by_layer || !v || v->value.ndim != 4) return l;
+    l.c = v->value.shape[1], l.h = v->value.shape[2], l.w = v->value.shape[3];
+    if (v->n_inputs > 0 && v->inputs[0]->value.ndim == 4) l.in_c = v->inputs[0]->value.shape[1];
+    return l;
+}
+
+static int profile_slot(struct GraphProfile *p, const char *op, const char *kind, const Var *v)
+{
+    ProfileLayer l = layer_of(p, v);
     for (int i = 0; i < p->n; i++)
-        if (!strcmp(p->name[i], op) && (p->kind[i] == kind || (p->kind[i] && kind && !strcmp(p->kind[i], kind))))
+        if (!strcmp(p->name[i], op) && (p->kind[i] == kind || (p->kind[i] && kind && !strcmp(p->kind[i], kind))) &&
+            !memcmp(&p->layer[i], &l, sizeof l))
             return i;
     if (p->n == PROFILE_MAX_OPS) return -1;
-    p->name[p->n] = op, p->kind[p->n] = kind;
+    p->name[p->n] = op, p->kind[p->n] = kind, p->layer[p->n] = l;
     return p->n++;
 }
 
@@ -63,7 +82,7 @@ static void profile_close_forward(Graph *g)
 {
     struct GraphProfile *p = g->profile;
     if (!p || !p->open_op) return;
-    int i = profile_slot(p, p->open_op, p->open_kind);
+    int i = profile_slot(p, p->open_op, p->open_kind, p->open_var);
     double now = profile_now_ms(g);
     if (p->open.flops == 0 && p->open.bytes == 0 && p->open_var) { /* un-noted: its tensors read and written once */
         const Var *v = p->open_var;
@@ -88,9 +107,10 @@ void graph_profile_note(Graph *g, const char *kind, double flops, double bytes)
     }
 }
 
-void graph_enable_profile(Graph *g)
+void graph_enable_profile(Graph *g, bool by_layer)
 {
     if (!g->profile) g->profile = calloc(1, sizeof *g->profile);
+    if (g->profile) g->profile->by_layer = by_layer;
 }
 
 static int by_total(const void *a, const void *b, void *ctx)
@@ -122,18 +142,23 @@ void graph_print_profile(const Graph *g, FILE *out, int steps)
     for (int i = 0; i < p->n; i++) order[i] = i;
     qsort_r(order, (size_t)p->n, sizeof *order, by_total, (void *)p);
     double tf = 0, tb = 0, d = steps ? steps : 1;
-    fprintf(out, "  %-28s %6s %11s %15s %12s %15s\n", "op", "calls", "forward ms", "", "backward ms", "");
+    int width = p->by_layer ? 48 : 28;
+    fprintf(out, "  %-*s %6s %11s %15s %12s %15s\n", width, "op", "calls", "forward ms", "", "backward ms", "");
     for (int k = 0; k < p->n; k++) {
         int i = order[k];
-        char name[64], rf[32], rb[32];
-        snprintf(name, sizeof name, p->kind[i] ? "%s %s" : "%s", p->name[i], p->kind[i]);
+        char name[96], rf[32], rb[32];
+        int len = snprintf(name, sizeof name, p->kind[i] ? "%s %s" : "%s", p->name[i], p->kind[i]);
+        const ProfileLayer *l = &p->layer[i];
+        if (l->c && len > 0 && (size_t)len < sizeof name)
+            snprintf(name + len, sizeof name - (size_t)len, " %lld->%lld %lldx%lld", (long long)l->in_c, (long long)l->c,
+                     (long long)l->h, (long long)l->w);
         rate_str(rf, sizeof rf, &p->fwd[i], p->calls[i]);
         rate_str(rb, sizeof rb, &p->bwd[i], p->calls[i]);
-        fprintf(out, "  %-28s %6ld %11.2f %15s %12.2f %15s\n", name, (long)(p->calls[i] / d), p->fwd[i].ms / d, rf,
+        fprintf(out, "  %-*s %6ld %11.2f %15s %12.2f %15s\n", width, name, (long)(p->calls[i] / d), p->fwd[i].ms / d, rf,
                 p->bwd[i].ms / d, rb);
         tf += p->fwd[i].ms, tb += p->bwd[i].ms;
     }
-    fprintf(out, "  %-28s %6s %11.2f %15s %12.2f\n", "total", "", tf / d, "", tb / d);
+    fprintf(out, "  %-*s %6s %11.2f %15s %12.2f\n", width, "total", "", tf / d, "", tb / d);
 }
 
 GraphMemory graph_memory(const Graph *g)
@@ -514,7 +539,7 @@ static void run_node(Graph *g, Var *v)
         for (int i = 0; i < v->n_inputs; i++)
             if (v->inputs[i]->requires_grad) p->bwd_note.bytes += 2.0 * (double)tensor_bytes(&v->inputs[i]->value);
     }
-    int k = profile_slot(p, v->op, p->bwd_kind);
+    int k = profile_slot(p, v->op, p->bwd_kind, v);
     if (k >= 0) profile_add(&p->bwd[k], profile_now_ms(g) - t0, &p->bwd_note);
     p->in_backward = false;
 }

@@ -81,8 +81,9 @@ struct Graph {
 };
 
 /* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and
- * time is summed per op name, separately for forward and backward. Slows the step down. */
-void graph_enable_profile(Graph *g);
+ * time is summed per op name, separately for forward and backward; by_layer sums per op name and
+ * layer shape (input channels, output channels, height, width) instead. Slows the step down. */
+void graph_enable_profile(Graph *g, bool by_layer);
 /* Ends the profiled time of the forward op still running (each op's time otherwise runs until the next
  * op starts, a backward runs or the graph is reset): call it where a forward's last op is done. */
 void graph_profile_end_forward(Graph *g);

@@ -95,7 +95,7 @@ static double train_step_ms(const char *model, int batch, int size, bool tf32, i
                 for (int k = 0; k < 5; k++) phase[k][rep] = (tp[k + 1] - tp[k]) * 1e3;
         }
     /* Pass 2: per-op times (synchronising around every op). */
-    graph_enable_profile(&g);
+    graph_enable_profile(&g, false);
     int prof_steps = 3;
     for (int rep = 0; rep < prof_steps; rep++) {
         graph_reset(&g);

@@ -44,7 +44,8 @@ static long rss_now_kb(void)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_step --data LABELS [--model NAME] [--batch B] [--size N] [--threads T]\n"
-               "       [--workers W] [--steps N] [--warmup N] [--profile-steps N] [--gpu]\n");
+               "       [--workers W] [--steps N] [--warmup N] [--profile-steps N] [--by-layer] [--gpu]\n"
+               "--by-layer: the per-op table gets a row per op and layer shape (input->output channels, HxW)\n");
 }
 
 int main(int argc, char **argv)
@@ -52,10 +53,11 @@ int main(int argc, char **argv)
     TrainOptions o = train_defaults();
     o.batch = 8, o.workers = 2, o.threads = 2;
     int steps = 10, warmup = 2, profile_steps = 2;
+    bool by_layer = false;
     static const struct option longopts[] = {
         {"data", 1, 0, 'd'},    {"model", 1, 0, 'm'},         {"batch", 1, 0, 'b'}, {"size", 1, 0, 's'},
         {"threads", 1, 0, 't'}, {"workers", 1, 0, 'w'},       {"steps", 1, 0, 'n'}, {"warmup", 1, 0, 'u'},
-        {"profile-steps", 1, 0, 'p'}, {"gpu", 0, 0, 'g'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"profile-steps", 1, 0, 'p'}, {"by-layer", 0, 0, 'l'}, {"gpu", 0, 0, 'g'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) switch (c) {
         case 'd': o.data = optarg; break;
@@ -67,6 +69,7 @@ int main(int argc, char **argv)
         case 'n': steps = atoi(optarg); break;
         case 'u': warmup = atoi(optarg); break;
         case 'p': profile_steps = atoi(optarg); break;
+        case 'l': by_layer = true; break;
         case 'g': o.gpu = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -103,7 +106,7 @@ int main(int argc, char **argv)
         if (s == warmup + steps) {
             t_timed = bench_now() - t_timed;
             rss_timed_kb = peak_rss_kb();
-            graph_enable_profile(&tr.graph);
+            graph_enable_profile(&tr.graph, by_layer);
         }
         long faults0 = minor_faults();
         double t0 = bench_now();

@@ -8,7 +8,7 @@
 /* Cache blocking: a B micro-panel (KC x NR = 16 KiB) stays in L1 while the MR-row panels of A stream
  * past it from L2; NC bounds the packed block of B (KC x NC = 1 MiB) that all row panels reuse. */
 enum { KC = SGEMM_KC, MC = 48 * SGEMM_MR, NC = 1024, IN_PLACE_MIN_K = 32, IN_PLACE_MAX_M = 128,
-       IN_PLACE_MAX_B_FLOATS = 1 << 18, TASKS_PER_THREAD = 4 };
+       IN_PLACE_MAX_B_FLOATS = 1 << 18, TASKS_PER_THREAD = 4, PREFETCH_PANELS = 8 };
 
 static int round_up(int v, int unit) { return (v + unit - 1) / unit * unit; }
 
@@ -170,10 +170,14 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                             float *c = pr->C + (size_t)row * pr->ldc + j0 + jc + jr;
                             SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + row : NULL, pr->leaky_slope};
                             const float *b_panel = b_block + (size_t)jr * kc;
-                            long ldb = SGEMM_NR;
-                            if (jr / SGEMM_NR < full_panels)
+                            long ldb = SGEMM_NR, pf = 0;
+                            if (jr / SGEMM_NR < full_panels) {
                                 b_panel = j->right.B + (size_t)pc * j->right.ldb + j0 + jc + jr, ldb = j->right.ldb;
-                            j->kernel(kc, a_block[q] + (size_t)(ic + ir) * kc, b_panel, ldb, c, pr->ldc, j->alpha, mr,
+                                /* the first tile on a panel read in place fetches its rows' lines a few
+                                 * panels ahead (see sgemm_kernel.h) */
+                                if (ir == 0 && ic == 0 && q == 0) pf = PREFETCH_PANELS * SGEMM_NR;
+                            }
+                            j->kernel(kc, a_block[q] + (size_t)(ic + ir) * kc, b_panel, ldb, pf, c, pr->ldc, j->alpha, mr,
                                       nr, j->overwrite && pc == 0, epilogue ? &ep : NULL);
                         }
                     }
@@ -227,7 +231,7 @@ static void prepare_output(const SgemmProduct *pr, int N, float beta, bool no_pr
     for (int i = 0; i < pr->M; i += SGEMM_MR)
         for (int jj = 0; jj < N; jj += SGEMM_NR) {
             SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + i : NULL, pr->leaky_slope};
-            sgemm_kernel_generic(0, zero[0], zero[0], SGEMM_NR, pr->C + (size_t)i * pr->ldc + jj, pr->ldc, 1.0f,
+            sgemm_kernel_generic(0, zero[0], zero[0], SGEMM_NR, 0, pr->C + (size_t)i * pr->ldc + jj, pr->ldc, 1.0f,
                                  pr->M - i < SGEMM_MR ? pr->M - i : SGEMM_MR, N - jj < SGEMM_NR ? N - jj : SGEMM_NR,
                                  0, &ep);
         }

@@ -19,7 +19,7 @@ static void store_tile(const float acc[SGEMM_MR][SGEMM_NR], float *c, int ldc, f
         }
 }
 
-void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                           int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
     float acc[SGEMM_MR][SGEMM_NR] = {{0}};
@@ -79,7 +79,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void store_rows
  * the pipes, and skips the rows that would only be thrown away. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void kernel_rows(const int rows, int kc,
                                                                                   const float *a, const float *b,
-                                                                                  long ldb, float *c, int ldc,
+                                                                                  long ldb, long pf, float *c, int ldc,
                                                                                   float alpha, int mr, int nr,
                                                                                   int overwrite,
                                                                                   const SgemmTileEpilogue *ep)
@@ -88,6 +88,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void kernel_row
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
+        if (pf) _mm_prefetch((const char *)(b + pf), _MM_HINT_T0);
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < rows; i++) {
@@ -132,13 +133,13 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void kernel_row
 }
 
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb,
-                                                             float *c, int ldc, float alpha, int mr, int nr,
+                                                             long pf, float *c, int ldc, float alpha, int mr, int nr,
                                                              int overwrite, const SgemmTileEpilogue *ep)
 {
     if (mr <= 4)
-        kernel_rows(4, kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+        kernel_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
     else
-        kernel_rows(SGEMM_MR, kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+        kernel_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 
 /* The AVX-512 kernel: the same 6x16 tile and packing, one zmm register per row, so a k step is one load of
@@ -148,7 +149,7 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
  * instructions to issue); Intel's AVX-512 cores have twice the FMA width. */
 __attribute__((target("avx512f"), always_inline)) static inline void kernel512_rows(const int rows, int kc,
                                                                                     const float *a, const float *b,
-                                                                                    long ldb, float *c, int ldc,
+                                                                                    long ldb, long pf, float *c, int ldc,
                                                                                     float alpha, int mr, int nr,
                                                                                     int overwrite,
                                                                                     const SgemmTileEpilogue *ep)
@@ -157,6 +158,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void kernel512_r
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) acc[i] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
+        if (pf) _mm_prefetch((const char *)(b + pf), _MM_HINT_T0);
         __m512 bv = _mm512_loadu_ps(b);
 #pragma GCC unroll 6
         for (int i = 0; i < rows; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), bv, acc[i]);
@@ -185,13 +187,13 @@ __attribute__((target("avx512f"), always_inline)) static inline void kernel512_r
 }
 
 __attribute__((target("avx512f"))) void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb,
-                                                                       float *c, int ldc, float alpha, int mr, int nr,
+                                                                       long pf, float *c, int ldc, float alpha, int mr, int nr,
                                                                        int overwrite, const SgemmTileEpilogue *ep)
 {
     if (mr <= 4)
-        kernel512_rows(4, kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+        kernel512_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
     else
-        kernel512_rows(SGEMM_MR, kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+        kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 
 SgemmKernelFn sgemm_select_kernel(void)
@@ -202,15 +204,15 @@ SgemmKernelFn sgemm_select_kernel(void)
     return sgemm_kernel_generic;
 }
 #else
-void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                        int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
-    sgemm_kernel_generic(kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
-void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                          int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
 {
-    sgemm_kernel_generic(kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep);
+    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
 #endif

@@ -3,7 +3,11 @@
  * packed; B's own row stride when read in place), C[0:mr, 0:nr] += alpha * a^T b (or = when
  * overwrite: the first K block of a beta == 0 product, so C is never cleared separately), where C
  * has row stride ldc and mr <= MR, nr <= NR mark the valid edge of the tile. With ep (the last K
- * block of a product that has an epilogue), each stored value then becomes act(v + bias[row]). */
+ * block of a product that has an epilogue), each stored value then becomes act(v + bias[row]).
+ * pf != 0: at each k step the kernel also prefetches b + pf (the same row pf floats on). B read in place
+ * is kc rows far apart, one cache line of each per panel: too many streams for the hardware prefetcher,
+ * so the panel's first tile fetches the panel 8 ahead itself (pointwise convolutions whose B comes from
+ * memory, 2 threads: 64x256x44100 121-128 -> 139-142 GFLOP/s, 32x32x25600 69-79 -> 80-84). */
 #ifndef TENSOR_SGEMM_KERNEL_H
 #define TENSOR_SGEMM_KERNEL_H
 
@@ -15,14 +19,14 @@ typedef struct {
     float slope;
 } SgemmTileEpilogue;
 
-typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, long ldb, float *c, int ldc,
+typedef void (*SgemmKernelFn)(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc,
                               float alpha, int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 
-void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                           int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
-void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                        int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
-void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha,
+void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
                          int mr, int nr, int overwrite, const SgemmTileEpilogue *ep);
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);

@@ -88,9 +88,9 @@ START_TEST(sgemm_microkernels_agree)
                 float c[3][SGEMM_MR * 20];
                 for (int k = 0; k < 3; k++)
                     for (int i = 0; i < SGEMM_MR * 20; i++) c[k][i] = (float)(i % 7) * 0.25f;
-                sgemm_kernel_generic(KC, a, b, SGEMM_NR, c[0], 20, 0.5f, mr, nr, overwrite, e);
-                sgemm_kernel_avx2(KC, a, b, SGEMM_NR, c[1], 20, 0.5f, mr, nr, overwrite, e);
-                if (avx512) sgemm_kernel_avx512(KC, a, b, SGEMM_NR, c[2], 20, 0.5f, mr, nr, overwrite, e);
+                sgemm_kernel_generic(KC, a, b, SGEMM_NR, 0, c[0], 20, 0.5f, mr, nr, overwrite, e);
+                sgemm_kernel_avx2(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[1], 20, 0.5f, mr, nr, overwrite, e);
+                if (avx512) sgemm_kernel_avx512(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[2], 20, 0.5f, mr, nr, overwrite, e);
                 for (int i = 0; i < SGEMM_MR * 20; i++) {
                     ck_assert_msg(fabsf(c[0][i] - c[1][i]) <= 1e-5f, "avx2 mr %d nr %d mode %d at %d", mr, nr, mode, i);
                     if (avx512) ck_assert_msg(c[1][i] == c[2][i], "avx512 mr %d nr %d mode %d at %d: %g vs %g", mr, nr, mode,
