@@ -16,6 +16,8 @@
 #include "detection/output_file.h"
 #include "models/builtin_weights.h"
 #include "models/summary.h"
+#include "autograd/conv2d_avx2.h"
+#include "tensor/sgemm.h"
 
 static void usage(FILE *f)
 {
@@ -461,9 +463,10 @@ int main(int argc, char **argv)
                 qsort(fw, (size_t)benchmark, sizeof *fw, cmp_double);
                 qsort(pp, (size_t)benchmark, sizeof *pp, cmp_double);
                 printf("input %dx%d, %d threads, %d runs\nforward median %.2f ms\npostprocess median %.2f ms\n"
-                       "forward min %.2f ms, 90th percentile %.2f ms\n",
+                       "forward min %.2f ms, 90th percentile %.2f ms\nkernels: sgemm %s, convolutions %s\n",
                        t.input_width, t.input_height, det.ctx->nthreads, benchmark, fw[benchmark / 2],
-                       pp[benchmark / 2], fw[0], fw[benchmark * 9 / 10]);
+                       pp[benchmark / 2], fw[0], fw[benchmark * 9 / 10], sgemm_kernel_name(),
+                       conv2d_avx2_available() ? "avx2-fma" : "portable");
             }
             free(fw), free(pp);
             free(dets);
