@@ -31,7 +31,24 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubu
 LIB_DIRS := tensor autograd nn models detection
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_ASM  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.S))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
+
+# ONNX export (nn/onnx_export.c): protobuf-c's C code generated at build time from the ONNX schema that
+# Debian's libonnx-dev ships. Built when protoc-c, protobuf-c's headers and the schema are all found
+# (ONNX=0 turns it off); otherwise nn/onnx_export_none.c says the build has no export.
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+ifeq ($(origin ONNX), undefined)
+  ONNX := $(if $(and $(shell command -v protoc-c 2>/dev/null),$(wildcard $(ONNX_PROTO)),$(wildcard /usr/include/protobuf-c/protobuf-c.h)),1,0)
+endif
+ifeq ($(ONNX),1)
+  LIB_SRC  := $(filter-out nn/onnx_export_none.c,$(LIB_SRC))
+  GEN_OBJ  := $(BUILD)/obj/gen/onnx.pb-c.o
+  CFLAGS_ONNX := -I$(BUILD)/gen -DHAVE_ONNX
+  LDLIBS   += -lprotobuf-c
+else
+  LIB_SRC  := $(filter-out nn/onnx_export.c,$(LIB_SRC))
+  GEN_OBJ  :=
+endif
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_OBJ)
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
@@ -62,6 +79,19 @@ all: $(BUILD)/libretina.a $(BUILD)/libretina.so $(APPS)
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The generated ONNX schema code: its own warnings are not ours (-w).
+ifeq ($(ONNX),1)
+$(BUILD)/gen/onnx.pb-c.c $(BUILD)/gen/onnx.pb-c.h &: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	protoc-c -I$(dir $(ONNX_PROTO)) --c_out=$(BUILD)/gen $(ONNX_PROTO)
+$(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CFLAGS_ONNX) -w -c $< -o $@
+$(BUILD)/obj/nn/onnx_export.o $(BUILD)/obj/tests/test_onnx.o: $(BUILD)/obj/%.o: %.c $(BUILD)/gen/onnx.pb-c.h $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CFLAGS_ONNX) -c $< -o $@
+endif
 
 # Assembly holds data built into the library (.incbin of the default model's weights); the files
 # it includes are listed by hand (the compiler's -MMD does not see .incbin).

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/backward_release.h"
+#include "autograd/graph_trace.h"
 #include "autograd/memory_plan.h"
 #include "autograd/room.h"
 #include "tensor/clock.h"
@@ -197,6 +198,7 @@ void graph_destroy(Graph *g)
     g->workspace_bytes = 0;
     free(g->profile);
     g->profile = NULL;
+    graph_trace_end(g);
     free(g->tape);
     g->tape = NULL;
     g->n_tape = g->cap_tape = 0;
@@ -216,6 +218,7 @@ void graph_reset(Graph *g)
     }
     step_heap_reset(&g->heap);
     arena_reset(&g->meta);
+    if (g->trace) g->trace->n = 0; /* its entries pointed at the step's Vars */
     g->n_tape = 0;
     g->n_allocs = 0;
     g->current_op = NULL;
@@ -475,6 +478,7 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
     if (!v) return NULL;
     v->op = op;
     if (g->profile) g->profile->open_var = v;
+    if (g->trace) graph_trace_record(g, op, inputs, n_inputs, v);
     if (needs_grad) {
         v->requires_grad = true;
         v->backward = backward;

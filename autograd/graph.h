@@ -78,6 +78,7 @@ struct Graph {
     size_t workspace_bytes;
     struct GraphProfile *profile; /* NULL unless graph_enable_profile */
     struct MemoryPlan *plan;      /* NULL unless graph_plan_memory */
+    struct GraphTrace *trace;     /* NULL unless graph_trace_begin (autograd/graph_trace.h) */
 };
 
 /* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and

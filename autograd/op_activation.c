@@ -31,6 +31,7 @@ Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope)
     Var *y = graph_op_output(g, negative_slope == 0.0f ? "relu" : "leaky_relu", &x, 1, x->value.ndim,
                              x->value.shape, leaky_relu_backward);
     if (!y) return NULL;
+    graph_trace_attrs(g, y, NULL, 0, negative_slope);
     graph_op_saves(y, GRAPH_SAVES_OUTPUT); /* the mask comes from the output's sign */
     float *saved = graph_host_scratch(g, sizeof(float));
     if (!saved) return NULL;

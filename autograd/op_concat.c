@@ -71,6 +71,8 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
     }
     Var *y = graph_op_output(g, "concat", xs, n, t0->ndim, shape, concat_backward);
     if (y) graph_op_saves(y, 0);
+    int64_t ax = axis;
+    graph_trace_attrs(g, y, &ax, 1, 0.0f);
     if (!y) return NULL;
     ConcatSaved *s = graph_host_scratch(g, sizeof *s);
     if (!s) return NULL;

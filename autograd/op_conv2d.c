@@ -794,6 +794,8 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
         Var *y = graph_op_output(g, cs->act < 0.0f ? "conv2d" : "conv2d_act", inputs, b ? 3 : 2, 4, shape,
                                  conv2d_backward);
         if (!y) return false;
+        int64_t attrs[7] = {p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
+        graph_trace_attrs(g, y, attrs, 7, cs->act);
         graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (cs->act >= 0.0f ? GRAPH_SAVES_OUTPUT : 0));
         y->reads_recomputed = !var_on_cuda(y); /* the CPU backward reads x through graph_saved_value */
         y->saved = cs;

@@ -104,6 +104,7 @@ Var *ag_add_act(Graph *g, Var *a, Var *b, float act)
     Var *inputs[2] = {a, b};
     Var *y = graph_op_output(g, act < 0.0f ? "add" : "add_act", inputs, 2, a->value.ndim, a->value.shape, add_backward);
     if (!y) return NULL;
+    graph_trace_attrs(g, y, NULL, 0, act);
     graph_op_saves(y, act < 0.0f ? 0 : GRAPH_SAVES_OUTPUT); /* the activation's mask: the output's sign */
     float *saved = graph_host_scratch(g, sizeof(float));
     if (!saved) return NULL;
@@ -133,6 +134,7 @@ Var *ag_scale(Graph *g, Var *x, float s)
     if (!x) return graph_fail(g, ERR_ARG, "scale: NULL input");
     Var *y = graph_op_output(g, "scale", &x, 1, x->value.ndim, x->value.shape, scale_backward);
     if (y) graph_op_saves(y, 0);
+    graph_trace_attrs(g, y, NULL, 0, s);
     if (!y) return NULL;
     float *saved = graph_host_scratch(g, sizeof(float));
     if (!saved) return NULL;

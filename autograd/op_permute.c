@@ -87,6 +87,9 @@ Var *ag_permute(Graph *g, Var *x, const int *perm)
         return graph_fail(g, err.code, "permute: %s", err.msg);
     Var *y = graph_op_output(g, "permute", &x, 1, view.ndim, view.shape, permute_backward);
     if (y) graph_op_saves(y, 0);
+    int64_t order[TENSOR_MAX_DIMS];
+    for (int i = 0; i < view.ndim; i++) order[i] = perm[i];
+    graph_trace_attrs(g, y, order, view.ndim, 0.0f);
     if (!y) return NULL;
     int *saved = graph_host_scratch(g, TENSOR_MAX_DIMS * sizeof(int));
     if (!saved) return NULL;

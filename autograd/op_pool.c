@@ -141,6 +141,8 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
     int64_t shape[4] = {x->value.shape[0], x->value.shape[1], Ho, Wo};
     Var *y = graph_op_output(g, "max_pool2d", &x, 1, 4, shape, max_pool2d_backward);
     if (y) graph_op_saves(y, 0);
+    int64_t attrs[3] = {kernel, stride, padding};
+    graph_trace_attrs(g, y, attrs, 3, 0.0f);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1];
     size_t n_out = (size_t)(planes * Ho * Wo);

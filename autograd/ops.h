@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "autograd/graph.h"
+#include "autograd/graph_trace.h"
 
 /* conv2d: x [N,Cin,H,W], w [Cout,Cin/groups,KH,KW], b [Cout] or NULL -> [N,Cout,Ho,Wo] with
  * Ho = (H + 2*pad_h - dil_h*(KH-1) - 1) / stride_h + 1 (PyTorch's convention). */

@@ -34,6 +34,7 @@ const char *error_code_name(ErrorCode code)
     case ERR_ARG: return "invalid argument";
     case ERR_DEVICE: return "device error";
     case ERR_MISSING: return "missing";
+    case ERR_UNSUPPORTED: return "unsupported";
     }
     return "unknown error";
 }

@@ -11,7 +11,8 @@ typedef enum {
     ERR_FORMAT,   /* file content is malformed or unsupported */
     ERR_ARG,      /* invalid argument */
     ERR_DEVICE,   /* CUDA / cuBLAS failure or no device */
-    ERR_MISSING   /* a required item (tensor, key) is absent */
+    ERR_MISSING,  /* a required item (tensor, key) is absent */
+    ERR_UNSUPPORTED /* this build or this function cannot do it (a feature built without its library) */
 } ErrorCode;
 
 typedef struct {
