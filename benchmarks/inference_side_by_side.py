@@ -8,9 +8,9 @@ that also sees Debian's python3-opencv and numpy:
     /usr/bin/python3 -m venv --system-site-packages .venv-bench
     .venv-bench/bin/pip install onnxruntime
     .venv-bench/bin/python benchmarks/inference_side_by_side.py [--rounds 3] [--runs 30]
-A side whose module is missing is left out (saying so). The ONNX model is --onnx (default: the dynamic-size
-export in ../shared/reference/retinaface_mnet025/), run at every size; OpenCV DNN needs a fixed input
-size, so it runs the 640x480 export at 640x480 only.
+A side whose module is missing is left out (saying so). ONNX Runtime runs our own export of the built-in
+model (build/convert --onnx, dynamic input size) at every size, or --onnx MODEL; OpenCV DNN needs a fixed
+input size, so it runs the reference 640x480 export in ../shared at 640x480 only.
 Prints per (size, threads): each side's median forward time over all rounds, ours against each other side
 (their time / ours: above 1 means ours is faster), the spread of that ratio over the rounds and its
 median over the rounds, and which instruction set each side used.
@@ -106,10 +106,10 @@ def main():
     ap.add_argument("--sizes", default="640x480,1920x1080")
     ap.add_argument("--shared", default=os.path.join(here, "..", "..", "shared"))
     ap.add_argument("--build", default=os.path.join(here, "..", "build"))
-    ap.add_argument("--onnx", help="ONNX model of any input size (default: the shared dynamic export)")
+    ap.add_argument("--onnx", help="ONNX model of any input size (default: our export of the built-in model)")
     a = ap.parse_args()
     ref = os.path.join(a.shared, "reference", "retinaface_mnet025")
-    onnx = a.onnx or os.path.join(ref, "retinaface_mnet025_dynamic.onnx")
+    onnx = a.onnx
     onnx_640 = os.path.join(ref, "retinaface_mnet025_640x480.onnx")
     photo = cv2.imread(os.path.join(ref, "test.jpg"))
     if photo is None:
@@ -123,7 +123,8 @@ def main():
     if ort:
         sides.append("ORT")
         # MLAS (ONNX Runtime's kernels) dispatches on CPUID: its AVX-512 kernels where avx512f is present
-        print(f"ONNX Runtime {ort.__version__}: MLAS kernels for {isa} (chosen by CPUID), model {onnx}")
+        print(f"ONNX Runtime {ort.__version__}: MLAS kernels for {isa} (chosen by CPUID), model "
+              f"{onnx or 'our export of the built-in model (build/convert --onnx)'}")
     else:
         print("ONNX Runtime: not installed (see --help), left out")
     sides.append("OpenCV")
@@ -134,6 +135,9 @@ def main():
     print(header)
     kernels = set()
     with tempfile.TemporaryDirectory() as tmp:
+        if not onnx:
+            onnx = os.path.join(tmp, "ours.onnx")
+            subprocess.run([os.path.join(a.build, "convert"), "--onnx", onnx], check=True, capture_output=True)
         for size in a.sizes.split(","):
             w, h = (int(v) for v in size.split("x"))
             img = cv2.resize(photo, (w, h), interpolation=cv2.INTER_LINEAR)
