@@ -83,54 +83,39 @@ float detector_resize_for_long_side(const Image *img, int long_side)
     return (float)long_side / (float)(img->width > img->height ? img->width : img->height);
 }
 
-ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
-                          Detection **dets, int *n, DetectTiming *timing, Error *err)
+/* The network on B images of one size (in[0..B)): their detections into dets[k], counts[k]; forward and
+ * postprocess milliseconds added to *fwd_ms, *post_ms. resize[k] maps image k's boxes back. */
+static ErrorCode detect_same_size(Detector *d, const Image *const *in, const float *resize, int B,
+                                  const PostprocessOptions *opt, Detection **dets, int *counts, double *fwd_ms,
+                                  double *post_ms, Error *err)
 {
-    *dets = NULL;
-    *n = 0;
     const RetinaConfig *cfg = &d->model->cfg;
-    Image scaled = {0};
-    const Image *in = img;
-    if (resize != 1.0f) {
-        /* cv2.resize(fx=fy=resize): output size rounded to nearest. */
-        int w = (int)lrint(img->width * (double)resize), h = (int)lrint(img->height * (double)resize);
-        if (w < 1 || h < 1) return error_set(err, ERR_ARG, "resize factor %g leaves no pixels", resize);
-        if (image_resize(img, w, h, &scaled, err)) return err->code;
-        in = &scaled;
-    }
+    int height = in[0]->height, width = in[0]->width;
     Graph *g = &d->graph;
     graph_reset(g);
-    /* the same model at the same input size allocates the same values in the same order: one memory
-     * plan per size keeps the live activations in a few MB instead of a fresh slot for each (on the
-     * CPU, where that is what keeps them in cache; the GPU path has not been run with a plan yet) */
-    if (g->heap.device == DEVICE_CPU) graph_plan_memory(g, (uint64_t)in->height << 32 | (uint32_t)in->width);
-    int64_t shape[4] = {1, 3, in->height, in->width};
+    /* the same model at the same input size and batch allocates the same values in the same order: one
+     * memory plan per (size, batch) keeps the live activations in a few MB instead of a fresh slot for
+     * each (on the CPU, where that is what keeps them in cache; the GPU path has not been run with a
+     * plan yet) */
+    if (g->heap.device == DEVICE_CPU)
+        graph_plan_memory(g, (uint64_t)B << 48 | (uint64_t)height << 24 | (uint32_t)width);
+    int64_t shape[4] = {B, 3, height, width};
     Var *x = var_new(g, 4, shape);
-    if (!x) {
-        image_free(&scaled);
-        return error_set(err, g->err.code, "%s", g->err.msg);
-    }
+    if (!x) return error_set(err, g->err.code, "%s", g->err.msg);
     static const float mean[3] = {104.0f, 117.0f, 123.0f};
     bool on_gpu = var_on_cuda(x);
     float *chw = on_gpu ? graph_host_scratch(g, tensor_bytes(&x->value)) : x->value.data;
-    if (!chw) {
-        image_free(&scaled);
-        return error_set(err, ERR_OOM, "out of memory");
-    }
-    image_to_chw(in, mean, chw);
-    if (on_gpu && device_memcpy(x->value.data, DEVICE_CUDA, chw, DEVICE_CPU, tensor_bytes(&x->value), err)) {
-        image_free(&scaled);
+    if (!chw) return error_set(err, ERR_OOM, "out of memory");
+    size_t plane = (size_t)3 * height * width;
+    for (int k = 0; k < B; k++) image_to_chw(in[k], mean, chw + k * plane);
+    if (on_gpu && device_memcpy(x->value.data, DEVICE_CUDA, chw, DEVICE_CPU, tensor_bytes(&x->value), err))
         return err->code;
-    }
     double t0 = now_ms();
     RetinaOutputs out;
     bool ok = retinaface_forward(g, d->model, x, false, &out);
     Var *probs = ok ? ag_softmax(g, out.conf) : NULL;
     graph_profile_end_forward(g); /* postprocessing is not the softmax's time */
-    if (!probs) {
-        image_free(&scaled);
-        return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
-    }
+    if (!probs) return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
     /* Network outputs on the host for postprocessing (a copy when they live on the GPU; the copy
      * waits for the kernels, so the forward time includes them). */
     const float *loc = out.loc->value.data, *conf = probs->value.data, *lms = out.landms ? out.landms->value.data : NULL;
@@ -140,32 +125,85 @@ ErrorCode detector_detect(Detector *d, const Image *img, float resize, const Pos
         for (int k = 0; k < 3; k++) {
             if (!src[k]) continue;
             h[k] = graph_host_scratch(g, tensor_bytes(&src[k]->value));
-            if (!h[k] || device_memcpy(h[k], DEVICE_CPU, src[k]->value.data, DEVICE_CUDA, tensor_bytes(&src[k]->value), err)) {
-                image_free(&scaled);
+            if (!h[k] || device_memcpy(h[k], DEVICE_CPU, src[k]->value.data, DEVICE_CUDA, tensor_bytes(&src[k]->value), err))
                 return err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
-            }
         }
         loc = h[0], conf = h[1], lms = h[2];
     }
     double t1 = now_ms();
-    int64_t P = priors_count(&cfg->anchors, in->height, in->width);
+    int64_t P = priors_count(&cfg->anchors, height, width);
     float *priors = graph_host_scratch(g, (size_t)P * 4 * sizeof(float));
     ErrorCode rc = ERR_OK;
     if (!priors || P != probs->value.shape[1]) {
-        rc = error_set(err, ERR_SHAPE, "%lld priors for %lld outputs", (long long)P,
-                       (long long)probs->value.shape[1]);
+        rc = error_set(err, ERR_SHAPE, "%lld priors for %lld outputs", (long long)P, (long long)probs->value.shape[1]);
     } else {
-        priors_generate(&cfg->anchors, in->height, in->width, priors);
-        rc = detections_from_outputs(loc, conf, cfg->num_classes, lms, priors, P, cfg->variance,
-                                     (float)in->width / resize, (float)in->height / resize, 1, opt, dets, n, err);
+        priors_generate(&cfg->anchors, height, width, priors);
+        for (int k = 0; k < B && !rc; k++)
+            rc = detections_from_outputs(loc + k * P * 4, conf + k * P * cfg->num_classes, cfg->num_classes,
+                                         lms ? lms + k * P * 10 : NULL, priors, P, cfg->variance,
+                                         (float)width / resize[k], (float)height / resize[k], 1, opt, &dets[k],
+                                         &counts[k], err);
     }
-    double t2 = now_ms();
-    if (timing) {
-        timing->forward_ms = t1 - t0;
-        timing->postprocess_ms = t2 - t1;
-        timing->input_width = in->width;
-        timing->input_height = in->height;
-    }
-    image_free(&scaled);
+    *fwd_ms += t1 - t0;
+    *post_ms += now_ms() - t1;
     return rc;
+}
+
+ErrorCode detector_detect_batch(Detector *d, int n, const Image *const *imgs, const float *resize, int max_batch,
+                                const PostprocessOptions *opt, Detection **dets, int *counts, DetectTiming *timing,
+                                Error *err)
+{
+    for (int i = 0; i < n; i++) dets[i] = NULL, counts[i] = 0;
+    if (timing) memset(timing, 0, sizeof *timing);
+    if (n <= 0) return ERR_OK;
+    if (max_batch < 1) max_batch = 1;
+    /* the network's inputs: the images resized (cv2.resize(fx=fy=resize): sizes rounded to nearest) */
+    Image *scaled = calloc((size_t)n, sizeof *scaled);
+    const Image **in = calloc((size_t)n, sizeof *in);
+    const Image **group = calloc((size_t)max_batch, sizeof *group);
+    int *members = calloc((size_t)max_batch, sizeof *members);
+    float *group_resize = calloc((size_t)max_batch, sizeof *group_resize);
+    bool *done = calloc((size_t)n, sizeof *done);
+    ErrorCode rc = !scaled || !in || !group || !members || !group_resize || !done
+                       ? error_set(err, ERR_OOM, "out of memory batching %d images", n)
+                       : ERR_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        in[i] = imgs[i];
+        if (resize[i] == 1.0f) continue;
+        int w = (int)lrint(imgs[i]->width * (double)resize[i]), h = (int)lrint(imgs[i]->height * (double)resize[i]);
+        if (w < 1 || h < 1) rc = error_set(err, ERR_ARG, "resize factor %g leaves no pixels", resize[i]);
+        else if (!(rc = image_resize(imgs[i], w, h, &scaled[i], err))) in[i] = &scaled[i];
+    }
+    /* images of one size share a forward, up to max_batch at a time, in order of first appearance */
+    double fwd = 0, post = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (done[i]) continue;
+        int B = 0;
+        for (int j = i; j < n && B < max_batch; j++)
+            if (!done[j] && in[j]->width == in[i]->width && in[j]->height == in[i]->height) {
+                group[B] = in[j], group_resize[B] = resize[j], members[B++] = j;
+                done[j] = true;
+            }
+        Detection *part[B];
+        int part_n[B];
+        for (int k = 0; k < B; k++) part[k] = NULL, part_n[k] = 0;
+        rc = detect_same_size(d, group, group_resize, B, opt, part, part_n, &fwd, &post, err);
+        for (int k = 0; k < B; k++) dets[members[k]] = part[k], counts[members[k]] = part_n[k];
+    }
+    if (timing) {
+        timing->forward_ms = fwd, timing->postprocess_ms = post;
+        timing->input_width = in && in[0] ? in[0]->width : 0, timing->input_height = in && in[0] ? in[0]->height : 0;
+    }
+    if (rc)
+        for (int i = 0; i < n; i++) free(dets[i]), dets[i] = NULL, counts[i] = 0;
+    for (int i = 0; scaled && i < n; i++) image_free(&scaled[i]);
+    free(scaled), free(in), free(group), free(members), free(group_resize), free(done);
+    return rc;
+}
+
+ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
+                          Detection **dets, int *n, DetectTiming *timing, Error *err)
+{
+    const Image *imgs[1] = {img};
+    return detector_detect_batch(d, 1, imgs, &resize, 1, opt, dets, n, timing, err);
 }

@@ -35,5 +35,12 @@ float detector_resize_for_long_side(const Image *img, int long_side);
  * to the original image. */
 ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
                           Detection **dets, int *n, DetectTiming *timing, Error *err);
+/* n images of any sizes (imgs[i] scaled by resize[i]): those whose network input has one size go through
+ * one forward together, max_batch at most at a time; image i's detections (malloc'd, the caller frees
+ * each) in dets[i], counts[i]. Each image gets what detector_detect gives it. timing: forward and
+ * postprocess summed over the batches, the first image's input size. On error nothing is returned. */
+ErrorCode detector_detect_batch(Detector *d, int n, const Image *const *imgs, const float *resize, int max_batch,
+                                const PostprocessOptions *opt, Detection **dets, int *counts, DetectTiming *timing,
+                                Error *err);
 
 #endif

@@ -63,8 +63,9 @@ RETINA_API void retina_destroy(retina_detector *d);
 /* Faces of one image, strongest first, in *faces (malloc'd; *count of them; NULL when none). */
 RETINA_API int retina_detect(retina_detector *d, const uint8_t *pixels, int width, int height, int stride,
                              retina_pixel_format format, retina_face **faces, int *count, char *errbuf, size_t errlen);
-/* The same for n images; faces[i] and counts[i] are image i's. Stops at the first failure (the
- * images before it keep their results; the rest are NULL / 0). */
+/* The same for n images; faces[i] and counts[i] are image i's (each what retina_detect gives it). Images
+ * whose network input has one size go through the network together, up to 8 at a time. On a failure
+ * (e.g. a bad image, named by its index) every faces[i] is NULL and counts[i] 0. */
 RETINA_API int retina_detect_batch(retina_detector *d, int n, const uint8_t *const *pixels, const int *widths,
                                    const int *heights, const int *strides, retina_pixel_format format,
                                    retina_face **faces, int *counts, char *errbuf, size_t errlen);

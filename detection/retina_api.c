@@ -82,31 +82,14 @@ static ErrorCode to_image(const uint8_t *px, int width, int height, int stride, 
     return ERR_OK;
 }
 
-int retina_detect(retina_detector *d, const uint8_t *pixels, int width, int height, int stride,
-                  retina_pixel_format format, retina_face **faces, int *count, char *errbuf, size_t errlen)
+/* Detection and retina_face hold the same fields; copied one by one so neither layout binds the other.
+ * Takes dets (freed here). */
+static ErrorCode to_faces(Detection *dets, int n, retina_face **faces, int *count, Error *err)
 {
-    if (!faces || !count) return fail(errbuf, errlen, ERR_ARG, "faces and count must not be NULL");
-    *faces = NULL, *count = 0;
-    if (!d) return fail(errbuf, errlen, ERR_ARG, "no detector");
-    Error err = {0};
-    Image img;
-    if (to_image(pixels, width, height, stride, format, &img, &err)) return fail(errbuf, errlen, err.code, err.msg);
-    PostprocessOptions pp = postprocess_defaults();
-    pp.conf_threshold = d->opt.conf_threshold, pp.nms_threshold = d->opt.nms_threshold;
-    int side = d->opt.long_side < 0 ? (width > 1280 || height > 1280 ? 1280 : 0) : d->opt.long_side;
-    Detection *dets = NULL;
-    int n = 0;
-    ErrorCode rc = detector_detect(&d->det, &img, detector_resize_for_long_side(&img, side), &pp, &dets, &n, NULL, &err);
-    image_free(&img);
-    if (rc) {
-        free(dets);
-        return fail(errbuf, errlen, rc, err.msg);
-    }
-    /* Detection and retina_face hold the same fields; copied one by one so neither layout binds the other */
     retina_face *out = n ? malloc(sizeof *out * (size_t)n) : NULL;
     if (n && !out) {
         free(dets);
-        return fail(errbuf, errlen, ERR_OOM, "out of memory");
+        return error_set(err, ERR_OOM, "out of memory");
     }
     for (int i = 0; i < n; i++) {
         memcpy(out[i].box, dets[i].box, sizeof out[i].box);
@@ -116,8 +99,11 @@ int retina_detect(retina_detector *d, const uint8_t *pixels, int width, int heig
     }
     free(dets);
     *faces = out, *count = n;
-    return 0;
+    return ERR_OK;
 }
+
+/* Images that go into one forward together at most (the memory of a batch grows with it). */
+enum { BATCH_MAX = 8 };
 
 int retina_detect_batch(retina_detector *d, int n, const uint8_t *const *pixels, const int *widths, const int *heights,
                         const int *strides, retina_pixel_format format, retina_face **faces, int *counts,
@@ -126,12 +112,51 @@ int retina_detect_batch(retina_detector *d, int n, const uint8_t *const *pixels,
     if (n < 0 || (n && (!pixels || !widths || !heights || !strides || !faces || !counts)))
         return fail(errbuf, errlen, ERR_ARG, "retina_detect_batch: NULL arrays or negative count");
     for (int i = 0; i < n; i++) faces[i] = NULL, counts[i] = 0;
-    for (int i = 0; i < n; i++) {
-        int rc = retina_detect(d, pixels[i], widths[i], heights[i], strides[i], format, &faces[i], &counts[i], errbuf,
-                               errlen);
-        if (rc) return rc;
+    if (!d) return fail(errbuf, errlen, ERR_ARG, "no detector");
+    if (n == 0) return 0;
+    Error err = {0};
+    Image *imgs = calloc((size_t)n, sizeof *imgs);
+    const Image **ptrs = calloc((size_t)n, sizeof *ptrs);
+    float *resize = calloc((size_t)n, sizeof *resize);
+    Detection **dets = calloc((size_t)n, sizeof *dets);
+    ErrorCode rc = imgs && ptrs && resize && dets ? ERR_OK : error_set(&err, ERR_OOM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        if ((rc = to_image(pixels[i], widths[i], heights[i], strides[i], format, &imgs[i], &err))) {
+            char msg[sizeof err.msg];
+            snprintf(msg, sizeof msg, "%s", err.msg);
+            error_clear(&err);
+            error_set(&err, rc, "image %d: %s", i, msg);
+            break;
+        }
+        ptrs[i] = &imgs[i];
+        int side = d->opt.long_side < 0 ? (widths[i] > 1280 || heights[i] > 1280 ? 1280 : 0) : d->opt.long_side;
+        resize[i] = detector_resize_for_long_side(&imgs[i], side);
     }
-    return 0;
+    PostprocessOptions pp = postprocess_defaults();
+    pp.conf_threshold = d->opt.conf_threshold, pp.nms_threshold = d->opt.nms_threshold;
+    if (!rc) rc = detector_detect_batch(&d->det, n, ptrs, resize, BATCH_MAX, &pp, dets, counts, NULL, &err);
+    for (int i = 0; i < n && !rc; i++) {
+        rc = to_faces(dets[i], counts[i], &faces[i], &counts[i], &err);
+        dets[i] = NULL;
+    }
+    if (rc)
+        for (int i = 0; i < n; i++) {
+            free(dets ? dets[i] : NULL);
+            retina_free_faces(faces[i]);
+            faces[i] = NULL, counts[i] = 0;
+        }
+    for (int i = 0; imgs && i < n; i++) image_free(&imgs[i]);
+    free(imgs), free(ptrs), free(resize), free(dets);
+    return rc ? fail(errbuf, errlen, rc, err.msg) : 0;
+}
+
+int retina_detect(retina_detector *d, const uint8_t *pixels, int width, int height, int stride,
+                  retina_pixel_format format, retina_face **faces, int *count, char *errbuf, size_t errlen)
+{
+    if (!faces || !count) return fail(errbuf, errlen, ERR_ARG, "faces and count must not be NULL");
+    *faces = NULL, *count = 0;
+    const uint8_t *px[1] = {pixels};
+    return retina_detect_batch(d, 1, px, &width, &height, &stride, format, faces, count, errbuf, errlen);
 }
 
 int retina_align_face(const uint8_t *pixels, int width, int height, int stride, const float landmarks[10], uint8_t *out,

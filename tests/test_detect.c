@@ -93,6 +93,60 @@ static float iou(const float *a, const float *b)
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter);
 }
 
+/* detector_detect_batch: images whose network input has one size share a forward (test.jpg, its mirror
+ * image, and a 2x copy shrunk back by its resize factor), another size goes alone, and each image gets
+ * exactly what detector_detect gives it. */
+START_TEST(batch_detection_equals_single)
+{
+    char ib[512];
+    const char *image = shared_path("reference/retinaface_mnet025/test.jpg", ib, sizeof ib);
+    if (!image) {
+        printf("SKIP batch detection: ../shared absent\n");
+        return;
+    }
+    Detector det;
+    Error err = {0};
+    ck_assert_msg(detector_init(&det, "mobilenet0.25", NULL, 2, false, &err) == ERR_OK, "%s", err.msg);
+    Image a, mirror, half, twice;
+    ck_assert_int_eq(image_load_jpeg(image, &a, &err), ERR_OK);
+    ck_assert_int_eq(image_alloc(&mirror, a.width, a.height, &err), ERR_OK);
+    for (int y = 0; y < a.height; y++)
+        for (int x = 0; x < a.width; x++)
+            memcpy(mirror.bgr + ((size_t)y * a.width + x) * 3, a.bgr + ((size_t)y * a.width + a.width - 1 - x) * 3, 3);
+    ck_assert_int_eq(image_resize(&a, a.width / 2, a.height / 2, &half, &err), ERR_OK);
+    ck_assert_int_eq(image_resize(&a, a.width * 2, a.height * 2, &twice, &err), ERR_OK);
+    const Image *imgs[4] = {&a, &half, &mirror, &twice};
+    float resize[4] = {1.0f, 1.0f, 1.0f, 0.5f};
+    PostprocessOptions opt = postprocess_defaults();
+    Detection *dets[4];
+    int counts[4];
+    DetectTiming t;
+    ck_assert_msg(detector_detect_batch(&det, 4, imgs, resize, 8, &opt, dets, counts, &t, &err) == ERR_OK, "%s", err.msg);
+    for (int i = 0; i < 4; i++) {
+        Detection *one;
+        int n;
+        ck_assert_int_eq(detector_detect(&det, imgs[i], resize[i], &opt, &one, &n, NULL, &err), ERR_OK);
+        ck_assert_int_gt(n, 10);
+        ck_assert_int_eq(counts[i], n);
+        ck_assert_msg(!memcmp(dets[i], one, sizeof *one * (size_t)n), "image %d differs in a batch", i);
+        free(one);
+        free(dets[i]);
+    }
+    /* max_batch 1: one forward each, the same again */
+    ck_assert_int_eq(detector_detect_batch(&det, 4, imgs, resize, 1, &opt, dets, counts, NULL, &err), ERR_OK);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_gt(counts[i], 10);
+        free(dets[i]);
+    }
+    /* a bad resize fails the whole call and returns nothing */
+    float bad[4] = {1.0f, 1e-9f, 1.0f, 1.0f};
+    ck_assert_int_eq(detector_detect_batch(&det, 4, imgs, bad, 8, &opt, dets, counts, NULL, &err), ERR_ARG);
+    for (int i = 0; i < 4; i++) ck_assert(dets[i] == NULL && counts[i] == 0);
+    image_free(&a), image_free(&mirror), image_free(&half), image_free(&twice);
+    detector_free(&det);
+}
+END_TEST
+
 START_TEST(detections_match_reference)
 {
     char wb[512], ib[512], jb[512];
@@ -707,6 +761,7 @@ Suite *detect_suite(void)
     tcase_add_test(tc, priors_match_reference);
     tcase_add_test(tc, nms_suppresses_overlaps_only);
     tcase_add_test(tc, detections_match_reference);
+    tcase_add_test(tc, batch_detection_equals_single);
     tcase_add_test(tc, builtin_model_finds_the_reference_faces);
     tcase_add_test(tc, detect_app_reports_bad_input_and_goes_on);
     tcase_add_test(tc, detect_app_inputs_and_defaults);
