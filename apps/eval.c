@@ -34,6 +34,8 @@ static void usage(FILE *f)
             "wider_val.txt, or every .jpg of every event directory) at original size (or --long-side) and\n"
             "writes OUT/<event>/<image>.txt.\n"
             "Without --weights, prediction uses the built-in MobileNet-0.25 model.\n"
+            "  --batch N     prediction: images of one size go through the network N at a time (default 1 on\n"
+            "                the CPU, where batching measured no faster, 8 with --gpu); same detections\n"
             "  --threads N   CPU threads;  --gpu   run the network on the GPU;  -h, --help   this help\n");
 }
 
@@ -231,7 +233,7 @@ static int predict_fddb(const char *model, const char *weights, const char *imag
 }
 
 static int predict(const char *model, const char *weights, const char *images, const char *list, const char *out_dir,
-                   int long_side, const PostprocessOptions *opt, int threads, bool gpu)
+                   int long_side, const PostprocessOptions *opt, int threads, bool gpu, int batch)
 {
     Error err = {0};
     WiderImageList l;
@@ -247,7 +249,8 @@ static int predict(const char *model, const char *weights, const char *images, c
     }
     double t0 = clock_seconds();
     int failures = 0;
-    ErrorCode rc = wider_predict(&det, images, &l, out_dir, long_side, opt, stderr, &failures, &err);
+    ErrorCode rc = wider_predict(&det, images, &l, out_dir, long_side, batch ? batch : detector_default_batch(&det), opt,
+                                 stderr, &failures, &err);
     if (rc)
         fprintf(stderr, "eval: %s\n", err.msg);
     else
@@ -264,10 +267,10 @@ int main(int argc, char **argv)
     double iou = 0.5;
     bool map = false, do_predict = false, fddb = false, gpu = false;
     const char *folds = NULL;
-    int long_side = 0, threads = 0;
+    int long_side = 0, threads = 0, batch = 0;
     PostprocessOptions opt = postprocess_defaults();
     enum { O_GT = 256, O_PRED, O_IOU, O_EVENTS, O_MAP, O_JSON, O_PLOT, O_PREDICT, O_MODEL, O_WEIGHTS, O_IMAGES,
-           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS, O_FDDB, O_FOLDS, O_GPU, O_CPU };
+           O_LIST, O_OUT, O_LONG, O_CONF, O_NMS, O_TOPK, O_KEEP, O_THREADS, O_FDDB, O_FOLDS, O_GPU, O_CPU, O_BATCH };
     static const struct option longopts[] = {
         {"gt", required_argument, 0, O_GT}, {"pred", required_argument, 0, O_PRED},
         {"iou", required_argument, 0, O_IOU}, {"events", required_argument, 0, O_EVENTS},
@@ -279,7 +282,8 @@ int main(int argc, char **argv)
         {"conf", required_argument, 0, O_CONF}, {"nms", required_argument, 0, O_NMS},
         {"top-k", required_argument, 0, O_TOPK}, {"keep-top-k", required_argument, 0, O_KEEP},
         {"threads", required_argument, 0, O_THREADS}, {"fddb", no_argument, 0, O_FDDB},
-        {"folds", required_argument, 0, O_FOLDS}, {"gpu", no_argument, 0, O_GPU}, {"cpu", no_argument, 0, O_CPU}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"folds", required_argument, 0, O_FOLDS}, {"gpu", no_argument, 0, O_GPU}, {"cpu", no_argument, 0, O_CPU},
+        {"batch", required_argument, 0, O_BATCH}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end = "";
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -307,6 +311,13 @@ int main(int argc, char **argv)
         case O_FOLDS: folds = optarg; break;
         case O_GPU: gpu = true; break;
         case O_CPU: gpu = false; break;
+        case O_BATCH:
+            batch = (int)strtol(optarg, &end, 10);
+            if (*end || batch < 1 || batch > 256) {
+                fprintf(stderr, "eval: --batch expects 1 to 256, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -331,7 +342,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "eval: --predict needs --images and --out (see --help)\n");
             return 2;
         }
-        return predict(model, weights, images, list, out, long_side, &opt, threads, gpu);
+        return predict(model, weights, images, list, out, long_side, &opt, threads, gpu, batch);
     }
     if (!gt || !pred) {
         usage(stderr);

@@ -201,6 +201,8 @@ ErrorCode detector_detect_batch(Detector *d, int n, const Image *const *imgs, co
     return rc;
 }
 
+int detector_default_batch(const Detector *d) { return d->graph.heap.device == DEVICE_CUDA ? 8 : 1; }
+
 ErrorCode detector_detect(Detector *d, const Image *img, float resize, const PostprocessOptions *opt,
                           Detection **dets, int *n, DetectTiming *timing, Error *err)
 {

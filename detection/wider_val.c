@@ -112,62 +112,103 @@ static ErrorCode make_dir(const char *path, Error *err)
     return ERR_OK;
 }
 
-/* Detects on one image and writes its prediction file; errors are the image's. */
-static ErrorCode predict_one(Detector *d, const char *path, const char *out_path, const char *stem, int long_side,
-                             const PostprocessOptions *opt, Error *err)
+/* The prediction file of one image's detections. */
+static ErrorCode write_prediction(const char *out_path, const char *stem, const Detection *dets, int nd, Error *err)
 {
-    Image img;
-    if (image_load(path, &img, err)) return err->code;
-    Detection *dets = NULL;
-    int nd = 0;
-    ErrorCode rc = detector_detect(d, &img, detector_resize_for_long_side(&img, long_side), opt, &dets, &nd, NULL, err);
-    image_free(&img);
-    float *boxes = rc ? NULL : malloc(sizeof(float) * 4 * ((size_t)nd + 1));
-    float *scores = rc ? NULL : malloc(sizeof(float) * ((size_t)nd + 1));
-    if (!rc && (!boxes || !scores)) rc = error_set(err, ERR_OOM, "out of memory");
+    float *boxes = malloc(sizeof(float) * 4 * ((size_t)nd + 1)), *scores = malloc(sizeof(float) * ((size_t)nd + 1));
+    ErrorCode rc = boxes && scores ? ERR_OK : error_set(err, ERR_OOM, "out of memory");
     for (int k = 0; k < nd && !rc; k++) memcpy(boxes + 4 * k, dets[k].box, sizeof dets[k].box), scores[k] = dets[k].score;
     if (!rc) rc = wider_pred_file_write(out_path, stem, boxes, scores, nd, err);
-    free(boxes), free(scores), free(dets);
+    free(boxes), free(scores);
     return rc;
 }
 
+/* One image of the list: where it is read from and where its prediction goes. */
+typedef struct {
+    char stem[1024], path[8192], out_path[8192];
+    Image img;
+    float resize;
+    bool loaded;
+} PredictItem;
+
+static void predict_item(const char *images, const char *out_dir, const char *name, PredictItem *it)
+{
+    int elen = event_length(name);
+    const char *base = elen ? name + elen + 1 : name;
+    snprintf(it->stem, sizeof it->stem, "%s", base);
+    char *dot = strrchr(it->stem, '.');
+    if (dot) *dot = 0;
+    snprintf(it->path, sizeof it->path, "%s/%s", images, name);
+    snprintf(it->out_path, sizeof it->out_path, "%s/%.*s/%s.txt", out_dir, elen, name, it->stem);
+}
+
 ErrorCode wider_predict(Detector *d, const char *images, const WiderImageList *l, const char *out_dir, int long_side,
-                        const PostprocessOptions *opt, FILE *progress, int *failures, Error *err)
+                        int batch, const PostprocessOptions *opt, FILE *progress, int *failures, Error *err)
 {
     *failures = 0;
+    if (batch < 1) batch = 1;
     if (make_dir(out_dir, err)) return err->code;
     for (int k = 0; k < l->n_events; k++) {
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", out_dir, l->events[k]);
         if (make_dir(path, err)) return err->code;
     }
+    PredictItem *items = calloc((size_t)batch, sizeof *items);
+    const Image **imgs = calloc((size_t)batch, sizeof *imgs);
+    float *resize = calloc((size_t)batch, sizeof *resize);
+    Detection **dets = calloc((size_t)batch, sizeof *dets);
+    int *counts = calloc((size_t)batch, sizeof *counts);
+    ErrorCode rc = items && imgs && resize && dets && counts ? ERR_OK : error_set(err, ERR_OOM, "out of memory");
     double t0 = clock_seconds();
-    for (int i = 0; i < l->n; i++) {
-        const char *name = l->names[i];
-        int elen = event_length(name);
-        const char *base = elen ? name + elen + 1 : name;
-        char stem[1024], path[8192], out_path[8192];
-        snprintf(stem, sizeof stem, "%s", base);
-        char *dot = strrchr(stem, '.');
-        if (dot) *dot = 0;
-        snprintf(path, sizeof path, "%s/%s", images, name);
-        snprintf(out_path, sizeof out_path, "%s/%.*s/%s.txt", out_dir, elen, name, stem);
-        Error e = {0};
-        if (predict_one(d, path, out_path, stem, long_side, opt, &e)) {
-            /* a file we cannot write fails them all: stop on it rather than report every image */
-            if (e.code == ERR_IO && strstr(e.msg, out_path)) return error_set(err, e.code, "%s", e.msg);
-            (*failures)++;
-            if (progress) fprintf(progress, "\nwarning: %s\n", e.msg);
+    for (int i0 = 0; i0 < l->n && !rc; i0 += batch) {
+        int nb = l->n - i0 < batch ? l->n - i0 : batch, np = 0;
+        /* load the batch; an image that cannot be read is that image's failure */
+        for (int k = 0; k < nb; k++) {
+            PredictItem *it = &items[k];
+            predict_item(images, out_dir, l->names[i0 + k], it);
+            Error e = {0};
+            it->loaded = image_load(it->path, &it->img, &e) == ERR_OK;
+            if (!it->loaded) {
+                (*failures)++;
+                if (progress) fprintf(progress, "\nwarning: %s\n", e.msg);
+                continue;
+            }
+            it->resize = detector_resize_for_long_side(&it->img, long_side);
+            imgs[np] = &it->img, resize[np] = it->resize, np++;
         }
+        Error e = {0};
+        bool batched = detector_detect_batch(d, np, imgs, resize, batch, opt, dets, counts, NULL, &e) == ERR_OK;
+        for (int k = 0, j = 0; k < nb && !rc; k++) {
+            PredictItem *it = &items[k];
+            if (!it->loaded) continue;
+            Detection *dk = batched ? dets[j] : NULL;
+            int nk = batched ? counts[j] : 0;
+            j++;
+            error_clear(&e);
+            /* a batch that failed goes again image by image, so that the error names its image */
+            ErrorCode r = batched ? ERR_OK : detector_detect(d, &it->img, it->resize, opt, &dk, &nk, NULL, &e);
+            if (!r) r = write_prediction(it->out_path, it->stem, dk, nk, &e);
+            free(dk);
+            if (r) {
+                /* a file we cannot write fails them all: stop on it rather than report every image */
+                if (e.code == ERR_IO && strstr(e.msg, it->out_path)) rc = error_set(err, e.code, "%s", e.msg);
+                (*failures)++;
+                if (progress && !rc) fprintf(progress, "\nwarning: %s: %s\n", it->path, e.msg);
+            }
+        }
+        for (int k = 0; k < nb; k++)
+            if (items[k].loaded) image_free(&items[k].img), items[k].loaded = false;
         if (progress) {
-            double el = clock_seconds() - t0, rate = (i + 1) / (el > 0 ? el : 1e-9);
-            fprintf(progress, "\r[%4d/%d] %5.1f%%  %.2f img/s  ETA %.0fs   ", i + 1, l->n, 100.0 * (i + 1) / l->n, rate,
-                    (l->n - i - 1) / rate);
+            int done = i0 + nb;
+            double el = clock_seconds() - t0, rate = done / (el > 0 ? el : 1e-9);
+            fprintf(progress, "\r[%4d/%d] %5.1f%%  %.2f img/s  ETA %.0fs   ", done, l->n, 100.0 * done / l->n, rate,
+                    (l->n - done) / rate);
             fflush(progress);
         }
     }
     if (progress) fprintf(progress, "\n");
-    return ERR_OK;
+    free(items), free(imgs), free(resize), free(dets), free(counts);
+    return rc;
 }
 
 ErrorCode wider_evaluate_dir(const WiderGt *gt, const char *pred_dir, const WiderImageList *l, double iou,

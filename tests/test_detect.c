@@ -318,10 +318,17 @@ START_TEST(detect_app_reports_bad_input_and_goes_on)
     char *first = strstr(out, quoted);
     ck_assert_ptr_nonnull(first);
     ck_assert_ptr_nonnull(strstr(first + 1, quoted));
-    /* One line of error per bad file. */
+    /* One line of error per bad file, and the summary of the two images detected. */
     int lines = 0;
     for (char *p = errs; *p; p++) lines += *p == '\n';
-    ck_assert_int_eq(lines, 2);
+    ck_assert_int_eq(lines, 3);
+    ck_assert_msg(strstr(errs, "detect: 2 images in ") && strstr(errs, "images/s"), "stderr: %s", errs);
+    /* batched (the two good images have one size): the same output */
+    static char out_batched[1 << 20];
+    snprintf(args, sizeof args, "--weights %s --batch 3 --json - %s %s %s %s", weights, image, trunc, text, image);
+    ck_assert_int_eq(run_app(args, out_batched, sizeof out_batched, errs, sizeof errs), 1);
+    ck_assert_str_eq(out_batched, out);
+    ck_assert_msg(strstr(errs, "batches of up to 3"), "stderr: %s", errs);
     unlink(trunc);
     unlink(text);
 
