@@ -48,6 +48,19 @@ else
   LIB_SRC  := $(filter-out nn/onnx_export.c,$(LIB_SRC))
   GEN_OBJ  :=
 endif
+
+# Distributed training (tensor/comm_mpi.c) on Open MPI: built when mpicc is found (MPI=0 turns it off);
+# otherwise tensor/comm_none.c, one rank.
+ifeq ($(origin MPI), undefined)
+  MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+  LIB_SRC  := $(filter-out tensor/comm_none.c,$(LIB_SRC))
+  CFLAGS_MPI := $(shell mpicc --showme:compile)
+  LDLIBS   += $(shell mpicc --showme:link)
+else
+  LIB_SRC  := $(filter-out tensor/comm_mpi.c,$(LIB_SRC))
+endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_OBJ)
 
 ifeq ($(CUDA),1)
@@ -79,6 +92,10 @@ all: $(BUILD)/libretina.a $(BUILD)/libretina.so $(APPS)
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/tensor/comm_mpi.o: tensor/comm_mpi.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CFLAGS_MPI) -c $< -o $@
 
 # The generated ONNX schema code: its own warnings are not ours (-w).
 ifeq ($(ONNX),1)

@@ -6,6 +6,7 @@
 
 #include "detection/train_log.h"
 #include "detection/trainer.h"
+#include "tensor/comm.h"
 
 static void usage(FILE *f)
 {
@@ -42,6 +43,15 @@ static void usage(FILE *f)
             "  --max-steps N        stop after N steps\n"
             "  --cpu | --gpu        device (default cpu)\n"
             "  --tf32               allow TF32 tensor cores on the GPU (the PyTorch reference's default)\n"
+            "  --distributed        data-parallel over the ranks of an MPI job (automatic when mpirun starts more\n"
+            "                       than one): mpirun -np N build/train ... --batch B trains on B images per rank\n"
+            "                       and B x N per step; gradients summed over the ranks (overlapped with the\n"
+            "                       backward), rank 0 alone writes checkpoints, logs and validates; --resume works\n"
+            "                       with any N (mid-epoch: where the images done are whole steps of the new run)\n"
+            "  --sync-bn            BatchNorm statistics over every rank's batch (default: per rank)\n"
+            "  --verify-replicas N  every N steps, check that all ranks hold the same weights and momentum\n"
+            "  --collective-timeout S  end the whole job when a collective waits S seconds (a rank hung or died;\n"
+            "                       default 1800, which covers rank 0 validating)\n"
             "  --plot-log DIR       only redraw DIR/train_curves.svg from DIR/train_log.csv (e.g. after merging logs)\n"
             "  -h, --help\n");
 }
@@ -53,7 +63,8 @@ int main(int argc, char **argv)
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
            O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_MAXSTEPS,
-           O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY, O_PLOT_LOG };
+           O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY, O_PLOT_LOG, O_DIST, O_SYNCBN,
+           O_TIMEOUT, O_VERIFY };
     static const struct option longopts[] = {
         {"data", 1, 0, O_DATA}, {"images", 1, 0, O_IMAGES}, {"model", 1, 0, O_MODEL}, {"epochs", 1, 0, O_EPOCHS},
         {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"decay-epochs", 1, 0, O_DECAY}, {"cosine", 0, 0, O_COSINE},
@@ -63,7 +74,9 @@ int main(int argc, char **argv)
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
         {"val-images", 1, 0, O_VAL_IMAGES}, {"val-gt", 1, 0, O_VAL_GT}, {"val-list", 1, 0, O_VAL_LIST},
-        {"val-every", 1, 0, O_VAL_EVERY}, {"plot-log", 1, 0, O_PLOT_LOG},
+        {"val-every", 1, 0, O_VAL_EVERY}, {"plot-log", 1, 0, O_PLOT_LOG}, {"distributed", 0, 0, O_DIST},
+        {"sync-bn", 0, 0, O_SYNCBN}, {"collective-timeout", 1, 0, O_TIMEOUT},
+        {"verify-replicas", 1, 0, O_VERIFY},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -108,6 +121,13 @@ int main(int argc, char **argv)
         case O_VAL_GT: o.val_gt = optarg; break;
         case O_VAL_LIST: o.val_list = optarg; break;
         case O_VAL_EVERY: o.val_every = (int)strtol(optarg, &end, 10); break;
+        case O_DIST: o.distributed = true; break;
+        case O_SYNCBN: o.sync_bn = true; break;
+        case O_VERIFY: o.verify_every = (int)strtol(optarg, &end, 10); break;
+        case O_TIMEOUT:
+            o.comm_timeout = strtod(optarg, &end);
+            if (!*end && !(o.comm_timeout >= 1)) end = "<";
+            break;
         case O_PLOT_LOG: {
             char csv[4200], svg[4200];
             snprintf(csv, sizeof csv, "%s/train_log.csv", optarg);
@@ -133,13 +153,24 @@ int main(int argc, char **argv)
         return 2;
     }
     o.gpu = gpu;
+    /* started by mpirun with several processes: they are one job (a binary without MPI would train N
+     * copies side by side, so it refuses) */
+    const char *ranks = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (ranks && atoi(ranks) > 1) o.distributed = true;
+    if (o.distributed && !comm_available()) {
+        fprintf(stderr, "train: this binary was built without MPI and cannot train distributed: install libopenmpi-dev "
+                        "and openmpi-bin (make deps) and rebuild\n");
+        return 2;
+    }
+    if (o.sync_bn && !o.distributed) fprintf(stderr, "train: warning: --sync-bn without several ranks does nothing\n");
     Error err = {0};
     TrainReport rep;
     ErrorCode rc = train_run(&o, NULL, &rep, &err);
     if (rc) {
-        fprintf(stderr, "train: %s\n", err.msg);
+        fprintf(stderr, "train: rank %d: %s\n", rep.rank, err.msg);
         return 1;
     }
+    if (rep.rank > 0) return 0;
     printf("done: %d steps, loss %.4f -> %.4f (loc %.4f cls %.4f landm %.4f); %d images unreadable, %d missing; "
            "checkpoint %s\n",
            rep.steps, rep.first_loss, rep.last_loss, rep.last_l, rep.last_c, rep.last_landm, rep.failed_images,

@@ -50,6 +50,7 @@ struct Var {
     VarRecomputeFn recompute; /* NULL, or how its op makes the value again (graph_saved_value) */
     bool reads_recomputed;    /* this op's backward reads its inputs through graph_saved_value */
     bool released;            /* graph_done_with freed the value (value.data is NULL) */
+    int32_t pending_uses;     /* parameters, during a backward with a grad-ready hook: nodes still to run */
 };
 
 /* One allocation of step memory made outside the backward, and the op it belongs to: the op whose
@@ -79,6 +80,9 @@ struct Graph {
     struct GraphProfile *profile; /* NULL unless graph_enable_profile */
     struct MemoryPlan *plan;      /* NULL unless graph_plan_memory */
     struct GraphTrace *trace;     /* NULL unless graph_trace_begin (autograd/graph_trace.h) */
+    /* graph_on_param_grad_ready */
+    void (*param_grad_ready)(void *ctx, Var *param);
+    void *param_grad_ctx;
 };
 
 /* Per-op timing (benchmarks): with profiling on, the device is synchronised around every op, and
@@ -124,6 +128,11 @@ void graph_reset(Graph *g);
 bool graph_set_grad_enabled(Graph *g, bool enabled);
 bool graph_ok(const Graph *g);
 
+/* During every backward from now on, fn(ctx, p) is called for each parameter p as soon as its gradient
+ * for this step is complete (the last node reading p has run), in the order the backward finishes them,
+ * so a caller can start sending gradients while the rest of the backward runs (data-parallel training).
+ * Parameters this step did not use are not reported. fn NULL: no calls. */
+void graph_on_param_grad_ready(Graph *g, void (*fn)(void *ctx, Var *param), void *ctx);
 /* Seeds d(loss)/d(loss) = 1 (loss must have one element) and runs the tape backwards. */
 ErrorCode graph_backward(Graph *g, Var *loss);
 /* Same from any output y with a given seed gradient dy (host array of y's numel, copied). */

@@ -17,6 +17,7 @@
 #include "autograd/batchnorm_cpu.h"
 #include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_cpu.h"
+#include "tensor/comm.h"
 
 enum { GAMMA_RANGE = 100 };
 
@@ -35,6 +36,9 @@ typedef struct {
     float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
     double *plane_moments; /* forward of the depthwise layers: [N * C][2] sums of each output plane, or NULL */
     const float *x, *w;  /* forward of the depthwise layers */
+    /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
+     * then their element count, or NULL for this batch's own statistics */
+    double *global;
 } ConvBnActState;
 
 static BnLayout layout(const ConvBnActState *st)
@@ -52,19 +56,25 @@ static void channel_affine(const ConvBnActState *st, int c, float *scale, float 
     *shift = st->beta[c] - st->mean[c] * *scale;
 }
 
-static void forward_channel(void *arg, int c)
+/* This rank's sum and sum of squares of channel c's convolution output. */
+static void channel_sums(const ConvBnActState *st, int c, double *sum, double *sumsq)
 {
-    ConvBnActState *st = arg;
     BnLayout l = layout(st);
-    double sum = 0, sumsq = 0, m = (double)l.N * l.HW;
+    *sum = 0, *sumsq = 0;
     if (st->plane_moments) { /* summed where each plane was made (depthwise_forward_plane), in image order */
         for (int n = 0; n < l.N; n++) {
             const double *pm = st->plane_moments + ((size_t)n * l.C + c) * 2;
-            sum += pm[0], sumsq += pm[1];
+            *sum += pm[0], *sumsq += pm[1];
         }
     } else {
-        bn_channel_moments(st->z, l, c, &sum, &sumsq);
+        bn_channel_moments(st->z, l, c, sum, sumsq);
     }
+}
+
+/* Statistics from the sums over m values, running statistics updated, then y = act(z * scale + shift). */
+static void normalize_channel(ConvBnActState *st, int c, double sum, double sumsq, double m)
+{
+    BnLayout l = layout(st);
     double mu = sum / m, var = sumsq / m - mu * mu;
     if (var < 0) var = 0; /* rounding of a near-constant channel */
     st->mean[c] = (float)mu;
@@ -78,6 +88,28 @@ static void forward_channel(void *arg, int c)
     bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
 }
 
+static void forward_channel(void *arg, int c)
+{
+    ConvBnActState *st = arg;
+    double sum, sumsq;
+    channel_sums(st, c, &sum, &sumsq);
+    normalize_channel(st, c, sum, sumsq, (double)st->s.N * st->s.Ho * st->s.Wo);
+}
+
+/* Synchronised BatchNorm: the sums of every channel first (then summed over the ranks), */
+static void sums_channel(void *arg, int c)
+{
+    ConvBnActState *st = arg;
+    channel_sums(st, c, &st->global[2 * c], &st->global[2 * c + 1]);
+}
+
+/* then each channel normalised with the job's statistics. */
+static void global_normalize_channel(void *arg, int c)
+{
+    ConvBnActState *st = arg;
+    normalize_channel(st, c, st->global[2 * c], st->global[2 * c + 1], st->global[2 * st->s.Cout]);
+}
+
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
 static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
 {
@@ -88,17 +120,62 @@ static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
     return kept;
 }
 
+/* This rank's sums of channel c for the backward: dgamma, dbeta added; sum_g, sum_gx returned. */
+static void backward_sums(ConvBnActState *st, int c, double *sg, double *sgx)
+{
+    BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
+    bn_channel_backward_sums(&kept, st->dy, layout(st), c, sg, sgx);
+    if (st->dgamma) st->dgamma[c] += (float)*sgx;
+    if (st->dbeta) st->dbeta[c] += (float)*sg;
+}
+
+/* dz of channel c from the sums over m values (this batch's, or the job's under synchronised BN). */
+static void backward_dz(ConvBnActState *st, int c, double sg, double sgx, double m)
+{
+    st->mg[c] = (float)(sg / m), st->mgx[c] = (float)(sgx / m);
+    if (st->dz) {
+        BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
+        bn_channel_backward_dz(&kept, st->dy, layout(st), c, st->mg[c], st->mgx[c], st->dz);
+    }
+}
+
 static void backward_channel(void *arg, int c)
 {
     ConvBnActState *st = arg;
-    BnLayout l = layout(st);
-    BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
-    double sg, sgx, m = (double)l.N * l.HW;
-    bn_channel_backward_sums(&kept, st->dy, l, c, &sg, &sgx);
-    if (st->dgamma) st->dgamma[c] += (float)sgx;
-    if (st->dbeta) st->dbeta[c] += (float)sg;
-    st->mg[c] = (float)(sg / m), st->mgx[c] = (float)(sgx / m);
-    if (st->dz) bn_channel_backward_dz(&kept, st->dy, l, c, st->mg[c], st->mgx[c], st->dz);
+    double sg, sgx;
+    backward_sums(st, c, &sg, &sgx);
+    backward_dz(st, c, sg, sgx, (double)st->s.N * st->s.Ho * st->s.Wo);
+}
+
+/* Synchronised BatchNorm's backward: every channel's sums (then summed over the ranks; the parameter
+ * gradients keep this rank's part, which the gradient all-reduce adds up), */
+static void backward_sums_channel(void *arg, int c)
+{
+    ConvBnActState *st = arg;
+    backward_sums(st, c, &st->global[2 * c], &st->global[2 * c + 1]);
+}
+
+/* then dz with the job's sums. */
+static void global_backward_dz_channel(void *arg, int c)
+{
+    ConvBnActState *st = arg;
+    backward_dz(st, c, st->global[2 * c], st->global[2 * c + 1], st->global[2 * st->s.Cout]);
+}
+
+/* Whether this op takes its statistics over every rank (Context.sync_bn with more than one rank). */
+static bool synchronised(const Graph *g) { return g->ctx->sync_bn && g->ctx->comm && comm_size(g->ctx->comm) > 1; }
+
+/* The [C][2] sums of st->global summed over the ranks, and the element count after them. */
+static bool sum_over_ranks(Graph *g, ConvBnActState *st, const char *what)
+{
+    int C = st->s.Cout;
+    st->global[2 * C] = (double)st->s.N * st->s.Ho * st->s.Wo;
+    Error err = {0};
+    if (comm_allreduce_sum_f64(g->ctx->comm, st->global, 2 * (size_t)C + 1, what, &err)) {
+        graph_fail(g, err.code, "conv_bn_act: %s", err.msg);
+        return false;
+    }
+    return true;
 }
 
 /* ---- depthwise 3x3 (stride 1 or 2, padding 1, AVX2): the backward plane by plane, dz in cache ------
@@ -206,7 +283,13 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     if (!graph_ok(g) || !st->mg) return;
     st->mgx = st->mg + st->s.Cout;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s) * ((dx != NULL) + (dw != NULL)), 0);
-    threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
+    if (st->global) {
+        threadpool_run(g->ctx->pool, st->s.Cout, backward_sums_channel, st);
+        if (!sum_over_ranks(g, st, "synchronised BatchNorm backward")) return;
+        threadpool_run(g->ctx->pool, st->s.Cout, global_backward_dz_channel, st);
+    } else {
+        threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
+    }
     const float *xv = (dx || dw) ? graph_saved_value(g, x) : NULL;
     if (by_plane && xv)
         depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
@@ -286,6 +369,14 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
     }
     if (!graph_ok(g)) return NULL;
-    threadpool_run(g->ctx->pool, C, forward_channel, st);
+    if (synchronised(g)) {
+        /* host scratch of the step: the backward uses it again */
+        if (!(st->global = graph_host_scratch(g, sizeof(double) * (2 * (size_t)C + 1)))) return NULL;
+        threadpool_run(g->ctx->pool, C, sums_channel, st);
+        if (!sum_over_ranks(g, st, "synchronised BatchNorm forward")) return NULL;
+        threadpool_run(g->ctx->pool, C, global_normalize_channel, st);
+    } else {
+        threadpool_run(g->ctx->pool, C, forward_channel, st);
+    }
     return y;
 }

@@ -17,6 +17,7 @@ struct Loader {
     const TrainSet *set;
     AugmentOptions opt;
     int batch_size;
+    int rank, world;        /* the shard this process reads (loader_set_shard) */
     uint64_t seed;
     ThreadPool *pool;
     int *order;
@@ -33,7 +34,7 @@ struct Loader {
 typedef struct {
     Loader *l;
     Batch *b;
-    int batch_index;
+    int first; /* epoch position of the batch's first image */
     int *status;
     char (*errors)[512];
 } FillJob;
@@ -56,8 +57,8 @@ static void fill_one(void *arg, int i)
     FillJob *j = arg;
     lower_priority_once();
     Loader *l = j->l;
-    int pos = j->batch_index * l->batch_size + i;
-    const TrainSample *s = &l->set->samples[l->order[pos]];
+    int pos = j->first + i;
+    const TrainSample *s = &l->set->samples[l->order[pos % l->set->n]];
     Rng r;
     rng_seed(&r, l->seed, ((uint64_t)l->epoch << 32) | (uint64_t)pos);
     size_t img = (size_t)3 * l->opt.size * l->opt.size;
@@ -67,12 +68,22 @@ static void fill_one(void *arg, int i)
     if (!j->status[i]) snprintf(j->errors[i], 512, "%s", err.msg);
 }
 
+int loader_shard(int n_images, int batch, int rank, int world, int k, int *first)
+{
+    int padded = (n_images + world - 1) / world * world;
+    long start = (long)k * batch * world, end = start + (long)batch * world;
+    if (end > padded) end = padded;
+    int n = start < end ? (int)((end - start) / world) : 0;
+    *first = (int)start + rank * n;
+    return n;
+}
+
 static void make_batch(Loader *l, Batch *b, int k)
 {
-    int first = k * l->batch_size, n = l->set->n - first < l->batch_size ? l->set->n - first : l->batch_size;
+    int first, n = loader_shard(l->set->n, l->batch_size, l->rank, l->world, k, &first);
     int status[n > 0 ? n : 1];
     char (*errors)[512] = calloc((size_t)(n > 0 ? n : 1), 512);
-    FillJob j = {l, b, k, status, errors};
+    FillJob j = {l, b, first, status, errors};
     threadpool_run(l->pool, n, fill_one, &j);
     /* Compact: failed samples leave the batch. */
     size_t img = (size_t)3 * l->opt.size * l->opt.size, tgt = (size_t)LOADER_MAX_FACES * FACE_FIELDS;
@@ -128,6 +139,7 @@ Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_
     Loader *l = calloc(1, sizeof *l);
     if (!l) return NULL;
     l->set = set, l->opt = *opt, l->batch_size = batch_size, l->seed = seed;
+    l->rank = 0, l->world = 1;
     l->n_batches = (set->n + batch_size - 1) / batch_size;
     l->order = malloc(sizeof(int) * (size_t)set->n);
     l->pool = threadpool_create(workers);
@@ -181,6 +193,17 @@ void loader_destroy(Loader *l)
 }
 
 int loader_batches_per_epoch(const Loader *l) { return l->n_batches; }
+
+void loader_set_shard(Loader *l, int rank, int world)
+{
+    pthread_mutex_lock(&l->mu);
+    while (l->slot_batch[0] == -2 || l->slot_batch[1] == -2) pthread_cond_wait(&l->cv, &l->mu);
+    l->rank = rank, l->world = world;
+    int padded = (l->set->n + world - 1) / world * world;
+    l->n_batches = (padded + l->batch_size * world - 1) / (l->batch_size * world);
+    l->running = false;
+    pthread_mutex_unlock(&l->mu);
+}
 
 void loader_begin_epoch(Loader *l, int epoch, int first_batch)
 {

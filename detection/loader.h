@@ -28,6 +28,17 @@ Loader *loader_create(const TrainSet *set, const AugmentOptions *opt, int batch_
                       bool pinned, Error *err);
 void loader_destroy(Loader *l);
 int loader_batches_per_epoch(const Loader *l);
+/* Data-parallel training: this process is rank `rank` of `world` and reads its share of each batch.
+ * Global batch k is positions [k B world, (k+1) B world) of the epoch's order (B = batch_size), rank r
+ * taking the r-th of world equal parts; the order is padded to a multiple of world with its first
+ * images (as PyTorch's DistributedSampler does), so that every rank gets as many images as the others
+ * and the ranks together read the epoch (plus fewer than world repeats). The order and each image's
+ * augmentation depend on (seed, epoch, position) only: the same for any world size. Call before
+ * loader_begin_epoch. */
+void loader_set_shard(Loader *l, int rank, int world);
+/* The rule above: rank's share of global batch k of an epoch of n_images, as epoch positions
+ * [*first, *first + count) (positions past n_images - 1 stand for position - n_images); returns count. */
+int loader_shard(int n_images, int batch, int rank, int world, int k, int *first);
 /* Starts an epoch at batch first_batch (resume). */
 void loader_begin_epoch(Loader *l, int epoch, int first_batch);
 /* The next batch of the epoch, NULL when the epoch is over. Valid until the next call. */

@@ -4,11 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/comm.h"
 #include "tensor/device.h"
 
 MultiBoxOptions multibox_defaults(void)
 {
-    MultiBoxOptions o = {0.35f, 7, {0.1f, 0.2f}, 2.0f};
+    MultiBoxOptions o = {0.35f, 7, {0.1f, 0.2f}, 2.0f, NULL};
     return o;
 }
 
@@ -125,6 +126,11 @@ bool multibox_loss(Graph *g, Var *loc, Var *conf, Var *landms, const float *prio
     /* The reference ranks negatives by log_sum_exp(x) - x[0] with one global max for stability. */
     float gmax = -INFINITY;
     for (int64_t i = 0; i < B * P * C; i++) gmax = logits[i] > gmax ? logits[i] : gmax;
+    Error cerr = {0};
+    if (opt->comm && comm_allreduce_max_f32(opt->comm, &gmax, 1, "the loss's largest logit", &cerr)) {
+        graph_fail(g, cerr.code, "multibox_loss: %s", cerr.msg);
+        return false;
+    }
     LossJob job = {targets, priors, logits, P, C, gmax, opt, loc_t, landm_t, conf_t, landm_valid, pos, selected,
                    counts, counts + B, work};
     threadpool_run(g->ctx->pool, (int)B, loss_image, &job);
@@ -136,6 +142,12 @@ bool multibox_loss(Graph *g, Var *loc, Var *conf, Var *landms, const float *prio
         out->num_pos += counts[b];
         out->num_pos_landm += counts[B + b];
     }
+    double positives[2] = {out->num_pos, out->num_pos_landm};
+    if (opt->comm && comm_allreduce_sum_f64(opt->comm, positives, 2, "the loss's positive count", &cerr)) {
+        graph_fail(g, cerr.code, "multibox_loss: %s", cerr.msg);
+        return false;
+    }
+    out->num_pos = (int)positives[0], out->num_pos_landm = (int)positives[1];
     float N = out->num_pos > 0 ? (float)out->num_pos : 1.0f;
     float N1 = out->num_pos_landm > 0 ? (float)out->num_pos_landm : 1.0f;
     out->loss_l = ag_scale(g, ag_smooth_l1(g, loc, loc_t, pos), 1.0f / N);

@@ -18,6 +18,10 @@ typedef struct {
     int negpos_ratio;        /* 7 */
     float variance[2];
     float loc_weight;        /* 2: total = loc_weight * loss_l + loss_c + loss_landm */
+    /* data-parallel training: the losses are normalised by the positives of every rank's batch (and the
+     * negatives ranked with the job's largest logit), so that summing the ranks' gradients gives the
+     * gradient over the job's whole batch; NULL: this batch alone */
+    struct Comm *comm;
 } MultiBoxOptions;
 
 typedef struct {

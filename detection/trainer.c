@@ -1,6 +1,8 @@
 #include "detection/trainer.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "detection/detector.h"
 #include "detection/wider_val.h"
 #include "detection/train_log.h"
+#include "nn/grad_sync.h"
 #include "nn/safetensors.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
@@ -24,6 +27,7 @@ TrainOptions train_defaults(void)
     o.schedule = LR_STEP;
     o.seed = 1;
     o.augment = true;
+    o.comm_timeout = 1800;
     return o;
 }
 
@@ -52,24 +56,25 @@ ErrorCode train_checkpoint_save(const char *path, const RetinaFace *m, const Sgd
     TensorDict d;
     ErrorCode rc = params_to_dict(&m->params, &d, err);
     if (!rc) rc = sgd_state_to_dict(sgd, &m->params, &d, err);
-    char epoch_s[32], step_s[32], batch_s[32], seed_s[32];
+    char epoch_s[32], step_s[32], batch_s[32], seed_s[32], world_s[32];
     snprintf(epoch_s, sizeof epoch_s, "%d", pos->next_epoch);
     snprintf(step_s, sizeof step_s, "%d", pos->step_in_epoch);
     snprintf(batch_s, sizeof batch_s, "%d", pos->batch);
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)pos->seed);
-    const char *keys[7] = {"format", "model", "next_epoch", "step_in_epoch", "batch", "seed", "schedule"};
-    const char *values[7] = {"pt", m->cfg.name, epoch_s, step_s, batch_s, seed_s, pos->schedule};
-    if (!rc) rc = safetensors_write(path, &d, keys, values, 7, err);
+    snprintf(world_s, sizeof world_s, "%d", pos->world > 0 ? pos->world : 1);
+    const char *keys[8] = {"format", "model", "next_epoch", "step_in_epoch", "batch", "seed", "schedule", "world"};
+    const char *values[8] = {"pt", m->cfg.name, epoch_s, step_s, batch_s, seed_s, pos->schedule, world_s};
+    if (!rc) rc = safetensors_write(path, &d, keys, values, 8, err);
     tensor_dict_free(&d);
     return rc;
 }
 
 ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, TrainPosition *pos, Error *err)
 {
-    static const char *const keys[6] = {"model", "next_epoch", "seed", "step_in_epoch", "batch", "schedule"};
-    char *v[6] = {NULL};
+    static const char *const keys[7] = {"model", "next_epoch", "seed", "step_in_epoch", "batch", "schedule", "world"};
+    char *v[7] = {NULL};
     ErrorCode rc = ERR_OK;
-    for (int k = 0; k < 6 && !rc; k++) rc = safetensors_read_metadata(path, keys[k], &v[k], err);
+    for (int k = 0; k < 7 && !rc; k++) rc = safetensors_read_metadata(path, keys[k], &v[k], err);
     memset(pos, 0, sizeof *pos);
     if (!rc && (!v[0] || !v[1] || !v[2]))
         rc = error_set(err, ERR_FORMAT, "%s: not a training checkpoint (no model/next_epoch/seed metadata)", path);
@@ -82,10 +87,11 @@ ErrorCode train_checkpoint_load(const char *path, RetinaFace *m, Sgd *sgd, Train
         pos->step_in_epoch = v[3] ? atoi(v[3]) : 0;
         pos->batch = v[4] ? atoi(v[4]) : 0;
         snprintf(pos->schedule, sizeof pos->schedule, "%s", v[5] ? v[5] : "");
-        if (pos->next_epoch < 0 || pos->step_in_epoch < 0 || pos->batch < 0)
-            rc = error_set(err, ERR_FORMAT, "%s: negative epoch, step or batch in the metadata", path);
+        pos->world = v[6] ? atoi(v[6]) : 1;
+        if (pos->next_epoch < 0 || pos->step_in_epoch < 0 || pos->batch < 0 || pos->world < 1)
+            rc = error_set(err, ERR_FORMAT, "%s: negative epoch, step or batch, or no rank, in the metadata", path);
     }
-    for (int k = 0; k < 6; k++) free(v[k]);
+    for (int k = 0; k < 7; k++) free(v[k]);
     if (rc) return rc;
     TensorDict d;
     if (safetensors_read(path, &d, err)) return err->code;
@@ -122,14 +128,47 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
     }
     t->mb = multibox_defaults();
     memcpy(t->mb.variance, cfg->variance, sizeof t->mb.variance);
+    if ((rc = comm_init(&t->comm, o->distributed, o->comm_timeout, err))) goto fail;
+    if (comm_size(t->comm) > 1) {
+        if (o->gpu) {
+            /* the NCCL path is written for GPU gradients but has not run on a GPU here: not offered yet */
+            rc = error_set(err, ERR_UNSUPPORTED, "distributed training runs on the CPU only in this version");
+            goto fail;
+        }
+        t->ctx->comm = t->comm, t->ctx->sync_bn = o->sync_bn;
+        t->mb.comm = t->comm;
+        /* every rank starts from rank 0's parameters and buffers (as DistributedDataParallel does) */
+        if ((rc = trainer_broadcast_state(t, err))) goto fail;
+        /* about 8 buckets (at least 256 KB each, at most 25 MB as DistributedDataParallel's): the first
+         * sums start while most of the backward is still to run */
+        size_t total = 0;
+        for (int i = 0; i < t->model->params.n; i++)
+            if (t->model->params.entries[i].kind == ENTRY_PARAM) total += tensor_bytes(&t->model->params.entries[i].param->value);
+        size_t bucket = total / 8 < ((size_t)256 << 10) ? (size_t)256 << 10 : total / 8 > ((size_t)25 << 20) ? (size_t)25 << 20 : total / 8;
+        if ((rc = grad_sync_create(&t->gsync, &t->model->params, t->comm, bucket, err))) goto fail;
+    }
     return ERR_OK;
 fail:
     trainer_free(t);
     return rc;
 }
 
+ErrorCode trainer_broadcast_state(Trainer *t, Error *err)
+{
+    if (comm_size(t->comm) == 1) return ERR_OK;
+    ParamStore *ps = &t->model->params;
+    for (int i = 0; i < ps->n; i++) {
+        Tensor *v = param_entry_tensor(&ps->entries[i]);
+        if (comm_broadcast_f32(t->comm, v->data, (size_t)tensor_numel(v), 0, "the model's state from rank 0", err))
+            return err->code;
+    }
+    return ERR_OK;
+}
+
 void trainer_free(Trainer *t)
 {
+    grad_sync_free(t->gsync);
+    comm_finalize(t->comm);
     free(t->priors);
     if (t->graph_ready) graph_destroy(&t->graph);
     sgd_free(&t->sgd);
@@ -184,13 +223,26 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
     for (int k = 0; k < 4 && ok; k++)
         if (parts[k]) device_memcpy(&host[k], DEVICE_CPU, parts[k]->value.data, parts[k]->value.device, sizeof(float), &g->err);
     double t2 = clock_seconds();
+    if (t->gsync) grad_sync_begin_step(t->gsync, g);
     ok = ok && graph_ok(g) && graph_backward(g, L.total) == ERR_OK;
-    double t3 = clock_seconds();
     if (!ok) return error_set(err, g->err.code ? g->err.code : ERR_ARG, "%s", g->err.msg);
+    /* the job's gradient and losses: each rank's part is normalised by the job's positives (the loss) */
+    if (t->gsync && (grad_sync_finish_step(t->gsync, err) ||
+                     comm_allreduce_sum_f32(t->comm, host, 4, "the step's losses", err)))
+        return err->code;
+    double t3 = clock_seconds();
     r->total = host[0], r->loc = host[1], r->cls = host[2], r->landm = host[3];
     if (!isfinite(r->total)) return error_set(err, ERR_ARG, "loss became %s", isnan(r->total) ? "NaN" : "inf");
     ErrorCode rc = sgd_step(&t->sgd, &t->model->params, lr, t->ctx, err);
     params_zero_grad(&t->model->params);
+    /* BatchNorm's running statistics follow each rank's own batch; rank 0's are the model's */
+    if (!rc && t->gsync && !t->ctx->sync_bn) {
+        ParamStore *ps = &t->model->params;
+        for (int i = 0; i < ps->n && !rc; i++)
+            if (ps->entries[i].kind == ENTRY_BUFFER)
+                rc = comm_broadcast_f32(t->comm, ps->entries[i].buffer->data, (size_t)tensor_numel(ps->entries[i].buffer),
+                                        0, "BatchNorm statistics from rank 0", err);
+    }
     double t4 = clock_seconds();
     r->t = (TrainStepTimes){t1 - t0, t2 - t1, t3 - t2, t4 - t3};
     return rc;
@@ -263,7 +315,8 @@ static ErrorCode end_of_epoch(const TrainOptions *o, Trainer *tr, const Validati
                               TrainReport *rep, Error *err)
 {
     bool complete = steps_in_epoch >= per_epoch;
-    TrainPosition pos = {complete ? epoch + 1 : epoch, complete ? 0 : steps_in_epoch, o->batch, seed, ""};
+    TrainPosition pos = {complete ? epoch + 1 : epoch, complete ? 0 : steps_in_epoch, o->batch, seed, "",
+                         comm_size(tr->comm)};
     train_schedule_string(o, pos.schedule, sizeof pos.schedule);
     int every = o->val_every > 0 ? o->val_every : 1;
     if (v->on && ((epoch + 1) % every == 0 || last)) {
@@ -317,9 +370,71 @@ static void print_progress(FILE *f, const TrainOptions *o, int epoch, int step, 
     fflush(f);
 }
 
-ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *rep, Error *err)
+/* FNV-1a over the bytes of every parameter, buffer and momentum tensor. */
+static uint64_t state_hash(const Trainer *t)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const ParamStore *ps = &t->model->params;
+    for (int i = 0; i < ps->n; i++) {
+        const Tensor *v = param_entry_tensor((ParamEntry *)&ps->entries[i]);
+        const Tensor *m = ps->entries[i].kind == ENTRY_PARAM ? &t->sgd.velocity[i] : NULL;
+        for (int k = 0; k < 2; k++) {
+            const Tensor *x = k ? m : v;
+            if (!x || !x->data) continue;
+            const unsigned char *b = (const unsigned char *)x->data;
+            for (size_t j = 0; j < tensor_bytes(x); j++) h = (h ^ b[j]) * 1099511628211ULL;
+        }
+    }
+    return h;
+}
+
+ErrorCode trainer_verify_replicas(Trainer *t, Error *err)
+{
+    if (comm_size(t->comm) == 1) return ERR_OK;
+    /* three 21-bit pieces of the hash and their squares, summed over the ranks: every sum is exact in
+     * double, and the ranks agree when N x sum of squares = sum^2 for each piece */
+    uint64_t h = state_hash(t);
+    double s[6];
+    for (int k = 0; k < 3; k++) {
+        double piece = (double)((h >> (21 * k)) & 0x1fffff);
+        s[k] = piece, s[3 + k] = piece * piece;
+    }
+    if (comm_allreduce_sum_f64(t->comm, s, 6, "the replica check", err)) return err->code;
+    double n = comm_size(t->comm);
+    for (int k = 0; k < 3; k++)
+        if (n * s[3 + k] != s[k] * s[k])
+            return error_set(err, ERR_ARG, "the ranks' parameters or momentum differ (replica check)");
+    return ERR_OK;
+}
+
+/* Fault injection for the tests of distributed training: RETINA_TEST_FAULT=RANK:STEP:kill|hang makes rank
+ * RANK, at its step STEP (counted from 1 in this sitting), die by SIGKILL or stop answering. The step at
+ * which this rank fails (0: none); *hang: how. */
+static int fault_step(int rank, bool *hang)
+{
+    const char *f = getenv("RETINA_TEST_FAULT");
+    int r, s;
+    char what[8];
+    *hang = false;
+    if (!f || sscanf(f, "%d:%d:%7s", &r, &s, what) != 3 || r != rank) return 0;
+    *hang = !strcmp(what, "hang");
+    return s;
+}
+
+static void fail_now(bool hang)
+{
+    if (hang)
+        for (;;) pause();
+    raise(SIGKILL);
+}
+
+ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport *rep, Error *err)
 {
     memset(rep, 0, sizeof *rep);
+    /* with several ranks, rank 0 alone logs, validates and writes; the others only train (their options
+     * are these, once the job has started: see below) */
+    TrainOptions follower = *opt;
+    const TrainOptions *o = opt;
     rep->last_val[0] = rep->last_val[1] = rep->last_val[2] = rep->best_val = -1;
     if (model_out) *model_out = NULL;
     const RetinaConfig *cfg = retinaface_config(o->model);
@@ -327,36 +442,59 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     int size = o->size ? o->size : cfg->train_size;
     if (o->batch < 1 || o->epochs < 1 || size < 32) return error_set(err, ERR_ARG, "batch, epochs and size must be positive");
     Validation val;
-    if (validation_open(o, &val, err)) return err->code;
+    memset(&val, 0, sizeof val);
+    Trainer tr;
+    ErrorCode rc = trainer_init(&tr, o, err);
+    if (rc) return rc;
+    int rank = comm_rank(tr.comm), world = comm_size(tr.comm);
+    rep->rank = rank, rep->world = world;
+    bool fault_hangs;
+    int fault = fault_step(rank, &fault_hangs);
+    if (rank > 0) {
+        follower.log = NULL, follower.save_dir = NULL;
+        follower.val_images = follower.val_list = follower.val_gt = NULL;
+        o = &follower;
+    }
+    if (opt->log && world > 1 && rank == 0)
+        fprintf(opt->log, "distributed: %d ranks, %d images per rank per step (%d per step), %s BatchNorm, %d gradient "
+                          "buckets (%.1f MB)\n",
+                world, o->batch, o->batch * world, o->sync_bn ? "synchronised" : "per-rank", grad_sync_buckets(tr.gsync),
+                grad_sync_bytes(tr.gsync) / 1048576.0);
+    if (validation_open(o, &val, err)) {
+        trainer_free(&tr);
+        return err->code;
+    }
     TrainSet set;
     if (trainset_load(o->data, o->images, &set, err)) {
         validation_close(&val);
+        trainer_free(&tr);
         return err->code;
     }
     rep->missing_images = set.missing_images;
     if (set.missing_images && o->log)
         fprintf(o->log, "warning: %d images listed in %s were not found and are skipped\n", set.missing_images, o->data);
-    Trainer tr;
     Loader *loader = NULL;
     TrainLog log = {0};
-    ErrorCode rc = trainer_init(&tr, o, err);
-    if (rc) {
-        trainset_free(&set);
-        validation_close(&val);
-        return rc;
-    }
     int start_epoch = 0, start_step = 0;
     uint64_t seed = o->seed;
     if (o->resume) {
         TrainPosition pos;
         if ((rc = train_checkpoint_load(o->resume, tr.model, &tr.sgd, &pos, err))) goto out;
         start_epoch = pos.next_epoch, start_step = pos.step_in_epoch, seed = pos.seed;
-        /* the data order within an epoch is a function of the batch size: mid-epoch, it must match */
-        if (start_step && pos.batch && pos.batch != o->batch) {
-            rc = error_set(err, ERR_ARG, "%s stopped at batch %d of epoch %d with batches of %d; resume it with --batch %d",
-                           o->resume, start_step, start_epoch + 1, pos.batch, pos.batch);
+        /* mid-epoch, the run goes on from the image it stopped at: a whole number of this run's steps
+         * (batch x ranks images) into the epoch */
+        long done_images = (long)start_step * (pos.batch ? pos.batch : o->batch) * pos.world;
+        if (start_step && done_images % ((long)o->batch * world)) {
+            rc = error_set(err, ERR_ARG,
+                           "%s stopped %ld images into epoch %d (batches of %d on %d rank%s), not a whole number of steps "
+                           "of %d images per rank on %d rank%s: resume with a batch that divides it",
+                           o->resume, done_images, start_epoch + 1, pos.batch, pos.world, pos.world == 1 ? "" : "s",
+                           o->batch, world, world == 1 ? "" : "s");
             goto out;
         }
+        start_step = (int)(done_images / ((long)o->batch * world));
+        /* the weights are the same file on every rank; the model's state from rank 0 all the same */
+        if ((rc = trainer_broadcast_state(&tr, err))) goto out;
         char now[128];
         train_schedule_string(o, now, sizeof now);
         if (o->log && pos.schedule[0] && strcmp(pos.schedule, now))
@@ -390,6 +528,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         rc = err->code ? err->code : ERR_OOM;
         goto out;
     }
+    loader_set_shard(loader, rank, world);
     int per_epoch = loader_batches_per_epoch(loader);
     if (start_step > per_epoch) {
         rc = error_set(err, ERR_ARG, "%s: batch %d of an epoch of %d batches", o->resume, start_step, per_epoch);
@@ -401,9 +540,10 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
     long global_step = (long)per_epoch * start_epoch + start_step;
     if (o->log)
         fprintf(o->log,
-                "training %s on %d images (%d faces dropped), %d batches of %d per epoch, epochs %d..%d (from batch %d), "
+                "training %s on %d images (%d faces dropped), %d batches of %d%s per epoch, epochs %d..%d (from batch %d), "
                 "size %d\n",
-                cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, start_epoch + 1, o->epochs, start_step + 1, size);
+                cfg->name, set.n, set.dropped_faces, per_epoch, o->batch, world > 1 ? " per rank" : "", start_epoch + 1,
+                o->epochs, start_step + 1, size);
     for (int epoch = start_epoch; epoch < o->epochs && !rc; epoch++) {
         int first_step = epoch == start_epoch ? start_step : 0;
         loader_begin_epoch(loader, epoch, first_step);
@@ -419,6 +559,7 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                 step++;
                 continue;
             }
+            if (fault && steps_done + 1 == fault) fail_now(fault_hangs);
             float lr = train_learning_rate(o, epoch, step, per_epoch);
             TrainStepResult r;
             if ((rc = trainer_step(&tr, b, lr, &r, err))) {
@@ -428,12 +569,19 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
                           step + 1, steps_done + 1, msg, rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
                 break;
             }
+            if (o->verify_every > 0 && (steps_done + 1) % o->verify_every == 0 &&
+                (rc = trainer_verify_replicas(&tr, err))) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                error_set(err, rc, "after step %d: %s", steps_done + 1, msg);
+                break;
+            }
             if (steps_done == 0) rep->first_loss = r.total;
             rep->last_loss = r.total, rep->last_l = r.loc, rep->last_c = r.cls, rep->last_landm = r.landm;
             steps_done++;
             step++;
-            rep->images_seen += b->n;
-            epoch_images += b->n;
+            rep->images_seen += (long)b->n * world;
+            epoch_images += (long)b->n * world; /* every rank reads as many */
             double now = clock_seconds(), ips = epoch_images / (now - epoch_t0);
             if (log.f && (rc = train_log_step(&log, epoch + 1, step, global_step, r.loc, r.cls, r.landm, r.total, lr, ips, err)))
                 break;
@@ -449,6 +597,8 @@ ErrorCode train_run(const TrainOptions *o, RetinaFace **model_out, TrainReport *
         }
         bool last = epoch + 1 == o->epochs || (o->max_steps && steps_done >= o->max_steps);
         if ((rc = end_of_epoch(o, &tr, &val, &log, epoch, step, per_epoch, global_step, last, seed, rep, err))) break;
+        /* the others wait while rank 0 validates and writes */
+        if (world > 1 && (rc = comm_barrier(tr.comm, "the end of an epoch (rank 0 validating and saving)", err))) break;
         if (last) break;
     }
 out:

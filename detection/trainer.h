@@ -11,6 +11,7 @@
 #include "detection/multibox_loss.h"
 #include "models/retinaface.h"
 #include "nn/sgd.h"
+#include "tensor/comm.h"
 
 typedef enum { LR_STEP, LR_COSINE } LrSchedule;
 
@@ -31,6 +32,14 @@ typedef struct {
     bool gpu;                    /* train on the CUDA device */
     bool tf32;                   /* allow TF32 tensor cores in cuBLAS (GPU only) */
     int max_steps;               /* stop after this many steps in total (0: no limit), for tests */
+    /* data-parallel training over the ranks of an MPI job (tensor/comm.h): each rank reads its share of
+     * every batch (batch = images per rank), gradients are summed over the ranks, rank 0 alone writes
+     * checkpoints, logs and progress and validates */
+    bool distributed;
+    bool sync_bn;                /* BatchNorm statistics over every rank's batch (else per rank) */
+    double comm_timeout;         /* seconds any collective may wait before the job is ended (default 1800) */
+    int verify_every;            /* steps between checks that every rank holds the same parameters and momentum
+                                  * (0: never); a difference ends the run with an error */
     /* validation while training (all NULL: none): the official protocol on a val tree, at original
      * size, every val_every epochs and after the last; needs save_dir (predictions, best checkpoint) */
     const char *val_images;      /* image root holding <event>/<name>.jpg */
@@ -51,6 +60,7 @@ typedef struct {
     double best_val;                   /* best mean AP so far, including earlier sittings of a resumed run */
     int best_epoch;
     char best_checkpoint[4096];
+    int rank, world;                   /* this process in the job (0 and 1 without --distributed) */
 } TrainReport;
 
 /* The state of one training run, for a caller that drives the steps itself (train_run, benchmarks):
@@ -66,6 +76,8 @@ typedef struct {
     int size;
     float *priors; /* 4 x priors_count floats, host */
     MultiBoxOptions mb;
+    Comm *comm;          /* the job's ranks (one without --distributed) */
+    struct GradSync *gsync; /* gradient sums over the ranks; NULL with one rank */
 } Trainer;
 
 /* Seconds of one step's phases: forward, loss with matching, backward, SGD update. */
@@ -80,9 +92,15 @@ typedef struct {
 
 TrainOptions train_defaults(void);
 /* Creates the context (opt->threads), the model (opt->model, opt->pretrained, on the GPU when
- * opt->gpu), the optimiser and the step graph; nothing else of opt is used. */
+ * opt->gpu), the optimiser, the step graph and, with opt->distributed, joins the MPI job (the model's
+ * parameters then come from rank 0); nothing else of opt is used. */
 ErrorCode trainer_init(Trainer *t, const TrainOptions *opt, Error *err);
 void trainer_free(Trainer *t);
+/* Whether every rank holds the same parameters, buffers and momentum (a hash compared over the ranks);
+ * ERR_ARG when they differ. */
+ErrorCode trainer_verify_replicas(Trainer *t, Error *err);
+/* Every rank takes rank 0's parameters and buffers (a no-op with one rank). */
+ErrorCode trainer_broadcast_state(Trainer *t, Error *err);
 /* One step on batch b (b->n > 0): forward in train mode, loss, backward, SGD at learning rate lr,
  * gradients zeroed for the next step. A non-finite loss is an ERR_ARG error before the update. */
 ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r, Error *err);
@@ -97,6 +115,7 @@ typedef struct {
     int next_epoch, step_in_epoch, batch;
     uint64_t seed;
     char schedule[128];
+    int world;   /* ranks of the run that wrote it (1 for older checkpoints): a step is batch x world images */
 } TrainPosition;
 
 void train_schedule_string(const TrainOptions *o, char *buf, size_t n);

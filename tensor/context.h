@@ -9,10 +9,16 @@
 #include "tensor/error.h"
 #include "tensor/threadpool.h"
 
+struct Comm;
+
 typedef struct Context {
     ThreadPool *pool;
     int nthreads;
     void *cuda; /* CudaState * when a GPU is in use, else NULL */
+    /* Data-parallel training (tensor/comm.h): the job's processes, or NULL for one; with sync_bn, train-mode
+     * BatchNorm takes its statistics over every rank's batch (the caller owns comm). */
+    struct Comm *comm;
+    bool sync_bn;
 } Context;
 
 /* nthreads <= 0: use all online CPUs. Returns NULL on failure. */

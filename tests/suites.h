@@ -16,6 +16,7 @@ Suite *train_suite(void);
 Suite *cuda_suite(void);
 Suite *fuzz_suite(void);
 Suite *onnx_suite(void);
+Suite *distributed_suite(void);
 
 /* Path of a file in ../shared (or $RETINA_SHARED), NULL when absent; buf holds the result. */
 const char *shared_path(const char *rel, char *buf, size_t len);
