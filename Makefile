@@ -63,14 +63,28 @@ else
 endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_OBJ)
 
+# NCCL (GPU gradient sums, cuda_kernels/nccl_comm.cu): with CUDA and MPI when nccl.h is found (NCCL=0 turns
+# it off); otherwise tensor/nccl_comm_none.c.
+ifeq ($(origin NCCL), undefined)
+  NCCL_HOME_GUESS := $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+  NCCL_INC := $(firstword $(wildcard /usr/local/include/nccl.h /usr/include/nccl.h $(NCCL_HOME_GUESS)/include/nccl.h))
+  NCCL_LIB := $(firstword $(wildcard /usr/local/lib/libnccl.so /usr/lib/x86_64-linux-gnu/libnccl.so $(NCCL_HOME_GUESS)/lib64/libnccl.so))
+  NCCL := $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(NCCL_INC),$(NCCL_LIB)),1,0)
+endif
+ifeq ($(NCCL),1)
+  LIB_SRC  := $(filter-out tensor/nccl_comm_none.c,$(LIB_SRC))
+  LIB_OBJ  := $(filter-out $(BUILD)/obj/tensor/nccl_comm_none.o,$(LIB_OBJ))
+endif
+
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
-  CU_SRC   := $(wildcard cuda_kernels/*.cu)
+  CU_SRC   := $(filter-out $(if $(filter 1,$(NCCL)),,cuda_kernels/nccl_comm.cu),$(wildcard cuda_kernels/*.cu))
   CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
   CFLAGS   += -DHAVE_CUDA
   NVFLAGS  := -O2 -std=c++17 -I. -DHAVE_CUDA -gencode arch=compute_90,code=sm_90 \
               -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-fPIC,-fvisibility=hidden
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublas -lcudart_static -ldl -lrt -lstdc++
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib $(if $(filter 1,$(NCCL)),-L$(dir $(NCCL_LIB)) -lnccl) \
+              -lcublas -lcudart_static -ldl -lrt -lstdc++
 else
   CU_OBJ   :=
 endif

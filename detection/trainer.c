@@ -115,6 +115,10 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
         goto fail;
     }
     if (o->pretrained && (rc = retinaface_load_pretrained_backbone(t->model, o->pretrained, err))) goto fail;
+    if ((rc = comm_init(&t->comm, o->distributed, o->comm_timeout, err))) goto fail;
+    bool several = comm_size(t->comm) > 1;
+    /* one GPU per rank, chosen before the context's stream is made on it */
+    if (o->gpu && several && (rc = nccl_comm_select_device(comm_rank(t->comm), err))) goto fail;
     if (o->gpu && ((rc = context_enable_cuda(t->ctx, o->tf32, err)) ||
                    (rc = params_to_device(&t->model->params, t->device, err))))
         goto fail;
@@ -128,13 +132,13 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
     }
     t->mb = multibox_defaults();
     memcpy(t->mb.variance, cfg->variance, sizeof t->mb.variance);
-    if ((rc = comm_init(&t->comm, o->distributed, o->comm_timeout, err))) goto fail;
-    if (comm_size(t->comm) > 1) {
-        if (o->gpu) {
-            /* the NCCL path is written for GPU gradients but has not run on a GPU here: not offered yet */
-            rc = error_set(err, ERR_UNSUPPORTED, "distributed training runs on the CPU only in this version");
+    if (several) {
+        if (o->gpu && o->sync_bn) {
+            /* the GPU's conv -> BN -> activation is three ops whose BatchNorm does not sum over ranks */
+            rc = error_set(err, ERR_UNSUPPORTED, "--sync-bn runs on the CPU only");
             goto fail;
         }
+        if (o->gpu && (rc = nccl_comm_create(&t->nccl, t->comm, err))) goto fail;
         t->ctx->comm = t->comm, t->ctx->sync_bn = o->sync_bn;
         t->mb.comm = t->comm;
         /* every rank starts from rank 0's parameters and buffers (as DistributedDataParallel does) */
@@ -145,7 +149,7 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
         for (int i = 0; i < t->model->params.n; i++)
             if (t->model->params.entries[i].kind == ENTRY_PARAM) total += tensor_bytes(&t->model->params.entries[i].param->value);
         size_t bucket = total / 8 < ((size_t)256 << 10) ? (size_t)256 << 10 : total / 8 > ((size_t)25 << 20) ? (size_t)25 << 20 : total / 8;
-        if ((rc = grad_sync_create(&t->gsync, &t->model->params, t->comm, bucket, err))) goto fail;
+        if ((rc = grad_sync_create(&t->gsync, &t->model->params, t->comm, t->nccl, t->ctx, bucket, err))) goto fail;
     }
     return ERR_OK;
 fail:
@@ -153,21 +157,34 @@ fail:
     return rc;
 }
 
+/* Rank 0's values of v on every rank (through the host for GPU tensors). */
+static ErrorCode broadcast_tensor(Comm *c, Tensor *v, const char *what, Error *err)
+{
+    size_t n = (size_t)tensor_numel(v);
+    if (v->device == DEVICE_CPU) return comm_broadcast_f32(c, v->data, n, 0, what, err);
+    float *host = malloc(n * sizeof(float) + 1);
+    ErrorCode rc = host ? ERR_OK : error_set(err, ERR_OOM, "out of memory");
+    if (!rc) rc = device_memcpy(host, DEVICE_CPU, v->data, v->device, n * sizeof(float), err);
+    if (!rc) rc = comm_broadcast_f32(c, host, n, 0, what, err);
+    if (!rc) rc = device_memcpy(v->data, v->device, host, DEVICE_CPU, n * sizeof(float), err);
+    free(host);
+    return rc;
+}
+
 ErrorCode trainer_broadcast_state(Trainer *t, Error *err)
 {
     if (comm_size(t->comm) == 1) return ERR_OK;
     ParamStore *ps = &t->model->params;
-    for (int i = 0; i < ps->n; i++) {
-        Tensor *v = param_entry_tensor(&ps->entries[i]);
-        if (comm_broadcast_f32(t->comm, v->data, (size_t)tensor_numel(v), 0, "the model's state from rank 0", err))
+    for (int i = 0; i < ps->n; i++)
+        if (broadcast_tensor(t->comm, param_entry_tensor(&ps->entries[i]), "the model's state from rank 0", err))
             return err->code;
-    }
     return ERR_OK;
 }
 
 void trainer_free(Trainer *t)
 {
     grad_sync_free(t->gsync);
+    nccl_comm_free(t->nccl);
     comm_finalize(t->comm);
     free(t->priors);
     if (t->graph_ready) graph_destroy(&t->graph);
@@ -240,8 +257,7 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
         ParamStore *ps = &t->model->params;
         for (int i = 0; i < ps->n && !rc; i++)
             if (ps->entries[i].kind == ENTRY_BUFFER)
-                rc = comm_broadcast_f32(t->comm, ps->entries[i].buffer->data, (size_t)tensor_numel(ps->entries[i].buffer),
-                                        0, "BatchNorm statistics from rank 0", err);
+                rc = broadcast_tensor(t->comm, ps->entries[i].buffer, "BatchNorm statistics from rank 0", err);
     }
     double t4 = clock_seconds();
     r->t = (TrainStepTimes){t1 - t0, t2 - t1, t3 - t2, t4 - t3};
@@ -391,6 +407,7 @@ static uint64_t state_hash(const Trainer *t)
 ErrorCode trainer_verify_replicas(Trainer *t, Error *err)
 {
     if (comm_size(t->comm) == 1) return ERR_OK;
+    if (t->device != DEVICE_CPU) return error_set(err, ERR_UNSUPPORTED, "the replica check runs on CPU training only");
     /* three 21-bit pieces of the hash and their squares, summed over the ranks: every sum is exact in
      * double, and the ranks agree when N x sum of squares = sum^2 for each piece */
     uint64_t h = state_hash(t);

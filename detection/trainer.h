@@ -78,6 +78,7 @@ typedef struct {
     MultiBoxOptions mb;
     Comm *comm;          /* the job's ranks (one without --distributed) */
     struct GradSync *gsync; /* gradient sums over the ranks; NULL with one rank */
+    struct NcclComm *nccl;  /* GPU training on several ranks */
 } Trainer;
 
 /* Seconds of one step's phases: forward, loss with matching, backward, SGD update. */

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/device.h"
+
 typedef struct {
     float *buf;       /* the bucket's gradients, end to end */
     size_t floats;
@@ -15,6 +17,9 @@ typedef struct {
 struct GradSync {
     ParamStore *ps;
     Comm *comm;
+    NcclComm *nccl; /* GPU parameters: NCCL sums on ctx's stream */
+    Context *ctx;
+    Device device;
     Var **order;      /* trainable parameters, reverse registration order */
     size_t *offset;   /* each one's place in its bucket */
     int *bucket_of;
@@ -28,12 +33,17 @@ struct GradSync {
     Error err;
 };
 
-ErrorCode grad_sync_create(GradSync **out, ParamStore *ps, Comm *comm, size_t bucket_bytes, Error *err)
+ErrorCode grad_sync_create(GradSync **out, ParamStore *ps, Comm *comm, NcclComm *nccl, Context *ctx, size_t bucket_bytes,
+                           Error *err)
 {
     *out = NULL;
     GradSync *gs = calloc(1, sizeof *gs);
     if (!gs) return error_set(err, ERR_OOM, "out of memory");
-    gs->ps = ps, gs->comm = comm;
+    gs->ps = ps, gs->comm = comm, gs->nccl = nccl, gs->ctx = ctx, gs->device = ps->device;
+    if (gs->device == DEVICE_CUDA && !nccl) {
+        free(gs);
+        return error_set(err, ERR_ARG, "distributed gradients on the GPU need NCCL");
+    }
     int n = 0;
     for (int i = 0; i < ps->n; i++) n += ps->entries[i].kind == ENTRY_PARAM;
     gs->order = calloc((size_t)n + 1, sizeof *gs->order);
@@ -47,12 +57,7 @@ ErrorCode grad_sync_create(GradSync **out, ParamStore *ps, Comm *comm, size_t bu
     }
     for (int i = ps->n - 1; i >= 0; i--)
         if (ps->entries[i].kind == ENTRY_PARAM) {
-            Var *p = ps->entries[i].param;
-            if (p->value.device != DEVICE_CPU) {
-                grad_sync_free(gs);
-                return error_set(err, ERR_ARG, "distributed gradients: parameters must be on the CPU");
-            }
-            gs->order[gs->n++] = p;
+            gs->order[gs->n++] = ps->entries[i].param;
         }
     /* cut the order into buckets of about bucket_bytes (a larger parameter is a bucket alone) */
     size_t limit = bucket_bytes / sizeof(float);
@@ -65,7 +70,8 @@ ErrorCode grad_sync_create(GradSync **out, ParamStore *ps, Comm *comm, size_t bu
             b->floats += (size_t)tensor_numel(&gs->order[i]->value);
             b->count++, i++;
         }
-        b->buf = malloc(sizeof(float) * (b->floats ? b->floats : 1));
+        if (gs->device == DEVICE_CUDA) device_alloc((void **)&b->buf, DEVICE_CUDA, sizeof(float) * (b->floats ? b->floats : 1), NULL);
+        else b->buf = malloc(sizeof(float) * (b->floats ? b->floats : 1));
         if (!b->buf) {
             grad_sync_free(gs);
             return error_set(err, ERR_OOM, "out of memory for gradient buckets");
@@ -80,7 +86,7 @@ ErrorCode grad_sync_create(GradSync **out, ParamStore *ps, Comm *comm, size_t bu
 void grad_sync_free(GradSync *gs)
 {
     if (!gs) return;
-    for (int i = 0; gs->buckets && i < gs->n_buckets; i++) free(gs->buckets[i].buf);
+    for (int i = 0; gs->buckets && i < gs->n_buckets; i++) device_free(gs->buckets[i].buf, gs->device);
     free(gs->buckets), free(gs->order), free(gs->offset), free(gs->bucket_of), free(gs->done);
     free(gs);
 }
@@ -103,15 +109,21 @@ static void take(GradSync *gs, int i)
     Var *p = gs->order[i];
     Bucket *b = &gs->buckets[gs->bucket_of[i]];
     size_t n = (size_t)tensor_numel(&p->value);
-    if (p->grad.data) memcpy(b->buf + gs->offset[i], p->grad.data, n * sizeof(float));
-    else memset(b->buf + gs->offset[i], 0, n * sizeof(float));
+    ErrorCode rc = p->grad.data ? device_memcpy(b->buf + gs->offset[i], gs->device, p->grad.data, gs->device,
+                                                n * sizeof(float), &gs->err)
+                                : device_memset_zero(b->buf + gs->offset[i], gs->device, n * sizeof(float), &gs->err);
+    if (rc) {
+        gs->error = rc;
+        return;
+    }
     b->ready++;
     /* MPI wants collectives started in one order on every rank; the backward's order of parameters can
      * differ between ranks (a batch without landmarks skips their loss), the bucket order cannot */
     while (!gs->error && gs->next_start < gs->n_buckets && gs->buckets[gs->next_start].ready == gs->buckets[gs->next_start].count) {
         Bucket *s = &gs->buckets[gs->next_start++];
         s->started = true;
-        gs->error = comm_allreduce_sum_f32_start(gs->comm, s->buf, s->floats, &s->req, &gs->err);
+        gs->error = gs->device == DEVICE_CUDA ? nccl_comm_allreduce_sum_f32(gs->nccl, s->buf, s->floats, gs->ctx, &gs->err)
+                                              : comm_allreduce_sum_f32_start(gs->comm, s->buf, s->floats, &s->req, &gs->err);
     }
 }
 
@@ -145,9 +157,12 @@ ErrorCode grad_sync_finish_step(GradSync *gs, Error *err)
         ErrorCode w = comm_wait(gs->comm, b->req, "the gradient sum", err);
         b->req = NULL;
         if (!rc) rc = w;
+        /* on the GPU the copy is ordered after NCCL's sum on the stream (device.h's copies wait for it) */
         for (int j = b->first; !rc && j < b->first + b->count; j++) {
             Var *p = gs->order[j];
-            if (p->grad.data) memcpy(p->grad.data, b->buf + gs->offset[j], sizeof(float) * (size_t)tensor_numel(&p->value));
+            if (p->grad.data)
+                rc = device_memcpy(p->grad.data, gs->device, b->buf + gs->offset[j], gs->device,
+                                   sizeof(float) * (size_t)tensor_numel(&p->value), err);
         }
     }
     return rc;

@@ -5,16 +5,20 @@
  * hold parameters in reverse registration order (the order the backward finishes them: heads first).
  * The sum, not the mean: the loss is normalised over the whole job's batch (the caller's part), so the
  * summed gradient is the gradient of the job's loss. Parameters a step did not use contribute zeros.
- * Host gradients only (CPU training). Owns its bucket buffers; borrows the store and the communicator. */
+ * Parameters on the GPU: the buckets are device memory summed by NCCL (nccl non-NULL) on ctx's stream,
+ * queued in the backward's order (one stream: no overlap there); this path compiles but has not run on a
+ * GPU here. Owns its bucket buffers; borrows the store, the communicators and the context. */
 #ifndef NN_GRAD_SYNC_H
 #define NN_GRAD_SYNC_H
 
 #include "nn/params.h"
 #include "tensor/comm.h"
+#include "tensor/nccl_comm.h"
 
 typedef struct GradSync GradSync;
 
-ErrorCode grad_sync_create(GradSync **gs, ParamStore *ps, Comm *comm, size_t bucket_bytes, Error *err);
+ErrorCode grad_sync_create(GradSync **gs, ParamStore *ps, Comm *comm, NcclComm *nccl, Context *ctx, size_t bucket_bytes,
+                           Error *err);
 void grad_sync_free(GradSync *gs);
 /* Hooks gs into g's backward; call before each step's backward (it resets the buckets). */
 void grad_sync_begin_step(GradSync *gs, Graph *g);

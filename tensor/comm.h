@@ -37,6 +37,7 @@ ErrorCode comm_allreduce_sum_f64(Comm *c, double *buf, size_t n, const char *wha
 ErrorCode comm_allreduce_max_f32(Comm *c, float *buf, size_t n, const char *what, Error *err);
 /* buf of root to every rank. */
 ErrorCode comm_broadcast_f32(Comm *c, float *buf, size_t n, int root, const char *what, Error *err);
+ErrorCode comm_broadcast_bytes(Comm *c, void *buf, size_t n, int root, const char *what, Error *err);
 ErrorCode comm_barrier(Comm *c, const char *what, Error *err);
 
 /* A sum started now and finished by comm_wait (buf must stay untouched until then), so that it runs

@@ -139,6 +139,15 @@ ErrorCode comm_broadcast_f32(Comm *c, float *buf, size_t n, int root, const char
     return finish(c, &r, what, err);
 }
 
+ErrorCode comm_broadcast_bytes(Comm *c, void *buf, size_t n, int root, const char *what, Error *err)
+{
+    if (!c || !c->mpi || c->size == 1 || n == 0) return ERR_OK;
+    MPI_Request r;
+    if (MPI_Ibcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD, &r) != MPI_SUCCESS)
+        return error_set(err, ERR_DEVICE, "rank %d: %s: MPI_Ibcast failed", c->rank, what);
+    return finish(c, &r, what, err);
+}
+
 ErrorCode comm_barrier(Comm *c, const char *what, Error *err)
 {
     if (!c || !c->mpi || c->size == 1) return ERR_OK;
