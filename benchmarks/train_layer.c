@@ -4,8 +4,9 @@
  * kernel of the training step without the rest of it (bench_train_step --by-layer says which layers
  * matter):
  *   build/bench_train_layer --cin 64 --cout 64 --size 80 [--k 3] [--stride 1] [--groups 1] [--batch 8]
- *       [--act 0.1] [--threads 2] [--reps 10]
- * --act: leaky slope (0: ReLU, negative: none). --groups equal to --cin: a depthwise layer. */
+ *       [--act 0.1] [--threads 2] [--reps 10] [--no-input-grad]
+ * --act: leaky slope (0: ReLU, negative: none). --groups equal to --cin: a depthwise layer.
+ * --no-input-grad: the input needs no gradient (the stem: the image). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_layer --cin C --cout C --size HW [--k K] [--stride S] [--groups G]\n"
-               "       [--batch N] [--act SLOPE] [--threads T] [--reps R]\n");
+               "       [--batch N] [--act SLOPE] [--threads T] [--reps R] [--no-input-grad]\n");
 }
 
 static Var *param(int ndim, const int64_t *shape, Rng *r, float lo, float hi)
@@ -32,10 +33,12 @@ int main(int argc, char **argv)
 {
     int cin = 0, cout = 0, size = 0, k = 3, stride = 1, groups = 1, batch = 8, threads = 2, reps = 10;
     float act = 0.1f;
+    bool input_grad = true;
     static const struct option longopts[] = {
         {"cin", 1, 0, 'i'},    {"cout", 1, 0, 'o'},  {"size", 1, 0, 's'},    {"k", 1, 0, 'k'},
         {"stride", 1, 0, 'S'}, {"groups", 1, 0, 'g'}, {"batch", 1, 0, 'b'},  {"act", 1, 0, 'a'},
-        {"threads", 1, 0, 't'}, {"reps", 1, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"threads", 1, 0, 't'}, {"reps", 1, 0, 'r'}, {"no-input-grad", 0, 0, 'n'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) switch (c) {
         case 'i': cin = atoi(optarg); break;
@@ -48,6 +51,7 @@ int main(int argc, char **argv)
         case 'a': act = (float)atof(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'r': reps = atoi(optarg); break;
+        case 'n': input_grad = false; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -86,7 +90,7 @@ int main(int argc, char **argv)
     for (int rep = -2; rep < reps; rep++) { /* two untimed steps first */
         graph_reset(&g);
         var_zero_grad(w), var_zero_grad(gamma), var_zero_grad(beta);
-        Var *x = var_from_tensor(&g, &xt, true);
+        Var *x = var_from_tensor(&g, &xt, input_grad);
         double t0 = bench_now();
         Var *y = ag_conv_bn_act_train(&g, x, w, gamma, beta, &rm, &rv, p, 0.1f, 1e-5f, act);
         double t1 = bench_now();
@@ -112,8 +116,9 @@ int main(int argc, char **argv)
     printf("conv_bn_act %d->%d k%d s%d g%d at %dx%d, batch %d, %d threads (measured peak %.0f GFLOP/s)\n", cin, cout,
            k, stride, groups, size, size, batch, threads, peak);
     printf("forward  %8.2f ms %8.1f GFLOP/s %5.1f%%\n", f * 1e3, flops / f * 1e-9, 100 * flops / f * 1e-9 / peak);
-    printf("backward %8.2f ms %8.1f GFLOP/s %5.1f%% (input and weight gradients)\n", b * 1e3, 2 * flops / b * 1e-9,
-           100 * 2 * flops / b * 1e-9 / peak);
+    int grads = input_grad ? 2 : 1;
+    printf("backward %8.2f ms %8.1f GFLOP/s %5.1f%% (%s)\n", b * 1e3, grads * flops / b * 1e-9,
+           100 * grads * flops / b * 1e-9 / peak, input_grad ? "input and weight gradients" : "weight gradient");
     graph_destroy(&g);
     return 0;
 }

@@ -79,6 +79,7 @@ START_TEST(conv2d_gradients)
         {2, 8, 9, 11, 9, 3, 1, 1, 1, 1, 1},  /* Winograd forward (partial tiles), bias */
         {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 1},  /* direct stride-2 stem forward, channel-block tail */
         {2, 3, 5, 301, 4, 3, 2, 1, 1, 1, 0}, /* the stem's weight gradient over more columns than one pass */
+        {1, 3, 37, 20, 5, 3, 2, 1, 1, 1, 0}, /* the stem's weight gradient over chunks of 8, 8 and 3 output rows */
         {1, 4, 200, 200, 6, 7, 2, 3, 1, 1, 0}, /* im2col in two bands of output rows (ResNet's 7x7 stem) */
         {1, 8, 120, 130, 4, 7, 1, 3, 1, 2, 1}, /* grouped, im2col in three bands */
     };
