@@ -399,7 +399,9 @@ static const ConvCase conv_bn_cases[] = {
     {2, 8, 9, 11, 6, 3, 1, 1, 1, 1, 0},  /* dense 3x3 stride 1: Winograd forward, odd sizes */
     {2, 6, 9, 8, 6, 3, 2, 1, 1, 6, 0},   /* depthwise stride 2 */
     {3, 5, 5, 7, 5, 3, 1, 1, 1, 5, 0},   /* depthwise stride 1, odd channel count */
-    {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise */
+    {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise: one column block per image */
+    {2, 100, 23, 25, 156, 1, 1, 0, 1, 1, 0}, /* pointwise: two column blocks (512 + 63) per image */
+    {1, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise, fewer images than threads: the general path */
     {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 0},  /* the stem: direct stride 2 */
     {1, 4, 7, 6, 6, 3, 1, 0, 1, 2, 0},   /* 2 groups, padding 0 (im2col + GEMM) */
     {4, 16, 9, 11, 16, 3, 2, 1, 1, 16, 0}, /* depthwise with planes enough for a task each: moments per plane */
