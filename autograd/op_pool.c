@@ -61,28 +61,50 @@ typedef struct {
     int H, W, Ho, Wo, kernel, stride, padding;
 } MaxPoolJob;
 
+/* The window of output (oh, ow) within rows [k0, k1) and columns [c0, c1) of the kernel: its max (the
+ * first one in scan order on ties) and that position in the window. Branch-free compare and select: with
+ * a branch per element, the data-dependent maxima mispredicted (ResNet-50's 3x3 stride-2 pool at 420x420
+ * took 56 ms). */
+static inline void window_max(const float *in, int W, int ih0, int iw0, int kernel, int k0, int k1, int c0, int c1,
+                              float *best_out, int *arg_out)
+{
+    float best = in[(size_t)(ih0 + k0) * W + iw0 + c0];
+    int arg = k0 * kernel + c0;
+    for (int ki = k0; ki < k1; ki++) {
+        const float *row = in + (size_t)(ih0 + ki) * W + iw0;
+        for (int kj = c0; kj < c1; kj++) {
+            float v = row[kj];
+            int gt = v > best;
+            best = gt ? v : best;
+            arg = gt ? ki * kernel + kj : arg;
+        }
+    }
+    *best_out = best, *arg_out = arg;
+}
+
 static void max_pool_forward_plane(void *arg, int p)
 {
     const MaxPoolJob *j = arg;
     const float *in = j->x + (size_t)p * j->H * j->W;
-    for (int oh = 0; oh < j->Ho; oh++)
+    int k = j->kernel;
+    for (int oh = 0; oh < j->Ho; oh++) {
+        int ih0 = oh * j->stride - j->padding;
+        int k0 = ih0 < 0 ? -ih0 : 0, k1 = ih0 + k > j->H ? j->H - ih0 : k;
+        float *y = j->y + ((size_t)p * j->Ho + oh) * j->Wo;
+        uint8_t *win = j->window + ((size_t)p * j->Ho + oh) * j->Wo;
         for (int ow = 0; ow < j->Wo; ow++) {
-            float best = -FLT_MAX;
-            int arg_best = -1;
-            for (int ki = 0; ki < j->kernel; ki++) {
-                int ih = oh * j->stride - j->padding + ki;
-                if (ih < 0 || ih >= j->H) continue;
-                for (int kj = 0; kj < j->kernel; kj++) {
-                    int iw = ow * j->stride - j->padding + kj;
-                    if (iw < 0 || iw >= j->W) continue;
-                    float v = in[ih * j->W + iw];
-                    if (arg_best < 0 || v > best) best = v, arg_best = ki * j->kernel + kj;
-                }
-            }
-            size_t o = ((size_t)p * j->Ho + oh) * j->Wo + ow;
-            j->y[o] = best;
-            j->window[o] = (uint8_t)arg_best; /* every window holds an input pixel: 2 padding <= kernel */
+            int iw0 = ow * j->stride - j->padding;
+            int c0 = iw0 < 0 ? -iw0 : 0, c1 = iw0 + k > j->W ? j->W - iw0 : k;
+            float best;
+            int a;
+            if (c0 == 0 && c1 == k) /* the interior: the kernel's width is a constant of the loop */
+                window_max(in, j->W, ih0, iw0, k, k0, k1, 0, k, &best, &a);
+            else
+                window_max(in, j->W, ih0, iw0, k, k0, k1, c0, c1, &best, &a);
+            y[ow] = best;
+            win[ow] = (uint8_t)a; /* every window holds an input pixel: 2 padding <= kernel */
         }
+    }
 }
 
 static void max_pool_backward_plane(void *arg, int p)
