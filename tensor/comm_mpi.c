@@ -130,22 +130,19 @@ ErrorCode comm_allreduce_sum_f64(Comm *c, double *buf, size_t n, const char *wha
     return allreduce(c, buf, n, MPI_DOUBLE, MPI_SUM, what, err);
 }
 
-ErrorCode comm_broadcast_f32(Comm *c, float *buf, size_t n, int root, const char *what, Error *err)
-{
-    if (!c || !c->mpi || c->size == 1 || n == 0) return ERR_OK;
-    MPI_Request r;
-    if (MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, MPI_COMM_WORLD, &r) != MPI_SUCCESS)
-        return error_set(err, ERR_DEVICE, "rank %d: %s: MPI_Ibcast failed", c->rank, what);
-    return finish(c, &r, what, err);
-}
-
 ErrorCode comm_broadcast_bytes(Comm *c, void *buf, size_t n, int root, const char *what, Error *err)
 {
     if (!c || !c->mpi || c->size == 1 || n == 0) return ERR_OK;
+    if (n > (size_t)1 << 30) return error_set(err, ERR_ARG, "%s: %zu bytes in one broadcast", what, n);
     MPI_Request r;
     if (MPI_Ibcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD, &r) != MPI_SUCCESS)
         return error_set(err, ERR_DEVICE, "rank %d: %s: MPI_Ibcast failed", c->rank, what);
     return finish(c, &r, what, err);
+}
+
+ErrorCode comm_broadcast_f32(Comm *c, float *buf, size_t n, int root, const char *what, Error *err)
+{
+    return comm_broadcast_bytes(c, buf, n * sizeof(float), root, what, err);
 }
 
 ErrorCode comm_barrier(Comm *c, const char *what, Error *err)
