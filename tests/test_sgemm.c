@@ -1,6 +1,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "tensor/context.h"
 #include "tensor/rng.h"
@@ -192,6 +194,58 @@ static void check_multi(Context *ctx, int N, int K, bool a_packed, bool tb)
     free(B);
 }
 
+/* Out of memory for its packing buffers (an address-space limit just above what the process holds), sgemm
+ * computes the product without them instead of aborting: the same result as the reference, with and
+ * without an epilogue, transposed or not. Check runs each test in a child process, so the limit ends with
+ * it; an ASan build reserves its shadow memory up front, so the limit cannot be set there. */
+START_TEST(sgemm_survives_out_of_memory)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("SKIP sgemm out of memory: address-space limits and ASan do not mix\n");
+    return;
+#endif
+    enum { M = 21, N = 3000, K = 70 };
+    Rng r;
+    rng_seed(&r, 99, 0);
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C = malloc(sizeof(float) * M * N);
+    float *R = malloc(sizeof(float) * M * N), *bias = malloc(sizeof(float) * M);
+    fill(A, M * K, &r), fill(B, K * N, &r), fill(bias, M, &r);
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%ld", &pages), 1);
+    fclose(f);
+    struct rlimit lim = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (256 << 10), RLIM_INFINITY};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &lim), 0);
+    void *probe = malloc(1 << 20);
+    ck_assert_msg(probe == NULL, "the limit should leave no MiB to allocate");
+    for (int variant = 0; variant < 3; variant++) {
+        bool ta = variant == 1, with_epilogue = variant == 2;
+        float *At = A;
+        if (ta) { /* A^T stored K x M: transpose in place into R's memory, then back */
+            for (int i = 0; i < M; i++)
+                for (int k = 0; k < K; k++) R[k * M + i] = A[i * K + k];
+            At = R;
+        }
+        for (int i = 0; i < M * N; i++) C[i] = 0.5f;
+        sgemm_bias_act(NULL, ta, false, M, N, K, 1.0f, At, ta ? M : K, B, N, 1.0f, C, N, with_epilogue ? bias : NULL,
+                       with_epilogue ? 0.1f : -1.0f);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0.5;
+                for (int k = 0; k < K; k++) acc += (double)A[i * K + k] * B[k * N + j];
+                if (with_epilogue) {
+                    acc += bias[i];
+                    if (acc < 0) acc *= 0.1;
+                }
+                ck_assert_msg(fabs(C[i * N + j] - acc) <= 1e-4, "variant %d C[%d,%d] %g, reference %g", variant, i, j,
+                              C[i * N + j], acc);
+            }
+    }
+    free(A), free(B), free(C), free(R), free(bias);
+}
+END_TEST
+
 START_TEST(sgemm_multi_and_prepacked_operands_match_single_products)
 {
     Context *ctx = context_create(3);
@@ -214,6 +268,7 @@ Suite *sgemm_suite(void)
     tcase_add_test(tc, sgemm_bias_act_epilogue_matches_reference);
     tcase_add_test(tc, sgemm_threaded_equals_reference);
     tcase_add_test(tc, sgemm_multi_and_prepacked_operands_match_single_products);
+    tcase_add_test(tc, sgemm_survives_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }
