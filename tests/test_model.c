@@ -8,6 +8,7 @@
 
 #include "autograd/ops.h"
 #include "models/retinaface.h"
+#include "models/summary.h"
 #include "nn/safetensors.h"
 #include "tensor/rng.h"
 #include "tests/suites.h"
@@ -422,12 +423,40 @@ START_TEST(folded_inference_matches_training_graph)
 }
 END_TEST
 
+/* The layer table of build/detect --summary: every op of the forward with its output, parameter and FLOPs
+ * (from the export trace), and the totals (MobileNet-0.25 at 640x640: 1.962 GFLOPs; the stem 44.24 MFLOPs). */
+START_TEST(summary_lists_layers_and_flops)
+{
+    Error err = {0};
+    Context *ctx = context_create(1);
+    RetinaFace *m = retinaface_create(retinaface_config("mobilenet0.25"), DEVICE_CPU, 0, &err);
+    ck_assert_ptr_nonnull(m);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_int_eq(retinaface_print_summary(f, m, ctx, 640, 640, &err), ERR_OK);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "parameters: 426608"));
+    ck_assert_ptr_nonnull(strstr(text, "convolution FLOPs at 640x640: 1.962 GFLOPs"));
+    char *stem = strstr(text, "body.stage1.0.0.weight");
+    ck_assert_ptr_nonnull(stem);
+    ck_assert_ptr_nonnull(strstr(stem, "44.24"));
+    int rows = 0;
+    for (char *p = text; (p = strstr(p, "conv2d")); p++) rows++;
+    ck_assert_int_ge(rows, 56); /* every convolution of the model has its row */
+    free(text);
+    retinaface_free(m);
+    context_destroy(ctx);
+}
+END_TEST
+
 Suite *model_suite(void)
 {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("retinaface");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, parameter_counts);
+    tcase_add_test(tc, summary_lists_layers_and_flops);
     tcase_add_test(tc, includes_never_go_up_a_layer);
     tcase_add_test(tc, crafted_safetensors_are_refused);
     tcase_add_test(tc, crafted_pth_files_are_refused);
