@@ -28,24 +28,24 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -fno-trapping-math -Wall -Wextra -Wno-unused-p
 LDLIBS  := -ljpeg -lpng -lwebp -lexif -lz -lm -pthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
-LIB_DIRS := tensor autograd nn models detection
+LIB_DIRS := tensor autograd nn nn/formats models detection
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_ASM  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.S))
 
-# ONNX export (nn/onnx_export.c): protobuf-c's C code generated at build time from the ONNX schema that
+# ONNX export (nn/formats/onnx_export.c): protobuf-c's C code generated at build time from the ONNX schema that
 # Debian's libonnx-dev ships. Built when protoc-c, protobuf-c's headers and the schema are all found
-# (ONNX=0 turns it off); otherwise nn/onnx_export_none.c says the build has no export.
+# (ONNX=0 turns it off); otherwise nn/formats/onnx_export_none.c says the build has no export.
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 ifeq ($(origin ONNX), undefined)
   ONNX := $(if $(and $(shell command -v protoc-c 2>/dev/null),$(wildcard $(ONNX_PROTO)),$(wildcard /usr/include/protobuf-c/protobuf-c.h)),1,0)
 endif
 ifeq ($(ONNX),1)
-  LIB_SRC  := $(filter-out nn/onnx_export_none.c,$(LIB_SRC))
+  LIB_SRC  := $(filter-out nn/formats/onnx_export_none.c,$(LIB_SRC))
   GEN_OBJ  := $(BUILD)/obj/gen/onnx.pb-c.o
   CFLAGS_ONNX := -I$(BUILD)/gen -DHAVE_ONNX
   LDLIBS   += -lprotobuf-c
 else
-  LIB_SRC  := $(filter-out nn/onnx_export.c,$(LIB_SRC))
+  LIB_SRC  := $(filter-out nn/formats/onnx_export.c,$(LIB_SRC))
   GEN_OBJ  :=
 endif
 
@@ -119,7 +119,7 @@ $(BUILD)/gen/onnx.pb-c.c $(BUILD)/gen/onnx.pb-c.h &: $(ONNX_PROTO)
 $(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CFLAGS_ONNX) -w -c $< -o $@
-$(BUILD)/obj/nn/onnx_export.o $(BUILD)/obj/tests/test_onnx.o: $(BUILD)/obj/%.o: %.c $(BUILD)/gen/onnx.pb-c.h $(FLAGS_STAMP)
+$(BUILD)/obj/nn/formats/onnx_export.o $(BUILD)/obj/tests/test_onnx.o: $(BUILD)/obj/%.o: %.c $(BUILD)/gen/onnx.pb-c.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CFLAGS_ONNX) -c $< -o $@
 endif

@@ -8,8 +8,9 @@
 #include "detection/output_file.h"
 #include "models/builtin_weights.h"
 #include "models/retinaface_export.h"
-#include "nn/onnx_export.h"
-#include "nn/safetensors.h"
+#include "nn/formats/checkpoint.h"
+#include "nn/formats/onnx_export.h"
+#include "nn/formats/safetensors.h"
 
 static void usage(FILE *f)
 {

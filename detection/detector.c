@@ -1,7 +1,7 @@
 #include "detection/detector.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
-#include "nn/tensor_dict.h"
+#include "nn/formats/tensor_dict.h"
 #include "models/builtin_weights.h"
 
 #include <math.h>

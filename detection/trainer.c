@@ -12,7 +12,7 @@
 #include "detection/wider_val.h"
 #include "detection/train_log.h"
 #include "nn/grad_sync.h"
-#include "nn/safetensors.h"
+#include "nn/formats/safetensors.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
 

@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "nn/safetensors.h"
+#include "nn/formats/safetensors.h"
 
 /* models/builtin_weights_data.S */
 extern const unsigned char retina_builtin_mnet025[];

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/safetensors.h"
+#include "nn/formats/checkpoint.h"
+#include "nn/formats/safetensors.h"
 
 const RetinaConfig *retinaface_config(const char *name)
 {

@@ -13,7 +13,7 @@
 #include "nn/fpn.h"
 #include "nn/heads.h"
 #include "nn/ssh.h"
-#include "nn/tensor_dict.h"
+#include "nn/formats/tensor_dict.h"
 
 typedef struct {
     const char *name;         /* "mobilenet0.25" ... */

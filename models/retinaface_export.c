@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/onnx_export.h"
+#include "nn/formats/onnx_export.h"
 
 /* A parameter's state_dict-style name (the folded copies are "folded.<conv index>.weight"). */
 static const char *param_name(const Var *v, void *ctx)

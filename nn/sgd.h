@@ -5,7 +5,7 @@
 #ifndef NN_SGD_H
 #define NN_SGD_H
 
-#include "nn/tensor_dict.h"
+#include "nn/formats/tensor_dict.h"
 #include "tensor/context.h"
 
 typedef struct {

@@ -17,7 +17,7 @@
 #include "detection/face_align.h"
 #include "detection/retina.h"
 #include "models/builtin_weights.h"
-#include "nn/safetensors.h"
+#include "nn/formats/safetensors.h"
 #include "tests/suites.h"
 
 START_TEST(priors_match_reference)

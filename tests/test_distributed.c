@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "detection/loader.h"
-#include "nn/safetensors.h"
+#include "nn/formats/safetensors.h"
 #include "tensor/comm.h"
 #include "tests/suites.h"
 

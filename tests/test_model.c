@@ -9,7 +9,8 @@
 #include "autograd/ops.h"
 #include "models/retinaface.h"
 #include "models/summary.h"
-#include "nn/safetensors.h"
+#include "nn/formats/checkpoint.h"
+#include "nn/formats/safetensors.h"
 #include "tensor/rng.h"
 #include "tests/suites.h"
 

@@ -11,7 +11,7 @@
 #include "autograd/ops.h"
 #include "models/builtin_weights.h"
 #include "models/retinaface_export.h"
-#include "nn/onnx_export.h"
+#include "nn/formats/onnx_export.h"
 #include "tensor/rng.h"
 #include "tests/suites.h"
 #ifdef HAVE_ONNX

@@ -9,8 +9,9 @@
 #include "detection/matfile.h"
 #include "detection/train_data.h"
 #include "detection/wider_data.h"
-#include "nn/safetensors.h"
-#include "nn/tensor_dict.h"
+#include "nn/formats/checkpoint.h"
+#include "nn/formats/safetensors.h"
+#include "nn/formats/tensor_dict.h"
 
 /* The parsers read paths: the bytes go to a per-process file under /dev/shm (or /tmp) whose name
  * ends as the parser expects (".mat" selects the MAT reader of trainset_load). */

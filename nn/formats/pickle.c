@@ -1,4 +1,4 @@
-#include "nn/pickle.h"
+#include "nn/formats/pickle.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -40,7 +40,4 @@ ErrorCode params_load_dict(ParamStore *ps, TensorDict *d, const char *source, bo
 /* Builds a dict holding copies of every entry of the store (F32). */
 ErrorCode params_to_dict(const ParamStore *ps, TensorDict *d, Error *err);
 
-/* Reads a checkpoint, choosing the format by content: safetensors, PyTorch zip, PyTorch legacy. */
-ErrorCode checkpoint_read(const char *path, TensorDict *d, Error *err);
-
 #endif

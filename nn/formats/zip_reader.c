@@ -1,4 +1,4 @@
-#include "nn/zip_reader.h"
+#include "nn/formats/zip_reader.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "nn/dtype.h"
+#include "nn/formats/dtype.h"
 
 #include <math.h>
 #include <string.h>

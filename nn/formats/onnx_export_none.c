@@ -1,5 +1,5 @@
 /* onnx_export in builds without protobuf-c or the ONNX schema (see the Makefile's ONNX switch). */
-#include "nn/onnx_export.h"
+#include "nn/formats/onnx_export.h"
 
 int onnx_export_available(void) { return 0; }
 

@@ -1,13 +1,13 @@
-#include "nn/pytorch_import.h"
+#include "nn/formats/pytorch_import.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/dtype.h"
-#include "nn/pickle.h"
-#include "nn/zip_reader.h"
+#include "nn/formats/dtype.h"
+#include "nn/formats/pickle.h"
+#include "nn/formats/zip_reader.h"
 
 static ErrorCode read_file(const char *path, unsigned char **buf, size_t *len, Error *err)
 {

@@ -1,4 +1,4 @@
-#include "nn/safetensors.h"
+#include "nn/formats/safetensors.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "nn/dtype.h"
+#include "nn/formats/dtype.h"
 
 /* ---- a small JSON reader, just enough for the header ---------------------------------------- */
 

@@ -12,7 +12,7 @@
 #ifndef NN_PYTORCH_IMPORT_H
 #define NN_PYTORCH_IMPORT_H
 
-#include "nn/tensor_dict.h"
+#include "nn/formats/tensor_dict.h"
 
 ErrorCode pytorch_read_legacy(const char *path, TensorDict *d, Error *err);
 ErrorCode pytorch_read_zip(const char *path, TensorDict *d, Error *err);

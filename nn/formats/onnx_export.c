@@ -1,7 +1,7 @@
 /* The ONNX writer (built when protobuf-c and onnx.proto are present; nn/onnx_export_none.c otherwise).
  * Every message, array and string of the model is taken from one list of allocations that is freed
  * once the model is packed, so no message needs freeing on its own. */
-#include "nn/onnx_export.h"
+#include "nn/formats/onnx_export.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
 #ifndef NN_SAFETENSORS_H
 #define NN_SAFETENSORS_H
 
-#include "nn/tensor_dict.h"
+#include "nn/formats/tensor_dict.h"
 
 ErrorCode safetensors_read(const char *path, TensorDict *d, Error *err);
 /* The same from a buffer of `size` bytes (e.g. weights built into the binary); name is for errors. */
