@@ -1,5 +1,6 @@
 #include "detection/priors.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 static int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -22,7 +23,10 @@ void priors_generate(const AnchorLayout *a, int height, int width, float *out)
             for (int j = 0; j < fw; j++)
                 for (int s = 0; s < a->per_location; s++) {
                     double cx = (j + 0.5) * step / width, cy = (i + 0.5) * step / height;
-                    double w = (double)a->sizes[k][s] / width, h = (double)a->sizes[k][s] / height;
+                    double side = a->sizes[k][s], r = a->ratios[k][s];
+                    /* squares are computed as they always were, so their priors keep every bit */
+                    double bw = r > 0 && r != 1 ? side * sqrt(r) : side, bh = r > 0 && r != 1 ? side / sqrt(r) : side;
+                    double w = bw / width, h = bh / height;
                     if (a->clip) cx = clip01(cx), cy = clip01(cy), w = clip01(w), h = clip01(h);
                     *out++ = (float)cx, *out++ = (float)cy, *out++ = (float)w, *out++ = (float)h;
                 }

@@ -1,7 +1,8 @@
 /* Prior (anchor) boxes of an AnchorLayout (nn/anchors.h), as RetinaFace's PriorBox: for level k with
  * stride steps[k], feature map ceil(H/step) x ceil(W/step); for every cell (row i, column j) and
  * every anchor size s of the level: (cx, cy, w, h) = ((j+0.5)*step/W, (i+0.5)*step/H, s/W, s/H),
- * normalised to the image. Order: level, row, column, size — the order of the heads' outputs.
+ * normalised to the image; an anchor with aspect ratio r (AnchorLayout.ratios) is s sqrt(r) wide and
+ * s / sqrt(r) high instead. Order: level, row, column, size — the order of the heads' outputs.
  * Optional clipping to [0,1]. Computed in double and rounded once, as the reference builds them in
  * Python. */
 #ifndef DETECTION_PRIORS_H

@@ -12,7 +12,10 @@ typedef struct {
     int n_levels;                                          /* detection levels */
     int steps[PYRAMID_MAX_LEVELS];                         /* stride of each level, input pixels */
     int per_location;                                      /* anchors per feature-map cell, every level */
-    float sizes[PYRAMID_MAX_LEVELS][PYRAMID_MAX_ANCHORS];  /* square anchor sides, pixels */
+    float sizes[PYRAMID_MAX_LEVELS][PYRAMID_MAX_ANCHORS];  /* anchor sides, pixels (the square's side) */
+    /* aspect ratio (width / height) of each anchor: side s and ratio r make a box of s sqrt(r) x s / sqrt(r),
+     * the same area as the square; 0 (a variant that sets none) or 1: the square, RetinaFace's only shape */
+    float ratios[PYRAMID_MAX_LEVELS][PYRAMID_MAX_ANCHORS];
     bool clip;                                             /* clip the priors to [0, 1] */
 } AnchorLayout;
 

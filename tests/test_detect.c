@@ -43,6 +43,30 @@ START_TEST(priors_match_reference)
 }
 END_TEST
 
+/* Anchors with aspect ratios: a 4:1 and a 1:4 anchor of side 16 beside the square on one level of stride
+ * 8; same area, the centres of the square's; a ratio of 0 or 1 is the square itself. */
+START_TEST(priors_with_aspect_ratios)
+{
+    AnchorLayout a = {0};
+    a.n_levels = 1, a.steps[0] = 8, a.per_location = 4;
+    float sizes[4] = {16, 16, 16, 16}, ratios[4] = {0, 4, 0.25f, 1};
+    for (int s = 0; s < 4; s++) a.sizes[0][s] = sizes[s], a.ratios[0][s] = ratios[s];
+    ck_assert_int_eq(priors_count(&a, 16, 32), 2 * 4 * 4);
+    float p[32 * 4];
+    priors_generate(&a, 16, 32, p);
+    /* cell (row 1, column 2): centre (20/32, 12/16) */
+    const float *cell = p + ((1 * 4 + 2) * 4) * 4;
+    const float expect[4][4] = {{20.0f / 32, 12.0f / 16, 16.0f / 32, 16.0f / 16},
+                                {20.0f / 32, 12.0f / 16, 32.0f / 32, 8.0f / 16},
+                                {20.0f / 32, 12.0f / 16, 8.0f / 32, 32.0f / 16},
+                                {20.0f / 32, 12.0f / 16, 16.0f / 32, 16.0f / 16}};
+    for (int s = 0; s < 4; s++)
+        for (int k = 0; k < 4; k++)
+            ck_assert_msg(fabsf(cell[s * 4 + k] - expect[s][k]) < 1e-6f, "anchor %d value %d: %g, expected %g", s, k,
+                          cell[s * 4 + k], expect[s][k]);
+}
+END_TEST
+
 START_TEST(nms_suppresses_overlaps_only)
 {
     /* Sorted by score. Box 1 overlaps box 0 with IoU (+1 convention) 0.68 > 0.4: suppressed.
@@ -766,6 +790,7 @@ Suite *detect_suite(void)
     TCase *tc = tcase_create("pipeline");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, priors_match_reference);
+    tcase_add_test(tc, priors_with_aspect_ratios);
     tcase_add_test(tc, nms_suppresses_overlaps_only);
     tcase_add_test(tc, detections_match_reference);
     tcase_add_test(tc, batch_detection_equals_single);
