@@ -76,8 +76,10 @@ static void json_float_array(FILE *f, const float *v, int n)
     fputc(']', f);
 }
 
-static void write_json(FILE *f, const char *image, const Image *img, const Detection *d, int n, bool landmarks)
+/* cfg: the model, whose class names go into each detection when it has more than one object class. */
+static void write_json(FILE *f, const char *image, const Image *img, const Detection *d, int n, const RetinaConfig *cfg)
 {
+    bool landmarks = cfg->landmarks;
     fprintf(f, "{\"image\": \"");
     for (const char *p = image; *p; p++) {
         if ((unsigned char)*p < 0x20) {
@@ -92,6 +94,10 @@ static void write_json(FILE *f, const char *image, const Image *img, const Detec
         fprintf(f, i ? ", {\"box\": " : "{\"box\": ");
         json_float_array(f, d[i].box, 4);
         fprintf(f, ", \"score\": %.9g", d[i].score);
+        if (cfg->num_classes > 2) {
+            char buf[32];
+            fprintf(f, ", \"class\": \"%s\"", retinaface_class_name(cfg, d[i].label, buf, sizeof buf));
+        }
         if (landmarks) {
             fprintf(f, ", \"landmarks\": ");
             json_float_array(f, d[i].landmarks, 10);
@@ -581,7 +587,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "detect: %s: %s\n", path, p->error);
                 failures++;
             } else {
-                if (json) write_json(json, path, img, d, n, det.model->cfg.landmarks);
+                if (json) write_json(json, path, img, d, n, &det.model->cfg);
                 /* crops first: the annotated copy draws on img */
                 if (crops_dir && write_crops(crops_dir, path, img, d, n, vis_thres, &err)) {
                     fprintf(stderr, "detect: %s\n", err.msg);
@@ -591,9 +597,12 @@ int main(int argc, char **argv)
                 if (!json && !out_dir && !crops_dir && !benchmark) {
                     printf("%s: %d face%s (score >= %.2f)%s\n", path, n, n == 1 ? "" : "s", opt.conf_threshold,
                            p->resize != 1.0f ? " (detected at a reduced size; --long-side 0 keeps the original)" : "");
-                    for (int j = 0; j < n; j++)
-                        printf("  %.4f  %7.1f %7.1f %7.1f %7.1f\n", d[j].score, d[j].box[0], d[j].box[1], d[j].box[2],
-                               d[j].box[3]);
+                    for (int j = 0; j < n; j++) {
+                        char buf[32];
+                        printf("  %.4f  %7.1f %7.1f %7.1f %7.1f%s%s\n", d[j].score, d[j].box[0], d[j].box[1], d[j].box[2],
+                               d[j].box[3], det.model->cfg.num_classes > 2 ? "  " : "",
+                               det.model->cfg.num_classes > 2 ? retinaface_class_name(&det.model->cfg, d[j].label, buf, sizeof buf) : "");
+                    }
                 }
                 if (out_dir && write_annotated(out_dir, path, img, d, n, vis_thres, det.model->cfg.landmarks, &err)) {
                     fprintf(stderr, "detect: %s\n", err.msg);

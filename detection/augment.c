@@ -149,6 +149,7 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
             o[4 + 2 * k] = lx, o[5 + 2 * k] = ly;
         }
         o[14] = f[14];
+        o[FACE_CLASS] = f[FACE_CLASS];
     }
     free(kept);
     bool mirror = opt->augment && randrange(r, 2);

@@ -83,6 +83,45 @@ float detector_resize_for_long_side(const Image *img, int long_side)
     return (float)long_side / (float)(img->width > img->height ? img->width : img->height);
 }
 
+static int by_score(const void *a, const void *b)
+{
+    float x = ((const Detection *)a)->score, y = ((const Detection *)b)->score;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Every object class's detections (each class decoded, thresholded and suppressed on its own, as the
+ * reference does for faces), strongest first. One class (faces): exactly detections_from_outputs. */
+static ErrorCode detections_all_classes(const RetinaConfig *cfg, const float *loc, const float *conf, const float *lms,
+                                        const float *priors, int64_t P, float scale_x, float scale_y,
+                                        const PostprocessOptions *opt, Detection **out, int *n_out, Error *err)
+{
+    *out = NULL, *n_out = 0;
+    for (int label = 1; label < cfg->num_classes; label++) {
+        Detection *part = NULL;
+        int n = 0;
+        if (detections_from_outputs(loc, conf, cfg->num_classes, lms, priors, P, cfg->variance, scale_x, scale_y, label,
+                                    opt, &part, &n, err)) {
+            free(*out);
+            *out = NULL, *n_out = 0;
+            return err->code;
+        }
+        if (label == 1) {
+            *out = part, *n_out = n;
+            continue;
+        }
+        Detection *all = realloc(*out, sizeof *all * (size_t)(*n_out + n + 1));
+        if (!all) {
+            free(part);
+            return error_set(err, ERR_OOM, "out of memory");
+        }
+        memcpy(all + *n_out, part, sizeof *all * (size_t)n);
+        free(part);
+        *out = all, *n_out += n;
+    }
+    if (cfg->num_classes > 2 && *n_out > 1) qsort(*out, (size_t)*n_out, sizeof **out, by_score);
+    return ERR_OK;
+}
+
 /* The network on B images of one size (in[0..B)): their detections into dets[k], counts[k]; forward and
  * postprocess milliseconds added to *fwd_ms, *post_ms. resize[k] maps image k's boxes back. */
 static ErrorCode detect_same_size(Detector *d, const Image *const *in, const float *resize, int B,
@@ -139,10 +178,9 @@ static ErrorCode detect_same_size(Detector *d, const Image *const *in, const flo
     } else {
         priors_generate(&cfg->anchors, height, width, priors);
         for (int k = 0; k < B && !rc; k++)
-            rc = detections_from_outputs(loc + k * P * 4, conf + k * P * cfg->num_classes, cfg->num_classes,
-                                         lms ? lms + k * P * 10 : NULL, priors, P, cfg->variance,
-                                         (float)width / resize[k], (float)height / resize[k], 1, opt, &dets[k],
-                                         &counts[k], err);
+            rc = detections_all_classes(cfg, loc + k * P * 4, conf + k * P * cfg->num_classes,
+                                        lms ? lms + k * P * 10 : NULL, priors, P, (float)width / resize[k],
+                                        (float)height / resize[k], opt, &dets[k], &counts[k], err);
     }
     *fwd_ms += t1 - t0;
     *post_ms += now_ms() - t1;

@@ -49,6 +49,7 @@ static ErrorCode add_face(Builder *b, const float *f, Error *err)
         b->cur.faces = faces;
     }
     memcpy(b->cur.faces + FACE_FIELDS * b->cur.n++, f, sizeof(float) * FACE_FIELDS);
+    if (f[FACE_CLASS] > b->set->max_class) b->set->max_class = (int)f[FACE_CLASS];
     return ERR_OK;
 }
 
@@ -78,6 +79,7 @@ static void box_only(float *f, double x, double y, double w, double h)
     f[0] = (float)x, f[1] = (float)y, f[2] = (float)(x + w), f[3] = (float)(y + h);
     for (int k = 4; k < 14; k++) f[k] = -1;
     f[14] = -1;
+    f[FACE_CLASS] = 1; /* a face, unless the line says otherwise */
 }
 
 static ErrorCode load_retinaface(FILE *fp, const char *path, const char *images, Builder *b, Error *err)
@@ -99,20 +101,25 @@ static ErrorCode load_retinaface(FILE *fp, const char *path, const char *images,
         while (*p == ' ' || *p == '\t') p++;
         if (!*p) continue;
         if (!b->open) return error_set(err, ERR_FORMAT, "%s:%d: face line before any '# <image>' line", path, lineno);
-        double v[20];
+        double v[21];
         const char *rest;
-        int n = parse_numbers(p, v, 20, &rest);
+        int n = parse_numbers(p, v, 21, &rest);
         if (*rest || (n != 4 && n < 19)) {
             return error_set(err, ERR_FORMAT,
-                             "%s:%d: expected 'x y w h' and 5 landmarks 'lx ly flag' (and a score), got '%.80s'",
+                             "%s:%d: expected 'x y w h' and 5 landmarks 'lx ly flag' (then a score and a class id), "
+                             "got '%.80s'",
                              path, lineno, line);
         }
+        if (n == 21 && !(v[20] >= 1 && v[20] <= 255 && v[20] == (int)v[20]))
+            return error_set(err, ERR_FORMAT, "%s:%d: class id %g: expected a whole number from 1 (face) to 255", path,
+                             lineno, v[20]);
         float f[FACE_FIELDS];
         box_only(f, v[0], v[1], v[2], v[3]);
         if (n >= 19 && v[4] >= 0) {
             for (int k = 0; k < 5; k++) f[4 + 2 * k] = (float)v[4 + 3 * k], f[5 + 2 * k] = (float)v[5 + 3 * k];
             f[14] = 1;
         }
+        if (n == 21) f[FACE_CLASS] = (float)v[20];
         if (add_face(b, f, err)) return err->code;
     }
     return end_sample(b, err);

@@ -194,7 +194,7 @@ void trainer_free(Trainer *t)
     memset(t, 0, sizeof *t);
 }
 
-/* The loader's fixed 15-float rows of image i as the loss's arrays (host scratch of the step). */
+/* The loader's fixed FACE_FIELDS-float rows of image i as the loss's arrays (host scratch of the step). */
 static bool split_targets(Graph *g, const Batch *b, int i, ImageTargets *out)
 {
     int n = b->n_faces[i];
@@ -207,7 +207,7 @@ static bool split_targets(Graph *g, const Batch *b, int i, ImageTargets *out)
     for (int k = 0; k < n; k++) {
         memcpy(boxes + 4 * k, rows + FACE_FIELDS * k, 4 * sizeof(float));
         memcpy(lms + 10 * k, rows + FACE_FIELDS * k + 4, 10 * sizeof(float));
-        labels[k] = 1;
+        labels[k] = (int32_t)rows[FACE_FIELDS * k + FACE_CLASS];
         has[k] = rows[FACE_FIELDS * k + 14] > 0;
     }
     *out = (ImageTargets){n, boxes, lms, labels, has};
@@ -488,6 +488,15 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
         return err->code;
     }
     rep->missing_images = set.missing_images;
+    if (set.max_class >= cfg->num_classes) {
+        rc = error_set(err, ERR_ARG, "%s has objects of class %d, but %s knows %d class%s (ids 1 to %d; 0 is the background)",
+                       o->data, set.max_class, cfg->name, cfg->num_classes - 1, cfg->num_classes == 2 ? "" : "es",
+                       cfg->num_classes - 1);
+        trainset_free(&set);
+        validation_close(&val);
+        trainer_free(&tr);
+        return rc;
+    }
     if (set.missing_images && o->log)
         fprintf(o->log, "warning: %d images listed in %s were not found and are skipped\n", set.missing_images, o->data);
     Loader *loader = NULL;

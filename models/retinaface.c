@@ -24,6 +24,14 @@ const RetinaConfig *retinaface_config(const char *name)
     return NULL;
 }
 
+const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf, size_t len)
+{
+    if (label >= 0 && label < RETINA_MAX_CLASSES && cfg->class_names[label]) return cfg->class_names[label];
+    if (label == 1) return "face";
+    snprintf(buf, len, "class %d", label);
+    return buf;
+}
+
 const char *const *retinaface_variant_names(void)
 {
     static const char *const names[] = {"mobilenet0.25", "resnet50", "resnet18_p2p6", "mobilenet0.25_2cls", NULL};

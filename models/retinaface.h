@@ -15,6 +15,8 @@
 #include "nn/ssh.h"
 #include "nn/formats/tensor_dict.h"
 
+enum { RETINA_MAX_CLASSES = 8 };
+
 typedef struct {
     const char *name;         /* "mobilenet0.25" ... */
     const char *description;
@@ -28,6 +30,7 @@ typedef struct {
     bool shared_ssh;          /* one SSH module for all levels ("ssh"), else ssh1..sshN */
     float variance[2];
     int num_classes;          /* including background */
+    const char *class_names[RETINA_MAX_CLASSES]; /* by class id, 0 the background; unset: "face" for 1 */
     bool landmarks;
     int train_size;           /* square training crop */
     const char *pretrained_prefix; /* where an ImageNet backbone checkpoint's keys go ("body.") */
@@ -53,6 +56,8 @@ typedef struct {
 /* Variants: "mobilenet0.25" (alias "mnet025"), "resnet50" ("r50"), "resnet18_p2p6",
  * "mobilenet0.25_2cls". NULL when unknown. */
 const RetinaConfig *retinaface_config(const char *name);
+/* The name of class id `label` of a variant ("face", "person", ...; "class N" when the variant names none). */
+const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf, size_t len);
 /* Names of all variants, NULL-terminated. */
 const char *const *retinaface_variant_names(void);
 

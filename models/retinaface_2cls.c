@@ -18,6 +18,7 @@ const RetinaConfig *retinaface_2cls_config(void)
                     .sizes = {{16, 32, 48}, {64, 96, 128}, {192, 320, 448}}},
         .variance = {0.1f, 0.2f},
         .num_classes = 3,
+        .class_names = {"background", "face", "person"},
         .landmarks = false,
         .train_size = 640,
         .pretrained_prefix = "body.",

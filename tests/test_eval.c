@@ -471,11 +471,39 @@ START_TEST(fddb_output_format)
 }
 END_TEST
 
+/* build/eval --labels: per-class AP of the built-in face model on the val subset's own WIDER text labels
+ * (all 97 faces, no difficulty subsets) at IoU 0.3 and 0.5 (0.9046 and 0.8677 when written). */
+START_TEST(per_class_ap_on_labels)
+{
+    char lb[512];
+    const char *labels = shared_path("widerface/WIDER_val/val_bbx_gt_subset.txt", lb, sizeof lb);
+    const char *build = getenv("RETINA_BUILD");
+    if (!labels || !build) {
+        printf("SKIP per-class AP: needs ../shared and RETINA_BUILD\n");
+        return;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s/eval --labels %s --iou 0.3,0.5 2>/dev/null", build, labels);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    char line[512];
+    double ap3 = -1, ap5 = -1;
+    int objects = 0;
+    while (fgets(line, sizeof line, p))
+        if (!strncmp(line, "face ", 5)) sscanf(line + 5, "%d %*d %lf %lf", &objects, &ap3, &ap5);
+    ck_assert_int_eq(pclose(p), 0);
+    printf("  per-class AP: face, %d objects: %.4f at IoU 0.3, %.4f at 0.5\n", objects, ap3, ap5);
+    ck_assert_int_eq(objects, 97);
+    ck_assert(ap5 > 0.8 && ap3 >= ap5 && ap3 <= 1);
+}
+END_TEST
+
 Suite *eval_suite(void)
 {
     Suite *s = suite_create("eval");
     TCase *tc = tcase_create("widerface");
     tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, per_class_ap_on_labels);
     tcase_add_test(tc, matfile_reads_official_ground_truth);
     tcase_add_test(tc, crafted_matfiles_are_refused);
     tcase_add_test(tc, outputs_survive_a_full_disk);

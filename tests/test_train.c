@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "detection/class_eval.h"
 #include "detection/detector.h"
 #include "detection/photometric.h"
 #include "detection/multibox_loss.h"
@@ -432,6 +433,102 @@ START_TEST(bad_training_input)
 }
 END_TEST
 
+/* Class ids in the label format: a trailing id after the score (1 face, 2 person; landmarks -1 where
+ * absent) reaches the loss as the object's label, a bad id is an error naming the line, and a model
+ * with fewer classes than the labels is refused before training. */
+START_TEST(class_ids_reach_the_loss)
+{
+    char ib[512];
+    const char *good = shared_path("data/tiny/train/images/test.jpg", ib, sizeof ib);
+    if (!good) {
+        printf("SKIP class ids: ../shared absent\n");
+        return;
+    }
+    char dir[] = "/tmp/retina_classesXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[4200], cmd[8600];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/images && cp %s %s/images/a.jpg", dir, good, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/label.txt", dir);
+    static const char *const none = "-1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1";
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# a.jpg\n653 105 52 66 %s 1 1\n600 80 160 460 %s 1 2\n520 346 56 69 %s 0.9\n", none, none, none);
+    fclose(f);
+    TrainSet set;
+    Error err = {0};
+    ck_assert_msg(trainset_load(path, NULL, &set, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(set.n, 1);
+    ck_assert_int_eq(set.samples[0].n, 3);
+    ck_assert_int_eq(set.max_class, 2);
+    int classes[3];
+    for (int k = 0; k < 3; k++) classes[k] = (int)set.samples[0].faces[k * FACE_FIELDS + FACE_CLASS];
+    ck_assert(classes[0] == 1 && classes[1] == 2 && classes[2] == 1); /* no id: a face */
+    trainset_free(&set);
+    /* the face model has one class: refused, naming it */
+    TrainOptions o = train_defaults();
+    o.data = path, o.epochs = 1, o.batch = 1, o.size = 160, o.workers = 1, o.threads = 1;
+    TrainReport rep;
+    ck_assert_int_eq(train_run(&o, NULL, &rep, &err), ERR_ARG);
+    ck_assert_msg(strstr(err.msg, "class 2") && strstr(err.msg, "mobilenet0.25"), "%s", err.msg);
+    /* the face + person model trains on both */
+    o.model = "mobilenet0.25_2cls", o.max_steps = 2;
+    error_clear(&err);
+    ck_assert_msg(train_run(&o, NULL, &rep, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(rep.steps, 1);
+    /* ids that are not whole numbers from 1 are refused with the line */
+    f = fopen(path, "w");
+    fprintf(f, "# a.jpg\n653 105 52 66 %s 1 0\n", none);
+    fclose(f);
+    error_clear(&err);
+    ck_assert_int_eq(trainset_load(path, NULL, &set, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "label.txt:2") && strstr(err.msg, "class id 0"), "%s", err.msg);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* The detector of a face + person model reports both classes, strongest first (a random model scores
+ * about 1/3 everywhere: every prior passes 0.02 for both). */
+START_TEST(detections_of_every_class)
+{
+    Detector det;
+    Error err = {0};
+    ck_assert_int_eq(detector_init(&det, "mobilenet0.25_2cls", NULL, 1, false, &err), ERR_OK);
+    Image img;
+    ck_assert_int_eq(image_alloc(&img, 96, 64, &err), ERR_OK);
+    for (int i = 0; i < 96 * 64 * 3; i++) img.bgr[i] = (uint8_t)(i * 7);
+    PostprocessOptions opt = postprocess_defaults();
+    Detection *d;
+    int n;
+    ck_assert_int_eq(detector_detect(&det, &img, 1.0f, &opt, &d, &n, NULL, &err), ERR_OK);
+    int seen[3] = {0, 0, 0};
+    for (int k = 0; k < n; k++) {
+        ck_assert(d[k].label == 1 || d[k].label == 2);
+        seen[d[k].label]++;
+        if (k) ck_assert(d[k - 1].score >= d[k].score);
+    }
+    ck_assert(seen[1] > 0 && seen[2] > 0);
+    char buf[32];
+    ck_assert_str_eq(retinaface_class_name(&det.model->cfg, 2, buf, sizeof buf), "person");
+    ck_assert_str_eq(retinaface_class_name(retinaface_config("mobilenet0.25"), 1, buf, sizeof buf), "face");
+    free(d);
+    image_free(&img);
+    detector_free(&det);
+}
+END_TEST
+
+/* AP from a ranking: hits at ranks 1, 3, 4 of 5 detections, 4 objects: precision envelope 1, 0.75, 0.75
+ * over recall steps of 0.25: 0.25 + 0.1875 + 0.1875 = 0.625; nothing found: 0. */
+START_TEST(class_ap_from_a_ranking)
+{
+    float scores[5] = {0.9f, 0.8f, 0.7f, 0.6f, 0.5f};
+    unsigned char tp[5] = {1, 0, 1, 1, 0}, none[5] = {0, 0, 0, 0, 0};
+    ck_assert(fabs(class_ap_from_ranked(scores, tp, 5, 4) - 0.625) < 1e-12);
+    ck_assert(class_ap_from_ranked(scores, none, 5, 4) == 0);
+    ck_assert(class_ap_from_ranked(scores, tp, 5, 0) == 0);
+}
+END_TEST
+
 START_TEST(sgd_matches_pytorch_formula)
 {
     /* PyTorch SGD(momentum 0.9, weight_decay 0.1), lr 0.1, grad 0.5, w0 = 1:
@@ -527,6 +624,9 @@ Suite *train_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matching_forces_best_prior_and_skips_missing_landmarks);
     tcase_add_test(tc, sgd_matches_pytorch_formula);
+    tcase_add_test(tc, class_ids_reach_the_loss);
+    tcase_add_test(tc, detections_of_every_class);
+    tcase_add_test(tc, class_ap_from_a_ranking);
     tcase_add_test(tc, photometric_kernels_match_opencv_definition);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
