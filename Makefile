@@ -87,6 +87,8 @@ ifeq ($(CUDA),1)
               -lcublas -lcudart_static -ldl -lrt -lstdc++
 else
   CU_OBJ   :=
+  # the CUDA twins' stand-ins: the ops dispatch on var_on_cuda() with no #ifdef
+  LIB_OBJ  += $(BUILD)/obj/cuda_kernels/cuda_ops_none.o
 endif
 
 APPS      := $(patsubst apps/%.c,$(BUILD)/%,$(wildcard apps/*.c))

@@ -11,9 +11,7 @@
 #include "autograd/room.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 enum { PROFILE_MAX_OPS = 320 };
 
@@ -46,9 +44,7 @@ struct GraphProfile {
 
 static double profile_now_ms(Graph *g)
 {
-#ifdef HAVE_CUDA
     if (g->heap.device == DEVICE_CUDA) cuda_sync(g->ctx, NULL);
-#endif
     return clock_seconds() * 1e3;
 }
 
@@ -325,12 +321,8 @@ void *graph_scratch(Graph *g, size_t bytes) { return step_alloc(g, bytes, false)
 
 bool graph_check_cuda(Graph *g, const char *op)
 {
-#ifdef HAVE_CUDA
     /* Only GPU graphs launch kernels; on a machine without a driver the query itself would fail. */
     if (graph_ok(g) && g->heap.device == DEVICE_CUDA) cuda_check_launch(op, &g->err);
-#else
-    (void)op;
-#endif
     return graph_ok(g);
 }
 

@@ -1,9 +1,7 @@
 /* relu / leaky_relu. Backward uses the output's sign, which equals the input's for slope > 0 and
  * for relu, so the input need not be kept. */
 #include "autograd/ops.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 static void leaky_relu_backward(Graph *g, Var *y)
 {
@@ -13,13 +11,11 @@ static void leaky_relu_backward(Graph *g, Var *y)
     float slope = *(const float *)y->saved;
     const float *yv = y->value.data, *dy = y->grad.data;
     int64_t n = tensor_numel(&y->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_leaky_relu_backward(g->ctx, yv, dy, dx, slope, n);
         graph_check_cuda(g, "leaky_relu backward");
         return;
     }
-#endif
     for (int64_t i = 0; i < n; i++) dx[i] += yv[i] > 0.0f ? dy[i] : slope * dy[i];
 }
 
@@ -40,12 +36,10 @@ Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope)
     const float *xv = x->value.data;
     float *yv = y->value.data;
     int64_t n = tensor_numel(&x->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_leaky_relu_forward(g->ctx, xv, yv, negative_slope, n);
         return graph_check_cuda(g, "leaky_relu") ? y : NULL;
     }
-#endif
     for (int64_t i = 0; i < n; i++) {
         float v = xv[i], scaled = negative_slope * v; /* unconditional: the loop vectorises */
         yv[i] = v > 0.0f ? v : scaled;

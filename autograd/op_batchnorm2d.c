@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 typedef struct {
     int N, C, HW;
@@ -111,7 +109,6 @@ static void batchnorm2d_backward(Graph *g, Var *y)
     j->dgamma = gamma->requires_grad ? var_grad(g, gamma) : NULL;
     j->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
     if (!graph_ok(g)) return;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         void *scratch = graph_workspace(g, cuda_batchnorm_scratch_bytes(j->C));
         if (!scratch) return;
@@ -120,7 +117,6 @@ static void batchnorm2d_backward(Graph *g, Var *y)
         graph_check_cuda(g, "batchnorm2d backward");
         return;
     }
-#endif
     threadpool_run(g->ctx->pool, j->C, bn_backward_channel, j);
 }
 
@@ -153,7 +149,6 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
     j->x = x->value.data, j->y = y->value.data;
     j->running_mean = running_mean, j->running_var = running_var;
     y->saved = j;
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         void *scratch = graph_workspace(g, cuda_batchnorm_scratch_bytes(j->C));
         if (!scratch) return NULL;
@@ -161,7 +156,6 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
                                training, momentum, eps, stats, j->y, scratch);
         return graph_check_cuda(g, "batchnorm2d") ? y : NULL;
     }
-#endif
     threadpool_run(g->ctx->pool, (int)C, bn_forward_channel, j);
     return y;
 }

@@ -2,9 +2,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 typedef struct {
     int axis;
@@ -28,14 +26,12 @@ static void concat_backward(Graph *g, Var *y)
         if (x->requires_grad) {
             float *dx = var_grad(g, x);
             if (!dx) return;
-#ifdef HAVE_CUDA
             if (var_on_cuda(y)) {
                 cuda_concat_copy(g->ctx, y->grad.data, dx, s->outer, row, s->out_row, offset, true);
                 offset += row;
                 if (!graph_check_cuda(g, "concat backward")) return;
                 continue;
             }
-#endif
             for (int64_t o = 0; o < s->outer; o++) {
                 const float *src = y->grad.data + o * s->out_row + offset;
                 float *dst = dx + o * row;
@@ -85,13 +81,11 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
     for (int i = 0; i < n; i++) {
         const Tensor *t = &xs[i]->value;
         int64_t row = t->shape[axis] * inner_size(t, axis);
-#ifdef HAVE_CUDA
         if (var_on_cuda(y)) {
             cuda_concat_copy(g->ctx, t->data, y->value.data, s->outer, row, s->out_row, offset, false);
             offset += row;
             continue;
         }
-#endif
         /* a part the memory plan placed inside y is already where it belongs */
         if (!(s->outer == 1 && t->data == y->value.data + offset))
             for (int64_t o = 0; o < s->outer; o++)

@@ -10,9 +10,7 @@
 #include "autograd/conv2d_winograd.h"
 #include "tensor/sgemm.h"
 #include "tensor/sgemm_nt.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 Conv2dParams conv2d_params(int stride, int padding, int dilation, int groups)
 {
@@ -711,9 +709,7 @@ double conv2d_flops(const Conv2dShape *s)
 /* The CPU kernels work image by image; the CUDA twin does all images in one batched GEMM. */
 static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s, bool backward)
 {
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) return conv2d_cuda_workspace_floats(s);
-#endif
     (void)y;
     return backward ? conv2d_cpu_backward_scratch_floats(s) : conv2d_cpu_scratch_floats(s);
 }
@@ -738,12 +734,10 @@ static void conv2d_backward(Graph *g, Var *y)
         float *masked = graph_scratch(g, tensor_bytes(&y->value));
         if (!masked) return;
         int64_t n = tensor_numel(&y->value);
-#ifdef HAVE_CUDA
         if (var_on_cuda(y)) {
             cuda_fill(g->ctx, masked, 0.0f, n);
             cuda_leaky_relu_backward(g->ctx, y->value.data, dy, masked, cs->act, n);
         } else
-#endif
             for (int64_t i = 0; i < n; i++) masked[i] = y->value.data[i] > 0.0f ? dy[i] : cs->act * dy[i];
         dy = masked;
     }
@@ -751,13 +745,11 @@ static void conv2d_backward(Graph *g, Var *y)
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return;
     graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + (dw != NULL)), 0);
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         if (dx && !dx_accumulate) cuda_fill(g->ctx, dx, 0.0f, tensor_numel(&x->value));
         conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
         return;
     }
-#endif
     const float *xv = graph_saved_value(g, x);
     if (xv) conv2d_backward_cpu(g->ctx, s, xv, w->value.data, dy, dx, dx_accumulate, dw, db, scratch);
 }
@@ -815,14 +807,12 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g)) return false;
     graph_profile_note(g, conv2d_cpu_kind(&total), conv2d_flops(&total), 0);
-#ifdef HAVE_CUDA
     if (var_on_cuda(out[0])) {
         for (int i = 0; i < n && graph_ok(g); i++)
             conv2d_forward_cuda(g->ctx, &((const ConvSaved *)out[i]->saved)->shape, x->value.data, t[i].w, t[i].b,
                                 t[i].act, t[i].y, scratch, &g->err);
         return graph_ok(g);
     }
-#endif
     conv2d_forward_cpu_shared(g->ctx, &total, x->value.data, n, t, scratch);
     return true;
 }

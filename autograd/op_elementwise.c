@@ -1,22 +1,18 @@
 /* Elementwise add, scale and the full sum. */
 #include "autograd/ops.h"
 #include "tensor/context.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 /* dst += k * src over n elements, on the device of v. */
 enum { ELEMENTWISE_CHUNK = 32768 }; /* elements per pool task: large enough to amortise the hand-off */
 
 static void accumulate(Graph *g, const Var *v, float *dst, const float *src, float k, int64_t n)
 {
-#ifdef HAVE_CUDA
     if (var_on_cuda(v)) {
         cuda_axpy(g->ctx, dst, src, k, n);
         graph_check_cuda(g, "accumulate");
         return;
     }
-#endif
     (void)g, (void)v;
     for (int64_t i = 0; i < n; i++) dst[i] += k * src[i];
 }
@@ -57,7 +53,6 @@ static void add_backward(Graph *g, Var *y)
     AddJob j = {NULL, NULL, y->value.data, *(const float *)y->saved, y->grad.data, {NULL, NULL}, {true, true}};
     for (int i = 0; i < 2; i++)
         if (y->inputs[i]->requires_grad && !(j.d[i] = var_grad_for_write(g, y->inputs[i], &j.accumulate[i]))) return;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) { /* on the GPU the activation is an op of its own: here act < 0 */
         for (int i = 0; i < 2; i++) {
             if (!j.d[i]) continue;
@@ -66,7 +61,6 @@ static void add_backward(Graph *g, Var *y)
         }
         return;
     }
-#endif
     threadpool_run_ranges(g->ctx->pool, n, ELEMENTWISE_CHUNK, add_backward_range, &j);
 }
 
@@ -92,9 +86,7 @@ Var *ag_add_act(Graph *g, Var *a, Var *b, float act)
 {
     if (!graph_ok(g)) return NULL;
     if (!a || !b) return graph_fail(g, ERR_ARG, "add: NULL input");
-#ifdef HAVE_CUDA
     if (act >= 0.0f && var_on_cuda(a)) return ag_leaky_relu(g, ag_add(g, a, b), act); /* the two ops on the GPU */
-#endif
     if (!tensor_same_shape(&a->value, &b->value)) {
         char sa[96], sb[96];
         return graph_fail(g, ERR_SHAPE, "add: shapes %s and %s differ",
@@ -111,12 +103,10 @@ Var *ag_add_act(Graph *g, Var *a, Var *b, float act)
     *saved = act;
     y->saved = saved;
     int64_t n = tensor_numel(&a->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(a)) {
         cuda_add(g->ctx, a->value.data, b->value.data, y->value.data, n);
         return graph_check_cuda(g, "add") ? y : NULL;
     }
-#endif
     AddJob j = {a->value.data, b->value.data, y->value.data, act, NULL, {NULL, NULL}, {true, true}};
     threadpool_run_ranges(g->ctx->pool, n, ELEMENTWISE_CHUNK, add_range, &j);
     return y;
@@ -141,12 +131,10 @@ Var *ag_scale(Graph *g, Var *x, float s)
     *saved = s;
     y->saved = saved;
     int64_t n = tensor_numel(&x->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_scale(g->ctx, x->value.data, y->value.data, s, n);
         return graph_check_cuda(g, "scale") ? y : NULL;
     }
-#endif
     for (int64_t i = 0; i < n; i++) y->value.data[i] = s * x->value.data[i];
     return y;
 }
@@ -157,13 +145,11 @@ static void sum_backward(Graph *g, Var *y)
     float *d = var_grad(g, x);
     if (!d) return;
     int64_t n = tensor_numel(&x->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_add_scalar_grad(g->ctx, d, y->grad.data, n);
         graph_check_cuda(g, "sum backward");
         return;
     }
-#endif
     float dy = y->grad.data[0];
     for (int64_t i = 0; i < n; i++) d[i] += dy;
 }
@@ -177,12 +163,10 @@ Var *ag_sum(Graph *g, Var *x)
     if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t n = tensor_numel(&x->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_sum(g->ctx, x->value.data, y->value.data, n);
         return graph_check_cuda(g, "sum") ? y : NULL;
     }
-#endif
     double acc = 0;
     for (int64_t i = 0; i < n; i++) acc += x->value.data[i];
     y->value.data[0] = (float)acc;

@@ -1,9 +1,7 @@
 /* linear: y[N,out] = x[N,in] w[out,in]^T + b, on the SGEMM. */
 #include "autograd/ops.h"
 #include "tensor/sgemm.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 static void linear_backward(Graph *g, Var *y)
 {
@@ -11,7 +9,6 @@ static void linear_backward(Graph *g, Var *y)
     int N = (int)x->value.shape[0], in = (int)x->value.shape[1], out = (int)w->value.shape[0];
     ThreadPool *pool = g->ctx->pool;
     const float *dy = y->grad.data;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         float *dx = x->requires_grad ? var_grad(g, x) : NULL;
         float *dw = w->requires_grad ? var_grad(g, w) : NULL;
@@ -23,7 +20,6 @@ static void linear_backward(Graph *g, Var *y)
         graph_check_cuda(g, "linear backward");
         return;
     }
-#endif
     if (x->requires_grad) {
         float *dx = var_grad(g, x);
         if (!dx) return;
@@ -55,14 +51,12 @@ Var *ag_linear(Graph *g, Var *x, Var *w, Var *b)
     Var *y = graph_op_output(g, "linear", inputs, b ? 3 : 2, 2, shape, linear_backward);
     if (y) graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1));
     if (!y) return NULL;
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_sgemm(g->ctx, false, true, N, out, in, 1.0f, x->value.data, in, w->value.data, in, 0.0f, y->value.data, out,
                    &g->err);
         if (b) cuda_bias_add_rows(g->ctx, y->value.data, b->value.data, N, out);
         return graph_check_cuda(g, "linear") ? y : NULL;
     }
-#endif
     sgemm(g->ctx->pool, false, true, N, out, in, 1.0f, x->value.data, in, w->value.data, in, 0.0f,
           y->value.data, out);
     if (b)

@@ -5,9 +5,7 @@
 
 #include "autograd/ops.h"
 #include "tensor/device.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 typedef struct {
     const int32_t *labels;
@@ -55,13 +53,11 @@ static void cross_entropy_backward(Graph *g, Var *y)
     float *dx = var_grad(g, x);
     if (!dx) return;
     int64_t C = s->width;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_cross_entropy_backward(g->ctx, x->value.data, s->labels, s->select, s->rows, C, y->grad.data, dx);
         graph_check_cuda(g, "cross_entropy backward");
         return;
     }
-#endif
     float dl = y->grad.data[0];
     for (int64_t r = 0; r < s->rows; r++) {
         if (s->select && !s->select[r]) continue;
@@ -92,12 +88,10 @@ Var *ag_cross_entropy(Graph *g, Var *logits, const int32_t *labels, const uint8_
     LossSaved *s = save_loss(g, logits, labels, NULL, select);
     if (!s) return NULL;
     y->saved = s;
-#ifdef HAVE_CUDA
     if (var_on_cuda(logits)) {
         cuda_cross_entropy_forward(g->ctx, logits->value.data, s->labels, s->select, rows, C, y->value.data);
         return graph_check_cuda(g, "cross_entropy") ? y : NULL;
     }
-#endif
     double total = 0;
     for (int64_t r = 0; r < rows; r++) {
         if (select && !select[r]) continue;
@@ -117,13 +111,11 @@ static void smooth_l1_backward(Graph *g, Var *y)
     Var *x = y->inputs[0];
     float *dx = var_grad(g, x);
     if (!dx) return;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_smooth_l1_backward(g->ctx, x->value.data, s->target, s->select, s->rows, s->width, y->grad.data, dx);
         graph_check_cuda(g, "smooth_l1 backward");
         return;
     }
-#endif
     float dl = y->grad.data[0];
     for (int64_t r = 0; r < s->rows; r++) { /* by rows: the selected ones are few (the positives) */
         if (s->select && !s->select[r]) continue;
@@ -146,12 +138,10 @@ Var *ag_smooth_l1(Graph *g, Var *pred, const float *target, const uint8_t *selec
     LossSaved *s = save_loss(g, pred, NULL, target, select);
     if (!s) return NULL;
     y->saved = s;
-#ifdef HAVE_CUDA
     if (var_on_cuda(pred)) {
         cuda_smooth_l1_forward(g->ctx, pred->value.data, s->target, s->select, s->rows, s->width, y->value.data);
         return graph_check_cuda(g, "smooth_l1") ? y : NULL;
     }
-#endif
     double total = 0;
     for (int64_t r = 0; r < s->rows; r++) {
         if (select && !select[r]) continue;

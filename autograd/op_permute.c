@@ -3,9 +3,7 @@
 
 #include "autograd/ops.h"
 #include "tensor/context.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 typedef struct {
     const Tensor *view; /* the source seen in output order */
@@ -50,13 +48,11 @@ static void permute_copy(Graph *g, const Tensor *src, const int *perm, float *ds
 {
     Tensor view;
     tensor_permute_view(&view, src, perm, NULL);
-#ifdef HAVE_CUDA
     if (src->device == DEVICE_CUDA) {
         cuda_permute(g->ctx, src->data, dst, view.ndim, view.shape, view.strides, accumulate);
         graph_check_cuda(g, "permute");
         return;
     }
-#endif
     int64_t n = tensor_numel(src), inner_len = view.ndim ? view.shape[view.ndim - 1] : 1;
     if (n == 0) return;
     /* tasks of about 16K elements: the heads' permutes are ~10^5 strided reads each */
@@ -104,13 +100,11 @@ static void reshape_backward(Graph *g, Var *y)
     float *dx = var_grad(g, y->inputs[0]);
     if (!dx) return;
     int64_t n = tensor_numel(&y->value);
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_axpy(g->ctx, dx, y->grad.data, 1.0f, n);
         graph_check_cuda(g, "reshape backward");
         return;
     }
-#endif
     for (int64_t i = 0; i < n; i++) dx[i] += y->grad.data[i];
 }
 

@@ -5,9 +5,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 static void global_avg_pool_backward(Graph *g, Var *y)
 {
@@ -16,13 +14,11 @@ static void global_avg_pool_backward(Graph *g, Var *y)
     if (!dx) return;
     int64_t planes = x->value.shape[0] * x->value.shape[1];
     int64_t hw = x->value.shape[2] * x->value.shape[3];
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_global_avg_pool(g->ctx, y->grad.data, dx, planes, hw, true);
         graph_check_cuda(g, "global_avg_pool backward");
         return;
     }
-#endif
     for (int64_t p = 0; p < planes; p++) {
         float d = y->grad.data[p] / (float)hw;
         for (int64_t i = 0; i < hw; i++) dx[p * hw + i] += d;
@@ -38,12 +34,10 @@ Var *ag_global_avg_pool(Graph *g, Var *x)
     if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
     int64_t planes = shape[0] * shape[1], hw = x->value.shape[2] * x->value.shape[3];
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_global_avg_pool(g->ctx, x->value.data, y->value.data, planes, hw, false);
         return graph_check_cuda(g, "global_avg_pool") ? y : NULL;
     }
-#endif
     for (int64_t p = 0; p < planes; p++) {
         double acc = 0;
         for (int64_t i = 0; i < hw; i++) acc += x->value.data[p * hw + i];
@@ -136,7 +130,6 @@ static void max_pool2d_backward(Graph *g, Var *y)
     int64_t planes = y->value.shape[0] * y->value.shape[1];
     int64_t out_hw = y->value.shape[2] * y->value.shape[3];
     int64_t in_hw = x->value.shape[2] * x->value.shape[3];
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_max_pool2d_backward_full(g->ctx, y->grad.data, ms->argmax, dx, (int)planes, (int)x->value.shape[2],
                                       (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3],
@@ -144,7 +137,6 @@ static void max_pool2d_backward(Graph *g, Var *y)
         graph_check_cuda(g, "max_pool2d backward");
         return;
     }
-#endif
     (void)in_hw, (void)out_hw;
     MaxPoolJob j = {NULL, y->grad.data, NULL, dx, ms->window, (int)x->value.shape[2], (int)x->value.shape[3],
                     (int)y->value.shape[2], (int)y->value.shape[3], ms->kernel, ms->stride, ms->padding};
@@ -176,13 +168,11 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
     else ms->window = graph_host_scratch(g, n_out);
     if (!ms->argmax && !ms->window) return NULL;
     y->saved = ms;
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_max_pool2d_forward(g->ctx, x->value.data, y->value.data, ms->argmax, (int)planes, H, W, Ho, Wo, kernel,
                                 stride, padding);
         return graph_check_cuda(g, "max_pool2d") ? y : NULL;
     }
-#endif
     MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->window, H, W, Ho, Wo, kernel, stride, padding};
     threadpool_run(g->ctx->pool, (int)planes, max_pool_forward_plane, &j);
     return y;

@@ -3,22 +3,18 @@
 
 #include "autograd/ops.h"
 #include "tensor/context.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 static void softmax_backward(Graph *g, Var *y)
 {
     float *dx = var_grad(g, y->inputs[0]);
     if (!dx) return;
     int64_t C = y->value.shape[y->value.ndim - 1], rows = tensor_numel(&y->value) / C;
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_softmax_backward(g->ctx, y->value.data, y->grad.data, dx, rows, C);
         graph_check_cuda(g, "softmax backward");
         return;
     }
-#endif
     for (int64_t r = 0; r < rows; r++) {
         const float *p = y->value.data + r * C, *dy = y->grad.data + r * C;
         double dot = 0;
@@ -69,12 +65,10 @@ Var *ag_softmax(Graph *g, Var *x)
     if (y) graph_op_saves(y, GRAPH_SAVES_OUTPUT);
     if (!y) return NULL;
     int64_t C = x->value.shape[x->value.ndim - 1], rows = tensor_numel(&x->value) / C;
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         cuda_softmax_forward(g->ctx, x->value.data, y->value.data, rows, C);
         return graph_check_cuda(g, "softmax") ? y : NULL;
     }
-#endif
     SoftmaxJob j = {x->value.data, y->value.data, C};
     threadpool_run_ranges(g->ctx->pool, rows, (4096 + C - 1) / C, softmax_rows, &j);
     return y;

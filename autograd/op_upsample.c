@@ -11,9 +11,7 @@
 #include "autograd/conv2d_avx2.h"
 #include "autograd/ops.h"
 #include "tensor/context.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 static int source_index(int o, int in, int out)
 {
@@ -61,13 +59,11 @@ static void upsample_backward(Graph *g, Var *y)
     int NC = (int)(x->value.shape[0] * x->value.shape[1]);
     int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
     int Ho = (int)y->value.shape[2], Wo = (int)y->value.shape[3];
-#ifdef HAVE_CUDA
     if (var_on_cuda(y)) {
         cuda_upsample_nearest(g->ctx, y->grad.data, dx, NC, H, W, Ho, Wo, true);
         graph_check_cuda(g, "upsample_nearest backward");
         return;
     }
-#endif
     upsample_scatter_add(g, y->grad.data, dx, NC, H, W, Ho, Wo);
 }
 
@@ -151,14 +147,12 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
     Var *y = graph_op_output(g, "upsample_nearest", &x, 1, 4, shape, upsample_backward);
     if (y) graph_op_saves(y, 0);
     if (!y) return NULL;
-#ifdef HAVE_CUDA
     if (var_on_cuda(x)) {
         int NC = (int)(shape[0] * shape[1]);
         int H = (int)x->value.shape[2], W = (int)x->value.shape[3];
         cuda_upsample_nearest(g->ctx, x->value.data, y->value.data, NC, H, W, out_h, out_w, false);
         return graph_check_cuda(g, "upsample_nearest") ? y : NULL;
     }
-#endif
     return upsample_forward_cpu(g, x, NULL, y) ? y : NULL;
 }
 
@@ -191,10 +185,8 @@ Var *ag_add_upsampled(Graph *g, Var *a, Var *x)
         return graph_fail(g, ERR_SHAPE, "add_upsampled: shapes %s and %s are not [N,C,H,W] of the same N and C",
                           tensor_shape_str(&a->value, sa, sizeof sa), tensor_shape_str(&x->value, sx, sizeof sx));
     }
-#ifdef HAVE_CUDA
     /* on the GPU the two ops it stands for, each with its CUDA kernels */
     if (var_on_cuda(a)) return ag_add(g, a, ag_upsample_nearest(g, x, (int)a->value.shape[2], (int)a->value.shape[3]));
-#endif
     Var *inputs[2] = {a, x};
     Var *y = graph_op_output(g, "add_upsampled", inputs, 2, 4, a->value.shape, add_upsampled_backward);
     if (y) graph_op_saves(y, 0);

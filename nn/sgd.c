@@ -5,9 +5,7 @@
 #include <string.h>
 
 #include "tensor/device.h"
-#ifdef HAVE_CUDA
 #include "cuda_kernels/cuda_ops.h"
-#endif
 
 ErrorCode sgd_init(Sgd *s, const ParamStore *ps, float momentum, float weight_decay, Error *err)
 {
@@ -37,7 +35,6 @@ void sgd_free(Sgd *s)
 
 ErrorCode sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx, Error *err)
 {
-#ifdef HAVE_CUDA
     if (ps->device == DEVICE_CUDA) {
         if (!s->device_tables) {
             /* [w ptrs][g ptrs][v ptrs][offsets] uploaded once: parameters never move afterwards */
@@ -70,7 +67,6 @@ ErrorCode sgd_step(Sgd *s, ParamStore *ps, float lr, Context *ctx, Error *err)
                             s->weight_decay);
         return cuda_check_launch("sgd update", err);
     }
-#endif
     (void)ctx;
     for (int i = 0; i < ps->n; i++) {
         if (ps->entries[i].kind != ENTRY_PARAM) continue;
