@@ -709,7 +709,7 @@ double conv2d_flops(const Conv2dShape *s)
 /* The CPU kernels work image by image; the CUDA twin does all images in one batched GEMM. */
 static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s, bool backward)
 {
-    if (var_on_cuda(y)) return conv2d_cuda_workspace_floats(s);
+    if (var_on_cuda(y)) return cuda_conv2d_workspace_floats(s);
     (void)y;
     return backward ? conv2d_cpu_backward_scratch_floats(s) : conv2d_cpu_scratch_floats(s);
 }
@@ -747,7 +747,7 @@ static void conv2d_backward(Graph *g, Var *y)
     graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + (dw != NULL)), 0);
     if (var_on_cuda(y)) {
         if (dx && !dx_accumulate) cuda_fill(g->ctx, dx, 0.0f, tensor_numel(&x->value));
-        conv2d_backward_cuda(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
+        cuda_conv2d_backward(g->ctx, s, x->value.data, w->value.data, dy, dx, dw, db, scratch, &g->err);
         return;
     }
     const float *xv = graph_saved_value(g, x);
@@ -809,7 +809,7 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
     graph_profile_note(g, conv2d_cpu_kind(&total), conv2d_flops(&total), 0);
     if (var_on_cuda(out[0])) {
         for (int i = 0; i < n && graph_ok(g); i++)
-            conv2d_forward_cuda(g->ctx, &((const ConvSaved *)out[i]->saved)->shape, x->value.data, t[i].w, t[i].b,
+            cuda_conv2d_forward(g->ctx, &((const ConvSaved *)out[i]->saved)->shape, x->value.data, t[i].w, t[i].b,
                                 t[i].act, t[i].y, scratch, &g->err);
         return graph_ok(g);
     }

@@ -1,6 +1,8 @@
-/* CUDA twins of the CPU ops (built only with HAVE_CUDA). Each function mirrors a CPU kernel of
- * autograd/op_*.c one to one, takes device pointers, runs on the Context's stream and reports
- * failures through the graph error of its caller (return value: 0 or ErrorCode).
+/* CUDA twins of the CPU ops (built only with HAVE_CUDA; cuda_ops_none.c stands in otherwise). The rule:
+ * the twin of autograd/op_<op>.c lives in cuda_kernels/op_<op>.cu and is named cuda_<op>[_<what>]
+ * (cuda_conv2d_forward, cuda_softmax_backward); nn/sgd.c's is sgd.cu. Each function mirrors a CPU kernel one
+ * to one, takes device pointers, runs on the Context's stream and reports failures through the graph
+ * error of its caller (return value: 0 or ErrorCode).
  * Backward functions ACCUMULATE into their outputs, as on the CPU. */
 #ifndef CUDA_KERNELS_CUDA_OPS_H
 #define CUDA_KERNELS_CUDA_OPS_H
@@ -29,8 +31,8 @@ ErrorCode cuda_sgemm(Context *ctx, bool ta, bool tb, int M, int N, int K, float 
 ErrorCode cuda_sgemm_strided_batched(Context *ctx, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                                      int lda, long long strideA, const float *B, int ldb, long long strideB, float beta,
                                      float *C, int ldc, long long strideC, int batch, Error *err);
-/* Workspace floats conv2d_forward_cuda / conv2d_backward_cuda need (all images at once). */
-size_t conv2d_cuda_workspace_floats(const Conv2dShape *s);
+/* Workspace floats cuda_conv2d_forward / cuda_conv2d_backward need (all images at once). */
+size_t cuda_conv2d_workspace_floats(const Conv2dShape *s);
 
 void cuda_fill(Context *ctx, float *x, float v, int64_t n);
 void cuda_axpy(Context *ctx, float *y, const float *x, float a, int64_t n);           /* y += a x */
@@ -41,9 +43,9 @@ void cuda_add_scalar_grad(Context *ctx, float *dx, const float *dy, int64_t n); 
 void cuda_leaky_relu_forward(Context *ctx, const float *x, float *y, float slope, int64_t n);
 void cuda_leaky_relu_backward(Context *ctx, const float *y, const float *dy, float *dx, float slope, int64_t n);
 
-ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
+ErrorCode cuda_conv2d_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
                               float act, float *y, float *scratch, Error *err);
-ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
+ErrorCode cuda_conv2d_backward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
                                float *dx, float *dw, float *db, float *scratch, Error *err);
 
 /* BatchNorm: stats [2C] (mean, invstd) written in training, read in eval; scratch: device memory of

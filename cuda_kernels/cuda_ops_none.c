@@ -33,7 +33,7 @@ ErrorCode cuda_sgemm_strided_batched(Context *ctx, bool ta, bool tb, int M, int 
     return error_set(err, ERR_DEVICE, "this build has no CUDA");
 }
 
-size_t conv2d_cuda_workspace_floats(const Conv2dShape *s)
+size_t cuda_conv2d_workspace_floats(const Conv2dShape *s)
 {
     (void)s;
     return 0;
@@ -79,14 +79,14 @@ void cuda_leaky_relu_backward(Context *ctx, const float *y, const float *dy, flo
     (void)ctx, (void)y, (void)dy, (void)dx, (void)slope, (void)n;
 }
 
-ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
+ErrorCode cuda_conv2d_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *b,
                               float act, float *y, float *scratch, Error *err)
 {
     (void)ctx, (void)s, (void)x, (void)w, (void)b, (void)act, (void)y, (void)scratch, (void)err;
     return error_set(err, ERR_DEVICE, "this build has no CUDA");
 }
 
-ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
+ErrorCode cuda_conv2d_backward(Context *ctx, const Conv2dShape *s, const float *x, const float *w, const float *dy,
                                float *dx, float *dw, float *db, float *scratch, Error *err)
 {
     (void)ctx, (void)s, (void)x, (void)w, (void)dy, (void)dx, (void)dw, (void)db, (void)scratch, (void)err;

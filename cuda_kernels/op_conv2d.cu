@@ -203,7 +203,7 @@ static bool pointwise(const Conv2dShape *s)
     return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 && s->p.pad_w == 0;
 }
 
-extern "C" size_t conv2d_cuda_workspace_floats(const Conv2dShape *s)
+extern "C" size_t cuda_conv2d_workspace_floats(const Conv2dShape *s)
 {
     if (depthwise(s)) return (size_t)s->Cin * s->KH * s->KW * DW_MAX_CHUNKS;
     size_t K = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW, hwo = (size_t)s->Ho * s->Wo;
@@ -211,7 +211,7 @@ extern "C" size_t conv2d_cuda_workspace_floats(const Conv2dShape *s)
     return cols + (size_t)s->N * (s->Cout / s->p.groups) * K;
 }
 
-extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
+extern "C" ErrorCode cuda_conv2d_forward(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                                          const float *b, float act, float *y, float *scratch, Error *err)
 {
     ConvGeom g = geom(s);
@@ -241,7 +241,7 @@ extern "C" ErrorCode conv2d_forward_cuda(Context *ctx, const Conv2dShape *s, con
     return cuda_check_launch("conv2d", err);
 }
 
-extern "C" ErrorCode conv2d_backward_cuda(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
+extern "C" ErrorCode cuda_conv2d_backward(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                                           const float *dy, float *dx, float *dw, float *db, float *scratch, Error *err)
 {
     ConvGeom g = geom(s);
