@@ -89,35 +89,11 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
     return m;
 }
 
-/* Calls fn on every ConvBnAct of the model, with a stable index. */
+/* Calls fn on every ConvBnAct of the model (the units its store recorded, in creation order), with its index. */
 static ErrorCode for_each_conv(RetinaFace *m, ErrorCode (*fn)(ConvBnAct *, int, void *), void *arg)
 {
-    int idx = 0;
     ErrorCode rc = ERR_OK;
-#define VISIT(c)                                                                                   \
-    do {                                                                                           \
-        if (!rc) rc = fn((c), idx++, arg);                                                         \
-    } while (0)
-    for (int i = 0; i < m->body.n_layers; i++) VISIT(&m->body.layers[i]);
-    for (int b = 0; b < m->body.n_blocks; b++) {
-        for (int i = 0; i < m->body.blocks[b].n_conv; i++) VISIT(&m->body.blocks[b].conv[i]);
-        if (m->body.blocks[b].has_downsample) VISIT(&m->body.blocks[b].downsample);
-    }
-    for (int i = 0; i < m->fpn.n_in; i++) VISIT(&m->fpn.lateral[i]);
-    for (int i = 0; i + 1 < m->fpn.n_in; i++) VISIT(&m->fpn.merge[i]);
-    for (int i = 0; i < m->fpn.n_extra; i++) VISIT(&m->fpn.extra[i]);
-    for (int i = 0; i < m->n_ssh; i++) {
-        Ssh *s = &m->ssh[i];
-        VISIT(&s->conv3x3);
-        VISIT(&s->conv5x5_1);
-        VISIT(&s->conv5x5_2);
-        VISIT(&s->conv7x7_2);
-        VISIT(&s->conv7x7_3);
-    }
-    DenseHead *heads[3] = {&m->cls, &m->box, &m->ldm};
-    for (int h = 0; h < 3; h++)
-        for (int i = 0; i < heads[h]->n_levels; i++) VISIT(&heads[h]->conv[i]);
-#undef VISIT
+    for (int i = 0; i < m->params.n_units && !rc; i++) rc = fn(m->params.units[i], i, arg);
     return rc;
 }
 

@@ -14,6 +14,7 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
     c->leaky = s.leaky;
     c->cin = s.cin, c->cout = s.cout, c->k = s.kernel;
     int64_t wshape[4] = {s.cout, s.cin / s.groups, s.kernel, s.kernel}, cshape[1] = {s.cout};
+    if (params_add_unit(ps, c, err)) return err ? err->code : ERR_OOM;
     c->weight = params_add(ps, conv_name, ".weight", 4, wshape, err);
     if (!c->weight) return err ? err->code : ERR_ARG;
     float bound = 1.0f / sqrtf((float)(s.cin / s.groups * s.kernel * s.kernel));

@@ -11,7 +11,7 @@
 
 enum { ACT_NONE = -1 }; /* pass as `leaky` for no activation; 0 is ReLU; > 0 leaky slope */
 
-typedef struct {
+typedef struct ConvBnAct {
     Var *weight, *bias;              /* bias only when there is no BN */
     Var *bn_weight, *bn_bias;        /* NULL without BN */
     Tensor *running_mean, *running_var;

@@ -12,8 +12,21 @@ void params_init(ParamStore *ps, Device dev)
     ps->device = dev;
 }
 
+ErrorCode params_add_unit(ParamStore *ps, struct ConvBnAct *u, Error *err)
+{
+    if (ps->n_units == ps->cap_units) {
+        int cap = ps->cap_units ? 2 * ps->cap_units : 64;
+        struct ConvBnAct **a = realloc(ps->units, sizeof *a * (size_t)cap);
+        if (!a) return error_set(err, ERR_OOM, "out of memory");
+        ps->units = a, ps->cap_units = cap;
+    }
+    ps->units[ps->n_units++] = u;
+    return ERR_OK;
+}
+
 void params_free(ParamStore *ps)
 {
+    free(ps->units);
     for (int i = 0; i < ps->n; i++) {
         if (ps->entries[i].kind == ENTRY_PARAM)
             var_param_free(ps->entries[i].param);

@@ -16,13 +16,22 @@ typedef struct {
     Tensor *buffer; /* ENTRY_BUFFER; heap-allocated so pointers to it survive the array growing */
 } ParamEntry;
 
+struct ConvBnAct;
+
 typedef struct {
     ParamEntry *entries;
     int n, cap;
     Device device;
+    /* The conv -> BN -> activation units whose tensors are here, in the order conv_bn_act_init made them
+     * (borrowed: they live in the model's structs): for passes over every unit, such as folding BN for
+     * inference, without walking each block's insides. */
+    struct ConvBnAct **units;
+    int n_units, cap_units;
 } ParamStore;
 
 void params_init(ParamStore *ps, Device dev);
+/* Records unit u (see ParamStore.units). */
+ErrorCode params_add_unit(ParamStore *ps, struct ConvBnAct *u, Error *err);
 void params_free(ParamStore *ps);
 /* Adds a zero-filled parameter / buffer named prefix + suffix ("fpn.output1.0" + ".weight"). */
 Var *params_add(ParamStore *ps, const char *prefix, const char *suffix, int ndim,
