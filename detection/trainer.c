@@ -424,25 +424,28 @@ ErrorCode trainer_verify_replicas(Trainer *t, Error *err)
     return ERR_OK;
 }
 
-/* Fault injection for the tests of distributed training: RETINA_TEST_FAULT=RANK:STEP:kill|hang makes rank
- * RANK, at its step STEP (counted from 1 in this sitting), die by SIGKILL or stop answering. The step at
- * which this rank fails (0: none); *hang: how. */
-static int fault_step(int rank, bool *hang)
+/* Fault injection for the tests of distributed training: RETINA_TEST_FAULT=RANK:STEP:kill|hang|drift makes
+ * rank RANK, at its step STEP (counted from 1 in this sitting), die by SIGKILL, stop answering, or change
+ * one of its weights (so that the replica check has something to find). */
+typedef enum { FAULT_NONE, FAULT_KILL, FAULT_HANG, FAULT_DRIFT } Fault;
+
+static Fault fault_for(int rank, int *step)
 {
     const char *f = getenv("RETINA_TEST_FAULT");
-    int r, s;
+    int r;
     char what[8];
-    *hang = false;
-    if (!f || sscanf(f, "%d:%d:%7s", &r, &s, what) != 3 || r != rank) return 0;
-    *hang = !strcmp(what, "hang");
-    return s;
+    *step = 0;
+    if (!f || sscanf(f, "%d:%d:%7s", &r, step, what) != 3 || r != rank) return FAULT_NONE;
+    return !strcmp(what, "hang") ? FAULT_HANG : !strcmp(what, "drift") ? FAULT_DRIFT : FAULT_KILL;
 }
 
-static void fail_now(bool hang)
+static void inject(Fault fault, Trainer *tr)
 {
-    if (hang)
+    if (fault == FAULT_HANG)
         for (;;) pause();
-    raise(SIGKILL);
+    if (fault == FAULT_KILL) raise(SIGKILL);
+    Tensor *w = &tr->model->params.entries[0].param->value; /* FAULT_DRIFT, on the CPU */
+    if (w->device == DEVICE_CPU) w->data[0] += 1e-3f;
 }
 
 ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport *rep, Error *err)
@@ -465,8 +468,8 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
     if (rc) return rc;
     int rank = comm_rank(tr.comm), world = comm_size(tr.comm);
     rep->rank = rank, rep->world = world;
-    bool fault_hangs;
-    int fault = fault_step(rank, &fault_hangs);
+    int fault_step;
+    Fault fault = fault_for(rank, &fault_step);
     if (rank > 0) {
         follower.log = NULL, follower.save_dir = NULL;
         follower.val_images = follower.val_list = follower.val_gt = NULL;
@@ -585,12 +588,13 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
                 step++;
                 continue;
             }
-            if (fault && steps_done + 1 == fault) fail_now(fault_hangs);
+            if (fault && steps_done + 1 == fault_step) inject(fault, &tr);
             float lr = train_learning_rate(o, epoch, step, per_epoch);
             TrainStepResult r;
             if ((rc = trainer_step(&tr, b, lr, &r, err))) {
                 char msg[sizeof err->msg];
                 snprintf(msg, sizeof msg, "%s", err->msg);
+                error_clear(err); /* error_set keeps the first error: the cause goes inside the new message */
                 error_set(err, rc, "epoch %d step %d (global step %d): %s; stopped, last good checkpoint: %s", epoch + 1,
                           step + 1, steps_done + 1, msg, rep->last_checkpoint[0] ? rep->last_checkpoint : "none");
                 break;
@@ -599,6 +603,7 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
                 (rc = trainer_verify_replicas(&tr, err))) {
                 char msg[sizeof err->msg];
                 snprintf(msg, sizeof msg, "%s", err->msg);
+                error_clear(err);
                 error_set(err, rc, "after step %d: %s", steps_done + 1, msg);
                 break;
             }

@@ -122,6 +122,12 @@ START_TEST(two_ranks_train_as_one_job)
     snprintf(cmd, sizeof cmd, "%s --data %s %s --batch 2 --max-steps 4 --verify-replicas 1 > %s/a.txt 2>&1", pre, labels,
              common, dir);
     ck_assert_int_eq(run(cmd), 0);
+    /* and the check finds a rank whose weights drifted (one weight of rank 1 changed before its 2nd step) */
+    snprintf(cmd, sizeof cmd,
+             "RETINA_TEST_FAULT=1:2:drift %s --data %s %s --batch 2 --max-steps 4 --verify-replicas 1 > %s/a2.txt 2>&1; "
+             "test $? -ne 0 && grep -q 'after step 2: the ranks. parameters or momentum differ' %s/a2.txt",
+             pre, labels, common, dir, dir);
+    ck_assert_int_eq(run(cmd), 0);
     /* --sync-bn: 2 ranks x 4 images give the gradients of 1 rank x 8 on the same images (after one step the
      * momentum is the gradient plus the weight decay term, the same in both) */
     snprintf(cmd, sizeof cmd, "%s --data %s %s --batch 4 --max-steps 1 --sync-bn --save-dir %s/two > %s/b.txt 2>&1", pre,
