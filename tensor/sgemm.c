@@ -187,37 +187,23 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
     }
 }
 
-/* op(A)[i][k] of product pr, from A or from its packed copy (sgemm_pack_a's layout). */
-static float a_value(const SgemmProduct *pr, int K, int i, int k)
-{
-    if (!pr->packed) return pr->trans_a ? pr->A[(size_t)k * pr->lda + i] : pr->A[(size_t)i * pr->lda + k];
-    int pc = k / KC * KC, kc = K - pc < KC ? K - pc : KC;
-    return pr->packed->data[(size_t)pc * round_up(pr->M, SGEMM_MR) + (size_t)(i / SGEMM_MR) * kc * SGEMM_MR +
-                            (size_t)(k - pc) * SGEMM_MR + i % SGEMM_MR];
-}
+/* gemm_block's result when its packing buffers cannot be allocated: the same blocks, packed one MR-row panel
+ * and FALLBACK_COLS columns at a time into buffers on the stack, through the same kernel and K blocking,
+ * so the floats are the ones the normal path gives; slower, and only for that case. */
+enum { FALLBACK_COLS = 4 * SGEMM_NR };
 
-/* gemm_block's result with no memory of its own (out of memory for the packing buffers): a dot product
- * per output, then alpha, beta (C already holds beta C, or is overwritten when beta is 0) and the
- * epilogue as the kernels apply them. Slow, and only for that case. */
-static void unpacked_block(const SgemmJob *j, int i0, int m, int j0, int n)
+static void block_without_heap(const SgemmJob *j, int i0, int m, int j0, int n)
 {
+    float pa[KC * SGEMM_MR] __attribute__((aligned(64))), pb[KC * FALLBACK_COLS] __attribute__((aligned(64)));
     for (int q = 0; q < j->n_prods; q++) {
-        const SgemmProduct *pr = &j->prods[q];
+        SgemmJob one = *j;
+        one.prods = &j->prods[q], one.n_prods = 1, one.split_n = 0; /* rows by argument, this product's */
         int r0, rm;
         task_rows(j, q, i0, m, &r0, &rm);
-        for (int i = r0; i < r0 + rm; i++)
-            for (int c = j0; c < j0 + n; c++) {
-                float acc = 0;
-                for (int k = 0; k < j->K; k++) {
-                    float b = j->right.trans_b ? j->right.B[(size_t)c * j->right.ldb + k] : j->right.B[(size_t)k * j->right.ldb + c];
-                    acc += a_value(pr, j->K, i, k) * b;
-                }
-                float *d = &pr->C[(size_t)i * pr->ldc + c];
-                float v = j->overwrite ? j->alpha * acc : *d + j->alpha * acc;
-                if (pr->row_bias) v += pr->row_bias[i];
-                if (pr->leaky_slope >= 0.0f && v < 0.0f) v *= pr->leaky_slope;
-                *d = v;
-            }
+        for (int r = r0; r < r0 + rm; r += SGEMM_MR)
+            for (int c = j0; c < j0 + n; c += FALLBACK_COLS)
+                gemm_block(&one, r, r0 + rm - r < SGEMM_MR ? r0 + rm - r : SGEMM_MR, c,
+                           j0 + n - c < FALLBACK_COLS ? j0 + n - c : FALLBACK_COLS, pa, pb);
     }
 }
 
@@ -240,11 +226,11 @@ static void sgemm_task(void *arg, int task)
     float *owned = NULL, *pa = a_floats + b_floats ? threadpool_scratch(j->pool, a_floats + b_floats) : NULL;
     if (!pa && a_floats + b_floats) {
         pa = owned = aligned_alloc(64, ((a_floats + b_floats) * sizeof(float) + 63) & ~(size_t)63);
-        if (!pa) { /* not even a few MiB of host memory: the same product without packing buffers, slowly */
+        if (!pa) { /* not even a few MiB of host memory */
             if (j->split_n)
-                unpacked_block(j, 0, 0, lo, n);
+                block_without_heap(j, 0, 0, lo, n);
             else
-                unpacked_block(j, lo, len, 0, n);
+                block_without_heap(j, lo, len, 0, n);
             return;
         }
     }
