@@ -9,7 +9,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "detection/detector.h"
 #include "detection/detect_pyramid.h"
@@ -18,6 +17,7 @@
 #include "models/builtin_weights.h"
 #include "models/summary.h"
 #include "autograd/conv2d_avx2.h"
+#include "tensor/clock.h"
 #include "tensor/sgemm.h"
 
 static void usage(FILE *f)
@@ -310,13 +310,6 @@ static int next_input(InputCursor *c, Pending *p, Error *err)
     }
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* --benchmark: the network run many times on one image; medians on stdout. */
 static void run_benchmark(Detector *det, const Image *img, float resize, const PostprocessOptions *opt, int runs,
                           Error *err)
@@ -530,7 +523,7 @@ int main(int argc, char **argv)
         return 1;
     }
     long n_images = 0;
-    double t_start = now_seconds(), network_ms = 0;
+    double t_start = clock_seconds(), network_ms = 0;
     for (;;) {
         int np = 0;
         while (np < batch) {
@@ -616,7 +609,7 @@ int main(int argc, char **argv)
         }
     }
     if (n_images > 1) {
-        double s = now_seconds() - t_start;
+        double s = clock_seconds() - t_start;
         fprintf(stderr, "detect: %ld images in %.2f s, %.2f images/s (network %.1f ms per image, batches of up to %d)\n",
                 n_images, s, n_images / s, network_ms / n_images, batch);
     }
