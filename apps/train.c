@@ -155,8 +155,7 @@ int main(int argc, char **argv)
     o.gpu = gpu;
     /* started by mpirun with several processes: they are one job (a binary without MPI would train N
      * copies side by side, so it refuses) */
-    const char *ranks = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
-    if (ranks && atoi(ranks) > 1) o.distributed = true;
+    if (comm_launched_ranks() > 1) o.distributed = true;
     if (o.distributed && !comm_available()) {
         fprintf(stderr, "train: this binary was built without MPI and cannot train distributed: install libopenmpi-dev "
                         "and openmpi-bin (make deps) and rebuild\n");

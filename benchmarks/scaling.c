@@ -49,7 +49,7 @@ int main(int argc, char **argv)
     }
     Error err = {0};
     Comm *comm;
-    if (comm_init(&comm, comm_launched_by_mpi() && comm_available(), 600, &err)) {
+    if (comm_init(&comm, comm_launched_ranks() > 0 && comm_available(), 600, &err)) {
         fprintf(stderr, "bench_scaling: %s\n", err.msg);
         return 1;
     }

@@ -19,9 +19,9 @@ typedef struct CommRequest CommRequest;
 
 /* Whether this build has MPI. */
 bool comm_available(void);
-/* Whether this process was started by an MPI launcher (mpirun sets OMPI_COMM_WORLD_SIZE, PMI_SIZE or
- * PMIX_RANK), so that training may go distributed without being asked. */
-bool comm_launched_by_mpi(void);
+/* The processes an MPI launcher started with this one (mpirun sets OMPI_COMM_WORLD_SIZE, other launchers
+ * PMI_SIZE), or 0 when no launcher started it: training goes distributed without being asked when > 1. */
+int comm_launched_ranks(void);
 /* distributed: join the MPI job (MPI_Init; ERR_UNSUPPORTED in a build without MPI); else one rank.
  * timeout_s bounds every wait (> 0). */
 ErrorCode comm_init(Comm **c, bool distributed, double timeout_s, Error *err);

@@ -1,9 +1,11 @@
-/* comm_launched_by_mpi (tensor/comm.h), the same with or without MPI in the build. */
+/* comm_launched_ranks (tensor/comm.h), the same with or without MPI in the build. */
 #include <stdlib.h>
 
 #include "tensor/comm.h"
 
-bool comm_launched_by_mpi(void)
+int comm_launched_ranks(void)
 {
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) n = getenv("PMI_SIZE");
+    return n ? atoi(n) : 0;
 }
