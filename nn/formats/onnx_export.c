@@ -148,49 +148,46 @@ static const char *input_name(Builder *b, const Var *v)
     return tp ? set_name(b, v, tp->name) : NULL;
 }
 
-static Onnx__AttributeProto *attr_ints(Builder *b, const char *name, const int64_t *v, int n)
+/* A named attribute of the given type, its value still to set (NULL when out of memory). */
+static Onnx__AttributeProto *attribute(Builder *b, const char *name, Onnx__AttributeProto__AttributeType type)
 {
     Onnx__AttributeProto *a = take(b, sizeof *a);
+    if (!a) return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = text(b, name);
+    a->has_type = 1, a->type = type;
+    return a;
+}
+
+static Onnx__AttributeProto *attr_ints(Builder *b, const char *name, const int64_t *v, int n)
+{
+    Onnx__AttributeProto *a = attribute(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *d = take(b, sizeof(int64_t) * (size_t)n);
     if (!a || !d) return NULL;
-    onnx__attribute_proto__init(a);
     memcpy(d, v, sizeof(int64_t) * (size_t)n);
-    a->name = text(b, name);
-    a->has_type = 1, a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
     a->n_ints = (size_t)n, a->ints = d;
     return a;
 }
 
 static Onnx__AttributeProto *attr_int(Builder *b, const char *name, int64_t v)
 {
-    Onnx__AttributeProto *a = take(b, sizeof *a);
-    if (!a) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = text(b, name);
-    a->has_type = 1, a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-    a->has_i = 1, a->i = v;
+    Onnx__AttributeProto *a = attribute(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    if (a) a->has_i = 1, a->i = v;
     return a;
 }
 
 static Onnx__AttributeProto *attr_float(Builder *b, const char *name, float v)
 {
-    Onnx__AttributeProto *a = take(b, sizeof *a);
-    if (!a) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = text(b, name);
-    a->has_type = 1, a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
-    a->has_f = 1, a->f = v;
+    Onnx__AttributeProto *a = attribute(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    if (a) a->has_f = 1, a->f = v;
     return a;
 }
 
 static Onnx__AttributeProto *attr_string(Builder *b, const char *name, const char *v)
 {
-    Onnx__AttributeProto *a = take(b, sizeof *a);
+    Onnx__AttributeProto *a = attribute(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
     char *s = text(b, v);
     if (!a || !s) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = text(b, name);
-    a->has_type = 1, a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
     a->has_s = 1, a->s.len = strlen(s), a->s.data = (uint8_t *)s;
     return a;
 }
