@@ -171,14 +171,21 @@ static ErrorCode broadcast_tensor(Comm *c, Tensor *v, const char *what, Error *e
     return rc;
 }
 
+/* Rank 0's values of the store's entries (buffers only: the BatchNorm statistics) on every rank. */
+static ErrorCode broadcast_entries(Trainer *t, bool buffers_only, const char *what, Error *err)
+{
+    ParamStore *ps = &t->model->params;
+    for (int i = 0; i < ps->n; i++)
+        if ((!buffers_only || ps->entries[i].kind == ENTRY_BUFFER) &&
+            broadcast_tensor(t->comm, param_entry_tensor(&ps->entries[i]), what, err))
+            return err->code;
+    return ERR_OK;
+}
+
 ErrorCode trainer_broadcast_state(Trainer *t, Error *err)
 {
     if (comm_size(t->comm) == 1) return ERR_OK;
-    ParamStore *ps = &t->model->params;
-    for (int i = 0; i < ps->n; i++)
-        if (broadcast_tensor(t->comm, param_entry_tensor(&ps->entries[i]), "the model's state from rank 0", err))
-            return err->code;
-    return ERR_OK;
+    return broadcast_entries(t, false, "the model's state from rank 0", err);
 }
 
 void trainer_free(Trainer *t)
@@ -253,12 +260,7 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
     ErrorCode rc = sgd_step(&t->sgd, &t->model->params, lr, t->ctx, err);
     params_zero_grad(&t->model->params);
     /* BatchNorm's running statistics follow each rank's own batch; rank 0's are the model's */
-    if (!rc && t->gsync && !t->ctx->sync_bn) {
-        ParamStore *ps = &t->model->params;
-        for (int i = 0; i < ps->n && !rc; i++)
-            if (ps->entries[i].kind == ENTRY_BUFFER)
-                rc = broadcast_tensor(t->comm, ps->entries[i].buffer, "BatchNorm statistics from rank 0", err);
-    }
+    if (!rc && t->gsync && !t->ctx->sync_bn) rc = broadcast_entries(t, true, "BatchNorm statistics from rank 0", err);
     double t4 = clock_seconds();
     r->t = (TrainStepTimes){t1 - t0, t2 - t1, t3 - t2, t4 - t3};
     return rc;
