@@ -41,7 +41,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {{"reps", 1, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'r') reps = atoi(argv[optind - 1]);
+        if (c == 'r') reps = atoi(optarg);
         else {
             printf("usage: mpirun -np 2 build/bench_scaling [--reps N]\n");
             return c == 'h' ? 0 : 2;
