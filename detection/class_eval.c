@@ -29,9 +29,8 @@ static double iou(const float *a, const float *b)
     return u > 0 ? inter / u : 0;
 }
 
-double class_ap_from_ranked(const float *scores, const unsigned char *tp, int n, int objects)
+double class_ap_from_ranked(const unsigned char *tp, int n, int objects)
 {
-    (void)scores;
     if (objects <= 0) return 0;
     /* precision at each rank, then its envelope from the right, summed over the recall steps */
     double *prec = malloc(sizeof(double) * (size_t)(n + 1));
@@ -109,14 +108,13 @@ ErrorCode class_ap_evaluate(Detector *d, const TrainSet *set, const double *ious
     }
     if (progress) fprintf(progress, "\n");
     if (n_all > 1) qsort(all, n_all, sizeof *all, by_score);
-    float *scores = malloc(sizeof(float) * (n_all + 1));
     unsigned char *tp = malloc(n_all + 1);
     /* per image and object, whether a stronger detection already took it */
     size_t n_objects = 0;
     for (int i = 0; i < set->n; i++) n_objects += (size_t)set->samples[i].n;
     unsigned char *taken = malloc(n_objects + 1);
     size_t *first = malloc(sizeof(size_t) * ((size_t)set->n + 1));
-    ErrorCode rc = scores && tp && taken && first ? ERR_OK : error_set(err, ERR_OOM, "out of memory");
+    ErrorCode rc = tp && taken && first ? ERR_OK : error_set(err, ERR_OOM, "out of memory");
     for (int i = 0, at = 0; !rc && i <= set->n; i++) {
         first[i] = (size_t)at;
         if (i < set->n) at += set->samples[i].n;
@@ -139,10 +137,10 @@ ErrorCode class_ap_evaluate(Detector *d, const TrainSet *set, const double *ious
                 }
                 bool hit = arg >= 0 && best >= ious[t];
                 if (hit) taken[first[s->image] + (size_t)arg] = 1;
-                scores[n] = s->score, tp[n] = hit, n++;
+                tp[n++] = hit;
             }
-            res->ap[c][t] = class_ap_from_ranked(scores, tp, n, res->objects[c]);
+            res->ap[c][t] = class_ap_from_ranked(tp, n, res->objects[c]);
         }
-    free(all), free(scores), free(tp), free(taken), free(first);
+    free(all), free(tp), free(taken), free(first);
     return rc;
 }

@@ -30,8 +30,8 @@ typedef struct {
 ErrorCode class_ap_evaluate(Detector *d, const TrainSet *set, const double *ious, int n_ious, int long_side,
                             const PostprocessOptions *opt, FILE *progress, ClassApResult *res, Error *err);
 
-/* AP of one class from its detections (score, true positive) sorted by descending score and the number
- * of objects; exposed for tests. */
-double class_ap_from_ranked(const float *scores, const unsigned char *tp, int n, int objects);
+/* AP of one class from whether each of its n detections, strongest first, is a true positive, and the
+ * number of objects; exposed for tests. */
+double class_ap_from_ranked(const unsigned char *tp, int n, int objects);
 
 #endif
