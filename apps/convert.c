@@ -9,7 +9,6 @@
 #include "models/builtin_weights.h"
 #include "models/retinaface_export.h"
 #include "nn/formats/checkpoint.h"
-#include "nn/formats/onnx_export.h"
 #include "nn/formats/safetensors.h"
 
 static void usage(FILE *f)
@@ -102,13 +101,6 @@ static int export_onnx(const char *model, const char *weights, bool random_init,
 {
     const RetinaConfig *cfg = retinaface_config(model);
     if (!cfg) return fprintf(stderr, "convert: unknown model '%s'\n", model), 2;
-    if (!onnx_export_available()) {
-        Error e = {0};
-        uint8_t *b;
-        size_t l;
-        onnx_export(NULL, NULL, &b, &l, &e);
-        return fail(e.msg);
-    }
     int w = 0, h = 0, rc = 0;
     float *x = check_in ? read_check_input(check_in, check_size, &w, &h, &rc) : NULL;
     if (check_in && !x) return rc;
