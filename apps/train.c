@@ -32,6 +32,8 @@ static void usage(FILE *f)
             "  --save-every N       epochs between checkpoints (default 10; the last epoch is always saved)\n"
             "  --resume FILE        continue a run from its checkpoint\n"
             "  --pretrained FILE    ImageNet backbone (e.g. mobilenetV1X0.25_pretrain.tar)\n"
+            "  --init FILE          start from a whole model's weights (fine-tuning: e.g. the built-in model's\n"
+            "                       safetensors); the optimiser starts fresh, unlike --resume\n"
             "  --seed N             data order and augmentation seed (default 1)\n"
             "  --val-images DIR     validate on this WIDER FACE val tree (<event>/<name>.jpg) at original size with the\n"
             "                       official protocol; prints Easy/Medium/Hard AP and keeps the best checkpoint\n"
@@ -40,6 +42,8 @@ static void usage(FILE *f)
             "  --val-list FILE      the images to validate on (wider_val.txt; default: every image under --val-images)\n"
             "  --val-every N        epochs between validations (default 1; the last epoch is always validated)\n"
             "  --no-augment         whole images, resized (for debugging and overfitting tests)\n"
+            "  --zoom-out X         half the samples: the whole image on a mean-colour canvas up to X times its\n"
+            "                       long side, so faces come out smaller than the crops make them (default 1: off)\n"
             "  --max-steps N        stop after N steps\n"
             "  --cpu | --gpu        device (default cpu)\n"
             "  --tf32               allow TF32 tensor cores on the GPU (the PyTorch reference's default)\n"
@@ -62,7 +66,7 @@ int main(int argc, char **argv)
     o.log = stdout;
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
-           O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_MAXSTEPS,
+           O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_INIT, O_ZOOM, O_MAXSTEPS,
            O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY, O_PLOT_LOG, O_DIST, O_SYNCBN,
            O_TIMEOUT, O_VERIFY };
     static const struct option longopts[] = {
@@ -72,6 +76,7 @@ int main(int argc, char **argv)
         {"size", 1, 0, O_SIZE}, {"workers", 1, 0, O_WORKERS}, {"threads", 1, 0, O_THREADS},
         {"save-dir", 1, 0, O_SAVEDIR}, {"save-every", 1, 0, O_SAVEEVERY}, {"resume", 1, 0, O_RESUME},
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
+        {"init", 1, 0, O_INIT}, {"zoom-out", 1, 0, O_ZOOM},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
         {"val-images", 1, 0, O_VAL_IMAGES}, {"val-gt", 1, 0, O_VAL_GT}, {"val-list", 1, 0, O_VAL_LIST},
         {"val-every", 1, 0, O_VAL_EVERY}, {"plot-log", 1, 0, O_PLOT_LOG}, {"distributed", 0, 0, O_DIST},
@@ -113,6 +118,11 @@ int main(int argc, char **argv)
         case O_PRETRAINED: o.pretrained = optarg; break;
         case O_SEED: o.seed = strtoull(optarg, &end, 10); break;
         case O_NOAUG: o.augment = false; break;
+        case O_INIT: o.init = optarg; break;
+        case O_ZOOM:
+            o.zoom_out = strtof(optarg, &end);
+            if (!*end && !(o.zoom_out >= 1 && o.zoom_out <= 16)) end = "<"; /* 1..16 */
+            break;
         case O_MAXSTEPS: o.max_steps = (int)strtol(optarg, &end, 10); break;
         case O_CPU: gpu = false; break;
         case O_GPU: gpu = true; break;
@@ -159,6 +169,10 @@ int main(int argc, char **argv)
     if (o.distributed && !comm_available()) {
         fprintf(stderr, "train: this binary was built without MPI and cannot train distributed: install libopenmpi-dev "
                         "and openmpi-bin (make deps) and rebuild\n");
+        return 2;
+    }
+    if (o.init && o.resume) {
+        fprintf(stderr, "train: --init and --resume both set the weights: give one\n");
         return 2;
     }
     if (o.sync_bn && !o.distributed) fprintf(stderr, "train: warning: --sync-bn without several ranks does nothing\n");

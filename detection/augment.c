@@ -9,7 +9,7 @@
 
 AugmentOptions augment_defaults(int size)
 {
-    AugmentOptions o = {size, {104, 117, 123}, 0.0f, true};
+    AugmentOptions o = {size, {104, 117, 123}, 0.0f, true, 1.0f};
     return o;
 }
 
@@ -19,8 +19,12 @@ static float uniform(Rng *r, float a, float b) { return a + (b - a) * rng_unifor
 
 typedef struct {
     int l, t, w, h;
-    bool pad;            /* no crop found: the whole image, padded to square */
+    bool pad;            /* no crop found, or zoomed out: the whole image on a square canvas */
+    int side, ox, oy;    /* with pad: the canvas side and where the image sits on it, original pixels */
 } Crop;
+
+/* The whole image on a square canvas of `side` >= its long side, at (ox, oy). */
+static Crop whole_image(int W, int H, int side, int ox, int oy) { return (Crop){0, 0, W, H, true, side, ox, oy}; }
 
 /* Chooses the crop and the faces it keeps (kept[i]); boxes in original pixels. */
 static Crop choose_crop(const TrainSample *s, int W, int H, int size, float min_face, Rng *r, bool *kept)
@@ -52,10 +56,30 @@ static Crop choose_crop(const TrainSample *s, int W, int H, int size, float min_
             n_kept += kept[i];
         }
         if (n_kept == 0) continue;
-        return (Crop){l, t, w, h, false};
+        return (Crop){l, t, w, h, false, 0, 0, 0};
     }
     for (int i = 0; i < s->n; i++) kept[i] = true;
-    return (Crop){0, 0, W, H, true};
+    return whole_image(W, H, W > H ? W : H, 0, 0);
+}
+
+/* Zoom-out: the whole image at a random place on a canvas 1..zoom_out times its long side. Faces that
+ * come out 2 pixels or less (or not above min_face) are dropped: no anchor can match them, and forcing
+ * each its best prior would teach noise. Returns false (nothing chosen) when no face is left. */
+static bool choose_zoom_out(const TrainSample *s, int W, int H, int size, float min_face, float zoom_out, Rng *r,
+                            bool *kept, Crop *out)
+{
+    int long_side = W > H ? W : H;
+    int side = (int)(long_side * uniform(r, 1.0f, zoom_out));
+    if (side < long_side) side = long_side;
+    float smallest = min_face > 2.0f ? min_face : 2.0f;
+    int n_kept = 0;
+    for (int i = 0; i < s->n; i++) {
+        const float *f = s->faces + FACE_FIELDS * i;
+        kept[i] = fminf(f[2] - f[0] + 1, f[3] - f[1] + 1) / side * size > smallest;
+        n_kept += kept[i];
+    }
+    *out = whole_image(W, H, side, randrange(r, side - W + 1), randrange(r, side - H + 1));
+    return n_kept > 0;
 }
 
 static void convert(Image *img, float alpha, float beta)
@@ -94,11 +118,16 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
     if (image_jpeg_size(s->path, &W, &H, err)) return err->code;
     bool *kept = calloc((size_t)s->n + 1, sizeof *kept);
     if (!kept) return error_set(err, ERR_OOM, "out of memory");
-    Crop c = opt->augment ? choose_crop(s, W, H, opt->size, opt->min_face, r, kept) : (Crop){0, 0, W, H, true};
+    /* the zoom-out coin is drawn only when zoom-out is on: the reference recipe's random stream is unchanged */
+    bool zoom = opt->augment && opt->zoom_out > 1.0f && randrange(r, 2);
+    Crop c;
+    if (!zoom || !choose_zoom_out(s, W, H, opt->size, opt->min_face, opt->zoom_out, r, kept, &c))
+        c = opt->augment ? choose_crop(s, W, H, opt->size, opt->min_face, r, kept) : whole_image(W, H, W > H ? W : H, 0, 0);
     if (!opt->augment)
         for (int i = 0; i < s->n; i++) kept[i] = true;
-    /* Decode at the smallest DCT scale that keeps the crop at least `size` pixels. */
-    int need_w = (int)((int64_t)W * opt->size / (c.w > 0 ? c.w : 1)), need_h = (int)((int64_t)H * opt->size / (c.h > 0 ? c.h : 1));
+    /* Decode at the smallest DCT scale that keeps the canvas at least `size` pixels. */
+    int span_w = c.pad ? c.side : c.w, span_h = c.pad ? c.side : c.h;
+    int need_w = (int)((int64_t)W * opt->size / (span_w > 0 ? span_w : 1)), need_h = (int)((int64_t)H * opt->size / (span_h > 0 ? span_h : 1));
     Image full;
     if (image_load_jpeg_scaled(s->path, need_w, need_h, &full, err)) {
         free(kept);
@@ -111,8 +140,16 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
     if (ch < 1) ch = 1;
     if (cl + cw > full.width) cw = full.width - cl;
     if (ct + ch > full.height) ch = full.height - ct;
-    /* The square canvas: the crop, or the whole image padded with the mean colour. */
-    int side_w = c.pad ? (cw > ch ? cw : ch) : cw, side_h = c.pad ? side_w : ch;
+    /* The square canvas: the crop, or the whole image on the mean colour (at ox, oy: decoded pixels). */
+    int side_w = c.pad ? (cw > ch ? cw : ch) : cw, side_h = c.pad ? side_w : ch, ox = 0, oy = 0;
+    bool zoomed = c.pad && c.side > (c.w > c.h ? c.w : c.h);
+    if (zoomed) {
+        side_w = side_h = (int)lrint(c.side * sx);
+        if (side_w < (cw > ch ? cw : ch)) side_w = side_h = cw > ch ? cw : ch;
+        ox = (int)lrint(c.ox * sx), oy = (int)lrint(c.oy * sy);
+        if (ox + cw > side_w) ox = side_w - cw;
+        if (oy + ch > side_h) oy = side_h - ch;
+    }
     Image canvas;
     if (image_alloc(&canvas, side_w, side_h, err)) {
         image_free(&full);
@@ -132,10 +169,12 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
     if (c.pad) /* only the padding shows the mean colour; a crop covers the whole canvas */
         for (int i = 0; i < side_w * side_h; i++)
             for (int k = 0; k < 3; k++) canvas.bgr[3 * i + k] = (uint8_t)opt->mean[k];
-    for (int y = 0; y < ch; y++) memcpy(canvas.bgr + (size_t)y * side_w * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
+    for (int y = 0; y < ch; y++)
+        memcpy(canvas.bgr + ((size_t)(oy + y) * side_w + ox) * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
     image_free(&crop);
-    /* Targets in crop pixels (original resolution), then the canvas size in the same units. */
-    double canvas_w = c.pad ? (c.w > c.h ? c.w : c.h) : c.w, canvas_h = c.pad ? canvas_w : c.h;
+    /* Targets in canvas pixels (original resolution), then the canvas size in the same units. */
+    double canvas_w = zoomed ? side_w / sx : c.pad ? (c.w > c.h ? c.w : c.h) : c.w, canvas_h = c.pad ? canvas_w : c.h;
+    float shift_x = zoomed ? (float)(ox / sx) : 0, shift_y = zoomed ? (float)(oy / sy) : 0;
     int n = 0;
     for (int i = 0; i < s->n && n < max_faces; i++) {
         if (!kept[i]) continue;
@@ -146,8 +185,9 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         for (int k = 0; k < 5; k++) {
             float lx = f[4 + 2 * k] - c.l, ly = f[5 + 2 * k] - c.t;
             lx = fminf(fmaxf(lx, 0), (float)c.w), ly = fminf(fmaxf(ly, 0), (float)c.h);
-            o[4 + 2 * k] = lx, o[5 + 2 * k] = ly;
+            o[4 + 2 * k] = lx + shift_x, o[5 + 2 * k] = ly + shift_y;
         }
+        o[0] += shift_x, o[2] += shift_x, o[1] += shift_y, o[3] += shift_y;
         o[14] = f[14];
         o[FACE_CLASS] = f[FACE_CLASS];
     }

@@ -6,6 +6,7 @@
  * a resize to size x size with a random interpolation, and mean subtraction.
  * When the crop will be shrunk by 2x or more, the JPEG is decoded at 1/2, 1/4 or 1/8 scale
  * (libjpeg's DCT scaling), which is much faster and loses nothing at the training size.
+ * With zoom_out > 1, half the samples skip the crop and shrink instead (see the field).
  * Output targets: normalised rows of 15 floats (x1 y1 x2 y2, 10 landmark coords, 1 or -1). */
 #ifndef DETECTION_AUGMENT_H
 #define DETECTION_AUGMENT_H
@@ -18,6 +19,9 @@ typedef struct {
     float mean[3];       /* B, G, R: 104, 117, 123 */
     float min_face;      /* faces whose side after resizing is not above this are dropped (reference: 0) */
     bool augment;        /* false: resize the whole image only (evaluation-style, deterministic) */
+    float zoom_out;      /* > 1: half the samples are the whole image placed at random on a mean-colour square
+                          * canvas up to zoom_out times its long side (SSD's "expand"), so faces come out
+                          * smaller than any crop makes them; 1: off (the reference recipe) */
 } AugmentOptions;
 
 AugmentOptions augment_defaults(int size);

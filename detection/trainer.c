@@ -115,6 +115,7 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
         goto fail;
     }
     if (o->pretrained && (rc = retinaface_load_pretrained_backbone(t->model, o->pretrained, err))) goto fail;
+    if (o->init && (rc = retinaface_load(t->model, o->init, err))) goto fail;
     if ((rc = comm_init(&t->comm, o->distributed, o->comm_timeout, err))) goto fail;
     bool several = comm_size(t->comm) > 1;
     /* one GPU per rank, chosen before the context's stream is made on it */
@@ -554,6 +555,7 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
     }
     AugmentOptions aug = augment_defaults(size);
     aug.augment = o->augment;
+    if (o->zoom_out > 1.0f) aug.zoom_out = o->zoom_out;
     loader = loader_create(&set, &aug, o->batch, o->workers, seed, o->gpu, err);
     if (!loader) {
         rc = err->code ? err->code : ERR_OOM;

@@ -21,6 +21,7 @@ typedef struct {
     const char *images;          /* NULL: beside the label file */
     const char *pretrained;      /* backbone checkpoint or NULL */
     const char *resume;          /* training checkpoint or NULL */
+    const char *init;            /* whole-model weights to start from (fine-tuning), or NULL */
     const char *save_dir;        /* NULL: no checkpoints */
     int epochs, batch, size, workers, threads, save_every;
     float lr, momentum, weight_decay, gamma;
@@ -29,6 +30,7 @@ typedef struct {
     int warmup_epochs;
     uint64_t seed;
     bool augment;
+    float zoom_out;              /* AugmentOptions.zoom_out (1 or 0: off) */
     bool gpu;                    /* train on the CUDA device */
     bool tf32;                   /* allow TF32 tensor cores in cuBLAS (GPU only) */
     int max_steps;               /* stop after this many steps in total (0: no limit), for tests */

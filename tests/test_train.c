@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "detection/augment.h"
 #include "detection/class_eval.h"
 #include "detection/detector.h"
 #include "detection/photometric.h"
@@ -129,6 +130,60 @@ static float box_iou(const float *a, const float *b)
     if (w <= 0 || h <= 0) return 0;
     return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h);
 }
+
+/* Zoom-out puts the whole image on a mean-colour canvas: every face it keeps lands on image content
+ * (not on the padding, which is exactly zero after the mean is subtracted), boxes stay inside the
+ * canvas, and the faces come out smaller on the whole than the reference crops make them. */
+START_TEST(zoom_out_shrinks_faces_onto_the_image)
+{
+    char lb[512];
+    const char *labels = shared_path("data/tiny/train/label.txt", lb, sizeof lb);
+    if (!labels) return;
+    TrainSet set;
+    Error err = {0};
+    ck_assert_int_eq(trainset_load(labels, NULL, &set, &err), ERR_OK);
+    ck_assert_int_gt(set.n, 0);
+    const int size = 160, max_faces = 256, draws = 24;
+    float *chw = malloc(sizeof(float) * 3 * size * size), *targets = malloc(sizeof(float) * FACE_FIELDS * max_faces);
+    double side_sum[2] = {0, 0};
+    int count[2] = {0, 0}, padded_draws = 0;
+    for (int zoom = 0; zoom < 2; zoom++) {
+        AugmentOptions opt = augment_defaults(size);
+        opt.zoom_out = zoom ? 4.0f : 1.0f;
+        Rng rng;
+        rng_seed(&rng, 11, 3);
+        for (int d = 0; d < draws; d++) {
+            int n = 0;
+            ck_assert_int_eq(augment_sample(&set.samples[0], &opt, &rng, chw, targets, max_faces, &n, &err), ERR_OK);
+            ck_assert_int_gt(n, 0);
+            int zero_corners = 0;
+            for (int k = 0; k < 4; k++) {
+                int x = k & 1 ? size - 1 : 0, y = k & 2 ? size - 1 : 0;
+                zero_corners += chw[y * size + x] == 0 && chw[size * size + y * size + x] == 0 && chw[2 * size * size + y * size + x] == 0;
+            }
+            padded_draws += zoom && zero_corners >= 2;
+            for (int i = 0; i < n; i++) {
+                const float *o = targets + FACE_FIELDS * i;
+                ck_assert(o[0] >= -1e-5f && o[1] >= -1e-5f && o[2] <= 1 + 1e-5f && o[3] <= 1 + 1e-5f);
+                ck_assert(o[0] < o[2] && o[1] < o[3]);
+                int cx = (int)((o[0] + o[2]) / 2 * size), cy = (int)((o[1] + o[3]) / 2 * size);
+                bool on_image = false;
+                for (int c = 0; c < 3; c++) on_image |= chw[c * size * size + cy * size + cx] != 0;
+                ck_assert_msg(on_image, "draw %d face %d: its centre (%d, %d) is on the padding", d, i, cx, cy);
+                side_sum[zoom] += (o[2] - o[0]) * size;
+                count[zoom]++;
+            }
+        }
+    }
+    double mean_crop = side_sum[0] / count[0], mean_zoom = side_sum[1] / count[1];
+    printf("  zoom-out: mean face side %.1f px (crops) vs %.1f px (zoom-out 4), %d of %d draws show padding\n", mean_crop,
+           mean_zoom, padded_draws, draws);
+    ck_assert_int_ge(padded_draws, draws / 4);
+    ck_assert(mean_zoom < 0.8 * mean_crop);
+    free(chw), free(targets);
+    trainset_free(&set);
+}
+END_TEST
 
 START_TEST(overfits_the_tiny_set)
 {
@@ -627,6 +682,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, detections_of_every_class);
     tcase_add_test(tc, class_ap_from_a_ranking);
     tcase_add_test(tc, photometric_kernels_match_opencv_definition);
+    tcase_add_test(tc, zoom_out_shrinks_faces_onto_the_image);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
