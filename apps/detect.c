@@ -29,7 +29,7 @@ static void usage(FILE *f)
             ".jpeg, .png and .webp files. Without\n"
             "--json or --out-dir, prints each image's faces (score, box x1 y1 x2 y2).\n\n"
             "  --model NAME       variant (default mobilenet0.25; also resnet50, resnet18_p2p6,\n"
-            "                     mobilenet0.25_2cls)\n"
+            "                     mobilenet0.25_2cls, mobilenet0.25_cascade, resnet50_cascade)\n"
             "  --weights FILE     .safetensors or PyTorch .pth/.tar weights (default: the built-in\n"
             "                     MobileNet-0.25 model trained by this project, models/weights/README.md)\n"
             "  --conf X           report detections scoring at least X, 0 to 1 (default 0.5; the WIDER\n"

@@ -5,12 +5,21 @@
 void boxes_decode(const float *loc, const float *priors, int64_t n, const float v[2], float *boxes)
 {
     for (int64_t i = 0; i < n; i++) {
-        const float *l = loc + 4 * i, *p = priors + 4 * i;
-        float cx = p[0] + l[0] * v[0] * p[2], cy = p[1] + l[1] * v[0] * p[3];
-        float w = p[2] * expf(l[2] * v[1]), h = p[3] * expf(l[3] * v[1]);
+        float r[4];
+        priors_refine(loc + 4 * i, priors + 4 * i, 1, v, r);
         float *b = boxes + 4 * i;
-        b[0] = cx - w / 2, b[1] = cy - h / 2;
-        b[2] = b[0] + w, b[3] = b[1] + h; /* as the reference: x2 = x1 + w */
+        b[0] = r[0] - r[2] / 2, b[1] = r[1] - r[3] / 2;
+        b[2] = b[0] + r[2], b[3] = b[1] + r[3]; /* as the reference: x2 = x1 + w */
+    }
+}
+
+void priors_refine(const float *loc, const float *priors, int64_t n, const float v[2], float *refined)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *l = loc + 4 * i, *p = priors + 4 * i;
+        float *r = refined + 4 * i;
+        r[0] = p[0] + l[0] * v[0] * p[2], r[1] = p[1] + l[1] * v[0] * p[3];
+        r[2] = p[2] * expf(l[2] * v[1]), r[3] = p[3] * expf(l[3] * v[1]);
     }
 }
 

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 void boxes_decode(const float *loc, const float *priors, int64_t n, const float variance[2], float *boxes);
+/* The same decode left in prior form (cx, cy, w, h): the cascade's second-stage priors. */
+void priors_refine(const float *loc, const float *priors, int64_t n, const float variance[2], float *refined);
 void landmarks_decode(const float *pre, const float *priors, int64_t n, const float variance[2], float *landms);
 /* One matched ground truth box (corners) -> 4 regression targets for a prior. */
 void box_encode(const float gt[4], const float prior[4], const float variance[2], float out[4]);

@@ -1,4 +1,5 @@
 #include "detection/detector.h"
+#include "detection/cascade.h"
 #include "tensor/clock.h"
 #include "tensor/device.h"
 #include "nn/formats/tensor_dict.h"
@@ -152,23 +153,25 @@ static ErrorCode detect_same_size(Detector *d, const Image *const *in, const flo
     double t0 = now_ms();
     RetinaOutputs out;
     bool ok = retinaface_forward(g, d->model, x, false, &out);
-    Var *probs = ok ? ag_softmax(g, out.conf) : NULL;
+    /* a cascade's answer is its second stage, read against the first stage's regressed boxes */
+    bool cascade = ok && out.loc2;
+    Var *probs = ok ? ag_softmax(g, cascade ? out.conf2 : out.conf) : NULL;
     graph_profile_end_forward(g); /* postprocessing is not the softmax's time */
     if (!probs) return error_set(err, g->err.code ? g->err.code : ERR_ARG, "forward: %s", g->err.msg);
     /* Network outputs on the host for postprocessing (a copy when they live on the GPU; the copy
      * waits for the kernels, so the forward time includes them). */
-    const float *loc = out.loc->value.data, *conf = probs->value.data, *lms = out.landms ? out.landms->value.data : NULL;
-    if (on_gpu) {
-        float *h[3] = {NULL, NULL, NULL};
-        Var *src[3] = {out.loc, probs, out.landms};
-        for (int k = 0; k < 3; k++) {
-            if (!src[k]) continue;
-            h[k] = graph_host_scratch(g, tensor_bytes(&src[k]->value));
-            if (!h[k] || device_memcpy(h[k], DEVICE_CPU, src[k]->value.data, DEVICE_CUDA, tensor_bytes(&src[k]->value), err))
-                return err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
-        }
-        loc = h[0], conf = h[1], lms = h[2];
+    Var *src[3] = {cascade ? out.loc2 : out.loc, probs, cascade ? out.landms2 : out.landms};
+    const float *h[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < 3; k++) {
+        if (!src[k]) continue;
+        h[k] = src[k]->value.data;
+        if (!on_gpu) continue;
+        float *copy = graph_host_scratch(g, tensor_bytes(&src[k]->value));
+        if (!copy || device_memcpy(copy, DEVICE_CPU, src[k]->value.data, DEVICE_CUDA, tensor_bytes(&src[k]->value), err))
+            return err->code ? err->code : error_set(err, ERR_OOM, "out of memory");
+        h[k] = copy;
     }
+    const float *loc = h[0], *conf = h[1], *lms = h[2];
     double t1 = now_ms();
     int64_t P = priors_count(&cfg->anchors, height, width);
     float *priors = graph_host_scratch(g, (size_t)P * 4 * sizeof(float));
@@ -177,10 +180,13 @@ static ErrorCode detect_same_size(Detector *d, const Image *const *in, const flo
         rc = error_set(err, ERR_SHAPE, "%lld priors for %lld outputs", (long long)P, (long long)probs->value.shape[1]);
     } else {
         priors_generate(&cfg->anchors, height, width, priors);
+        const float *refined = cascade ? cascade_priors(g, out.loc, priors, cfg->variance) : NULL;
+        if (cascade && !refined) rc = error_set(err, g->err.code, "%s", g->err.msg);
         for (int k = 0; k < B && !rc; k++)
             rc = detections_all_classes(cfg, loc + k * P * 4, conf + k * P * cfg->num_classes,
-                                        lms ? lms + k * P * 10 : NULL, priors, P, (float)width / resize[k],
-                                        (float)height / resize[k], opt, &dets[k], &counts[k], err);
+                                        lms ? lms + k * P * 10 : NULL, refined ? refined + k * P * 4 : priors, P,
+                                        (float)width / resize[k], (float)height / resize[k], opt, &dets[k], &counts[k],
+                                        err);
     }
     *fwd_ms += t1 - t0;
     *post_ms += now_ms() - t1;

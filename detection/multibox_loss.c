@@ -9,7 +9,7 @@
 
 MultiBoxOptions multibox_defaults(void)
 {
-    MultiBoxOptions o = {0.35f, 7, {0.1f, 0.2f}, 2.0f, NULL};
+    MultiBoxOptions o = {0.35f, 7, {0.1f, 0.2f}, 2.0f, NULL, false};
     return o;
 }
 
@@ -54,7 +54,8 @@ static void loss_image(void *arg, int b)
 {
     LossJob *j = arg;
     int64_t P = j->P, C = j->C, off = (int64_t)b * P;
-    int np = match_priors(&j->targets[b], j->priors, P, j->opt->overlap_threshold, j->opt->variance, j->loc_t + 4 * off,
+    const float *priors = j->opt->per_image_priors ? j->priors + 4 * off : j->priors;
+    int np = match_priors(&j->targets[b], priors, P, j->opt->overlap_threshold, j->opt->variance, j->loc_t + 4 * off,
                           j->landm_t + 10 * off, j->conf_t + off, j->landm_valid + off);
     j->num_pos[b] = np;
     if (np < 0) return;

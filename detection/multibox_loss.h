@@ -22,6 +22,7 @@ typedef struct {
      * negatives ranked with the job's largest logit), so that summing the ranks' gradients gives the
      * gradient over the job's whole batch; NULL: this batch alone */
     struct Comm *comm;
+    bool per_image_priors;   /* priors are [B,P,4], each image its own (the cascade's second stage); else [P,4] */
 } MultiBoxOptions;
 
 typedef struct {
@@ -30,7 +31,8 @@ typedef struct {
 } MultiBoxLosses;
 
 MultiBoxOptions multibox_defaults(void);
-/* loc [B,P,4], conf [B,P,C] logits, landms [B,P,10] or NULL, priors [P,4], targets[B]. */
+/* loc [B,P,4], conf [B,P,C] logits, landms [B,P,10] or NULL, priors [P,4] (or [B,P,4]: per_image_priors),
+ * targets[B]. */
 bool multibox_loss(Graph *g, Var *loc, Var *conf, Var *landms, const float *priors, const ImageTargets *targets,
                    const MultiBoxOptions *opt, MultiBoxLosses *out);
 

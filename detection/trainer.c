@@ -1,5 +1,7 @@
 #include "detection/trainer.h"
 
+#include "detection/cascade.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <unistd.h>
@@ -242,21 +244,29 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
     bool ok = graph_ok(g) && retinaface_forward(g, t->model, xv, true, &out);
     double t1 = clock_seconds();
     ok = ok && multibox_loss(g, out.loc, out.conf, out.landms, t->priors, targets, &t->mb, &L);
+    MultiBoxLosses L2 = {0};
+    Var *total = ok ? L.total : NULL;
+    if (ok && out.loc2) { /* the cascade stage trains jointly: one backward through both losses */
+        ok = cascade_loss(g, &t->model->cfg, &out, t->priors, targets, &t->mb, &L2);
+        total = ok ? ag_add(g, L.total, L2.total) : NULL;
+        ok = ok && total;
+    }
     /* the losses are read before the backward: it may reuse their memory */
-    float host[4] = {0, 0, 0, 0};
-    Var *parts[4] = {ok ? L.total : NULL, L.loss_l, L.loss_c, L.loss_landm};
-    for (int k = 0; k < 4 && ok; k++)
+    float host[7] = {0};
+    Var *parts[7] = {total, L.loss_l, L.loss_c, L.loss_landm, L2.loss_l, L2.loss_c, L2.loss_landm};
+    for (int k = 0; k < 7 && ok; k++)
         if (parts[k]) device_memcpy(&host[k], DEVICE_CPU, parts[k]->value.data, parts[k]->value.device, sizeof(float), &g->err);
     double t2 = clock_seconds();
     if (t->gsync) grad_sync_begin_step(t->gsync, g);
-    ok = ok && graph_ok(g) && graph_backward(g, L.total) == ERR_OK;
+    ok = ok && graph_ok(g) && graph_backward(g, total) == ERR_OK;
     if (!ok) return error_set(err, g->err.code ? g->err.code : ERR_ARG, "%s", g->err.msg);
     /* the job's gradient and losses: each rank's part is normalised by the job's positives (the loss) */
     if (t->gsync && (grad_sync_finish_step(t->gsync, err) ||
-                     comm_allreduce_sum_f32(t->comm, host, 4, "the step's losses", err)))
+                     comm_allreduce_sum_f32(t->comm, host, 7, "the step's losses", err)))
         return err->code;
     double t3 = clock_seconds();
     r->total = host[0], r->loc = host[1], r->cls = host[2], r->landm = host[3];
+    r->loc2 = host[4], r->cls2 = host[5], r->landm2 = host[6];
     if (!isfinite(r->total)) return error_set(err, ERR_ARG, "loss became %s", isnan(r->total) ? "NaN" : "inf");
     ErrorCode rc = sgd_step(&t->sgd, &t->model->params, lr, t->ctx, err);
     params_zero_grad(&t->model->params);
@@ -373,8 +383,8 @@ static ErrorCode end_of_epoch(const TrainOptions *o, Trainer *tr, const Validati
 
 /* ips: this epoch's training rate (validation and start-up excluded); the ETA extrapolates the whole
  * run's time so far, validations included. */
-static void print_progress(FILE *f, const TrainOptions *o, int epoch, int step, int per_epoch, const TrainStepResult *r,
-                           float lr, double ips, double elapsed, int steps_done, int total_steps)
+static void print_progress(FILE *f, const TrainOptions *o, bool cascade, int epoch, int step, int per_epoch,
+                           const TrainStepResult *r, float lr, double ips, double elapsed, int steps_done, int total_steps)
 {
     double eta = (total_steps - steps_done) * elapsed / steps_done;
     char rate[32];
@@ -383,9 +393,11 @@ static void print_progress(FILE *f, const TrainOptions *o, int epoch, int step, 
         snprintf(rate, sizeof rate, "%.1f img/s", ips);
     else
         snprintf(rate, sizeof rate, "%.1f s/step", ips > 0 ? o->batch / ips : 0.0);
-    fprintf(f, "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f total %.4f | lr %.2e | %s | ETA %dh%02dm%02ds\n",
-            epoch + 1, o->epochs, step, per_epoch, r->loc, r->cls, r->landm, r->total, lr, rate, (int)(eta / 3600),
-            (int)(eta / 60) % 60, (int)eta % 60);
+    char second[96] = "";
+    if (cascade) snprintf(second, sizeof second, " | stage 2 loc %.4f cls %.4f landm %.4f", r->loc2, r->cls2, r->landm2);
+    fprintf(f, "epoch %d/%d step %d/%d | loc %.4f cls %.4f landm %.4f%s total %.4f | lr %.2e | %s | ETA %dh%02dm%02ds\n",
+            epoch + 1, o->epochs, step, per_epoch, r->loc, r->cls, r->landm, second, r->total, lr, rate,
+            (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
     fflush(f);
 }
 
@@ -620,7 +632,8 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
             double now = clock_seconds(), ips = epoch_images / (now - epoch_t0);
             if (log.f && (rc = train_log_step(&log, epoch + 1, step, global_step, r.loc, r.cls, r.landm, r.total, lr, ips, err)))
                 break;
-            if (o->log) print_progress(o->log, o, epoch, step, per_epoch, &r, lr, ips, now - t0, steps_done, total_steps);
+            if (o->log) print_progress(o->log, o, cfg->cascade_overlap > 0, epoch, step, per_epoch, &r, lr, ips, now - t0,
+                                       steps_done, total_steps);
             if (o->max_steps && steps_done >= o->max_steps) break;
         }
         rep->steps = steps_done;

@@ -89,7 +89,8 @@ typedef struct {
 } TrainStepTimes;
 
 typedef struct {
-    double total, loc, cls, landm; /* losses of the step */
+    double total, loc, cls, landm; /* losses of the step: total over every stage, the parts of the first */
+    double loc2, cls2, landm2;     /* the cascade stage's parts (0 without one) */
     TrainStepTimes t;
 } TrainStepResult;
 

@@ -18,6 +18,7 @@ const RetinaConfig *retinaface_config(const char *name)
         {"r50", retinaface_r50_config}, {"retinaface_r50", retinaface_r50_config},
         {"resnet18_p2p6", retinaface_r18_p2p6_config}, {"retinaface_r18_p2p6", retinaface_r18_p2p6_config},
         {"mobilenet0.25_2cls", retinaface_2cls_config}, {"retinaface_2cls", retinaface_2cls_config},
+        {"mobilenet0.25_cascade", retinaface_mnet025_cascade_config}, {"resnet50_cascade", retinaface_r50_cascade_config},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (!strcmp(name, table[i].alias)) return table[i].get();
@@ -34,8 +35,25 @@ const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf,
 
 const char *const *retinaface_variant_names(void)
 {
-    static const char *const names[] = {"mobilenet0.25", "resnet50", "resnet18_p2p6", "mobilenet0.25_2cls", NULL};
+    static const char *const names[] = {"mobilenet0.25",         "resnet50",         "resnet18_p2p6", "mobilenet0.25_2cls",
+                                        "mobilenet0.25_cascade", "resnet50_cascade", NULL};
     return names;
+}
+
+/* One stage's class, box and (with landmarks) landmark heads, named <Head><suffix>. */
+static ErrorCode heads_init(RetinaFace *m, const char *suffix, DenseHead *cls, DenseHead *box, DenseHead *ldm, Rng *rng,
+                            Error *err)
+{
+    const RetinaConfig *cfg = &m->cfg;
+    int A = cfg->anchors.per_location, L = cfg->anchors.n_levels, C = cfg->out_channels;
+    char name[64];
+    snprintf(name, sizeof name, "ClassHead%s", suffix);
+    if (dense_head_init(cls, &m->params, name, L, C, A, cfg->num_classes, rng, err)) return err->code;
+    snprintf(name, sizeof name, "BboxHead%s", suffix);
+    if (dense_head_init(box, &m->params, name, L, C, A, 4, rng, err)) return err->code;
+    snprintf(name, sizeof name, "LandmarkHead%s", suffix);
+    if (cfg->landmarks && dense_head_init(ldm, &m->params, name, L, C, A, 10, rng, err)) return err->code;
+    return ERR_OK;
 }
 
 RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed, Error *err)
@@ -73,15 +91,8 @@ RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed
             snprintf(prefix, sizeof prefix, "ssh%d.", i + 1);
         rc = ssh_init(&m->ssh[i], &m->params, prefix, cfg->out_channels, cfg->out_channels, &rng, err);
     }
-    int A = cfg->anchors.per_location;
-    if (!rc)
-        rc = dense_head_init(&m->cls, &m->params, "ClassHead", cfg->anchors.n_levels, cfg->out_channels, A,
-                             cfg->num_classes, &rng, err);
-    if (!rc)
-        rc = dense_head_init(&m->box, &m->params, "BboxHead", cfg->anchors.n_levels, cfg->out_channels, A, 4, &rng, err);
-    if (!rc && cfg->landmarks)
-        rc = dense_head_init(&m->ldm, &m->params, "LandmarkHead", cfg->anchors.n_levels, cfg->out_channels, A, 10,
-                             &rng, err);
+    if (!rc) rc = heads_init(m, "", &m->cls, &m->box, &m->ldm, &rng, err);
+    if (!rc && cfg->cascade_overlap > 0) rc = heads_init(m, "_cascade", &m->cls2, &m->box2, &m->ldm2, &rng, err);
     if (rc) {
         retinaface_free(m);
         return NULL;
@@ -158,10 +169,14 @@ bool retinaface_forward(Graph *g, const RetinaFace *m, Var *x, bool training, Re
     for (int i = 0; i < m->cfg.anchors.n_levels; i++)
         levels[i] = ssh_forward(g, &m->ssh[m->cfg.shared_ssh ? 0 : i], levels[i], training);
     /* the heads of one level share their input: in eval mode one op reads it once for all */
-    const DenseHead *heads[3] = {&m->box, &m->cls, &m->ldm};
-    Var *outs[3] = {NULL, NULL, NULL};
-    if (!dense_heads_forward(g, heads, m->cfg.landmarks ? 3 : 2, levels, outs)) return false;
-    out->loc = outs[0], out->conf = outs[1], out->landms = outs[2];
+    bool cascade = m->cfg.cascade_overlap > 0;
+    const DenseHead *heads[6] = {&m->box, &m->cls, &m->ldm};
+    int n = m->cfg.landmarks ? 3 : 2;
+    if (cascade) heads[n] = &m->box2, heads[n + 1] = &m->cls2, heads[n + 2] = &m->ldm2;
+    Var *outs[6] = {NULL};
+    if (!dense_heads_forward(g, heads, cascade ? 2 * n : n, levels, outs)) return false;
+    out->loc = outs[0], out->conf = outs[1], out->landms = n == 3 ? outs[2] : NULL;
+    if (cascade) out->loc2 = outs[n], out->conf2 = outs[n + 1], out->landms2 = n == 3 ? outs[n + 2] : NULL;
     return graph_ok(g);
 }
 

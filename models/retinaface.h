@@ -4,7 +4,10 @@
  * default initialisation from `seed`.
  * Outputs for an input [N,3,H,W] (BGR minus mean): loc [N,P,4], conf [N,P,num_classes] logits
  * (softmax is the caller's: detection applies it, training uses cross-entropy on logits),
- * landms [N,P,10] or NULL, with P = sum over levels of ceil(H/step)*ceil(W/step)*anchors. */
+ * landms [N,P,10] or NULL, with P = sum over levels of ceil(H/step)*ceil(W/step)*anchors.
+ * Cascade variants (cascade_overlap > 0) add a second stage: heads of the same shapes on the same SSH
+ * features ("ClassHead_cascade", "BboxHead_cascade", "LandmarkHead_cascade"), whose loc2/conf2/landms2
+ * are read against the first stage's regressed boxes instead of the anchors (detection/cascade.h). */
 #ifndef MODELS_RETINAFACE_H
 #define MODELS_RETINAFACE_H
 
@@ -34,6 +37,8 @@ typedef struct {
     bool landmarks;
     int train_size;           /* square training crop */
     const char *pretrained_prefix; /* where an ImageNet backbone checkpoint's keys go ("body.") */
+    float cascade_overlap;    /* > 0: a second stage of heads refines the first stage's boxes; its priors are
+                               * those boxes, matched to the ground truth at this IoU (0.7); 0: one stage */
 } RetinaConfig;
 
 typedef struct {
@@ -45,16 +50,18 @@ typedef struct {
     Ssh ssh[PYRAMID_MAX_LEVELS];
     int n_ssh;
     DenseHead cls, box, ldm;
+    DenseHead cls2, box2, ldm2; /* the cascade stage (cfg.cascade_overlap > 0), else unused */
 } RetinaFace;
 
 typedef struct {
     Var *loc, *conf, *landms;
+    Var *loc2, *conf2, *landms2; /* the cascade stage's outputs (same shapes), NULL without one */
     Var *backbone[BACKBONE_MAX_OUTPUTS]; /* for parity tests */
     int n_backbone;
 } RetinaOutputs;
 
 /* Variants: "mobilenet0.25" (alias "mnet025"), "resnet50" ("r50"), "resnet18_p2p6",
- * "mobilenet0.25_2cls". NULL when unknown. */
+ * "mobilenet0.25_2cls", "mobilenet0.25_cascade", "resnet50_cascade". NULL when unknown. */
 const RetinaConfig *retinaface_config(const char *name);
 /* The name of class id `label` of a variant ("face", "person", ...; "class N" when the variant names none). */
 const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf, size_t len);
@@ -83,5 +90,7 @@ const RetinaConfig *retinaface_mnet025_config(void);
 const RetinaConfig *retinaface_r50_config(void);
 const RetinaConfig *retinaface_r18_p2p6_config(void);
 const RetinaConfig *retinaface_2cls_config(void);
+const RetinaConfig *retinaface_mnet025_cascade_config(void);
+const RetinaConfig *retinaface_r50_cascade_config(void);
 
 #endif

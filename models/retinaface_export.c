@@ -28,6 +28,9 @@ static bool forward(Graph *g, RetinaFace *m, Var *x, Var **outs)
 static ErrorCode prepare(RetinaFace *m, Context *ctx, Graph *g, Error *err)
 {
     if (m->params.device != DEVICE_CPU) return error_set(err, ERR_ARG, "onnx export: the model must be on the CPU");
+    if (m->cfg.cascade_overlap > 0) /* its answer needs the first stage's boxes decoded between the stages */
+        return error_set(err, ERR_UNSUPPORTED, "onnx export: %s has a cascade stage; the export writes single-stage models only",
+                         m->cfg.name);
     if (retinaface_fold_batchnorm(m, err) || graph_init(g, ctx, DEVICE_CPU, err)) return err->code;
     graph_set_grad_enabled(g, false);
     return ERR_OK;

@@ -2,7 +2,9 @@
  * convolutions, eval mode) traced once at a small input and written with symbolic batch, height and
  * width. Input "input" [batch, 3, height, width] (BGR minus the means 104, 117, 123); outputs "loc"
  * [batch, P, 4], "conf" [batch, P, classes] as softmax scores (what the detector reads, and what the
- * reference PyTorch export gives) and "landms" [batch, P, 10] where the variant has landmarks. */
+ * reference PyTorch export gives) and "landms" [batch, P, 10] where the variant has landmarks.
+ * Cascade variants are refused (ERR_UNSUPPORTED): their second stage is read against the first stage's
+ * decoded boxes, a step between the heads that the export does not write. */
 #ifndef MODELS_RETINAFACE_EXPORT_H
 #define MODELS_RETINAFACE_EXPORT_H
 

@@ -17,7 +17,7 @@ ErrorCode dense_head_init(DenseHead *h, ParamStore *ps, const char *name, int n_
                           int in_channels, int anchors, int k, Rng *rng, Error *err);
 /* Heads over the same features (same level count): outs[i] is heads[i]'s [N, P, k] output; each
  * level's convolutions share their input (conv_bn_act_forward_shared). False on error. */
-enum { DENSE_HEADS_MAX = 4 };
+enum { DENSE_HEADS_MAX = 6 }; /* a cascade's two stages of class, box and landmark heads */
 bool dense_heads_forward(Graph *g, const DenseHead *const *heads, int n_heads, Var *const *features, Var **outs);
 
 #endif

@@ -17,7 +17,7 @@ int main(int argc, char **argv)
 {
     /* Line-buffered, so what a forked test printed before failing is not lost. */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    Suite *(*suites[])(void) = {tensor_suite, sgemm_suite, autograd_suite, ops_grad_suite, model_suite, detect_suite, eval_suite, train_suite, distributed_suite, onnx_suite, fuzz_suite, cuda_suite};
+    Suite *(*suites[])(void) = {tensor_suite, sgemm_suite, autograd_suite, ops_grad_suite, model_suite, detect_suite, eval_suite, train_suite, cascade_suite, distributed_suite, onnx_suite, fuzz_suite, cuda_suite};
     SRunner *sr = srunner_create(NULL);
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) srunner_add_suite(sr, suites[i]());
     /* Optional filter: run_tests SUITE [TEST] (same as CK_RUN_SUITE / CK_RUN_CASE). */

@@ -13,6 +13,7 @@ Suite *model_suite(void);
 Suite *detect_suite(void);
 Suite *eval_suite(void);
 Suite *train_suite(void);
+Suite *cascade_suite(void);
 Suite *cuda_suite(void);
 Suite *fuzz_suite(void);
 Suite *onnx_suite(void);

@@ -46,6 +46,8 @@ START_TEST(parameter_counts)
         {"resnet50", 27293600},          /* the public model */
         {"resnet18_p2p6", 11436784},     /* ours: ResNet-18 11,176,512 + FPN 209,920 + SSH 34,752 + heads 15,600 */
         {"mobilenet0.25_2cls", 424463},  /* ours: 426,608 - 6,240 (heads) + 4,095 (3 anchors x 3 classes, boxes) */
+        {"mobilenet0.25_cascade", 432848}, /* ours: 426,608 + a second set of heads, 6,240 */
+        {"resnet50_cascade", 27318272},  /* ours: 27,293,600 + a second set of heads, 24,672 */
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         Error err = {0};
@@ -84,6 +86,13 @@ START_TEST(every_variant_runs_forward_and_backward)
         ck_assert(c->landmarks == (out.landms != NULL));
         Var *loss = ag_add(&g, ag_sum(&g, out.loc), ag_sum(&g, out.conf));
         if (out.landms) loss = ag_add(&g, loss, ag_sum(&g, out.landms));
+        ck_assert((c->cascade_overlap > 0) == (out.loc2 != NULL));
+        if (out.loc2) { /* the cascade stage: the same shapes, every head reached by the backward */
+            ck_assert(out.loc2->value.shape[1] == P && out.conf2->value.shape[2] == c->num_classes);
+            ck_assert(c->landmarks == (out.landms2 != NULL));
+            loss = ag_add(&g, loss, ag_add(&g, ag_sum(&g, out.loc2), ag_sum(&g, out.conf2)));
+            if (out.landms2) loss = ag_add(&g, loss, ag_sum(&g, out.landms2));
+        }
         ck_assert_int_eq(graph_backward(&g, loss), ERR_OK);
         /* Every parameter received a gradient (the first conv's is a full chain away). */
         Var *first = m->params.entries[0].param;
