@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  --model NAME         mobilenet0.25 (default), resnet50, resnet18_p2p6, mobilenet0.25_2cls,\n"
             "                       mobilenet0.25_cascade, resnet50_cascade (a second stage of heads refining the\n"
             "                       first's boxes, matched at IoU 0.7; progress lines show its losses as 'stage 2')\n"
+            "  --cascade-iou X      the cascade stage's matching IoU (default: the variant's, 0.7)\n"
             "  --epochs N           default 250\n"
             "  --batch B            default 32\n"
             "  --lr X               initial learning rate, default 1e-3\n"
@@ -68,7 +69,7 @@ int main(int argc, char **argv)
     o.log = stdout;
     bool gpu = false;
     enum { O_DATA = 256, O_IMAGES, O_MODEL, O_EPOCHS, O_BATCH, O_LR, O_DECAY, O_COSINE, O_WARMUP, O_MOMENTUM, O_WD,
-           O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_INIT, O_ZOOM, O_MAXSTEPS,
+           O_SIZE, O_WORKERS, O_THREADS, O_SAVEDIR, O_SAVEEVERY, O_RESUME, O_PRETRAINED, O_SEED, O_NOAUG, O_INIT, O_ZOOM, O_CASCADE_IOU, O_MAXSTEPS,
            O_CPU, O_GPU, O_GAMMA, O_TF32, O_VAL_IMAGES, O_VAL_GT, O_VAL_LIST, O_VAL_EVERY, O_PLOT_LOG, O_DIST, O_SYNCBN,
            O_TIMEOUT, O_VERIFY };
     static const struct option longopts[] = {
@@ -78,7 +79,7 @@ int main(int argc, char **argv)
         {"size", 1, 0, O_SIZE}, {"workers", 1, 0, O_WORKERS}, {"threads", 1, 0, O_THREADS},
         {"save-dir", 1, 0, O_SAVEDIR}, {"save-every", 1, 0, O_SAVEEVERY}, {"resume", 1, 0, O_RESUME},
         {"pretrained", 1, 0, O_PRETRAINED}, {"seed", 1, 0, O_SEED}, {"no-augment", 0, 0, O_NOAUG},
-        {"init", 1, 0, O_INIT}, {"zoom-out", 1, 0, O_ZOOM},
+        {"init", 1, 0, O_INIT}, {"zoom-out", 1, 0, O_ZOOM}, {"cascade-iou", 1, 0, O_CASCADE_IOU},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"cpu", 0, 0, O_CPU}, {"gpu", 0, 0, O_GPU}, {"gamma", 1, 0, O_GAMMA}, {"tf32", 0, 0, O_TF32},
         {"val-images", 1, 0, O_VAL_IMAGES}, {"val-gt", 1, 0, O_VAL_GT}, {"val-list", 1, 0, O_VAL_LIST},
         {"val-every", 1, 0, O_VAL_EVERY}, {"plot-log", 1, 0, O_PLOT_LOG}, {"distributed", 0, 0, O_DIST},
@@ -121,6 +122,10 @@ int main(int argc, char **argv)
         case O_SEED: o.seed = strtoull(optarg, &end, 10); break;
         case O_NOAUG: o.augment = false; break;
         case O_INIT: o.init = optarg; break;
+        case O_CASCADE_IOU:
+            o.cascade_iou = strtof(optarg, &end);
+            if (!*end && !(o.cascade_iou > 0 && o.cascade_iou < 1)) end = "<"; /* (0, 1) */
+            break;
         case O_ZOOM:
             o.zoom_out = strtof(optarg, &end);
             if (!*end && !(o.zoom_out >= 1 && o.zoom_out <= 16)) end = "<"; /* 1..16 */

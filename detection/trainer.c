@@ -118,6 +118,13 @@ ErrorCode trainer_init(Trainer *t, const TrainOptions *o, Error *err)
     }
     if (o->pretrained && (rc = retinaface_load_pretrained_backbone(t->model, o->pretrained, err))) goto fail;
     if (o->init && (rc = retinaface_load(t->model, o->init, err))) goto fail;
+    if (o->cascade_iou > 0) {
+        if (!(cfg->cascade_overlap > 0)) {
+            rc = error_set(err, ERR_ARG, "--cascade-iou: %s has no cascade stage", cfg->name);
+            goto fail;
+        }
+        t->model->cfg.cascade_overlap = o->cascade_iou;
+    }
     if ((rc = comm_init(&t->comm, o->distributed, o->comm_timeout, err))) goto fail;
     bool several = comm_size(t->comm) > 1;
     /* one GPU per rank, chosen before the context's stream is made on it */

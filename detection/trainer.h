@@ -31,6 +31,7 @@ typedef struct {
     uint64_t seed;
     bool augment;
     float zoom_out;              /* AugmentOptions.zoom_out (1 or 0: off) */
+    float cascade_iou;           /* > 0: the cascade stage's matching IoU instead of the variant's */
     bool gpu;                    /* train on the CUDA device */
     bool tf32;                   /* allow TF32 tensor cores in cuBLAS (GPU only) */
     int max_steps;               /* stop after this many steps in total (0: no limit), for tests */
