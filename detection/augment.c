@@ -110,14 +110,35 @@ static void distort(Image *img, Rng *r)
     }
 }
 
+/* A training image's size. JPEGs are only sized here and decoded later at the scale the crop needs;
+ * PNG and WebP are decoded whole now (*whole; stored pixels, no EXIF orientation: labels refer to them). */
+static ErrorCode training_image_size(const char *path, int *W, int *H, Image *whole, Error *err)
+{
+    memset(whole, 0, sizeof *whole);
+    if (!image_jpeg_size(path, W, H, err)) return ERR_OK;
+    if (err->code != ERR_FORMAT) return err->code;
+    Error other = {0};
+    if (image_load(path, whole, &other)) { /* its message names the format it found, or none */
+        error_clear(err);
+        return error_set(err, other.code, "%s", other.msg);
+    }
+    error_clear(err);
+    *W = whole->width, *H = whole->height;
+    return ERR_OK;
+}
+
 ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r, float *chw, float *targets,
                          int max_faces, int *n_faces, Error *err)
 {
     *n_faces = 0;
     int W, H;
-    if (image_jpeg_size(s->path, &W, &H, err)) return err->code;
+    Image whole;
+    if (training_image_size(s->path, &W, &H, &whole, err)) return err->code;
     bool *kept = calloc((size_t)s->n + 1, sizeof *kept);
-    if (!kept) return error_set(err, ERR_OOM, "out of memory");
+    if (!kept) {
+        image_free(&whole);
+        return error_set(err, ERR_OOM, "out of memory");
+    }
     /* the zoom-out coin is drawn only when zoom-out is on: the reference recipe's random stream is unchanged */
     bool zoom = opt->augment && opt->zoom_out > 1.0f && randrange(r, 2);
     Crop c;
@@ -128,8 +149,8 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
     /* Decode at the smallest DCT scale that keeps the canvas at least `size` pixels. */
     int span_w = c.pad ? c.side : c.w, span_h = c.pad ? c.side : c.h;
     int need_w = (int)((int64_t)W * opt->size / (span_w > 0 ? span_w : 1)), need_h = (int)((int64_t)H * opt->size / (span_h > 0 ? span_h : 1));
-    Image full;
-    if (image_load_jpeg_scaled(s->path, need_w, need_h, &full, err)) {
+    Image full = whole;
+    if (!whole.bgr && image_load_jpeg_scaled(s->path, need_w, need_h, &full, err)) {
         free(kept);
         return err->code;
     }

@@ -5,7 +5,8 @@
  * when no crop was found, a random horizontal mirror (landmark eyes and mouth corners swapped),
  * a resize to size x size with a random interpolation, and mean subtraction.
  * When the crop will be shrunk by 2x or more, the JPEG is decoded at 1/2, 1/4 or 1/8 scale
- * (libjpeg's DCT scaling), which is much faster and loses nothing at the training size.
+ * (libjpeg's DCT scaling), which is much faster and loses nothing at the training size. PNG and WebP
+ * training images are decoded whole (no such scaling).
  * With zoom_out > 1, half the samples skip the crop and shrink instead (see the field).
  * Output targets: normalised rows of 15 floats (x1 y1 x2 y2, 10 landmark coords, 1 or -1). */
 #ifndef DETECTION_AUGMENT_H

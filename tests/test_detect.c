@@ -9,7 +9,6 @@
 
 #include <jpeglib.h> /* after stdio.h: it uses FILE and size_t */
 #include <libexif/exif-data.h>
-#include <png.h>
 #include <webp/encode.h>
 
 #include "detection/detector.h"
@@ -18,6 +17,7 @@
 #include "detection/retina.h"
 #include "models/builtin_weights.h"
 #include "nn/formats/safetensors.h"
+#include "tests/png_writer.h"
 #include "tests/suites.h"
 
 START_TEST(priors_match_reference)
@@ -364,17 +364,6 @@ START_TEST(detect_app_reports_bad_input_and_goes_on)
     ck_assert_int_eq(run_app("--conf abc x.jpg", out, sizeof out, errs, sizeof errs), 2);
 }
 END_TEST
-
-/* A PNG of the same pixels, through libpng's simplified writer. */
-static void write_png(const char *path, const Image *img)
-{
-    png_image png;
-    memset(&png, 0, sizeof png);
-    png.version = PNG_IMAGE_VERSION;
-    png.width = (png_uint_32)img->width, png.height = (png_uint_32)img->height;
-    png.format = PNG_FORMAT_BGR;
-    ck_assert_msg(png_image_write_to_file(&png, path, 0, img->bgr, 0, NULL), "%s", png.message);
-}
 
 static int count_of(const char *s, const char *needle)
 {

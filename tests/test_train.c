@@ -12,6 +12,7 @@
 #include "detection/multibox_loss.h"
 #include "detection/train_log.h"
 #include "detection/trainer.h"
+#include "tests/png_writer.h"
 #include "tests/reference_targets.h"
 #include "tests/suites.h"
 
@@ -182,6 +183,55 @@ START_TEST(zoom_out_shrinks_faces_onto_the_image)
     ck_assert(mean_zoom < 0.8 * mean_crop);
     free(chw), free(targets);
     trainset_free(&set);
+}
+END_TEST
+
+/* PNG training images train like JPEGs: the same pixels give the same input and targets (at the image's
+ * own size, where no JPEG DCT scaling applies), and a file in neither format is an error naming it. */
+START_TEST(png_training_images_load_like_jpeg)
+{
+    char ib[512];
+    const char *jpeg = shared_path("data/tiny/train/images/test.jpg", ib, sizeof ib);
+    if (!jpeg) {
+        printf("SKIP PNG training images: ../shared absent\n");
+        return;
+    }
+    Error err = {0};
+    Image img;
+    ck_assert_int_eq(image_load_jpeg(jpeg, &img, &err), ERR_OK);
+    char png[] = "/tmp/retina_train_pngXXXXXX.png";
+    close(mkstemps(png, 4));
+    write_png(png, &img);
+    int size = img.width > img.height ? img.width : img.height;
+    float face[FACE_FIELDS] = {100, 120, 180, 220, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    face[FACE_CLASS] = 1;
+    TrainSample a = {(char *)jpeg, 1, face}, b = {png, 1, face};
+    AugmentOptions opt = augment_defaults(size);
+    opt.augment = false;
+    size_t n = (size_t)3 * size * size;
+    float *ca = malloc(sizeof(float) * n), *cb = malloc(sizeof(float) * n), ta[FACE_FIELDS], tb[FACE_FIELDS];
+    int na = 0, nb = 0;
+    Rng r1, r2;
+    rng_seed(&r1, 1, 1), rng_seed(&r2, 1, 1);
+    ck_assert_msg(augment_sample(&a, &opt, &r1, ca, ta, 1, &na, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_msg(augment_sample(&b, &opt, &r2, cb, tb, 1, &nb, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(na, 1);
+    ck_assert_int_eq(nb, 1);
+    ck_assert(memcmp(ta, tb, sizeof ta) == 0);
+    ck_assert_msg(memcmp(ca, cb, sizeof(float) * n) == 0, "the PNG's input differs from the JPEG's");
+    /* augmented, the PNG path runs too (crops of a whole decode) */
+    opt.augment = true;
+    for (int k = 0; k < 4; k++)
+        ck_assert_msg(augment_sample(&b, &opt, &r2, cb, tb, 1, &nb, &err) == ERR_OK, "%s", err.msg);
+    /* neither JPEG, PNG nor WebP: refused with the file's name */
+    FILE *f = fopen(png, "wb");
+    fputs("GIF89a not an image we read", f);
+    fclose(f);
+    ck_assert_int_eq(augment_sample(&b, &opt, &r2, cb, tb, 1, &nb, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, png) != NULL, "%s", err.msg);
+    remove(png);
+    free(ca), free(cb);
+    image_free(&img);
 }
 END_TEST
 
@@ -683,6 +733,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, class_ap_from_a_ranking);
     tcase_add_test(tc, photometric_kernels_match_opencv_definition);
     tcase_add_test(tc, zoom_out_shrinks_faces_onto_the_image);
+    tcase_add_test(tc, png_training_images_load_like_jpeg);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
