@@ -22,14 +22,15 @@
 
 static void usage(FILE *f)
 {
+    char variants[256];
     fprintf(f,
             "usage: build/detect [options] IMAGE|DIR...\n"
             "Detects faces (boxes, scores, 5 landmarks) with RetinaFace; one process, model loaded once.\n"
             "IMAGE is a JPEG (EXIF orientation applied), PNG or WebP; a DIR is walked recursively for .jpg,\n"
             ".jpeg, .png and .webp files. Without\n"
             "--json or --out-dir, prints each image's faces (score, box x1 y1 x2 y2).\n\n"
-            "  --model NAME       variant (default mobilenet0.25; also resnet50, resnet18_p2p6,\n"
-            "                     mobilenet0.25_2cls, mobilenet0.25_cascade, resnet50_cascade)\n"
+            "  --model NAME       variant, default mobilenet0.25; one of\n"
+            "                     %s\n"
             "  --weights FILE     .safetensors or PyTorch .pth/.tar weights (default: the built-in\n"
             "                     MobileNet-0.25 model trained by this project, models/weights/README.md)\n"
             "  --conf X           report detections scoring at least X, 0 to 1 (default 0.5; the WIDER\n"
@@ -66,7 +67,8 @@ static void usage(FILE *f)
             "                     the forward's min and 90th percentile\n"
             "                     (RETINA_PROFILE=1 adds a per-op time table)\n"
             "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
-            "  -h, --help         this help\n");
+            "  -h, --help         this help\n",
+            retinaface_variant_list(variants, sizeof variants));
 }
 
 static void json_float_array(FILE *f, const float *v, int n)

@@ -10,15 +10,17 @@
 
 static void usage(FILE *f)
 {
+    char variants[256];
     fprintf(f,
             "usage: build/train --data LABELS [options]\n"
             "Trains RetinaFace with the reference recipe (crop/distort/mirror augmentation, matching at IoU 0.35,\n"
             "MultiBox loss with 7:1 hard negatives, SGD momentum 0.9, weight decay 5e-4).\n\n"
             "  --data FILE          label.txt (RetinaFace format), wider_face_train_bbx_gt.txt or wider_face_train.mat\n"
             "  --images DIR         image root (default: 'images' beside the label file)\n"
-            "  --model NAME         mobilenet0.25 (default), resnet50, resnet18_p2p6, mobilenet0.25_2cls,\n"
-            "                       mobilenet0.25_cascade, resnet50_cascade (a second stage of heads refining the\n"
-            "                       first's boxes, matched at IoU 0.7; progress lines show its losses as 'stage 2')\n"
+            "  --model NAME         variant, default mobilenet0.25; one of\n"
+            "                       %s\n"
+            "                       (the _cascade ones: a second stage of heads refining the first's boxes,\n"
+            "                       matched at IoU 0.7; progress lines show its losses as 'stage 2')\n"
             "  --cascade-iou X      the cascade stage's matching IoU (default: the variant's, 0.7)\n"
             "  --epochs N           default 250\n"
             "  --batch B            default 32\n"
@@ -60,7 +62,8 @@ static void usage(FILE *f)
             "  --collective-timeout S  end the whole job when a collective waits S seconds (a rank hung or died;\n"
             "                       default 1800, which covers rank 0 validating)\n"
             "  --plot-log DIR       only redraw DIR/train_curves.svg from DIR/train_log.csv (e.g. after merging logs)\n"
-            "  -h, --help\n");
+            "  -h, --help\n",
+            retinaface_variant_list(variants, sizeof variants));
 }
 
 int main(int argc, char **argv)

@@ -40,6 +40,18 @@ const char *const *retinaface_variant_names(void)
     return names;
 }
 
+const char *retinaface_variant_list(char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len) buf[0] = '\0';
+    for (const char *const *name = retinaface_variant_names(); *name && used < len; name++) {
+        int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", *name);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
 /* One stage's class, box and (with landmarks) landmark heads, named <Head><suffix>. */
 static ErrorCode heads_init(RetinaFace *m, const char *suffix, DenseHead *cls, DenseHead *box, DenseHead *ldm, Rng *rng,
                             Error *err)

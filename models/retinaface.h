@@ -67,6 +67,8 @@ const RetinaConfig *retinaface_config(const char *name);
 const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf, size_t len);
 /* Names of all variants, NULL-terminated. */
 const char *const *retinaface_variant_names(void);
+/* The same names as one line, "a, b, c" (for --help), cut to fit buf; returns buf. */
+const char *retinaface_variant_list(char *buf, size_t len);
 
 RetinaFace *retinaface_create(const RetinaConfig *cfg, Device dev, uint64_t seed, Error *err);
 void retinaface_free(RetinaFace *m);
