@@ -194,7 +194,7 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         memcpy(canvas.bgr + ((size_t)(oy + y) * side_w + ox) * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
     image_free(&crop);
     /* Targets in canvas pixels (original resolution), then the canvas size in the same units. */
-    double canvas_w = zoomed ? side_w / sx : c.pad ? (c.w > c.h ? c.w : c.h) : c.w, canvas_h = c.pad ? canvas_w : c.h;
+    double canvas_w = zoomed ? side_w / sx : c.pad ? c.side : c.w, canvas_h = c.pad ? canvas_w : c.h;
     float shift_x = zoomed ? (float)(ox / sx) : 0, shift_y = zoomed ? (float)(oy / sy) : 0;
     int n = 0;
     for (int i = 0; i < s->n && n < max_faces; i++) {
