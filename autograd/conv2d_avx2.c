@@ -285,29 +285,30 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_rows_avx2(const float *x, in
         }
     }
 }
-/* The stem's weight gradient over one image, output channels co0 .. co0 + nco - 1 (nco <= CO_BLOCK):
- * acc[(j * Cin + ci) * 9 + ki * 3 + kj] += sum over (oy, ox) of dy[co0 + j][oy][ox] x[ci][2 oy - 1 + ki]
- * [2 ox - 1 + kj]. Input rows are split into even and odd columns as the forward splits them, so the
- * three taps of a row are contiguous loads. Output rows go in chunks of STEM_GRAD_ROWS: the chunk's input
- * rows are split once (each used by up to two output rows and three taps; splitting per output row and
- * tap had been 29% of the layer's backward), then per (ci, ki) 4 channels x 3 taps of vector sums (12
- * accumulators) run down the chunk's rows and are added to acc in double once per chunk. */
+/* The stem's weight gradient over output rows [oy_begin, oy_end) of one image, output channels co0 ..
+ * co0 + nco - 1: acc[(j * Cin + ci) * 9 + ki * 3 + kj] += sum over (oy, ox) of dy[co0 + j][oy][ox] x[ci]
+ * [2 oy - 1 + ki][2 ox - 1 + kj]. Input rows are split into even and odd columns as the forward splits them,
+ * so the three taps of a row are contiguous loads. Output rows go in chunks of STEM_GRAD_ROWS: the chunk's
+ * input rows are split once for every output channel (each used by up to two output rows and three taps;
+ * splitting per output row and tap had been 29% of the layer's backward, and splitting per block of
+ * channels read the image once per block), then per (channel block, ci, ki) 4 channels x 3 taps of vector
+ * sums (12 accumulators) run down the chunk's rows and are added to acc in double once per chunk. */
 enum { STEM_GRAD_ROWS = 8, STEM_SPLIT_ROWS = 2 * STEM_GRAD_ROWS + 1 };
 
 __attribute__((target("avx2,fma"))) void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W,
-                                                                         const float *dy, int co0, int nco, int Ho,
-                                                                         int Wo, double *acc)
+                                                                         const float *dy, size_t dy_plane, int co0,
+                                                                         int nco, int oy_begin, int oy_end, int Wo,
+                                                                         double *acc)
 {
     /* [ci][row of the chunk] split rows, even and odd (Cin <= CONV3X3_S2_MAX_CIN: at most 160 KB of stack) */
     float even[Cin][STEM_SPLIT_ROWS][ROW_FLOATS] __attribute__((aligned(32)));
     float odd[Cin][STEM_SPLIT_ROWS][ROW_FLOATS] __attribute__((aligned(32)));
-    size_t plane = (size_t)Ho * Wo;
     for (int c0 = 0; c0 < Wo; c0 += COLS) {
         int cols = Wo - c0 < COLS ? Wo - c0 : COLS;
         __m256i mask_last = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols % 8 ? cols % 8 : 8),
                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (int oy0 = 0; oy0 < Ho; oy0 += STEM_GRAD_ROWS) {
-            int oy1 = oy0 + STEM_GRAD_ROWS < Ho ? oy0 + STEM_GRAD_ROWS : Ho;
+        for (int oy0 = oy_begin; oy0 < oy_end; oy0 += STEM_GRAD_ROWS) {
+            int oy1 = oy0 + STEM_GRAD_ROWS < oy_end ? oy0 + STEM_GRAD_ROWS : oy_end;
             int n_rows = 2 * (oy1 - oy0) + 1; /* input rows 2 oy0 - 1 .. 2 oy1 - 1 */
             for (int ci = 0; ci < Cin; ci++)
                 for (int r = 0; r < n_rows; r++) {
@@ -319,38 +320,44 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_backward_weight_avx2(const f
                         split_row(x + ((size_t)ci * H + iy) * W, W, 2 * c0, cols, even[ci][r], odd[ci][r]);
                     }
                 }
-            for (int ci = 0; ci < Cin; ci++)
-                for (int ki = 0; ki < 3; ki++) {
-                    __m256 z = _mm256_setzero_ps();
-                    __m256 a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z, a30 = z,
-                           a31 = z, a32 = z;
-                    for (int oy = oy0; oy < oy1; oy++) {
-                        const float *ev = even[ci][2 * (oy - oy0) + ki], *od = odd[ci][2 * (oy - oy0) + ki];
-                        const float *d[CO_BLOCK];
-                        for (int j = 0; j < CO_BLOCK; j++)
-                            d[j] = dy + (size_t)(co0 + (j < nco ? j : 0)) * plane + (size_t)oy * Wo + c0;
-                        for (int ox = 0; ox < cols; ox += 8) {
-                            /* taps kj = 0, 1, 2 read x[2 ox - 1], x[2 ox], x[2 ox + 1]: odd[ox], even[ox], odd[ox + 1];
-                             * the split rows are zero past cols, and dy lanes past cols are masked off */
-                            __m256 t0 = _mm256_loadu_ps(od + ox), t1 = _mm256_loadu_ps(ev + ox),
-                                   t2 = _mm256_loadu_ps(od + ox + 1);
-                            bool tail = ox + 8 > cols;
+            for (int b0 = 0; b0 < nco; b0 += CO_BLOCK) {
+                int nb = nco - b0 < CO_BLOCK ? nco - b0 : CO_BLOCK;
+                for (int ci = 0; ci < Cin; ci++)
+                    for (int ki = 0; ki < 3; ki++) {
+                        __m256 z = _mm256_setzero_ps();
+                        __m256 a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z,
+                               a30 = z, a31 = z, a32 = z;
+                        for (int oy = oy0; oy < oy1; oy++) {
+                            const float *ev = even[ci][2 * (oy - oy0) + ki], *od = odd[ci][2 * (oy - oy0) + ki];
+                            const float *d[CO_BLOCK];
+                            for (int j = 0; j < CO_BLOCK; j++)
+                                d[j] = dy + (size_t)(co0 + b0 + (j < nb ? j : 0)) * dy_plane +
+                                       (size_t)(oy - oy_begin) * Wo + c0;
+                            for (int ox = 0; ox < cols; ox += 8) {
+                                /* taps kj = 0, 1, 2 read x[2 ox - 1], x[2 ox], x[2 ox + 1]: odd[ox], even[ox],
+                                 * odd[ox + 1]; the split rows are zero past cols, and dy lanes past cols are
+                                 * masked off */
+                                __m256 t0 = _mm256_loadu_ps(od + ox), t1 = _mm256_loadu_ps(ev + ox),
+                                       t2 = _mm256_loadu_ps(od + ox + 1);
+                                bool tail = ox + 8 > cols;
 #define DY(j) (tail ? _mm256_maskload_ps(d[j] + ox, mask_last) : _mm256_loadu_ps(d[j] + ox))
-                            __m256 v = DY(0);
-                            a00 = _mm256_fmadd_ps(v, t0, a00), a01 = _mm256_fmadd_ps(v, t1, a01), a02 = _mm256_fmadd_ps(v, t2, a02);
-                            v = DY(1);
-                            a10 = _mm256_fmadd_ps(v, t0, a10), a11 = _mm256_fmadd_ps(v, t1, a11), a12 = _mm256_fmadd_ps(v, t2, a12);
-                            v = DY(2);
-                            a20 = _mm256_fmadd_ps(v, t0, a20), a21 = _mm256_fmadd_ps(v, t1, a21), a22 = _mm256_fmadd_ps(v, t2, a22);
-                            v = DY(3);
-                            a30 = _mm256_fmadd_ps(v, t0, a30), a31 = _mm256_fmadd_ps(v, t1, a31), a32 = _mm256_fmadd_ps(v, t2, a32);
+                                __m256 v = DY(0);
+                                a00 = _mm256_fmadd_ps(v, t0, a00), a01 = _mm256_fmadd_ps(v, t1, a01), a02 = _mm256_fmadd_ps(v, t2, a02);
+                                v = DY(1);
+                                a10 = _mm256_fmadd_ps(v, t0, a10), a11 = _mm256_fmadd_ps(v, t1, a11), a12 = _mm256_fmadd_ps(v, t2, a12);
+                                v = DY(2);
+                                a20 = _mm256_fmadd_ps(v, t0, a20), a21 = _mm256_fmadd_ps(v, t1, a21), a22 = _mm256_fmadd_ps(v, t2, a22);
+                                v = DY(3);
+                                a30 = _mm256_fmadd_ps(v, t0, a30), a31 = _mm256_fmadd_ps(v, t1, a31), a32 = _mm256_fmadd_ps(v, t2, a32);
 #undef DY
+                            }
                         }
+                        const __m256 sums[CO_BLOCK][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
+                        for (int j = 0; j < nb; j++)
+                            for (int kj = 0; kj < 3; kj++)
+                                acc[((size_t)(b0 + j) * Cin + ci) * 9 + ki * 3 + kj] += hsum_avx2(sums[j][kj]);
                     }
-                    const __m256 sums[CO_BLOCK][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
-                    for (int j = 0; j < nco; j++)
-                        for (int kj = 0; kj < 3; kj++) acc[((size_t)j * Cin + ci) * 9 + ki * 3 + kj] += hsum_avx2(sums[j][kj]);
-                }
+            }
         }
     }
 }
@@ -367,9 +374,10 @@ void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w,
     (void)x, (void)Cin, (void)H, (void)W, (void)w, (void)b, (void)Cout, (void)act, (void)y, (void)Ho, (void)Wo,
         (void)oy0, (void)oy1;
 }
-void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W, const float *dy, int co0, int nco, int Ho,
-                                     int Wo, double *acc)
+void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W, const float *dy, size_t dy_plane, int co0,
+                                     int nco, int oy_begin, int oy_end, int Wo, double *acc)
 {
-    (void)x, (void)Cin, (void)H, (void)W, (void)dy, (void)co0, (void)nco, (void)Ho, (void)Wo, (void)acc;
+    (void)x, (void)Cin, (void)H, (void)W, (void)dy, (void)dy_plane, (void)co0, (void)nco, (void)oy_begin,
+        (void)oy_end, (void)Wo, (void)acc;
 }
 #endif

@@ -4,6 +4,7 @@
 #define AUTOGRAD_CONV2D_AVX2_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 bool conv2d_avx2_available(void);
 
@@ -27,10 +28,11 @@ enum { CONV3X3_S2_MAX_CIN = 8 };
 void conv3x3_s2_rows_avx2(const float *x, int Cin, int H, int W, const float *w, const float *b, int Cout,
                           float act, float *y, int Ho, int Wo, int oy0, int oy1);
 
-/* Its weight gradient over one image [Cin,H,W] with output gradient dy [Cout,Ho,Wo], for output channels co0 ..
- * co0 + nco - 1 (nco <= CONV3X3_S2_CO_BLOCK): acc [nco, Cin, 3, 3] (double) is added to. */
+/* Its weight gradient over output rows [oy_begin, oy_end) of one image [Cin,H,W], output channels co0 .. co0 +
+ * nco - 1 (any number): dy holds row oy_begin of channel co0 + j at dy + (co0 + j) * dy_plane, the rows after it
+ * Wo floats apart; acc [nco, Cin, 3, 3] (double) is added to. */
 enum { CONV3X3_S2_CO_BLOCK = 4 };
-void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W, const float *dy, int co0, int nco, int Ho,
-                                     int Wo, double *acc);
+void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W, const float *dy, size_t dy_plane, int co0,
+                                     int nco, int oy_begin, int oy_end, int Wo, double *acc);
 
 #endif

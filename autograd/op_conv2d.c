@@ -452,7 +452,8 @@ static void stem_weight_grad_block(void *arg, int task)
     double acc[CONV3X3_S2_CO_BLOCK * CONV3X3_S2_MAX_CIN * 9] = {0};
     for (int n = 0; n < s->N; n++)
         conv3x3_s2_backward_weight_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W,
-                                        j->dy + (size_t)n * s->Cout * s->Ho * s->Wo, co0, nco, s->Ho, s->Wo, acc);
+                                        j->dy + (size_t)n * s->Cout * s->Ho * s->Wo, (size_t)s->Ho * s->Wo, co0, nco,
+                                        0, s->Ho, s->Wo, acc);
     for (int i = 0; i < nco * s->Cin * 9; i++) j->dw[(size_t)co0 * s->Cin * 9 + i] += (float)acc[i];
 }
 

@@ -334,6 +334,76 @@ static void pointwise_backward(Graph *g, ConvBnActState *st, const float *x, con
         }
 }
 
+/* ---- the stem (dense 3x3 stride 2 over few input channels, no input gradient): by image, dz in cache --
+ * Once the per-channel sums are known, each image goes in bands of STEM_BAND_ROWS output rows: the band's
+ * dz [Cout, rows, Wo] is written to its thread's scratch (L2-sized) and the weight-gradient kernel reads it
+ * there with the band's input rows split once for every output channel. Before, dz was written layer-wide
+ * and read back, and the kernel read the whole batch's input once per block of four output channels. A task
+ * per image (its own double sums; images added in order afterwards), so the result does not depend on the
+ * thread count. */
+enum { STEM_BAND_ROWS = 8 };
+
+typedef struct {
+    ConvBnActState *st;
+    ThreadPool *pool;
+    const float *x;
+    double *sums;   /* [N][Cout x Cin x 9] */
+    int no_scratch; /* set by a task whose thread had no scratch (out of memory) */
+} StemBackJob;
+
+static void stem_backward_image(void *arg, int n)
+{
+    StemBackJob *j = arg;
+    const ConvBnActState *st = j->st;
+    const Conv2dShape *s = &st->s;
+    int C = s->Cout, Wo = s->Wo;
+    size_t HW = (size_t)s->Ho * Wo, per_image = (size_t)C * s->Cin * 9;
+    float *dz = threadpool_scratch(j->pool, (size_t)C * STEM_BAND_ROWS * Wo);
+    if (!dz) {
+        j->no_scratch = 1; /* the caller fails the graph */
+        return;
+    }
+    double *acc = j->sums + n * per_image;
+    memset(acc, 0, sizeof(double) * per_image);
+    const float *kept_base = st->from_output ? st->y : st->z;
+    for (int oy0 = 0; oy0 < s->Ho; oy0 += STEM_BAND_ROWS) {
+        int rows = s->Ho - oy0 < STEM_BAND_ROWS ? s->Ho - oy0 : STEM_BAND_ROWS;
+        size_t band = (size_t)rows * Wo;
+        for (int c = 0; c < C; c++) {
+            size_t at = ((size_t)n * C + c) * HW + (size_t)oy0 * Wo;
+            BnSaved kept = kept_channel(st, c, kept_base + at);
+            BnLayout one = {1, 1, band};
+            bn_channel_backward_dz(&kept, st->dy + at, one, 0, st->mg[c], st->mgx[c], dz + c * band);
+        }
+        conv3x3_s2_backward_weight_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W, dz, band, 0, C,
+                                        oy0, oy0 + rows, Wo, acc);
+    }
+}
+
+/* Whether the stem's backward by image serves this layer (see above). */
+static bool stem_by_image(const Graph *g, const ConvBnActState *st, bool dx)
+{
+    return !dx && conv2d_cpu_algorithm(&st->s) == CONV_CPU_DIRECT3X3_S2 && st->s.N >= threadpool_size(g->ctx->pool);
+}
+
+static void stem_backward(Graph *g, ConvBnActState *st, const float *x, float *dw)
+{
+    const Conv2dShape *s = &st->s;
+    size_t per_image = (size_t)s->Cout * s->Cin * 9;
+    StemBackJob j = {st, g->ctx->pool, x, graph_host_scratch(g, sizeof(double) * s->N * per_image), 0};
+    if (!j.sums) return;
+    threadpool_run(g->ctx->pool, s->N, stem_backward_image, &j);
+    if (j.no_scratch) {
+        graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a band of scratch");
+        return;
+    }
+    for (size_t i = 0; i < per_image; i++) {
+        double sum = 0;
+        for (int n = 0; n < s->N; n++) sum += j.sums[n * per_image + i];
+        dw[i] += (float)sum;
+    }
+}
+
 /* The depthwise layers' forward, a task per (image, channel) plane: the stencil, then the plane's moments
  * while it is in cache (instead of a pass over the whole output that reads it back from memory). */
 static void depthwise_forward_plane(void *arg, int plane)
@@ -371,8 +441,9 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     int fast = conv2d_depthwise3x3_stride(&st->s);
     bool by_plane = (dx || dw) && fast && !(dx && dx_accumulate && fast == 1);
     bool by_block = (dx || dw) && !by_plane && pointwise_fused(g, st);
+    bool by_image = dw && !by_plane && !by_block && stem_by_image(g, st, dx != NULL);
     st->mg = graph_host_scratch(g, 2 * sizeof(float) * (size_t)st->s.Cout);
-    st->dz = (dx || dw) && !by_plane && !by_block ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
+    st->dz = (dx || dw) && !by_plane && !by_block && !by_image ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
     size_t scratch_n = st->dz ? conv2d_cpu_backward_scratch_floats(&st->s) : 0;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g) || !st->mg) return;
@@ -390,6 +461,8 @@ static void conv_bn_act_backward(Graph *g, Var *y)
         depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
     else if (by_block && xv)
         pointwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+    else if (by_image && xv)
+        stem_backward(g, st, xv, dw);
     else if (st->dz && xv)
         conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
 }

@@ -445,6 +445,19 @@ START_TEST(conv_bn_act_gradients)
         tensor_free(&k.rm), tensor_free(&k.rv);
         free_inputs(&in);
     }
+    /* The stem as a network has it: an input without gradient and images enough for a task each, which
+     * takes the weight gradient image by image in bands of output rows (two bands, a partial one; two
+     * column passes of the kernel, 128 + 3; output channels in a block of four and one more). */
+    static const ConvCase stem = {2, 3, 19, 261, 5, 3, 2, 1, 1, 1, 0};
+    Rng r;
+    rng_seed(&r, 1150, 0);
+    Inputs in = {0};
+    ConvBnCase k = {stem, -1.0f, {0}, {0}};
+    conv_bn_inputs(&k.c, &r, &in, &k);
+    const bool no_input_grad[4] = {false, true, true, true};
+    run_check(conv_bn_act_fn, &k, &in, no_input_grad, gradcheck_defaults(), "conv_bn_act stem without input gradient");
+    tensor_free(&k.rm), tensor_free(&k.rv);
+    free_inputs(&in);
 }
 END_TEST
 
