@@ -342,7 +342,10 @@ static void run_benchmark(Detector *det, const Image *img, float resize, const P
         printf("input %dx%d, %d threads, %d runs\nforward median %.2f ms\npostprocess median %.2f ms\n"
                "forward min %.2f ms, 90th percentile %.2f ms\nkernels: sgemm %s, convolutions %s\n",
                t.input_width, t.input_height, det->ctx->nthreads, runs, fw[runs / 2], pp[runs / 2], fw[0],
-               fw[runs * 9 / 10], sgemm_kernel_name(), conv2d_avx2_available() ? "avx2-fma" : "portable");
+               fw[runs * 9 / 10], sgemm_kernel_name(),
+               !conv2d_avx2_available()                                          ? "portable"
+               : depthwise3x3_plane_kernel() == depthwise3x3_plane_avx512 ? "avx2-fma, depthwise avx512"
+                                                                                 : "avx2-fma");
     }
     free(fw), free(pp), free(dets);
 }

@@ -1,5 +1,5 @@
-/* AVX2/FMA kernels of the CPU convolution, internal to autograd/op_conv2d.c, used when the CPU has
- * them (conv2d_avx2_available). act < 0: no activation, else leaky slope. */
+/* AVX2/FMA kernels of the CPU convolution (and the AVX-512 twins of some), internal to autograd/, used
+ * when the CPU has them (conv2d_avx2_available, conv2d_avx512_available). act < 0: no activation, else leaky slope. */
 #ifndef AUTOGRAD_CONV2D_AVX2_H
 #define AUTOGRAD_CONV2D_AVX2_H
 
@@ -9,9 +9,16 @@
 bool conv2d_avx2_available(void);
 
 /* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1)
- * (oh1 <= Ho). */
+ * (oh1 <= Ho). Its AVX-512 twin (autograd/depthwise_avx512.c) gives the same floats; callers take the
+ * best this CPU runs from depthwise3x3_plane_kernel. */
+typedef void (*DepthwisePlaneFn)(const float *x, int H, int W, const float *w, float bias, float act, float *y,
+                                 int stride, int Wo, int oh0, int oh1);
 void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w, float bias, float act, float *y, int stride,
                              int Wo, int oh0, int oh1);
+void depthwise3x3_plane_avx512(const float *x, int H, int W, const float *w, float bias, float act, float *y,
+                               int stride, int Wo, int oh0, int oh1);
+bool conv2d_avx512_available(void);
+DepthwisePlaneFn depthwise3x3_plane_kernel(void);
 
 /* Depthwise 3x3 padding-1 backward of one plane (autograd/depthwise_backward_avx2.c). Input gradient at
  * stride 2: dy [Ho,Wo] and the plane's kernel w [3,3] into dx [H,W] (added to dx when accumulate, else

@@ -295,7 +295,7 @@ static void depthwise_forward_plane(void *arg, int task)
     if (j->fast3x3) {
         int rows = (s->Ho + j->bands - 1) / j->bands, oh0 = band * rows;
         int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho;
-        depthwise3x3_plane_avx2(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Wo, oh0, oh1);
+        depthwise3x3_plane_kernel()(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Wo, oh0, oh1);
         return;
     }
     for (int oh = 0; oh < s->Ho; oh++) {
@@ -402,7 +402,7 @@ void conv2d_depthwise3x3_input_grad_plane(const Conv2dShape *s, const float *dy,
     }
     float flipped[9];
     for (int k = 0; k < 9; k++) flipped[k] = w[8 - k];
-    depthwise3x3_plane_avx2(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
+    depthwise3x3_plane_kernel()(dy, s->Ho, s->Wo, flipped, 0.0f, -1.0f, dx, 1, s->W, 0, s->H);
 }
 
 /* The specialised backward (conv2d_depthwise3x3_stride): dx by plane, dw by channel. */

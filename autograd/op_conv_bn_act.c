@@ -412,7 +412,7 @@ static void depthwise_forward_plane(void *arg, int plane)
     const Conv2dShape *s = &st->s;
     size_t out = (size_t)s->Ho * s->Wo;
     float *z = st->z + plane * out;
-    depthwise3x3_plane_avx2(st->x + (size_t)plane * s->H * s->W, s->H, s->W, st->w + (size_t)(plane % s->Cin) * 9, 0.0f,
+    depthwise3x3_plane_kernel()(st->x + (size_t)plane * s->H * s->W, s->H, s->W, st->w + (size_t)(plane % s->Cin) * 9, 0.0f,
                             -1.0f, z, s->p.stride_h, s->Wo, 0, s->Ho);
     BnLayout one = {1, 1, out};
     bn_channel_moments(z, one, 0, &st->plane_moments[(size_t)plane * 2], &st->plane_moments[(size_t)plane * 2 + 1]);

@@ -981,6 +981,72 @@ START_TEST(fast_conv_paths_match_direct_sum)
 }
 END_TEST
 
+/* Direct sum of one output of a depthwise 3x3 padding-1 plane, in double. */
+static double depthwise_direct(const float *x, int H, int W, const float *w, float bias, int stride, int oh, int ow)
+{
+    double v = bias;
+    for (int ki = 0; ki < 3; ki++)
+        for (int kj = 0; kj < 3; kj++) {
+            int ih = stride * oh - 1 + ki, iw = stride * ow - 1 + kj;
+            if (ih >= 0 && ih < H && iw >= 0 && iw < W) v += (double)w[ki * 3 + kj] * x[(size_t)ih * W + iw];
+        }
+    return v;
+}
+
+START_TEST(depthwise_plane_kernels_match_direct_sum_and_each_other)
+{
+    /* Every plane kernel this CPU runs, called directly on planes narrower and wider than a register, odd
+     * and even, with row ranges that start and end inside the plane: each against the direct sum, and the
+     * AVX-512 twin equal to the AVX2 kernel to the bit (they sum each output's taps in the same order). */
+    if (!conv2d_avx2_available()) {
+        printf("SKIP depthwise plane kernels: this CPU lacks AVX2/FMA\n");
+        return;
+    }
+    bool avx512 = conv2d_avx512_available();
+    if (!avx512) printf("SKIP AVX-512 depthwise plane kernel: this CPU lacks AVX-512F (the AVX2 one is checked)\n");
+    static const int sizes[][2] = {{1, 1}, {2, 3}, {3, 17}, {5, 16}, {7, 33}, {9, 40}, {6, 47}, {11, 65}, {4, 100}};
+    static const float acts[3] = {-1.0f, 0.0f, 0.1f};
+    Rng r;
+    rng_seed(&r, 960, 0);
+    int checked = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        for (int stride = 1; stride <= 2; stride++) {
+            int H = sizes[k][0], W = sizes[k][1], Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+            float *x = malloc(sizeof(float) * H * W), w[9], bias = (float)rng_normal(&r);
+            for (int i = 0; i < H * W; i++) x[i] = (float)rng_normal(&r);
+            for (int i = 0; i < 9; i++) w[i] = (float)rng_normal(&r);
+            float *y2 = malloc(sizeof(float) * Ho * Wo), *y5 = malloc(sizeof(float) * Ho * Wo);
+            for (int a = 0; a < 3; a++) {
+                int oh0 = Ho > 2 ? 1 : 0, oh1 = Ho > 3 ? Ho - 1 : Ho; /* a range inside, then the whole plane */
+                for (int whole = 0; whole < 2; whole++, oh0 = 0, oh1 = Ho) {
+                    for (int i = 0; i < Ho * Wo; i++) y2[i] = y5[i] = -7.0f; /* rows outside the range stay */
+                    depthwise3x3_plane_avx2(x, H, W, w, bias, acts[a], y2, stride, Wo, oh0, oh1);
+                    if (avx512) depthwise3x3_plane_avx512(x, H, W, w, bias, acts[a], y5, stride, Wo, oh0, oh1);
+                    for (int oh = 0; oh < Ho; oh++)
+                        for (int ow = 0; ow < Wo; ow++) {
+                            int i = oh * Wo + ow;
+                            double want = -7.0;
+                            if (oh >= oh0 && oh < oh1) {
+                                want = depthwise_direct(x, H, W, w, bias, stride, oh, ow);
+                                if (acts[a] >= 0.0f && want < 0) want *= acts[a];
+                            }
+                            ck_assert_msg(fabs(y2[i] - want) <= 1e-5 * (1 + fabs(want)),
+                                          "avx2 %dx%d stride %d act %g (%d, %d): %g, direct sum %g", H, W, stride,
+                                          acts[a], oh, ow, y2[i], want);
+                            if (avx512)
+                                ck_assert_msg(memcmp(&y5[i], &y2[i], sizeof(float)) == 0,
+                                              "avx512 %dx%d stride %d act %g (%d, %d): %.9g, avx2 %.9g", H, W, stride,
+                                              acts[a], oh, ow, y5[i], y2[i]);
+                            checked++;
+                        }
+                }
+            }
+            free(x), free(y2), free(y5);
+        }
+    ck_assert_int_gt(checked, 0);
+}
+END_TEST
+
 Suite *ops_grad_suite(void)
 {
     Suite *s = suite_create("ops_grad");
@@ -990,6 +1056,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_rejects_mismatched_shapes);
     tcase_add_test(tc, conv2d_act_equals_conv_then_activation);
     tcase_add_test(tc, fast_conv_paths_match_direct_sum);
+    tcase_add_test(tc, depthwise_plane_kernels_match_direct_sum_and_each_other);
     tcase_add_test(tc, conv2d_shared_input_gradients);
     tcase_add_test(tc, conv2d_shared_input_matches_separate_convs);
     tcase_add_test(tc, batchnorm2d_gradients);
