@@ -142,10 +142,10 @@ bool conv2d_avx512_available(void) { return false; }
 #endif
 
 /* AMD's Zen 4 runs each 512-bit operation as two 256-bit halves: there the twin measured no faster
- * (single thread, one cache-resident plane, best of 20 rounds, AVX2 time / AVX-512 time: 20x20 1.02 and 1.71
- * at stride 1 and 2, 40x40 0.83 and 1.10, 80x80 1.01 and 0.96, 160x160 1.03 and 0.93, 320x320 1.08 and
- * 0.96; a 40-wide row fills two and a half 16-lane vectors but five 8-lane ones), so AMD CPUs keep the
- * AVX2 kernel and the twin serves the CPUs with full-width AVX-512 units. */
+ * (build/bench_depthwise_kernels, single thread, one cache-resident plane, best of 20 rounds, AVX2 time /
+ * AVX-512 time at stride 1 and 2: 20x20 0.97 and 1.58, 40x40 0.81 and 1.00, 80x80 0.96 and 0.88, 160x160
+ * 1.02 and 0.94, 320x320 1.06 and 0.93; a 40-wide row fills two and a half 16-lane vectors but five 8-lane
+ * ones), so AMD CPUs keep the AVX2 kernel and the twin serves the CPUs with full-width AVX-512 units. */
 DepthwisePlaneFn depthwise3x3_plane_kernel(void)
 {
 #if defined(__x86_64__)
