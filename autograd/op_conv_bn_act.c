@@ -10,7 +10,7 @@
  * kept (ReLU), y can be made again from it (graph_saved_value), so model code may release y early.
  * Depthwise 3x3 layers run plane by plane instead: the forward takes each plane's moments while the
  * plane is in cache, the backward writes each plane's dz to thread scratch and takes both gradients
- * from there. */
+ * from there; pointwise layers and the stem do the same by column blocks and by bands of output rows. */
 #include <math.h>
 #include <string.h>
 
@@ -180,6 +180,17 @@ static bool sum_over_ranks(Graph *g, ConvBnActState *st, const char *what)
     return true;
 }
 
+/* dw[i] += the sum over the N images of sums[n][i], i < count, added in image order (the per-image
+ * double sums of the backward paths below: the result does not depend on the thread count). */
+static void add_image_sums(float *dw, const double *sums, int N, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        double sum = 0;
+        for (int n = 0; n < N; n++) sum += sums[(size_t)n * count + i];
+        dw[i] += (float)sum;
+    }
+}
+
 /* ---- depthwise 3x3 (stride 1 or 2, padding 1, AVX2): the backward plane by plane, dz in cache ------
  * Once the per-channel sums are known, each (image, channel) plane's dz is written to its thread's
  * scratch and read there by the input gradient (the kernels of conv2d_avx2.h) and the weight gradient's
@@ -232,13 +243,7 @@ static void depthwise_backward(Graph *g, ConvBnActState *st, const float *x, con
         graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a plane of scratch");
         return;
     }
-    if (dw)
-        for (int c = 0; c < s->Cin; c++)
-            for (int k = 0; k < 9; k++) {
-                double sum = 0;
-                for (int n = 0; n < s->N; n++) sum += j.plane_sums[((size_t)n * s->Cin + c) * 9 + k];
-                dw[(size_t)c * 9 + k] += (float)sum;
-            }
+    if (dw) add_image_sums(dw, j.plane_sums, s->N, (size_t)s->Cin * 9); /* plane n * Cin + c: image n's */
 }
 
 
@@ -326,12 +331,7 @@ static void pointwise_backward(Graph *g, ConvBnActState *st, const float *x, con
     j.wt = dx ? &wt : NULL;
     threadpool_run(g->ctx->pool, s->N, pointwise_backward_image, &j);
     sgemm_packed_a_free(&wt);
-    if (dw)
-        for (size_t i = 0; i < (size_t)C * Cin; i++) {
-            double sum = 0;
-            for (int n = 0; n < s->N; n++) sum += j.sums[(size_t)n * C * Cin + i];
-            dw[i] += (float)sum;
-        }
+    if (dw) add_image_sums(dw, j.sums, s->N, (size_t)C * Cin);
 }
 
 /* ---- the stem (dense 3x3 stride 2 over few input channels, no input gradient): by image, dz in cache --
@@ -397,11 +397,7 @@ static void stem_backward(Graph *g, ConvBnActState *st, const float *x, float *d
         graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a band of scratch");
         return;
     }
-    for (size_t i = 0; i < per_image; i++) {
-        double sum = 0;
-        for (int n = 0; n < s->N; n++) sum += j.sums[n * per_image + i];
-        dw[i] += (float)sum;
-    }
+    add_image_sums(dw, j.sums, s->N, per_image);
 }
 
 /* The depthwise layers' forward, a task per (image, channel) plane: the stencil, then the plane's moments
