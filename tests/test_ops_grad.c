@@ -204,6 +204,88 @@ START_TEST(conv2d_shared_input_gradients)
 }
 END_TEST
 
+/* The branches of one ag_conv2d_shared_input op run their backward as one convolution (op_conv2d.c,
+ * ConvGroup): its gradients against those of one ag_conv2d_act per branch, with activations (leaky, none,
+ * ReLU), a branch without bias, every branch reached and one branch the loss does not reach, on the CPU
+ * paths the stacked convolution takes (Winograd where the thin branches alone would not, 1x1, im2col 5x5,
+ * direct 3x3/2, and depthwise, whose branches keep a backward each). */
+START_TEST(conv2d_shared_input_backward_matches_separate_convs)
+{
+    typedef struct {
+        const char *what;
+        int Cin, H, W, K, stride, groups, couts[3];
+        double tol; /* of the largest gradient: Winograd sums in another order than im2col */
+    } SharedCase;
+    static const SharedCase cases[] = {
+        {"winograd, thin branches", 9, 13, 17, 3, 1, 1, {5, 11, 3}, 1e-4},
+        {"1x1 gemm", 16, 7, 9, 1, 1, 1, {4, 8, 20}, 1e-5},
+        {"5x5 im2col gemm", 3, 8, 10, 5, 1, 1, {7, 2, 6}, 1e-5},
+        {"direct 3x3/2", 3, 12, 37, 3, 2, 1, {8, 4, 5}, 1e-5},
+        {"depthwise", 6, 10, 11, 3, 1, 6, {6, 6, 6}, 1e-5},
+    };
+    static const float acts[3] = {0.1f, -1.0f, 0.0f};
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 953, 0);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int unreached = 0; unreached < 2; unreached++) {
+            const SharedCase *sc = &cases[c];
+            Conv2dParams p = conv2d_params(sc->stride, sc->K / 2, 1, sc->groups);
+            int64_t xs[4] = {2, sc->Cin, sc->H, sc->W};
+            Tensor x, w[3], b[3];
+            tensor_new(&x, DEVICE_CPU, 4, xs, NULL);
+            tensor_fill_normal(&x, &r, 0, 1);
+            for (int i = 0; i < 3; i++) {
+                int64_t ws[4] = {sc->couts[i], sc->Cin / sc->groups, sc->K, sc->K}, bs[1] = {sc->couts[i]};
+                tensor_new(&w[i], DEVICE_CPU, 4, ws, NULL), tensor_new(&b[i], DEVICE_CPU, 1, bs, NULL);
+                tensor_fill_normal(&w[i], &r, 0, 1), tensor_fill_normal(&b[i], &r, 0, 1);
+            }
+            float *grads[2][7] = {{0}};
+            const Tensor *of[7] = {&x, &w[0], &b[0], &w[1], &w[2], &b[2], NULL};
+            for (int shared = 0; shared < 2; shared++) {
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                Var *xv = var_from_tensor(&g, &x, true), *wv[3], *bv[3], *out[3];
+                Conv2dBranch br[3];
+                for (int i = 0; i < 3; i++) {
+                    wv[i] = var_from_tensor(&g, &w[i], true);
+                    bv[i] = i == 1 ? NULL : var_from_tensor(&g, &b[i], true);
+                    br[i] = (Conv2dBranch){wv[i], bv[i], acts[i], NULL};
+                }
+                if (shared)
+                    ck_assert(ag_conv2d_shared_input(&g, xv, p, 3, br, out));
+                else
+                    for (int i = 0; i < 3; i++) ck_assert_ptr_nonnull(out[i] = ag_conv2d_act(&g, xv, wv[i], bv[i], p, acts[i]));
+                Var *reached[3] = {out[0], out[1], out[2]};
+                if (unreached) reached[1] = out[2];
+                Var *y = ag_concat(&g, reached, 3 - unreached, 1);
+                ck_assert_msg(y != NULL, "%s", g.err.msg);
+                int64_t ny = tensor_numel(&y->value);
+                float *seed = malloc(sizeof(float) * ny);
+                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+                free(seed);
+                Var *vs[6] = {xv, wv[0], bv[0], wv[1], wv[2], bv[2]};
+                for (int j = 0; j < 6; j++) {
+                    size_t bytes = tensor_bytes(of[j]);
+                    grads[shared][j] = calloc(1, bytes);
+                    if (vs[j]->grad.data) memcpy(grads[shared][j], vs[j]->grad.data, bytes);
+                }
+                graph_destroy(&g);
+            }
+            for (int j = 0; j < 6; j++) {
+                TensorDiff d = tensor_diff(grads[1][j], grads[0][j], tensor_numel(of[j]), 1e-6);
+                ck_assert_msg(d.max_rel_to_max <= sc->tol, "%s, unreached branch %d, gradient %d: %.3g of the largest",
+                              sc->what, unreached, j, d.max_rel_to_max);
+                free(grads[0][j]), free(grads[1][j]);
+            }
+            for (int i = 0; i < 3; i++) tensor_free(&w[i]), tensor_free(&b[i]);
+            tensor_free(&x);
+        }
+    context_destroy(ctx);
+}
+END_TEST
+
 /* ag_conv2d_shared_input equals one ag_conv2d_act per branch, with and without packed weights, on
  * every CPU path: shared Winograd (branches too thin for it alone among them), shared 1x1 GEMM,
  * shared im2col GEMM (5x5), and the paths that run branch by branch (direct stride 2, depthwise). */
@@ -1059,6 +1141,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, depthwise_plane_kernels_match_direct_sum_and_each_other);
     tcase_add_test(tc, conv2d_shared_input_gradients);
     tcase_add_test(tc, conv2d_shared_input_matches_separate_convs);
+    tcase_add_test(tc, conv2d_shared_input_backward_matches_separate_convs);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, conv_bn_act_gradients);
