@@ -41,7 +41,18 @@ typedef struct {
     /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
      * then their element count, or NULL for this batch's own statistics */
     double *global;
+    struct ConvBnActGroup *group; /* branches of one input (ag_conv_bn_act_train_shared), or NULL */
 } ConvBnActState;
+
+/* Branches of one input (see ag_conv_bn_act_train_shared below). */
+typedef struct ConvBnActGroup {
+    int n;
+    Var *members[SGEMM_MAX_PRODUCTS];
+    Conv2dShape total; /* Cout: the sum of the branches' */
+    bool done;
+} ConvBnActGroup;
+
+static void group_backward(Graph *g, ConvBnActGroup *grp);
 
 static BnLayout layout(const ConvBnActState *st)
 {
@@ -426,6 +437,10 @@ static bool output_gives_input(const float *gamma, const float *beta, int C, flo
 static void conv_bn_act_backward(Graph *g, Var *y)
 {
     ConvBnActState *st = y->saved;
+    if (st->group) { /* branches of one input: the first of them to come does all */
+        if (!st->group->done) group_backward(g, st->group);
+        return;
+    }
     Var *x = y->inputs[0], *w = y->inputs[1], *gamma = y->inputs[2], *beta = y->inputs[3];
     bool dx_accumulate = true;
     float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
@@ -483,66 +498,223 @@ static void conv_bn_act_recompute(Graph *g, const Var *y, float *dst)
     threadpool_run(g->ctx->pool, j.st->s.Cout, recompute_channel, &j);
 }
 
-Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
-                          Conv2dParams p, float momentum, float eps, float act)
+/* One branch's output Var and state, z allocated, nothing computed yet (NULL on error, recorded in g). */
+static Var *branch_new(Graph *g, Var *x, const ConvBnActBranch *b, Conv2dParams p, float momentum, float eps)
 {
-    if (!graph_ok(g)) return NULL;
-    if (!x || !w || !gamma || !beta || !running_mean || !running_var)
+    if (!b->w || !b->gamma || !b->beta || !b->running_mean || !b->running_var)
         return graph_fail(g, ERR_ARG, "conv_bn_act: NULL input");
-    if (var_on_cuda(x)) { /* the CUDA twin is the three ops it stands for */
-        Var *y = ag_batchnorm2d(g, ag_conv2d(g, x, w, NULL, p), gamma, beta, running_mean, running_var, true, momentum,
-                                eps);
-        return act < 0.0f ? y : ag_leaky_relu(g, y, act);
-    }
     ConvBnActState *st = graph_host_scratch(g, sizeof *st);
     if (!st) return NULL;
     memset(st, 0, sizeof *st);
     char msg[256];
-    if (!conv2d_shape(&st->s, &x->value, &w->value, NULL, p, msg, sizeof msg))
+    if (!conv2d_shape(&st->s, &x->value, &b->w->value, NULL, p, msg, sizeof msg))
         return graph_fail(g, ERR_SHAPE, "conv_bn_act: %s", msg);
     int C = st->s.Cout;
-    if (tensor_numel(&gamma->value) != C || tensor_numel(&beta->value) != C || tensor_numel(running_mean) != C ||
-        tensor_numel(running_var) != C)
+    if (tensor_numel(&b->gamma->value) != C || tensor_numel(&b->beta->value) != C ||
+        tensor_numel(b->running_mean) != C || tensor_numel(b->running_var) != C)
         return graph_fail(g, ERR_SHAPE, "conv_bn_act: %d output channels but BN parameters of another size", C);
-    Var *inputs[4] = {x, w, gamma, beta};
+    Var *inputs[4] = {x, b->w, b->gamma, b->beta};
     int64_t shape[4] = {st->s.N, C, st->s.Ho, st->s.Wo};
     Var *y = graph_op_output(g, "conv_bn_act", inputs, 4, 4, shape, conv_bn_act_backward);
     if (!y) return NULL;
-    st->act = act, st->momentum = momentum, st->eps = eps;
-    st->gamma = gamma->value.data, st->beta = beta->value.data;
-    st->running_mean = running_mean, st->running_var = running_var;
-    st->from_output = output_gives_input(st->gamma, st->beta, C, act);
+    st->act = b->act, st->momentum = momentum, st->eps = eps;
+    st->gamma = b->gamma->value.data, st->beta = b->beta->value.data;
+    st->running_mean = b->running_mean, st->running_var = b->running_var;
+    st->from_output = output_gives_input(st->gamma, st->beta, C, b->act);
     graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (st->from_output ? GRAPH_SAVES_OUTPUT : 0));
     y->reads_recomputed = true;
     if (!st->from_output) y->recompute = conv_bn_act_recompute; /* y from the z it keeps */
     st->z = st->from_output ? y->value.data : graph_scratch(g, tensor_bytes(&y->value));
     st->mean = graph_host_scratch(g, 2 * sizeof(float) * (size_t)C);
-    size_t scratch_n = conv2d_cpu_scratch_floats(&st->s);
-    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
     if (!graph_ok(g) || !st->z || !st->mean) return graph_ok(g) ? graph_fail(g, ERR_OOM, "conv_bn_act: out of memory") : NULL;
     st->invstd = st->mean + C;
     st->y = y->value.data;
     y->saved = st;
+    return y;
+}
+
+/* The branch's BatchNorm and activation once its convolution has written z. */
+static bool branch_normalize(Graph *g, ConvBnActState *st)
+{
+    int C = st->s.Cout;
+    if (synchronised(g)) {
+        /* host scratch of the step: the backward uses it again */
+        if (!(st->global = graph_host_scratch(g, sizeof(double) * (2 * (size_t)C + 1)))) return false;
+        threadpool_run(g->ctx->pool, C, sums_channel, st);
+        if (!sum_over_ranks(g, st, "synchronised BatchNorm forward")) return false;
+        threadpool_run(g->ctx->pool, C, global_normalize_channel, st);
+    } else {
+        threadpool_run(g->ctx->pool, C, forward_channel, st);
+    }
+    return graph_ok(g);
+}
+
+Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
+                          Conv2dParams p, float momentum, float eps, float act)
+{
+    if (!graph_ok(g)) return NULL;
+    if (!x) return graph_fail(g, ERR_ARG, "conv_bn_act: NULL input");
+    if (var_on_cuda(x)) { /* the CUDA twin is the three ops it stands for */
+        Var *y = ag_batchnorm2d(g, ag_conv2d(g, x, w, NULL, p), gamma, beta, running_mean, running_var, true, momentum,
+                                eps);
+        return act < 0.0f ? y : ag_leaky_relu(g, y, act);
+    }
+    ConvBnActBranch b = {w, gamma, beta, running_mean, running_var, act};
+    Var *y = branch_new(g, x, &b, p, momentum, eps);
+    if (!y) return NULL;
+    ConvBnActState *st = y->saved;
+    size_t scratch_n = conv2d_cpu_scratch_floats(&st->s);
+    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
+    if (!graph_ok(g)) return NULL;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s), 0);
-    int planes = st->s.N * C;
+    int planes = st->s.N * st->s.Cout;
     /* depthwise with enough planes for the pool (the banded kernel of conv2d serves the few-plane case) */
     if (conv2d_depthwise3x3_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
         st->x = x->value.data, st->w = w->value.data;
         threadpool_run(g->ctx->pool, planes, depthwise_forward_plane, st);
     } else {
-        Conv2dCpuTarget t = {w->value.data, NULL, C, -1.0f, NULL, st->z, false};
+        Conv2dCpuTarget t = {w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
     }
-    if (!graph_ok(g)) return NULL;
-    if (synchronised(g)) {
-        /* host scratch of the step: the backward uses it again */
-        if (!(st->global = graph_host_scratch(g, sizeof(double) * (2 * (size_t)C + 1)))) return NULL;
-        threadpool_run(g->ctx->pool, C, sums_channel, st);
-        if (!sum_over_ranks(g, st, "synchronised BatchNorm forward")) return NULL;
-        threadpool_run(g->ctx->pool, C, global_normalize_channel, st);
-    } else {
-        threadpool_run(g->ctx->pool, C, forward_channel, st);
+    return graph_ok(g) && branch_normalize(g, st) ? y : NULL;
+}
+
+/* ---- branches of one input (ag_conv_bn_act_train_shared) ---------------------------------------
+ * Several layers that read the same x with the same convolution parameters (SSH's pairs): one
+ * convolution forward writes every branch's z (the input read and, for Winograd, transformed once),
+ * then each branch's BN and activation as alone. Their backward runs as one, in the turn of the first
+ * of them to come (as ConvGroup in op_conv2d.c: the branches are made together, so every op reading
+ * them comes later on the tape and their output gradients are complete by then): each branch's BN
+ * backward writes its dz into a buffer that stacks the branches along the channels, then one convolution
+ * backward with their weights stacked the same way (x read and transformed once, dx written once). BN's
+ * statistics are per channel, so the result is that of the separate layers. */
+typedef struct {
+    ConvBnActState *st;
+    float *dz; /* [N, C_total, Ho, Wo] */
+    int C_total, c0;
+} StackedDzJob;
+
+/* Plane (n, c) of one branch's dz, into its place in the stacked buffer. */
+static void stacked_dz_plane(void *arg, int plane)
+{
+    const StackedDzJob *j = arg;
+    const ConvBnActState *st = j->st;
+    int C = st->s.Cout, n = plane / C, c = plane % C;
+    size_t HW = (size_t)st->s.Ho * st->s.Wo, at = (size_t)plane * HW;
+    BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + at);
+    BnLayout one = {1, 1, HW};
+    bn_channel_backward_dz(&kept, st->dy + at, one, 0, st->mg[c], st->mgx[c],
+                           j->dz + ((size_t)n * j->C_total + j->c0 + c) * HW);
+}
+
+static void group_backward(Graph *g, ConvBnActGroup *grp)
+{
+    grp->done = true;
+    const Conv2dShape *s = &grp->total;
+    Var *x = grp->members[0]->inputs[0];
+    int C = s->Cout, K = s->Cin / s->p.groups * s->KH * s->KW;
+    size_t HW = (size_t)s->Ho * s->Wo;
+    bool any_dw = false, any_dy = false;
+    for (int i = 0; i < grp->n; i++)
+        any_dw |= grp->members[i]->inputs[1]->requires_grad, any_dy |= grp->members[i]->grad.data != NULL;
+    if (!any_dy) return;
+    bool dx_accumulate = true;
+    float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
+    float *dz = graph_scratch(g, sizeof(float) * s->N * C * HW);
+    float *w_all = graph_host_scratch(g, sizeof(float) * (size_t)C * K * (1 + any_dw));
+    size_t scratch_n = conv2d_cpu_backward_scratch_floats(s);
+    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
+    if (!graph_ok(g) || !dz || !w_all) return;
+    float *dw_all = any_dw ? w_all + (size_t)C * K : NULL;
+    if (dw_all) memset(dw_all, 0, sizeof(float) * (size_t)C * K);
+    for (int i = 0, c0 = 0; i < grp->n; c0 += ((ConvBnActState *)grp->members[i]->saved)->s.Cout, i++) {
+        Var *y = grp->members[i], *gamma = y->inputs[2], *beta = y->inputs[3];
+        ConvBnActState *st = y->saved;
+        int Ci = st->s.Cout;
+        memcpy(w_all + (size_t)c0 * K, y->inputs[1]->value.data, sizeof(float) * Ci * K);
+        if (!y->grad.data) { /* a branch the loss does not reach */
+            for (int n = 0; n < s->N; n++) memset(dz + ((size_t)n * C + c0) * HW, 0, sizeof(float) * Ci * HW);
+            continue;
+        }
+        st->dgamma = gamma->requires_grad ? var_grad(g, gamma) : NULL;
+        st->dbeta = beta->requires_grad ? var_grad(g, beta) : NULL;
+        st->dy = y->grad.data;
+        st->dz = NULL; /* the sums and mg, mgx only: dz goes to the stacked buffer below */
+        st->mg = graph_host_scratch(g, 2 * sizeof(float) * (size_t)Ci);
+        if (!graph_ok(g) || !st->mg) return;
+        st->mgx = st->mg + Ci;
+        if (st->global) {
+            threadpool_run(g->ctx->pool, Ci, backward_sums_channel, st);
+            if (!sum_over_ranks(g, st, "synchronised BatchNorm backward")) return;
+            threadpool_run(g->ctx->pool, Ci, global_backward_dz_channel, st);
+        } else {
+            threadpool_run(g->ctx->pool, Ci, backward_channel, st);
+        }
+        StackedDzJob j = {st, dz, C, c0};
+        threadpool_run(g->ctx->pool, s->N * Ci, stacked_dz_plane, &j);
     }
-    return y;
+    bool w_grads = any_dw;
+    graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + w_grads), 0);
+    const float *xv = (dx || dw_all) ? graph_saved_value(g, x) : NULL;
+    if (!xv) return;
+    conv2d_backward_cpu(g->ctx, s, xv, w_all, dz, dx, dx_accumulate, dw_all, NULL, scratch);
+    for (int i = 0, c0 = 0; i < grp->n && dw_all; c0 += ((ConvBnActState *)grp->members[i]->saved)->s.Cout, i++) {
+        Var *w = grp->members[i]->inputs[1];
+        int Ci = ((ConvBnActState *)grp->members[i]->saved)->s.Cout;
+        float *dw = w->requires_grad ? var_grad(g, w) : NULL;
+        if (!graph_ok(g)) return;
+        if (dw)
+            for (size_t k = 0; k < (size_t)Ci * K; k++) dw[k] += dw_all[(size_t)c0 * K + k];
+    }
+}
+
+bool ag_conv_bn_act_train_shared(Graph *g, Var *x, int n, const ConvBnActBranch *br, Conv2dParams p, float momentum,
+                                 float eps, Var **out)
+{
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    if (!graph_ok(g)) return false;
+    if (!x || n < 1 || n > SGEMM_MAX_PRODUCTS)
+        return graph_fail(g, ERR_ARG, "conv_bn_act: NULL input or %d branches (1 to %d)", n, SGEMM_MAX_PRODUCTS), false;
+    /* one branch, a CUDA graph, grouped convolutions (whose stacking would interleave the branches'
+     * channels with the groups'): one op each */
+    if (n == 1 || var_on_cuda(x) || p.groups != 1) {
+        for (int i = 0; i < n; i++)
+            if (!(out[i] = ag_conv_bn_act_train(g, x, br[i].w, br[i].gamma, br[i].beta, br[i].running_mean,
+                                                br[i].running_var, p, momentum, eps, br[i].act)))
+                return false;
+        return true;
+    }
+    Conv2dShape total;
+    Conv2dCpuTarget t[SGEMM_MAX_PRODUCTS];
+    size_t scratch_n = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(out[i] = branch_new(g, x, &br[i], p, momentum, eps))) return false;
+        ConvBnActState *st = out[i]->saved;
+        if (i == 0) {
+            total = st->s;
+            total.Cout = 0;
+        } else if (st->s.KH != total.KH || st->s.KW != total.KW) {
+            return graph_fail(g, ERR_SHAPE, "conv_bn_act: branches of one input need one kernel size (%dx%d, %dx%d)",
+                              total.KH, total.KW, st->s.KH, st->s.KW), false;
+        }
+        total.Cout += st->s.Cout;
+        size_t own = conv2d_cpu_scratch_floats(&st->s);
+        if (own > scratch_n) scratch_n = own;
+        t[i] = (Conv2dCpuTarget){br[i].w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
+    }
+    size_t shared_n = conv2d_cpu_scratch_floats(&total);
+    if (shared_n > scratch_n) scratch_n = shared_n;
+    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
+    ConvBnActGroup *grp = graph_host_scratch(g, sizeof *grp);
+    if (!graph_ok(g) || !grp) return false;
+    grp->n = n, grp->total = total, grp->done = false;
+    graph_profile_note(g, conv2d_cpu_kind(&total), conv2d_flops(&total), 0);
+    conv2d_forward_cpu_shared(g->ctx, &total, x->value.data, n, t, scratch);
+    for (int i = 0; i < n; i++) {
+        ConvBnActState *st = out[i]->saved;
+        grp->members[i] = out[i], st->group = grp;
+        if (!graph_ok(g) || !branch_normalize(g, st)) return false;
+    }
+    return true;
 }

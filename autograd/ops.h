@@ -47,6 +47,17 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
  * graph it is those three ops. */
 Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
                           Conv2dParams p, float momentum, float eps, float act);
+/* One branch of ag_conv_bn_act_train_shared: the arguments of ag_conv_bn_act_train that are its own. */
+typedef struct {
+    Var *w, *gamma, *beta;
+    Tensor *running_mean, *running_var;
+    float act;
+} ConvBnActBranch;
+/* n (1 to SGEMM_MAX_PRODUCTS) ag_conv_bn_act_train layers of one input x with the same convolution
+ * parameters and kernel size: out[i] as ag_conv_bn_act_train of branch i would give, the convolutions run
+ * as one (x read, and for Winograd transformed, once forward and once backward). False on error. */
+bool ag_conv_bn_act_train_shared(Graph *g, Var *x, int n, const ConvBnActBranch *branches, Conv2dParams p,
+                                 float momentum, float eps, Var **out);
 
 Var *ag_relu(Graph *g, Var *x);
 Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope); /* slope 0 is relu */

@@ -111,6 +111,17 @@ bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, 
         for (int i = 0; i < n; i++) br[i] = single_conv_branch(g, convs[i], training);
         return ag_conv2d_shared_input(g, x, convs[0]->p, n, br, out);
     }
+    /* the training step's op for every branch (BN, no bias): one op over the shared input */
+    bool train_op = training && n <= SGEMM_MAX_PRODUCTS;
+    for (int i = 0; i < n && train_op; i++)
+        train_op = convs[i]->bn_weight && !convs[i]->bias && !memcmp(&convs[i]->p, &convs[0]->p, sizeof convs[0]->p);
+    if (train_op) {
+        ConvBnActBranch br[SGEMM_MAX_PRODUCTS];
+        for (int i = 0; i < n; i++)
+            br[i] = (ConvBnActBranch){convs[i]->weight, convs[i]->bn_weight, convs[i]->bn_bias, convs[i]->running_mean,
+                                      convs[i]->running_var, convs[i]->leaky};
+        return ag_conv_bn_act_train_shared(g, x, n, br, convs[0]->p, 0.1f, 1e-5f, out);
+    }
     for (int i = 0; i < n; i++)
         if (!(out[i] = conv_bn_act_forward(g, convs[i], x, training))) return false;
     return true;

@@ -39,7 +39,8 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
 /* Several ConvBnActs of one input x with the same stride and padding (out[i] = conv_bn_act_forward of
  * convs[i]): in eval mode without gradients one ag_conv2d_shared_input op, which reads and transforms
- * x once for all; otherwise one after another. False on error (recorded in g). */
+ * x once for all; in training, BN without conv bias, one ag_conv_bn_act_train_shared op; otherwise one
+ * after another. False on error (recorded in g). */
 bool conv_bn_act_forward_shared(Graph *g, const ConvBnAct *const *convs, int n, Var *x, bool training, Var **out);
 /* Prepares the inference forward: folds the BN (running statistics) into new tensors added to store
  * as "<name>.weight/.bias" (nothing to fold without BN), then packs the inference weight for the CPU

@@ -1063,6 +1063,107 @@ START_TEST(fast_conv_paths_match_direct_sum)
 }
 END_TEST
 
+/* ag_conv_bn_act_train_shared equals one ag_conv_bn_act_train per branch: outputs, running statistics and
+ * every gradient, with no activation, ReLU and leaky ReLU on different branches, every branch reached and one
+ * the loss does not reach, on the paths the stacked convolution takes (Winograd where the thin branches alone
+ * would not, 1x1, im2col 5x5, direct 3x3/2) and with groups (one op per branch). */
+START_TEST(conv_bn_act_shared_input_matches_separate_layers)
+{
+    typedef struct {
+        const char *what;
+        int Cin, H, W, K, stride, groups, couts[3];
+        double tol; /* of the largest gradient: Winograd sums in another order than im2col */
+    } SharedCase;
+    static const SharedCase cases[] = {
+        {"winograd, thin branches", 9, 13, 17, 3, 1, 1, {5, 11, 3}, 1e-4},
+        {"1x1", 16, 7, 9, 1, 1, 1, {4, 8, 20}, 1e-4},
+        {"5x5 im2col", 3, 8, 10, 5, 1, 1, {7, 2, 6}, 1e-4},
+        {"direct 3x3/2", 3, 12, 37, 3, 2, 1, {8, 4, 5}, 1e-4},
+        {"2 groups", 4, 7, 6, 3, 1, 2, {6, 2, 4}, 1e-4},
+    };
+    static const float acts[3] = {-1.0f, 0.0f, 0.1f};
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 1250, 0);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int unreached = 0; unreached < 2; unreached++) {
+            const SharedCase *sc = &cases[c];
+            Conv2dParams p = conv2d_params(sc->stride, sc->K / 2, 1, sc->groups);
+            int64_t xs[4] = {3, sc->Cin, sc->H, sc->W};
+            Tensor x, w[3], gm[3], bt[3], rm[2][3], rv[2][3];
+            tensor_new(&x, DEVICE_CPU, 4, xs, NULL);
+            tensor_fill_normal(&x, &r, 0, 1);
+            for (int i = 0; i < 3; i++) {
+                int64_t ws[4] = {sc->couts[i], sc->Cin / sc->groups, sc->K, sc->K}, cs[1] = {sc->couts[i]};
+                tensor_new(&w[i], DEVICE_CPU, 4, ws, NULL), tensor_fill_normal(&w[i], &r, 0, 1);
+                tensor_new(&gm[i], DEVICE_CPU, 1, cs, NULL), tensor_new(&bt[i], DEVICE_CPU, 1, cs, NULL);
+                tensor_fill_normal(&gm[i], &r, 0, 1), tensor_fill_normal(&bt[i], &r, 0, 1);
+                for (int k = 0; k < sc->couts[i]; k++) gm[i].data[k] = 0.5f + fabsf(gm[i].data[k]);
+                for (int f = 0; f < 2; f++) {
+                    tensor_new(&rm[f][i], DEVICE_CPU, 1, cs, NULL), tensor_new(&rv[f][i], DEVICE_CPU, 1, cs, NULL);
+                    tensor_fill(&rm[f][i], 0.0f), tensor_fill(&rv[f][i], 1.0f);
+                }
+            }
+            const Tensor *of[10] = {&x, &w[0], &gm[0], &bt[0], &w[1], &gm[1], &bt[1], &w[2], &gm[2], &bt[2]};
+            float *grads[2][10] = {{0}}, *outs[2][3] = {{0}};
+            for (int shared = 0; shared < 2; shared++) {
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                Var *vs[10], *out[3];
+                for (int j = 0; j < 10; j++) vs[j] = var_from_tensor(&g, of[j], true);
+                ConvBnActBranch br[3];
+                for (int i = 0; i < 3; i++)
+                    br[i] = (ConvBnActBranch){vs[1 + 3 * i], vs[2 + 3 * i], vs[3 + 3 * i], &rm[shared][i], &rv[shared][i],
+                                              acts[i]};
+                if (shared)
+                    ck_assert_msg(ag_conv_bn_act_train_shared(&g, vs[0], 3, br, p, 0.1f, 1e-5f, out), "%s", g.err.msg);
+                else
+                    for (int i = 0; i < 3; i++)
+                        ck_assert_ptr_nonnull(out[i] = ag_conv_bn_act_train(&g, vs[0], br[i].w, br[i].gamma, br[i].beta,
+                                                                            br[i].running_mean, br[i].running_var, p,
+                                                                            0.1f, 1e-5f, acts[i]));
+                for (int i = 0; i < 3; i++) {
+                    outs[shared][i] = malloc(tensor_bytes(&out[i]->value));
+                    memcpy(outs[shared][i], out[i]->value.data, tensor_bytes(&out[i]->value));
+                }
+                Var *reached[3] = {out[0], out[1], out[2]};
+                if (unreached) reached[1] = out[2];
+                Var *y = ag_concat(&g, reached, 3 - unreached, 1);
+                ck_assert_msg(y != NULL, "%s", g.err.msg);
+                int64_t ny = tensor_numel(&y->value);
+                float *seed = malloc(sizeof(float) * ny);
+                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+                free(seed);
+                for (int j = 0; j < 10; j++) {
+                    grads[shared][j] = calloc(1, tensor_bytes(of[j]));
+                    if (vs[j]->grad.data) memcpy(grads[shared][j], vs[j]->grad.data, tensor_bytes(of[j]));
+                }
+                graph_destroy(&g);
+            }
+            for (int i = 0; i < 3; i++) {
+                int64_t no = (int64_t)3 * sc->couts[i] * ((sc->H - 1) / sc->stride + 1) * ((sc->W - 1) / sc->stride + 1);
+                ck_assert_msg(tensor_diff(outs[1][i], outs[0][i], no, 1e-6).max_abs <= 2e-5, "%s: output %d", sc->what, i);
+                ck_assert(tensor_diff(rm[1][i].data, rm[0][i].data, sc->couts[i], 1e-6).max_abs <= 1e-5);
+                ck_assert(tensor_diff(rv[1][i].data, rv[0][i].data, sc->couts[i], 1e-6).max_abs <= 1e-5);
+                free(outs[0][i]), free(outs[1][i]);
+            }
+            for (int j = 0; j < 10; j++) {
+                TensorDiff d = tensor_diff(grads[1][j], grads[0][j], tensor_numel(of[j]), 1e-6);
+                ck_assert_msg(d.max_rel_to_max <= sc->tol, "%s, unreached branch %d, gradient %d: %.3g of the largest",
+                              sc->what, unreached, j, d.max_rel_to_max);
+                free(grads[0][j]), free(grads[1][j]);
+            }
+            tensor_free(&x);
+            for (int i = 0; i < 3; i++) {
+                tensor_free(&w[i]), tensor_free(&gm[i]), tensor_free(&bt[i]);
+                for (int f = 0; f < 2; f++) tensor_free(&rm[f][i]), tensor_free(&rv[f][i]);
+            }
+        }
+    context_destroy(ctx);
+}
+END_TEST
+
 /* Direct sum of one output of a depthwise 3x3 padding-1 plane, in double. */
 static double depthwise_direct(const float *x, int H, int W, const float *w, float bias, int stride, int oh, int ow)
 {
@@ -1149,6 +1250,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
+    tcase_add_test(tc, conv_bn_act_shared_input_matches_separate_layers);
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
     tcase_add_test(tc, upsample_nearest_gradients_and_indices);
