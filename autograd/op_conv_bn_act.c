@@ -266,9 +266,13 @@ static void depthwise_backward(Graph *g, ConvBnActState *st, const float *x, con
  * size. A task per image (its own buffers; images added in order afterwards), so the result does not depend
  * on the thread count. Measured alone (batch 8, 2 threads, Zen 4), backward ms before -> after: 8->16 at
  * 320x320 20.2-20.9 -> 17.3-18.1, 64->64 at 80x80 9.6-9.8 -> 8.5-8.8, 16->32 at 160x160 11.4-11.6 ->
- * 10.3-10.8, 32->32 at 160x160 14.4 -> 13.4-13.5; 128->128 at 40x40 unchanged (6.3-7.1). Layers whose weight has more than POINTWISE_FUSED_MAX_W values keep the general path
- * (the per-image sums would be large). */
-enum { POINTWISE_FUSED_MAX_W = 1 << 16, POINTWISE_BLOCK_FLOATS = 1 << 17 };
+ * 10.3-10.8, 32->32 at 160x160 14.4 -> 13.4-13.5; 128->128 at 40x40 unchanged (6.3-7.1). Layers whose
+ * weight has more than POINTWISE_FUSED_MAX_W values keep the general path (the per-image sums would be
+ * large), and so do layers with more than POINTWISE_FUSED_MAX_CHANNELS input and output channels together:
+ * their blocks shrink below 350 columns, too narrow for the GEMM and the dot products (ResNet-50's
+ * 128->512 at 105x105, batch 2: backward 97.6 ms fused against 66.9 general, 512->128 69.6 against 57.2;
+ * 64->256 and 256->64 at 210x210, 320 channels, about even). */
+enum { POINTWISE_FUSED_MAX_W = 1 << 16, POINTWISE_FUSED_MAX_CHANNELS = 384, POINTWISE_BLOCK_FLOATS = 1 << 17 };
 
 typedef struct {
     ConvBnActState *st;
@@ -319,6 +323,7 @@ static bool pointwise_fused(const Graph *g, const ConvBnActState *st)
     const Conv2dShape *s = &st->s;
     return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 && s->p.pad_w == 0 &&
            s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo && (long)s->Cout * s->Cin <= POINTWISE_FUSED_MAX_W &&
+           s->Cout + s->Cin <= POINTWISE_FUSED_MAX_CHANNELS &&
            s->N >= threadpool_size(g->ctx->pool);
 }
 
