@@ -10,47 +10,15 @@
  * kept (ReLU), y can be made again from it (graph_saved_value), so model code may release y early.
  * Depthwise 3x3 layers run plane by plane instead: the forward takes each plane's moments while the
  * plane is in cache, the backward writes each plane's dz to thread scratch and takes both gradients
- * from there; pointwise layers and the stem do the same by column blocks and by bands of output rows. */
+ * from there; pointwise layers and the stem do the same by column blocks and by bands of output rows
+ * (those paths: autograd/conv_bn_act_paths.c). */
 #include <math.h>
 #include <string.h>
 
-#include "autograd/batchnorm_cpu.h"
-#include "autograd/conv2d_avx2.h"
-#include "autograd/conv2d_cpu.h"
+#include "autograd/conv_bn_act_state.h"
 #include "tensor/comm.h"
-#include "tensor/sgemm.h"
-#include "tensor/sgemm_nt.h"
 
 enum { GAMMA_RANGE = 100 };
-
-typedef struct {
-    Conv2dShape s;
-    float act, momentum, eps;
-    bool from_output;    /* the backward reads y, not z (see above) */
-    float *z;            /* conv output [N, Cout, Ho, Wo], step memory (y itself when from_output) */
-    float *mean, *invstd; /* [Cout], host scratch of the step */
-    const float *gamma, *beta;
-    Tensor *running_mean, *running_var;
-    /* backward only */
-    const float *dy;
-    float *dz, *dgamma, *dbeta;
-    float *y;
-    float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
-    double *plane_moments; /* forward of the depthwise layers: [N * C][2] sums of each output plane, or NULL */
-    const float *x, *w;  /* forward of the depthwise layers */
-    /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
-     * then their element count, or NULL for this batch's own statistics */
-    double *global;
-    struct ConvBnActGroup *group; /* branches of one input (ag_conv_bn_act_train_shared), or NULL */
-} ConvBnActState;
-
-/* Branches of one input (see ag_conv_bn_act_train_shared below). */
-typedef struct ConvBnActGroup {
-    int n;
-    Var *members[SGEMM_MAX_PRODUCTS];
-    Conv2dShape total; /* Cout: the sum of the branches' */
-    bool done;
-} ConvBnActGroup;
 
 static void group_backward(Graph *g, ConvBnActGroup *grp);
 
@@ -124,7 +92,7 @@ static void global_normalize_channel(void *arg, int c)
 }
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
-static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
+BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t)
 {
     float scale, shift;
     channel_affine(st, c, &scale, &shift);
@@ -136,7 +104,7 @@ static BnSaved kept_channel(const ConvBnActState *st, int c, const float *t)
 /* This rank's sums of channel c for the backward: dgamma, dbeta added; sum_g, sum_gx returned. */
 static void backward_sums(ConvBnActState *st, int c, double *sg, double *sgx)
 {
-    BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
+    BnSaved kept = conv_bn_act_kept_channel(st, c, st->from_output ? st->y : st->z);
     bn_channel_backward_sums(&kept, st->dy, layout(st), c, sg, sgx);
     if (st->dgamma) st->dgamma[c] += (float)*sgx;
     if (st->dbeta) st->dbeta[c] += (float)*sg;
@@ -147,7 +115,7 @@ static void backward_dz(ConvBnActState *st, int c, double sg, double sgx, double
 {
     st->mg[c] = (float)(sg / m), st->mgx[c] = (float)(sgx / m);
     if (st->dz) {
-        BnSaved kept = kept_channel(st, c, st->from_output ? st->y : st->z);
+        BnSaved kept = conv_bn_act_kept_channel(st, c, st->from_output ? st->y : st->z);
         bn_channel_backward_dz(&kept, st->dy, layout(st), c, st->mg[c], st->mgx[c], st->dz);
     }
 }
@@ -191,245 +159,6 @@ static bool sum_over_ranks(Graph *g, ConvBnActState *st, const char *what)
     return true;
 }
 
-/* dw[i] += the sum over the N images of sums[n][i], i < count, added in image order (the per-image
- * double sums of the backward paths below: the result does not depend on the thread count). */
-static void add_image_sums(float *dw, const double *sums, int N, size_t count)
-{
-    for (size_t i = 0; i < count; i++) {
-        double sum = 0;
-        for (int n = 0; n < N; n++) sum += sums[(size_t)n * count + i];
-        dw[i] += (float)sum;
-    }
-}
-
-/* ---- depthwise 3x3 (stride 1 or 2, padding 1, AVX2): the backward plane by plane, dz in cache ------
- * Once the per-channel sums are known, each (image, channel) plane's dz is written to its thread's
- * scratch and read there by the input gradient (the kernels of conv2d_avx2.h) and the weight gradient's
- * nine sums, so dz never goes to memory: the layer-wide dz was one write and two reads of its output
- * size. The weight gradient's sums are kept per plane and added per channel in image order afterwards. */
-
-typedef struct {
-    ConvBnActState *st;
-    ThreadPool *pool;
-    const float *x, *w;
-    float *dx, *dw;
-    bool dx_accumulate;
-    double *plane_sums; /* [N * C][9] */
-    int no_scratch;     /* set by a task whose thread had no scratch (out of memory) */
-} DepthwiseBackJob;
-
-static void depthwise_backward_plane(void *arg, int plane)
-{
-    DepthwiseBackJob *j = arg;
-    const ConvBnActState *st = j->st;
-    const Conv2dShape *s = &st->s;
-    int c = plane % s->Cin, stride = s->p.stride_h;
-    size_t out = (size_t)s->Ho * s->Wo, in = (size_t)s->H * s->W;
-    float *dz = threadpool_scratch(j->pool, out);
-    if (!dz) {
-        j->no_scratch = 1; /* the caller fails the graph */
-        return;
-    }
-    BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + plane * out);
-    BnLayout one = {1, 1, out};
-    bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, st->mg[c], st->mgx[c], dz);
-    if (j->dx) conv2d_depthwise3x3_input_grad_plane(s, dz, j->w + (size_t)c * 9, j->dx + plane * in, j->dx_accumulate);
-    if (j->dw) {
-        double *acc = j->plane_sums + (size_t)plane * 9;
-        for (int k = 0; k < 9; k++) acc[k] = 0;
-        depthwise3x3_backward_weight_avx2(j->x + plane * in, s->H, s->W, dz, s->Ho, s->Wo, stride, acc);
-    }
-}
-
-static void depthwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                               bool dx_accumulate, float *dw)
-{
-    const Conv2dShape *s = &st->s;
-    int planes = s->N * s->Cin;
-    DepthwiseBackJob j = {st, g->ctx->pool, x, w, dx, dw, dx_accumulate,
-                          dw ? graph_host_scratch(g, sizeof(double) * 9 * (size_t)planes) : NULL, 0};
-    if (dw && !j.plane_sums) return;
-    threadpool_run(g->ctx->pool, planes, depthwise_backward_plane, &j);
-    if (j.no_scratch) {
-        graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a plane of scratch");
-        return;
-    }
-    if (dw) add_image_sums(dw, j.plane_sums, s->N, (size_t)s->Cin * 9); /* plane n * Cin + c: image n's */
-}
-
-
-/* ---- pointwise (1x1, stride 1) layers: the backward by column blocks, dz in cache -------------------
- * Once the per-channel sums are known, each image goes in blocks of output columns: the block's dz [Cout,
- * cols] is written to a buffer of the image that stays in L2, and both gradients read it there, dx[:, block]
- * = W^T dz (W^T packed once) and the image's dW += dz x[:, block]^T (dot products into the image's double
- * sums): dz never goes to memory, where the layer-wide dz had been one write and two reads of the output's
- * size. A task per image (its own buffers; images added in order afterwards), so the result does not depend
- * on the thread count. Measured alone (batch 8, 2 threads, Zen 4), backward ms before -> after: 8->16 at
- * 320x320 20.2-20.9 -> 17.3-18.1, 64->64 at 80x80 9.6-9.8 -> 8.5-8.8, 16->32 at 160x160 11.4-11.6 ->
- * 10.3-10.8, 32->32 at 160x160 14.4 -> 13.4-13.5; 128->128 at 40x40 unchanged (6.3-7.1). Layers whose
- * weight has more than POINTWISE_FUSED_MAX_W values keep the general path (the per-image sums would be
- * large), and so do layers with more than POINTWISE_FUSED_MAX_CHANNELS input and output channels together:
- * their blocks shrink below 350 columns, too narrow for the GEMM and the dot products (ResNet-50's
- * 128->512 at 105x105, batch 2: backward 97.6 ms fused against 66.9 general, 512->128 69.6 against 57.2;
- * 64->256 and 256->64 at 210x210, 320 channels, about even). */
-enum { POINTWISE_FUSED_MAX_W = 1 << 16, POINTWISE_FUSED_MAX_CHANNELS = 384, POINTWISE_BLOCK_FLOATS = 1 << 17 };
-
-typedef struct {
-    ConvBnActState *st;
-    ThreadPool *pool;
-    const float *x;
-    float *dx;
-    bool dx_accumulate;
-    const SgemmPackedA *wt; /* W^T [Cin, Cout] packed, or NULL without dx */
-    bool dw;
-    int cols;               /* columns of a block */
-    float *dz;              /* [N][Cout x cols] block buffers */
-    double *sums;           /* [N][Cout x Cin] weight-gradient sums, or NULL */
-} PointwiseBackJob;
-
-static void pointwise_backward_image(void *arg, int n)
-{
-    PointwiseBackJob *j = arg;
-    const ConvBnActState *st = j->st;
-    const Conv2dShape *s = &st->s;
-    int C = s->Cout, Cin = s->Cin, HW = s->Ho * s->Wo;
-    float *dz = j->dz + (size_t)n * C * j->cols;
-    double *sums = j->sums ? j->sums + (size_t)n * C * Cin : NULL;
-    if (sums) memset(sums, 0, sizeof(double) * (size_t)C * Cin);
-    const float *kept_base = st->from_output ? st->y : st->z;
-    for (int j0 = 0; j0 < HW; j0 += j->cols) {
-        int cols = HW - j0 < j->cols ? HW - j0 : j->cols;
-        for (int c = 0; c < C; c++) {
-            size_t at = ((size_t)n * C + c) * HW + j0;
-            BnSaved kept = kept_channel(st, c, kept_base + at);
-            BnLayout one = {1, 1, (size_t)cols};
-            bn_channel_backward_dz(&kept, st->dy + at, one, 0, st->mg[c], st->mgx[c], dz + (size_t)c * cols);
-        }
-        if (j->dx) {
-            SgemmRight right = {dz, cols, false};
-            SgemmProduct prod = {Cin, NULL, 0, false, j->wt, j->dx + (size_t)n * Cin * HW + j0, HW, NULL, -1.0f};
-            sgemm_multi(j->pool, cols, C, 1.0f, &right, j->dx_accumulate ? 1.0f : 0.0f, &prod, 1);
-        }
-        if (sums) {
-            SgemmNtOperand a = {dz, (size_t)cols, 0}, b = {j->x + (size_t)n * Cin * HW + j0, (size_t)HW, 0};
-            sgemm_nt_accumulate(j->pool, C, Cin, cols, 1, a, b, sums, (size_t)Cin);
-        }
-    }
-}
-
-/* Whether the fused pointwise backward serves this layer (see above). */
-static bool pointwise_fused(const Graph *g, const ConvBnActState *st)
-{
-    const Conv2dShape *s = &st->s;
-    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 && s->p.pad_w == 0 &&
-           s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo && (long)s->Cout * s->Cin <= POINTWISE_FUSED_MAX_W &&
-           s->Cout + s->Cin <= POINTWISE_FUSED_MAX_CHANNELS &&
-           s->N >= threadpool_size(g->ctx->pool);
-}
-
-static void pointwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                               bool dx_accumulate, float *dw)
-{
-    const Conv2dShape *s = &st->s;
-    int C = s->Cout, Cin = s->Cin, HW = s->Ho * s->Wo;
-    /* a block's dz and x together about half of L2 (512 KB), 16-column multiples */
-    int cols = POINTWISE_BLOCK_FLOATS / (C + Cin) / 16 * 16;
-    if (cols < 64) cols = 64;
-    if (cols > HW) cols = HW;
-    PointwiseBackJob j = {st, g->ctx->pool, x, dx, dx_accumulate, NULL, dw != NULL, cols,
-                          graph_host_scratch(g, sizeof(float) * (size_t)s->N * C * cols),
-                          dw ? graph_host_scratch(g, sizeof(double) * (size_t)s->N * C * Cin) : NULL};
-    SgemmPackedA wt = {0};
-    if (!j.dz || (dw && !j.sums) || (dx && !sgemm_pack_a(&wt, true, Cin, C, w, Cin))) {
-        graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory");
-        return;
-    }
-    j.wt = dx ? &wt : NULL;
-    threadpool_run(g->ctx->pool, s->N, pointwise_backward_image, &j);
-    sgemm_packed_a_free(&wt);
-    if (dw) add_image_sums(dw, j.sums, s->N, (size_t)C * Cin);
-}
-
-/* ---- the stem (dense 3x3 stride 2 over few input channels, no input gradient): by image, dz in cache --
- * Once the per-channel sums are known, each image goes in bands of STEM_BAND_ROWS output rows: the band's
- * dz [Cout, rows, Wo] is written to its thread's scratch (L2-sized) and the weight-gradient kernel reads it
- * there with the band's input rows split once for every output channel. Before, dz was written layer-wide
- * and read back, and the kernel read the whole batch's input once per block of four output channels. A task
- * per image (its own double sums; images added in order afterwards), so the result does not depend on the
- * thread count. */
-enum { STEM_BAND_ROWS = 8 };
-
-typedef struct {
-    ConvBnActState *st;
-    ThreadPool *pool;
-    const float *x;
-    double *sums;   /* [N][Cout x Cin x 9] */
-    int no_scratch; /* set by a task whose thread had no scratch (out of memory) */
-} StemBackJob;
-
-static void stem_backward_image(void *arg, int n)
-{
-    StemBackJob *j = arg;
-    const ConvBnActState *st = j->st;
-    const Conv2dShape *s = &st->s;
-    int C = s->Cout, Wo = s->Wo;
-    size_t HW = (size_t)s->Ho * Wo, per_image = (size_t)C * s->Cin * 9;
-    float *dz = threadpool_scratch(j->pool, (size_t)C * STEM_BAND_ROWS * Wo);
-    if (!dz) {
-        j->no_scratch = 1; /* the caller fails the graph */
-        return;
-    }
-    double *acc = j->sums + n * per_image;
-    memset(acc, 0, sizeof(double) * per_image);
-    const float *kept_base = st->from_output ? st->y : st->z;
-    for (int oy0 = 0; oy0 < s->Ho; oy0 += STEM_BAND_ROWS) {
-        int rows = s->Ho - oy0 < STEM_BAND_ROWS ? s->Ho - oy0 : STEM_BAND_ROWS;
-        size_t band = (size_t)rows * Wo;
-        for (int c = 0; c < C; c++) {
-            size_t at = ((size_t)n * C + c) * HW + (size_t)oy0 * Wo;
-            BnSaved kept = kept_channel(st, c, kept_base + at);
-            BnLayout one = {1, 1, band};
-            bn_channel_backward_dz(&kept, st->dy + at, one, 0, st->mg[c], st->mgx[c], dz + c * band);
-        }
-        conv3x3_s2_backward_weight_avx2(j->x + (size_t)n * s->Cin * s->H * s->W, s->Cin, s->H, s->W, dz, band, 0, C,
-                                        oy0, oy0 + rows, Wo, acc);
-    }
-}
-
-/* Whether the stem's backward by image serves this layer (see above). */
-static bool stem_by_image(const Graph *g, const ConvBnActState *st, bool dx)
-{
-    return !dx && conv2d_cpu_algorithm(&st->s) == CONV_CPU_DIRECT3X3_S2 && st->s.N >= threadpool_size(g->ctx->pool);
-}
-
-static void stem_backward(Graph *g, ConvBnActState *st, const float *x, float *dw)
-{
-    const Conv2dShape *s = &st->s;
-    size_t per_image = (size_t)s->Cout * s->Cin * 9;
-    StemBackJob j = {st, g->ctx->pool, x, graph_host_scratch(g, sizeof(double) * s->N * per_image), 0};
-    if (!j.sums) return;
-    threadpool_run(g->ctx->pool, s->N, stem_backward_image, &j);
-    if (j.no_scratch) {
-        graph_fail(g, ERR_OOM, "conv_bn_act backward: out of memory for a band of scratch");
-        return;
-    }
-    add_image_sums(dw, j.sums, s->N, per_image);
-}
-
-/* The depthwise layers' forward, a task per (image, channel) plane: the stencil, then the plane's moments
- * while it is in cache (instead of a pass over the whole output that reads it back from memory). */
-static void depthwise_forward_plane(void *arg, int plane)
-{
-    ConvBnActState *st = arg;
-    const Conv2dShape *s = &st->s;
-    size_t out = (size_t)s->Ho * s->Wo;
-    float *z = st->z + plane * out;
-    depthwise3x3_plane_kernel()(st->x + (size_t)plane * s->H * s->W, s->H, s->W, st->w + (size_t)(plane % s->Cin) * 9, 0.0f,
-                            -1.0f, z, s->p.stride_h, s->Wo, 0, s->Ho);
-    BnLayout one = {1, 1, out};
-    bn_channel_moments(z, one, 0, &st->plane_moments[(size_t)plane * 2], &st->plane_moments[(size_t)plane * 2 + 1]);
-}
-
 /* Whether the backward can take z back from y (see the top of the file). */
 static bool output_gives_input(const float *gamma, const float *beta, int C, float act)
 {
@@ -456,8 +185,8 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     /* the depthwise layers' plane-by-plane backward, where its kernels apply and dx is written whole */
     int fast = conv2d_depthwise3x3_stride(&st->s);
     bool by_plane = (dx || dw) && fast && !(dx && dx_accumulate && fast == 1);
-    bool by_block = (dx || dw) && !by_plane && pointwise_fused(g, st);
-    bool by_image = dw && !by_plane && !by_block && stem_by_image(g, st, dx != NULL);
+    bool by_block = (dx || dw) && !by_plane && conv_bn_act_pointwise_fused(g, st);
+    bool by_image = dw && !by_plane && !by_block && conv_bn_act_stem_by_image(g, st, dx != NULL);
     st->mg = graph_host_scratch(g, 2 * sizeof(float) * (size_t)st->s.Cout);
     st->dz = (dx || dw) && !by_plane && !by_block && !by_image ? graph_scratch(g, tensor_bytes(&y->value)) : NULL;
     size_t scratch_n = st->dz ? conv2d_cpu_backward_scratch_floats(&st->s) : 0;
@@ -474,11 +203,11 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     }
     const float *xv = (dx || dw) ? graph_saved_value(g, x) : NULL;
     if (by_plane && xv)
-        depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+        conv_bn_act_depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
     else if (by_block && xv)
-        pointwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+        conv_bn_act_pointwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
     else if (by_image && xv)
-        stem_backward(g, st, xv, dw);
+        conv_bn_act_stem_backward(g, st, xv, dw);
     else if (st->dz && xv)
         conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
 }
@@ -577,7 +306,7 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     if (conv2d_depthwise3x3_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
         st->x = x->value.data, st->w = w->value.data;
-        threadpool_run(g->ctx->pool, planes, depthwise_forward_plane, st);
+        threadpool_run(g->ctx->pool, planes, conv_bn_act_depthwise_forward_plane, st);
     } else {
         Conv2dCpuTarget t = {w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
@@ -607,7 +336,7 @@ static void stacked_dz_plane(void *arg, int plane)
     const ConvBnActState *st = j->st;
     int C = st->s.Cout, n = plane / C, c = plane % C;
     size_t HW = (size_t)st->s.Ho * st->s.Wo, at = (size_t)plane * HW;
-    BnSaved kept = kept_channel(st, c, (st->from_output ? st->y : st->z) + at);
+    BnSaved kept = conv_bn_act_kept_channel(st, c, (st->from_output ? st->y : st->z) + at);
     BnLayout one = {1, 1, HW};
     bn_channel_backward_dz(&kept, st->dy + at, one, 0, st->mg[c], st->mgx[c],
                            j->dz + ((size_t)n * j->C_total + j->c0 + c) * HW);

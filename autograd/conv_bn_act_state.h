@@ -1,0 +1,60 @@
+/* The state of one conv -> BN -> activation training op (autograd/op_conv_bn_act.c) and its backward
+ * paths by plane, block and band (autograd/conv_bn_act_paths.c). Internal to autograd/. Shapes: x [N, Cin,
+ * H, W], w [Cout, Cin/groups, KH, KW], z and y [N, Cout, Ho, Wo]; every pointer is step memory of the graph
+ * that made the op (host scratch for the per-channel arrays), owned by that graph. */
+#ifndef AUTOGRAD_CONV_BN_ACT_STATE_H
+#define AUTOGRAD_CONV_BN_ACT_STATE_H
+
+#include "autograd/batchnorm_cpu.h"
+#include "autograd/conv2d_cpu.h"
+#include "autograd/graph.h"
+#include "tensor/sgemm.h"
+
+typedef struct {
+    Conv2dShape s;
+    float act, momentum, eps;
+    bool from_output;    /* the backward reads y, not z (see above) */
+    float *z;            /* conv output [N, Cout, Ho, Wo], step memory (y itself when from_output) */
+    float *mean, *invstd; /* [Cout], host scratch of the step */
+    const float *gamma, *beta;
+    Tensor *running_mean, *running_var;
+    /* backward only */
+    const float *dy;
+    float *dz, *dgamma, *dbeta;
+    float *y;
+    float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
+    double *plane_moments; /* forward of the depthwise layers: [N * C][2] sums of each output plane, or NULL */
+    const float *x, *w;  /* forward of the depthwise layers */
+    /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
+     * then their element count, or NULL for this batch's own statistics */
+    double *global;
+    struct ConvBnActGroup *group; /* branches of one input (ag_conv_bn_act_train_shared), or NULL */
+} ConvBnActState;
+
+/* Branches of one input (see ag_conv_bn_act_train_shared below). */
+typedef struct ConvBnActGroup {
+    int n;
+    Var *members[SGEMM_MAX_PRODUCTS];
+    Conv2dShape total; /* Cout: the sum of the branches' */
+    bool done;
+} ConvBnActGroup;
+
+/* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
+BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t);
+
+/* Backward paths that write each piece of dz to cache-sized scratch and take both gradients from there
+ * (mg, mgx already set): depthwise 3x3 layers plane by plane, pointwise layers by column blocks, the stem
+ * (no input gradient) by bands of output rows. Each adds its weight gradient into dw (when not NULL) and
+ * writes or adds dx as dx_accumulate says; failures are recorded in g. */
+void conv_bn_act_depthwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
+                                    bool dx_accumulate, float *dw);
+bool conv_bn_act_pointwise_fused(const Graph *g, const ConvBnActState *st);
+void conv_bn_act_pointwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
+                                    bool dx_accumulate, float *dw);
+bool conv_bn_act_stem_by_image(const Graph *g, const ConvBnActState *st, bool dx);
+void conv_bn_act_stem_backward(Graph *g, ConvBnActState *st, const float *x, float *dw);
+/* The depthwise layers' forward, a threadpool task per (image, channel) plane (st->x, st->w, st->z,
+ * st->plane_moments set). */
+void conv_bn_act_depthwise_forward_plane(void *arg, int plane);
+
+#endif
