@@ -222,6 +222,20 @@ static const SharedCase shared_cases[] = {
 };
 enum { N_SHARED_CASES = sizeof shared_cases / sizeof shared_cases[0] };
 
+/* Backward from three branches' outputs concatenated on channels (branch 1 left out when unreached), seeded
+ * with a fixed pattern of mixed signs. */
+static void backward_through_branches(Graph *g, Var *const out[3], bool unreached)
+{
+    Var *reached[3] = {out[0], unreached ? out[2] : out[1], out[2]};
+    Var *y = ag_concat(g, reached, 3 - unreached, 1);
+    ck_assert_msg(y != NULL, "%s", g->err.msg);
+    int64_t ny = tensor_numel(&y->value);
+    float *seed = malloc(sizeof(float) * ny);
+    for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+    ck_assert_int_eq(graph_backward_with_grad(g, y, seed), ERR_OK);
+    free(seed);
+}
+
 /* The branches of one ag_conv2d_shared_input op run their backward as one convolution (op_conv2d.c,
  * ConvGroup): its gradients against those of one ag_conv2d_act per branch, with activations (leaky, none,
  * ReLU), a branch without bias, every branch reached and one branch the loss does not reach, on the CPU
@@ -262,15 +276,7 @@ START_TEST(conv2d_shared_input_backward_matches_separate_convs)
                     ck_assert(ag_conv2d_shared_input(&g, xv, p, 3, br, out));
                 else
                     for (int i = 0; i < 3; i++) ck_assert_ptr_nonnull(out[i] = ag_conv2d_act(&g, xv, wv[i], bv[i], p, acts[i]));
-                Var *reached[3] = {out[0], out[1], out[2]};
-                if (unreached) reached[1] = out[2];
-                Var *y = ag_concat(&g, reached, 3 - unreached, 1);
-                ck_assert_msg(y != NULL, "%s", g.err.msg);
-                int64_t ny = tensor_numel(&y->value);
-                float *seed = malloc(sizeof(float) * ny);
-                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
-                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-                free(seed);
+                backward_through_branches(&g, out, unreached);
                 Var *vs[6] = {xv, wv[0], bv[0], wv[1], wv[2], bv[2]};
                 for (int j = 0; j < 6; j++) {
                     size_t bytes = tensor_bytes(of[j]);
@@ -1108,15 +1114,7 @@ START_TEST(conv_bn_act_shared_input_matches_separate_layers)
                     outs[shared][i] = malloc(tensor_bytes(&out[i]->value));
                     memcpy(outs[shared][i], out[i]->value.data, tensor_bytes(&out[i]->value));
                 }
-                Var *reached[3] = {out[0], out[1], out[2]};
-                if (unreached) reached[1] = out[2];
-                Var *y = ag_concat(&g, reached, 3 - unreached, 1);
-                ck_assert_msg(y != NULL, "%s", g.err.msg);
-                int64_t ny = tensor_numel(&y->value);
-                float *seed = malloc(sizeof(float) * ny);
-                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
-                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-                free(seed);
+                backward_through_branches(&g, out, unreached);
                 for (int j = 0; j < 10; j++) {
                     grads[shared][j] = calloc(1, tensor_bytes(of[j]));
                     if (vs[j]->grad.data) memcpy(grads[shared][j], vs[j]->grad.data, tensor_bytes(of[j]));
