@@ -1,5 +1,6 @@
 #include "models/retinaface.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,21 +8,24 @@
 #include "nn/formats/checkpoint.h"
 #include "nn/formats/safetensors.h"
 
+/* Every name a variant answers to: its own (the config's name) and its aliases. */
+static const struct {
+    const char *alias;
+    const RetinaConfig *(*get)(void);
+} variant_table[] = {
+    {"mobilenet0.25", retinaface_mnet025_config}, {"mnet025", retinaface_mnet025_config},
+    {"retinaface_mnet025", retinaface_mnet025_config}, {"resnet50", retinaface_r50_config},
+    {"r50", retinaface_r50_config}, {"retinaface_r50", retinaface_r50_config},
+    {"resnet18_p2p6", retinaface_r18_p2p6_config}, {"retinaface_r18_p2p6", retinaface_r18_p2p6_config},
+    {"mobilenet0.25_2cls", retinaface_2cls_config}, {"retinaface_2cls", retinaface_2cls_config},
+    {"mobilenet0.25_cascade", retinaface_mnet025_cascade_config}, {"resnet50_cascade", retinaface_r50_cascade_config},
+};
+enum { N_VARIANT_NAMES = sizeof variant_table / sizeof variant_table[0] };
+
 const RetinaConfig *retinaface_config(const char *name)
 {
-    static const struct {
-        const char *alias;
-        const RetinaConfig *(*get)(void);
-    } table[] = {
-        {"mobilenet0.25", retinaface_mnet025_config}, {"mnet025", retinaface_mnet025_config},
-        {"retinaface_mnet025", retinaface_mnet025_config}, {"resnet50", retinaface_r50_config},
-        {"r50", retinaface_r50_config}, {"retinaface_r50", retinaface_r50_config},
-        {"resnet18_p2p6", retinaface_r18_p2p6_config}, {"retinaface_r18_p2p6", retinaface_r18_p2p6_config},
-        {"mobilenet0.25_2cls", retinaface_2cls_config}, {"retinaface_2cls", retinaface_2cls_config},
-        {"mobilenet0.25_cascade", retinaface_mnet025_cascade_config}, {"resnet50_cascade", retinaface_r50_cascade_config},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (!strcmp(name, table[i].alias)) return table[i].get();
+    for (size_t i = 0; i < N_VARIANT_NAMES; i++)
+        if (!strcmp(name, variant_table[i].alias)) return variant_table[i].get();
     return NULL;
 }
 
@@ -33,11 +37,22 @@ const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf,
     return buf;
 }
 
+/* The table's rows whose alias is the config's own name, in table order (made once, then constant). */
+static const char *variant_names[N_VARIANT_NAMES + 1];
+static pthread_once_t variant_names_made = PTHREAD_ONCE_INIT;
+
+static void make_variant_names(void)
+{
+    int n = 0;
+    for (size_t i = 0; i < N_VARIANT_NAMES; i++)
+        if (!strcmp(variant_table[i].alias, variant_table[i].get()->name)) variant_names[n++] = variant_table[i].alias;
+    variant_names[n] = NULL;
+}
+
 const char *const *retinaface_variant_names(void)
 {
-    static const char *const names[] = {"mobilenet0.25",         "resnet50",         "resnet18_p2p6", "mobilenet0.25_2cls",
-                                        "mobilenet0.25_cascade", "resnet50_cascade", NULL};
-    return names;
+    pthread_once(&variant_names_made, make_variant_names);
+    return variant_names;
 }
 
 const char *retinaface_variant_list(char *buf, size_t len)

@@ -65,7 +65,7 @@ typedef struct {
 const RetinaConfig *retinaface_config(const char *name);
 /* The name of class id `label` of a variant ("face", "person", ...; "class N" when the variant names none). */
 const char *retinaface_class_name(const RetinaConfig *cfg, int label, char *buf, size_t len);
-/* Names of all variants, NULL-terminated. */
+/* Names of all variants (each config's own name, not the aliases), NULL-terminated. */
 const char *const *retinaface_variant_names(void);
 /* The same names as one line, "a, b, c" (for --help), cut to fit buf; returns buf. */
 const char *retinaface_variant_list(char *buf, size_t len);
