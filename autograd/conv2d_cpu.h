@@ -72,4 +72,23 @@ void conv2d_forward_cpu_shared(Context *ctx, const Conv2dShape *s, const float *
 void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, const float *w,
                          const float *dy, float *dx, bool dx_accumulate, float *dw, float *db, float *scratch);
 
+/* The outputs of one shared-input op (ag_conv2d_shared_input, ag_conv_bn_act_train_shared; groups == 1), made
+ * together, whose convolutions run their backward as one: the first of them whose backward runs does all
+ * (by then every member's output gradient is complete: every op that reads a member is made after all of
+ * them, so its backward has run) and sets done; the others find it done. Each member's weight is its
+ * inputs[1] ([C_i, Cin, KH, KW]), its output [N, C_i, Ho, Wo]. Host scratch of the graph that made them. */
+typedef struct {
+    int n;
+    Var *members[SGEMM_MAX_PRODUCTS];
+    Conv2dShape total; /* Cout: the sum of the members' */
+    bool done;
+} Conv2dBranchGroup;
+
+/* The members' convolution backward as one of Cout = total.Cout, their weights stacked along the output
+ * channels in member order: dy [N, total.Cout, Ho, Wo] holds their output-side gradients stacked the same
+ * way. Adds each member's weight gradient (and, with biases, the gradient of its inputs[2] bias where it
+ * has one) into its Var and writes or adds x's gradient; x is read (and for Winograd transformed) once.
+ * Failures are recorded in g. */
+void conv2d_stacked_backward(Graph *g, const Conv2dBranchGroup *grp, const float *dy, bool biases);
+
 #endif

@@ -28,16 +28,8 @@ typedef struct {
     /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
      * then their element count, or NULL for this batch's own statistics */
     double *global;
-    struct ConvBnActGroup *group; /* branches of one input (ag_conv_bn_act_train_shared), or NULL */
+    Conv2dBranchGroup *group; /* a branch of ag_conv_bn_act_train_shared, or NULL */
 } ConvBnActState;
-
-/* Branches of one input (see ag_conv_bn_act_train_shared below). */
-typedef struct ConvBnActGroup {
-    int n;
-    Var *members[SGEMM_MAX_PRODUCTS];
-    Conv2dShape total; /* Cout: the sum of the branches' */
-    bool done;
-} ConvBnActGroup;
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
 BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t);

@@ -715,23 +715,10 @@ static size_t conv2d_scratch_floats(const Var *y, const Conv2dShape *s, bool bac
     return backward ? conv2d_cpu_backward_scratch_floats(s) : conv2d_cpu_scratch_floats(s);
 }
 
-/* The convolutions of one ag_conv2d_shared_input op with more than one branch, for their backward on the
- * CPU: the first of them whose backward runs does all of theirs as one convolution of Cout = the sum of
- * theirs (their weights and output gradients stacked along the output channels), so x is read and, for
- * Winograd, transformed once, and dx is written once instead of once per branch; the others find it done.
- * By then every branch's output gradient is complete: the branches are made together, so every op that
- * reads them comes later on the tape and has run its backward already. */
-typedef struct {
-    int n;
-    Var *members[SGEMM_MAX_PRODUCTS];
-    Conv2dShape total; /* Cout: the sum of the branches' */
-    bool done;
-} ConvGroup;
-
 typedef struct {
     Conv2dShape shape;
     float act;
-    ConvGroup *group; /* NULL: a convolution of its own */
+    Conv2dBranchGroup *group; /* a branch of a shared-input op, or NULL: a convolution of its own */
 } ConvSaved;
 
 /* dy through the activation fused into y (its derivative from the output's sign): into dst. */
@@ -741,40 +728,67 @@ static void masked_output_grad(const Var *y, float act, const float *dy, float *
     for (int64_t i = 0; i < n; i++) dst[i] = y->value.data[i] > 0.0f ? dy[i] : act * dy[i];
 }
 
-/* The group's backward as one convolution (see ConvGroup). */
-static void conv2d_group_backward(Graph *g, ConvGroup *grp)
+void conv2d_stacked_backward(Graph *g, const Conv2dBranchGroup *grp, const float *dy, bool biases)
 {
-    grp->done = true;
     const Conv2dShape *s = &grp->total;
     Var *x = grp->members[0]->inputs[0];
     int K = s->Cin / s->p.groups * s->KH * s->KW, C = s->Cout;
-    size_t HWo = (size_t)s->Ho * s->Wo;
-    bool any_dw = false, any_db = false, any_dy = false;
+    bool any_dw = false, any_db = false;
     for (int i = 0; i < grp->n; i++) {
-        Var *y = grp->members[i], *w = y->inputs[1], *b = y->n_inputs > 2 ? y->inputs[2] : NULL;
-        any_dw |= w->requires_grad, any_db |= b && b->requires_grad, any_dy |= y->grad.data != NULL;
+        Var *y = grp->members[i], *b = biases && y->n_inputs > 2 ? y->inputs[2] : NULL;
+        any_dw |= y->inputs[1]->requires_grad, any_db |= b && b->requires_grad;
     }
-    if (!any_dy) return;
     bool dx_accumulate = true;
     float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
-    float *dy = graph_scratch(g, sizeof(float) * s->N * C * HWo);
-    float *w_all = graph_host_scratch(g, sizeof(float) * ((size_t)C * K + (any_dw ? (size_t)C * K : 0) + (any_db ? C : 0)));
+    if (!dx && !any_dw && !any_db) return;
+    float *w_all = graph_host_scratch(g, sizeof(float) * ((size_t)C * K * (1 + any_dw) + (any_db ? C : 0)));
     size_t scratch_n = conv2d_cpu_backward_scratch_floats(s);
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
-    if (!graph_ok(g) || !dy || !w_all) return;
+    if (!graph_ok(g) || !w_all) return;
     float *dw_all = any_dw ? w_all + (size_t)C * K : NULL, *db_all = any_db ? w_all + (size_t)C * K * (1 + any_dw) : NULL;
     if (dw_all) memset(dw_all, 0, sizeof(float) * (size_t)C * K);
     if (db_all) memset(db_all, 0, sizeof(float) * C);
-    /* stack the weights and the output gradients (through each branch's activation) along the channels */
+    /* the weights stacked along the output channels, in member order */
+    for (int i = 0, c0 = 0; i < grp->n; c0 += (int)grp->members[i]->value.shape[1], i++)
+        memcpy(w_all + (size_t)c0 * K, grp->members[i]->inputs[1]->value.data,
+               sizeof(float) * (size_t)grp->members[i]->value.shape[1] * K);
+    graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + any_dw), 0);
+    const float *xv = graph_saved_value(g, x);
+    if (!xv) return;
+    conv2d_backward_cpu(g->ctx, s, xv, w_all, dy, dx, dx_accumulate, dw_all, db_all, scratch);
+    for (int i = 0, c0 = 0; i < grp->n; c0 += (int)grp->members[i]->value.shape[1], i++) {
+        Var *y = grp->members[i], *w = y->inputs[1], *b = biases && y->n_inputs > 2 ? y->inputs[2] : NULL;
+        int Ci = (int)y->value.shape[1];
+        float *dw = w->requires_grad ? var_grad(g, w) : NULL, *db = b && b->requires_grad ? var_grad(g, b) : NULL;
+        if (!graph_ok(g)) return;
+        if (dw)
+            for (size_t k = 0; k < (size_t)Ci * K; k++) dw[k] += dw_all[(size_t)c0 * K + k];
+        if (db)
+            for (int k = 0; k < Ci; k++) db[k] += db_all[c0 + k];
+    }
+}
+
+/* A shared-input op's branches (Conv2dBranchGroup): their output gradients, each through its activation
+ * (zeros for a branch the loss does not reach), stacked for one backward. */
+static void conv2d_group_backward(Graph *g, Conv2dBranchGroup *grp)
+{
+    grp->done = true;
+    const Conv2dShape *s = &grp->total;
+    int C = s->Cout;
+    size_t HWo = (size_t)s->Ho * s->Wo;
+    bool any_dy = false;
+    for (int i = 0; i < grp->n; i++) any_dy |= grp->members[i]->grad.data != NULL;
+    if (!any_dy) return;
+    float *dy = graph_scratch(g, sizeof(float) * s->N * C * HWo);
+    if (!dy) return;
     for (int i = 0, c0 = 0; i < grp->n; i++) {
         Var *y = grp->members[i];
         const ConvSaved *cs = y->saved;
         int Ci = cs->shape.Cout;
-        memcpy(w_all + (size_t)c0 * K, y->inputs[1]->value.data, sizeof(float) * Ci * K);
         const float *dyi = y->grad.data;
-        float *masked = NULL;
         if (dyi && cs->act >= 0.0f) {
-            if (!(masked = graph_scratch(g, tensor_bytes(&y->value)))) return;
+            float *masked = graph_scratch(g, tensor_bytes(&y->value));
+            if (!masked) return;
             masked_output_grad(y, cs->act, dyi, masked);
             dyi = masked;
         }
@@ -787,21 +801,7 @@ static void conv2d_group_backward(Graph *g, ConvGroup *grp)
         }
         c0 += Ci;
     }
-    graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + any_dw), 0);
-    const float *xv = graph_saved_value(g, x);
-    if (!xv) return;
-    conv2d_backward_cpu(g->ctx, s, xv, w_all, dy, dx, dx_accumulate, dw_all, db_all, scratch);
-    for (int i = 0, c0 = 0; i < grp->n; i++) {
-        Var *y = grp->members[i], *w = y->inputs[1], *b = y->n_inputs > 2 ? y->inputs[2] : NULL;
-        int Ci = ((const ConvSaved *)y->saved)->shape.Cout;
-        float *dw = w->requires_grad ? var_grad(g, w) : NULL, *db = b && b->requires_grad ? var_grad(g, b) : NULL;
-        if (!graph_ok(g)) return;
-        if (dw)
-            for (size_t k = 0; k < (size_t)Ci * K; k++) dw[k] += dw_all[(size_t)c0 * K + k];
-        if (db)
-            for (int k = 0; k < Ci; k++) db[k] += db_all[c0 + k];
-        c0 += Ci;
-    }
+    conv2d_stacked_backward(g, grp, dy, true);
 }
 
 static void conv2d_backward(Graph *g, Var *y)
@@ -893,10 +893,10 @@ bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2
                               s->Cin / p.groups, s->KH, s->KW), false;
         t[i] = (Conv2dCpuTarget){w->value.data, b ? b->value.data : NULL, s->Cout, cs->act, pk, y->value.data, false};
     }
-    /* one backward for the branches (ConvGroup); grouped convolutions would interleave the branches'
-     * channels with the groups', so they keep a backward each */
+    /* one backward for the branches (Conv2dBranchGroup); grouped convolutions would interleave the
+     * branches' channels with the groups', so they keep a backward each */
     if (n > 1 && p.groups == 1 && !var_on_cuda(out[0])) {
-        ConvGroup *grp = graph_host_scratch(g, sizeof *grp);
+        Conv2dBranchGroup *grp = graph_host_scratch(g, sizeof *grp);
         if (!grp) return false;
         grp->n = n, grp->total = total, grp->done = false;
         for (int i = 0; i < n; i++) grp->members[i] = out[i], ((ConvSaved *)out[i]->saved)->group = grp;

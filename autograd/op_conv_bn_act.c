@@ -20,7 +20,7 @@
 
 enum { GAMMA_RANGE = 100 };
 
-static void group_backward(Graph *g, ConvBnActGroup *grp);
+static void group_backward(Graph *g, Conv2dBranchGroup *grp);
 
 static BnLayout layout(const ConvBnActState *st)
 {
@@ -317,12 +317,10 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
 /* ---- branches of one input (ag_conv_bn_act_train_shared) ---------------------------------------
  * Several layers that read the same x with the same convolution parameters (SSH's pairs): one
  * convolution forward writes every branch's z (the input read and, for Winograd, transformed once),
- * then each branch's BN and activation as alone. Their backward runs as one, in the turn of the first
- * of them to come (as ConvGroup in op_conv2d.c: the branches are made together, so every op reading
- * them comes later on the tape and their output gradients are complete by then): each branch's BN
- * backward writes its dz into a buffer that stacks the branches along the channels, then one convolution
- * backward with their weights stacked the same way (x read and transformed once, dx written once). BN's
- * statistics are per channel, so the result is that of the separate layers. */
+ * then each branch's BN and activation as alone. Their backward runs as one (Conv2dBranchGroup): each
+ * branch's BN backward writes its dz into a buffer that stacks the branches along the channels, then
+ * conv2d_stacked_backward (x read and transformed once, dx written once). BN's statistics are per channel,
+ * so the result is that of the separate layers. */
 typedef struct {
     ConvBnActState *st;
     float *dz; /* [N, C_total, Ho, Wo] */
@@ -342,31 +340,21 @@ static void stacked_dz_plane(void *arg, int plane)
                            j->dz + ((size_t)n * j->C_total + j->c0 + c) * HW);
 }
 
-static void group_backward(Graph *g, ConvBnActGroup *grp)
+static void group_backward(Graph *g, Conv2dBranchGroup *grp)
 {
     grp->done = true;
     const Conv2dShape *s = &grp->total;
-    Var *x = grp->members[0]->inputs[0];
-    int C = s->Cout, K = s->Cin / s->p.groups * s->KH * s->KW;
+    int C = s->Cout;
     size_t HW = (size_t)s->Ho * s->Wo;
-    bool any_dw = false, any_dy = false;
-    for (int i = 0; i < grp->n; i++)
-        any_dw |= grp->members[i]->inputs[1]->requires_grad, any_dy |= grp->members[i]->grad.data != NULL;
+    bool any_dy = false;
+    for (int i = 0; i < grp->n; i++) any_dy |= grp->members[i]->grad.data != NULL;
     if (!any_dy) return;
-    bool dx_accumulate = true;
-    float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
     float *dz = graph_scratch(g, sizeof(float) * s->N * C * HW);
-    float *w_all = graph_host_scratch(g, sizeof(float) * (size_t)C * K * (1 + any_dw));
-    size_t scratch_n = conv2d_cpu_backward_scratch_floats(s);
-    float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
-    if (!graph_ok(g) || !dz || !w_all) return;
-    float *dw_all = any_dw ? w_all + (size_t)C * K : NULL;
-    if (dw_all) memset(dw_all, 0, sizeof(float) * (size_t)C * K);
+    if (!dz) return;
     for (int i = 0, c0 = 0; i < grp->n; c0 += ((ConvBnActState *)grp->members[i]->saved)->s.Cout, i++) {
         Var *y = grp->members[i], *gamma = y->inputs[2], *beta = y->inputs[3];
         ConvBnActState *st = y->saved;
         int Ci = st->s.Cout;
-        memcpy(w_all + (size_t)c0 * K, y->inputs[1]->value.data, sizeof(float) * Ci * K);
         if (!y->grad.data) { /* a branch the loss does not reach */
             for (int n = 0; n < s->N; n++) memset(dz + ((size_t)n * C + c0) * HW, 0, sizeof(float) * Ci * HW);
             continue;
@@ -388,19 +376,7 @@ static void group_backward(Graph *g, ConvBnActGroup *grp)
         StackedDzJob j = {st, dz, C, c0};
         threadpool_run(g->ctx->pool, s->N * Ci, stacked_dz_plane, &j);
     }
-    bool w_grads = any_dw;
-    graph_profile_note(g, conv2d_cpu_kind(s), conv2d_flops(s) * ((dx != NULL) + w_grads), 0);
-    const float *xv = (dx || dw_all) ? graph_saved_value(g, x) : NULL;
-    if (!xv) return;
-    conv2d_backward_cpu(g->ctx, s, xv, w_all, dz, dx, dx_accumulate, dw_all, NULL, scratch);
-    for (int i = 0, c0 = 0; i < grp->n && dw_all; c0 += ((ConvBnActState *)grp->members[i]->saved)->s.Cout, i++) {
-        Var *w = grp->members[i]->inputs[1];
-        int Ci = ((ConvBnActState *)grp->members[i]->saved)->s.Cout;
-        float *dw = w->requires_grad ? var_grad(g, w) : NULL;
-        if (!graph_ok(g)) return;
-        if (dw)
-            for (size_t k = 0; k < (size_t)Ci * K; k++) dw[k] += dw_all[(size_t)c0 * K + k];
-    }
+    conv2d_stacked_backward(g, grp, dz, false); /* inputs[2] is gamma: no conv bias */
 }
 
 bool ag_conv_bn_act_train_shared(Graph *g, Var *x, int n, const ConvBnActBranch *br, Conv2dParams p, float momentum,
@@ -440,7 +416,7 @@ bool ag_conv_bn_act_train_shared(Graph *g, Var *x, int n, const ConvBnActBranch 
     size_t shared_n = conv2d_cpu_scratch_floats(&total);
     if (shared_n > scratch_n) scratch_n = shared_n;
     float *scratch = scratch_n ? graph_workspace(g, scratch_n * sizeof(float)) : NULL;
-    ConvBnActGroup *grp = graph_host_scratch(g, sizeof *grp);
+    Conv2dBranchGroup *grp = graph_host_scratch(g, sizeof *grp);
     if (!graph_ok(g) || !grp) return false;
     grp->n = n, grp->total = total, grp->done = false;
     graph_profile_note(g, conv2d_cpu_kind(&total), conv2d_flops(&total), 0);
