@@ -9,15 +9,15 @@ float *cascade_priors(Graph *g, const Var *loc1, const float *priors, const floa
     int64_t B = loc1->value.shape[0], P = loc1->value.shape[1];
     size_t bytes = tensor_bytes(&loc1->value);
     float *refined = graph_host_scratch(g, bytes);
-    const float *loc = loc1->value.data;
-    if (refined && var_on_cuda(loc1)) { /* the regressions come to the host once */
-        float *host = graph_host_scratch(g, bytes);
-        if (!host || device_memcpy(host, DEVICE_CPU, loc1->value.data, DEVICE_CUDA, bytes, &g->err)) return NULL;
-        loc = host;
-    }
     if (!refined) {
         graph_fail(g, ERR_OOM, "cascade: out of memory for %lld refined priors", (long long)(B * P));
         return NULL;
+    }
+    const float *loc = loc1->value.data;
+    if (var_on_cuda(loc1)) { /* the regressions come to the host once */
+        float *host = graph_host_scratch(g, bytes);
+        if (!host || device_memcpy(host, DEVICE_CPU, loc1->value.data, DEVICE_CUDA, bytes, &g->err)) return NULL;
+        loc = host;
     }
     for (int64_t b = 0; b < B; b++) priors_refine(loc + 4 * b * P, priors, P, variance, refined + 4 * b * P);
     return refined;
