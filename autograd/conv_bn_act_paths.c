@@ -29,6 +29,7 @@ typedef struct {
     const float *x, *w;
     float *dx, *dw;
     bool dx_accumulate;
+    ConvBnActState *dx_sums; /* x's op, which takes its BN sums from here (conv_bn_act_sums_receiver), or NULL */
     double *plane_sums; /* [N * C][9] */
     int no_scratch;     /* set by a task whose thread had no scratch (out of memory) */
 } DepthwiseBackJob;
@@ -48,7 +49,10 @@ static void depthwise_backward_plane(void *arg, int plane)
     BnSaved kept = conv_bn_act_kept_channel(st, c, (st->from_output ? st->y : st->z) + plane * out);
     BnLayout one = {1, 1, out};
     bn_channel_backward_dz(&kept, st->dy + plane * out, one, 0, st->mg[c], st->mgx[c], dz);
-    if (j->dx) conv2d_depthwise3x3_input_grad_plane(s, dz, j->w + (size_t)c * 9, j->dx + plane * in, j->dx_accumulate);
+    if (j->dx) {
+        conv2d_depthwise3x3_input_grad_plane(s, dz, j->w + (size_t)c * 9, j->dx + plane * in, j->dx_accumulate);
+        if (j->dx_sums) conv_bn_act_receive_sums(j->dx_sums, plane / s->Cin, c, j->x + plane * in, j->dx + plane * in, in);
+    }
     if (j->dw) {
         double *acc = j->plane_sums + (size_t)plane * 9;
         for (int k = 0; k < 9; k++) acc[k] = 0;
@@ -57,11 +61,11 @@ static void depthwise_backward_plane(void *arg, int plane)
 }
 
 void conv_bn_act_depthwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                               bool dx_accumulate, float *dw)
+                                    bool dx_accumulate, ConvBnActState *dx_sums, float *dw)
 {
     const Conv2dShape *s = &st->s;
     int planes = s->N * s->Cin;
-    DepthwiseBackJob j = {st, g->ctx->pool, x, w, dx, dw, dx_accumulate,
+    DepthwiseBackJob j = {st, g->ctx->pool, x, w, dx, dw, dx_accumulate, dx ? dx_sums : NULL,
                           dw ? graph_host_scratch(g, sizeof(double) * 9 * (size_t)planes) : NULL, 0};
     if (dw && !j.plane_sums) return;
     threadpool_run(g->ctx->pool, planes, depthwise_backward_plane, &j);
@@ -95,6 +99,7 @@ typedef struct {
     const float *x;
     float *dx;
     bool dx_accumulate;
+    ConvBnActState *dx_sums; /* x's op, which takes its BN sums from here (conv_bn_act_sums_receiver), or NULL */
     const SgemmPackedA *wt; /* W^T [Cin, Cout] packed, or NULL without dx */
     bool dw;
     int cols;               /* columns of a block */
@@ -124,6 +129,10 @@ static void pointwise_backward_image(void *arg, int n)
             SgemmRight right = {dz, cols, false};
             SgemmProduct prod = {Cin, NULL, 0, false, j->wt, j->dx + (size_t)n * Cin * HW + j0, HW, NULL, -1.0f};
             sgemm_multi(j->pool, cols, C, 1.0f, &right, j->dx_accumulate ? 1.0f : 0.0f, &prod, 1);
+            for (int ci = 0; j->dx_sums && ci < Cin; ci++) { /* the block of dx is still in cache */
+                size_t at = ((size_t)n * Cin + ci) * HW + j0;
+                conv_bn_act_receive_sums(j->dx_sums, n, ci, j->x + at, j->dx + at, (size_t)cols);
+            }
         }
         if (sums) {
             SgemmNtOperand a = {dz, (size_t)cols, 0}, b = {j->x + (size_t)n * Cin * HW + j0, (size_t)HW, 0};
@@ -143,7 +152,7 @@ bool conv_bn_act_pointwise_fused(const Graph *g, const ConvBnActState *st)
 }
 
 void conv_bn_act_pointwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                               bool dx_accumulate, float *dw)
+                                    bool dx_accumulate, ConvBnActState *dx_sums, float *dw)
 {
     const Conv2dShape *s = &st->s;
     int C = s->Cout, Cin = s->Cin, HW = s->Ho * s->Wo;
@@ -151,7 +160,7 @@ void conv_bn_act_pointwise_backward(Graph *g, ConvBnActState *st, const float *x
     int cols = POINTWISE_BLOCK_FLOATS / (C + Cin) / 16 * 16;
     if (cols < 64) cols = 64;
     if (cols > HW) cols = HW;
-    PointwiseBackJob j = {st, g->ctx->pool, x, dx, dx_accumulate, NULL, dw != NULL, cols,
+    PointwiseBackJob j = {st, g->ctx->pool, x, dx, dx_accumulate, dx ? dx_sums : NULL, NULL, dw != NULL, cols,
                           graph_host_scratch(g, sizeof(float) * (size_t)s->N * C * cols),
                           dw ? graph_host_scratch(g, sizeof(double) * (size_t)s->N * C * Cin) : NULL};
     SgemmPackedA wt = {0};

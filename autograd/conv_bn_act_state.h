@@ -29,20 +29,36 @@ typedef struct {
      * then their element count, or NULL for this batch's own statistics */
     double *global;
     Conv2dBranchGroup *group; /* a branch of ag_conv_bn_act_train_shared, or NULL */
+    /* [N * Cout][2]: each plane's sum_g and sum_gx, added by the backward that wrote dy while it had the
+     * plane in cache (conv_bn_act_sums_receiver), or NULL: this op's backward makes its own pass */
+    double *handed_sums;
 } ConvBnActState;
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
 BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t);
 
+/* The backward sums handed over. BN's backward first needs, per channel, sums over dy and what the
+ * forward kept: a pass over both of the layer's tensors. The backward that writes dy, when it is the last
+ * reader of y and so completes dy, has a piece of dy and of y (its own input, which it reads too) in cache
+ * right after writing it, and adds the piece's sums there instead (conv_bn_act_receive_sums).
+ * conv_bn_act_sums_receiver(g, x): the state of x's conv_bn_act op, with its per-plane sums allocated and
+ * zeroed, when the backward running now may do so (it is x's last reader, the op keeps y, which is x, no
+ * synchronised BatchNorm, not a branch of a shared op); NULL otherwise. A caller that takes it must add
+ * every element of every plane exactly once. */
+ConvBnActState *conv_bn_act_sums_receiver(Graph *g, Var *x);
+/* Adds to plane (n, c)'s sums those of len values of y (x of the caller) and dy (its gradient dx). */
+void conv_bn_act_receive_sums(ConvBnActState *r, int n, int c, const float *y, const float *dy, size_t len);
+
 /* Backward paths that write each piece of dz to cache-sized scratch and take both gradients from there
  * (mg, mgx already set): depthwise 3x3 layers plane by plane, pointwise layers by column blocks, the stem
  * (no input gradient) by bands of output rows. Each adds its weight gradient into dw (when not NULL) and
- * writes or adds dx as dx_accumulate says; failures are recorded in g. */
+ * writes or adds dx as dx_accumulate says, and hands dx's BN sums to dx_sums (conv_bn_act_sums_receiver(x),
+ * or NULL); failures are recorded in g. */
 void conv_bn_act_depthwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                                    bool dx_accumulate, float *dw);
+                                    bool dx_accumulate, ConvBnActState *dx_sums, float *dw);
 bool conv_bn_act_pointwise_fused(const Graph *g, const ConvBnActState *st);
 void conv_bn_act_pointwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
-                                    bool dx_accumulate, float *dw);
+                                    bool dx_accumulate, ConvBnActState *dx_sums, float *dw);
 bool conv_bn_act_stem_by_image(const Graph *g, const ConvBnActState *st, bool dx);
 void conv_bn_act_stem_backward(Graph *g, ConvBnActState *st, const float *x, float *dw);
 /* The depthwise layers' forward, a threadpool task per (image, channel) plane (st->x, st->w, st->z,

@@ -545,29 +545,28 @@ void graph_on_param_grad_ready(Graph *g, void (*fn)(void *ctx, Var *param), void
     g->param_grad_ready = fn, g->param_grad_ctx = ctx;
 }
 
-/* With a grad-ready hook: counts, per parameter, the nodes of the tape that read it (sign: -1 counts down
- * after node v has run, reporting the parameters it was the last reader of). */
-static void count_param_uses(Graph *g, Var *v, int sign)
+/* Counts, per value, the nodes of the tape that read it (sign: -1 counts down after node v has run; with a
+ * grad-ready hook, reporting the parameters it was the last reader of). */
+static void count_uses(Graph *g, Var *v, int sign)
 {
     for (int k = 0; k < v->n_inputs; k++) {
         Var *p = v->inputs[k];
-        if (!p->is_param || !p->requires_grad) continue;
         if (sign > 0) {
             p->pending_uses++;
-        } else if (--p->pending_uses == 0) {
+        } else if (--p->pending_uses == 0 && g->param_grad_ready && p->is_param && p->requires_grad) {
             g->param_grad_ready(g->param_grad_ctx, p);
         }
     }
 }
 
+bool graph_last_reader(const Var *x) { return x->pending_uses == 1; }
+
 /* Runs the tape backwards from root, freeing what each node leaves dead (backward_release.h). */
 static ErrorCode run_tape(Graph *g, Var *root)
 {
-    if (g->param_grad_ready) {
-        for (size_t i = 0; i < g->n_tape; i++)
-            for (int k = 0; k < g->tape[i]->n_inputs; k++) g->tape[i]->inputs[k]->pending_uses = 0;
-        for (size_t i = 0; i < g->n_tape; i++) count_param_uses(g, g->tape[i], 1);
-    }
+    for (size_t i = 0; i < g->n_tape; i++)
+        for (int k = 0; k < g->tape[i]->n_inputs; k++) g->tape[i]->inputs[k]->pending_uses = 0;
+    for (size_t i = 0; i < g->n_tape; i++) count_uses(g, g->tape[i], 1);
     profile_close_forward(g);
     g->backward_done = true;
     if (backward_release_build(g, root)) return g->err.code;
@@ -577,7 +576,7 @@ static ErrorCode run_tape(Graph *g, Var *root)
     for (size_t i = g->n_tape; i-- > 0 && graph_ok(g);) {
         Var *v = g->tape[i];
         if (v->grad.data && v->backward) run_node(g, v);
-        if (graph_ok(g) && g->param_grad_ready) count_param_uses(g, v, -1);
+        if (graph_ok(g)) count_uses(g, v, -1);
         if (graph_ok(g)) release_after(g, v);
     }
     g->in_backward = false;

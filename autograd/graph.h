@@ -50,7 +50,7 @@ struct Var {
     VarRecomputeFn recompute; /* NULL, or how its op makes the value again (graph_saved_value) */
     bool reads_recomputed;    /* this op's backward reads its inputs through graph_saved_value */
     bool released;            /* graph_done_with freed the value (value.data is NULL) */
-    int32_t pending_uses;     /* parameters, during a backward with a grad-ready hook: nodes still to run */
+    int32_t pending_uses;     /* during a backward: nodes of the tape still to run (the running one included) that read it */
 };
 
 /* One allocation of step memory made outside the backward, and the op it belongs to: the op whose
@@ -179,6 +179,9 @@ Var *graph_op_output(Graph *g, const char *op, Var *const *inputs, int n_inputs,
 static inline void graph_op_saves(Var *v, uint32_t what) { v->saves = what; }
 /* Whether op output u's backward reads the value of its input k (past 31 inputs: assumed). */
 static inline bool var_backward_reads_input(const Var *u, int k) { return k >= 31 || (u->saves & GRAPH_SAVES_INPUT(k)); }
+/* During a backward: whether the node running now is the last one on the tape that reads x (reading it
+ * once), so that x's gradient is complete when this node's backward has added its part. */
+bool graph_last_reader(const Var *x);
 /* Gradient buffer of v, zero-filled on first use (step heap for step values). NULL on failure. */
 float *var_grad(Graph *g, Var *v);
 /* Gradient buffer of v for a kernel that can write it whole: *accumulate false when nothing has been added

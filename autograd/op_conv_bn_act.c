@@ -21,6 +21,7 @@
 enum { GAMMA_RANGE = 100 };
 
 static void group_backward(Graph *g, Conv2dBranchGroup *grp);
+static void conv_bn_act_backward(Graph *g, Var *y);
 
 static BnLayout layout(const ConvBnActState *st)
 {
@@ -104,10 +105,39 @@ BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t
 /* This rank's sums of channel c for the backward: dgamma, dbeta added; sum_g, sum_gx returned. */
 static void backward_sums(ConvBnActState *st, int c, double *sg, double *sgx)
 {
-    BnSaved kept = conv_bn_act_kept_channel(st, c, st->from_output ? st->y : st->z);
-    bn_channel_backward_sums(&kept, st->dy, layout(st), c, sg, sgx);
+    if (st->handed_sums) { /* added by the backward that wrote dy, per plane: summed in image order */
+        *sg = 0, *sgx = 0;
+        for (int n = 0; n < st->s.N; n++) {
+            const double *p = st->handed_sums + ((size_t)n * st->s.Cout + c) * 2;
+            *sg += p[0], *sgx += p[1];
+        }
+    } else {
+        BnSaved kept = conv_bn_act_kept_channel(st, c, st->from_output ? st->y : st->z);
+        bn_channel_backward_sums(&kept, st->dy, layout(st), c, sg, sgx);
+    }
     if (st->dgamma) st->dgamma[c] += (float)*sgx;
     if (st->dbeta) st->dbeta[c] += (float)*sg;
+}
+
+ConvBnActState *conv_bn_act_sums_receiver(Graph *g, Var *x)
+{
+    if (!x || x->backward != conv_bn_act_backward || !graph_last_reader(x)) return NULL;
+    ConvBnActState *st = x->saved;
+    if (!st->from_output || st->group || st->global || st->handed_sums) return NULL;
+    size_t bytes = sizeof(double) * 2 * (size_t)st->s.N * st->s.Cout;
+    if (!(st->handed_sums = graph_host_scratch(g, bytes))) return NULL; /* the failure is recorded in g */
+    memset(st->handed_sums, 0, bytes);
+    return st;
+}
+
+void conv_bn_act_receive_sums(ConvBnActState *r, int n, int c, const float *y, const float *dy, size_t len)
+{
+    BnSaved kept = conv_bn_act_kept_channel(r, c, y);
+    BnLayout one = {1, 1, len};
+    double sg, sgx;
+    bn_channel_backward_sums(&kept, dy, one, 0, &sg, &sgx);
+    double *p = r->handed_sums + ((size_t)n * r->s.Cout + c) * 2;
+    p[0] += sg, p[1] += sgx;
 }
 
 /* dz of channel c from the sums over m values (this batch's, or the job's under synchronised BN). */
@@ -202,10 +232,12 @@ static void conv_bn_act_backward(Graph *g, Var *y)
         threadpool_run(g->ctx->pool, st->s.Cout, backward_channel, st);
     }
     const float *xv = (dx || dw) ? graph_saved_value(g, x) : NULL;
+    /* x's BN sums taken here, where these paths have each piece of x and dx in cache */
+    ConvBnActState *dx_sums = dx && xv && (by_plane || by_block) ? conv_bn_act_sums_receiver(g, x) : NULL;
     if (by_plane && xv)
-        conv_bn_act_depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+        conv_bn_act_depthwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dx_sums, dw);
     else if (by_block && xv)
-        conv_bn_act_pointwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dw);
+        conv_bn_act_pointwise_backward(g, st, xv, w->value.data, dx, dx_accumulate, dx_sums, dw);
     else if (by_image && xv)
         conv_bn_act_stem_backward(g, st, xv, dw);
     else if (st->dz && xv)

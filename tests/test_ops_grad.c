@@ -596,6 +596,95 @@ START_TEST(conv_bn_act_equals_conv_bn_then_activation)
 }
 END_TEST
 
+/* A chain pointwise -> depthwise -> pointwise -> depthwise (stride 2), leaky 0.1, as MobileNet has it: each
+ * layer's BN backward sums are taken by the next layer's backward as it writes its input gradient
+ * (conv_bn_act_sums_receiver); the last layer's input also feeds a second reader, whose sums stay with its
+ * own backward. Every gradient and running statistic against the same chain of separate ops. */
+enum { CHAIN_LAYERS = 4 };
+
+typedef struct {
+    Tensor x, w[CHAIN_LAYERS], gamma[CHAIN_LAYERS], beta[CHAIN_LAYERS], rm[CHAIN_LAYERS], rv[CHAIN_LAYERS];
+} BnChain;
+
+static const int chain_cout[CHAIN_LAYERS] = {12, 12, 7, 7}, chain_k[CHAIN_LAYERS] = {1, 3, 1, 3},
+                 chain_stride[CHAIN_LAYERS] = {1, 1, 1, 2};
+
+static Var *bn_chain_forward(Graph *g, BnChain *c, bool fused, Var **vx, Var *vw[], Var *vg[], Var *vb[])
+{
+    Var *h = *vx = var_from_tensor(g, &c->x, true);
+    Var *side = NULL;
+    for (int l = 0; l < CHAIN_LAYERS; l++) {
+        int cin = (int)h->value.shape[1], groups = chain_k[l] == 3 ? cin : 1;
+        Conv2dParams p = conv2d_params(chain_stride[l], chain_k[l] / 2, 1, groups);
+        vw[l] = var_from_tensor(g, &c->w[l], true);
+        vg[l] = var_from_tensor(g, &c->gamma[l], true);
+        vb[l] = var_from_tensor(g, &c->beta[l], true);
+        if (l == CHAIN_LAYERS - 1) side = h; /* two readers: this layer and the sum below */
+        if (fused) {
+            h = ag_conv_bn_act_train(g, h, vw[l], vg[l], vb[l], &c->rm[l], &c->rv[l], p, 0.1f, 1e-5f, 0.1f);
+        } else {
+            h = ag_batchnorm2d(g, ag_conv2d(g, h, vw[l], NULL, p), vg[l], vb[l], &c->rm[l], &c->rv[l], true, 0.1f, 1e-5f);
+            h = ag_leaky_relu(g, h, 0.1f);
+        }
+    }
+    return ag_add(g, ag_sum(g, ag_scale(g, h, 0.7f)), ag_sum(g, ag_scale(g, side, -0.3f)));
+}
+
+START_TEST(conv_bn_act_chain_hands_bn_sums_to_the_layer_before)
+{
+    Context *ctx = context_create(2);
+    Rng r;
+    rng_seed(&r, 1300, 0);
+    BnChain c[2];
+    int64_t xs[4] = {4, 5, 9, 11};
+    tensor_new(&c[0].x, DEVICE_CPU, 4, xs, NULL), tensor_fill_normal(&c[0].x, &r, 0, 1);
+    for (int l = 0, cin = 5; l < CHAIN_LAYERS; cin = chain_cout[l], l++) {
+        int64_t ws[4] = {chain_cout[l], chain_k[l] == 3 ? 1 : cin, chain_k[l], chain_k[l]}, cs[1] = {chain_cout[l]};
+        tensor_new(&c[0].w[l], DEVICE_CPU, 4, ws, NULL), tensor_fill_normal(&c[0].w[l], &r, 0, 1);
+        tensor_new(&c[0].gamma[l], DEVICE_CPU, 1, cs, NULL), tensor_fill_normal(&c[0].gamma[l], &r, 0, 1);
+        for (int i = 0; i < chain_cout[l]; i++) c[0].gamma[l].data[i] = 0.5f + fabsf(c[0].gamma[l].data[i]);
+        tensor_new(&c[0].beta[l], DEVICE_CPU, 1, cs, NULL), tensor_fill_normal(&c[0].beta[l], &r, 0, 1);
+        for (int f = 0; f < 2; f++) {
+            tensor_new(&c[f].rm[l], DEVICE_CPU, 1, cs, NULL), tensor_fill(&c[f].rm[l], 0.0f);
+            tensor_new(&c[f].rv[l], DEVICE_CPU, 1, cs, NULL), tensor_fill(&c[f].rv[l], 1.0f);
+        }
+        c[1].w[l] = c[0].w[l], c[1].gamma[l] = c[0].gamma[l], c[1].beta[l] = c[0].beta[l];
+    }
+    c[1].x = c[0].x;
+    float *grads[2][1 + 3 * CHAIN_LAYERS];
+    size_t counts[1 + 3 * CHAIN_LAYERS];
+    for (int f = 0; f < 2; f++) {
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        Var *vx, *vw[CHAIN_LAYERS], *vg[CHAIN_LAYERS], *vb[CHAIN_LAYERS];
+        Var *loss = bn_chain_forward(&g, &c[f], f == 1, &vx, vw, vg, vb);
+        ck_assert_msg(loss != NULL, "%s", g.err.msg);
+        ck_assert_int_eq(graph_backward(&g, loss), ERR_OK);
+        Var *all[1 + 3 * CHAIN_LAYERS] = {vx};
+        for (int l = 0; l < CHAIN_LAYERS; l++) all[1 + 3 * l] = vw[l], all[2 + 3 * l] = vg[l], all[3 + 3 * l] = vb[l];
+        for (int i = 0; i < 1 + 3 * CHAIN_LAYERS; i++) {
+            counts[i] = (size_t)tensor_numel(&all[i]->value);
+            grads[f][i] = malloc(counts[i] * sizeof(float));
+            memcpy(grads[f][i], all[i]->grad.data, counts[i] * sizeof(float));
+        }
+        graph_destroy(&g);
+    }
+    for (int i = 0; i < 1 + 3 * CHAIN_LAYERS; i++) {
+        TensorDiff d = tensor_diff(grads[1][i], grads[0][i], (int64_t)counts[i], 1e-6);
+        ck_assert_msg(d.max_rel_to_max <= 1e-4, "gradient %d of the chain: %.3g", i, d.max_rel_to_max);
+        free(grads[0][i]), free(grads[1][i]);
+    }
+    for (int l = 0; l < CHAIN_LAYERS; l++) {
+        ck_assert(tensor_diff(c[1].rm[l].data, c[0].rm[l].data, chain_cout[l], 1e-6).max_abs <= 1e-5);
+        ck_assert(tensor_diff(c[1].rv[l].data, c[0].rv[l].data, chain_cout[l], 1e-6).max_abs <= 1e-5);
+        tensor_free(&c[0].w[l]), tensor_free(&c[0].gamma[l]), tensor_free(&c[0].beta[l]);
+        for (int f = 0; f < 2; f++) tensor_free(&c[f].rm[l]), tensor_free(&c[f].rv[l]);
+    }
+    tensor_free(&c[0].x);
+    context_destroy(ctx);
+}
+END_TEST
+
 /* ---- activations, elementwise ------------------------------------------------------------------ */
 
 static Var *relu_fn(Graph *g, Var **in, void *arg) { return ag_relu(g, in[0]); }
@@ -1231,6 +1320,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
     tcase_add_test(tc, conv_bn_act_shared_input_matches_separate_layers);
+    tcase_add_test(tc, conv_bn_act_chain_hands_bn_sums_to_the_layer_before);
     tcase_add_test(tc, activation_and_elementwise_gradients);
     tcase_add_test(tc, concat_gradients);
     tcase_add_test(tc, upsample_nearest_gradients_and_indices);
