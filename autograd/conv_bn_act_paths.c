@@ -253,3 +253,91 @@ void conv_bn_act_depthwise_forward_plane(void *arg, int plane)
     BnLayout one = {1, 1, out};
     bn_channel_moments(z, one, 0, &st->plane_moments[(size_t)plane * 2], &st->plane_moments[(size_t)plane * 2 + 1]);
 }
+
+/* ---- pointwise layers of few input channels: the forward from x twice (pointwise_narrow_avx2.c) -----
+ * Tasks of NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the
+ * thread count): the first pass keeps each chunk's moments and adds them per plane in chunk order. */
+enum { NARROW_CHUNK = 4096 };
+
+static bool pointwise_shape(const Conv2dShape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 &&
+           s->p.pad_w == 0 && s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo;
+}
+
+bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st)
+{
+    (void)g;
+    return pointwise_shape(&st->s) && st->from_output && st->s.Cin <= POINTWISE_NARROW_MAX_CIN &&
+           st->s.Cout <= POINTWISE_NARROW_MAX_COUT && conv2d_avx2_available();
+}
+
+typedef struct {
+    ConvBnActState *st;
+    int chunks;      /* per image */
+    double *partial; /* [N][chunks][Cout][2] */
+} NarrowJob;
+
+static void narrow_chunk_range(const NarrowJob *j, int task, int *n, size_t *p0, size_t *p1)
+{
+    size_t HW = (size_t)j->st->s.H * j->st->s.W;
+    *n = task / j->chunks;
+    *p0 = (size_t)(task % j->chunks) * NARROW_CHUNK;
+    *p1 = *p0 + NARROW_CHUNK < HW ? *p0 + NARROW_CHUNK : HW;
+}
+
+static void narrow_moments_task(void *arg, int task)
+{
+    const NarrowJob *j = arg;
+    const ConvBnActState *st = j->st;
+    const Conv2dShape *s = &st->s;
+    int n;
+    size_t p0, p1, HW = (size_t)s->H * s->W;
+    narrow_chunk_range(j, task, &n, &p0, &p1);
+    pointwise_narrow_moments_avx2(st->x + (size_t)n * s->Cin * HW, s->Cin, HW, p0, p1, st->w, s->Cout,
+                                  j->partial + (size_t)task * s->Cout * 2);
+}
+
+static void narrow_output_task(void *arg, int task)
+{
+    const NarrowJob *j = arg;
+    const ConvBnActState *st = j->st;
+    const Conv2dShape *s = &st->s;
+    int n;
+    size_t p0, p1, HW = (size_t)s->H * s->W;
+    narrow_chunk_range(j, task, &n, &p0, &p1);
+    pointwise_narrow_affine_act_avx2(st->x + (size_t)n * s->Cin * HW, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine,
+                                     st->affine + s->Cout, st->act, st->y + (size_t)n * s->Cout * HW);
+}
+
+static int narrow_chunks(const ConvBnActState *st)
+{
+    return (int)(((size_t)st->s.H * st->s.W + NARROW_CHUNK - 1) / NARROW_CHUNK);
+}
+
+bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
+{
+    const Conv2dShape *s = &st->s;
+    int C = s->Cout, chunks = narrow_chunks(st), tasks = s->N * chunks;
+    NarrowJob j = {st, chunks, graph_host_scratch(g, sizeof(double) * 2 * (size_t)tasks * C)};
+    st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)s->N * C);
+    st->affine = graph_host_scratch(g, sizeof(float) * 2 * (size_t)C);
+    if (!j.partial || !st->plane_moments || !st->affine) return false;
+    threadpool_run(g->ctx->pool, tasks, narrow_moments_task, &j);
+    for (int n = 0; n < s->N; n++)
+        for (int c = 0; c < C; c++) {
+            double *pm = st->plane_moments + ((size_t)n * C + c) * 2;
+            pm[0] = pm[1] = 0;
+            for (int k = 0; k < chunks; k++) {
+                const double *part = j.partial + (((size_t)n * chunks + k) * C + c) * 2;
+                pm[0] += part[0], pm[1] += part[1];
+            }
+        }
+    return true;
+}
+
+void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st)
+{
+    NarrowJob j = {st, narrow_chunks(st), NULL};
+    threadpool_run(g->ctx->pool, st->s.N * j.chunks, narrow_output_task, &j);
+}

@@ -23,8 +23,10 @@ typedef struct {
     float *dz, *dgamma, *dbeta;
     float *y;
     float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
-    double *plane_moments; /* forward of the depthwise layers: [N * C][2] sums of each output plane, or NULL */
-    const float *x, *w;  /* forward of the depthwise layers */
+    double *plane_moments; /* forward of the depthwise and narrow pointwise layers: [N * C][2] sums of each
+                            * output plane, or NULL */
+    const float *x, *w;  /* forward of the depthwise and narrow pointwise layers */
+    float *affine;       /* narrow pointwise layers: [2][Cout] each channel's scale, then shift, for the output pass */
     /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
      * then their element count, or NULL for this batch's own statistics */
     double *global;
@@ -64,5 +66,11 @@ void conv_bn_act_stem_backward(Graph *g, ConvBnActState *st, const float *x, flo
 /* The depthwise layers' forward, a threadpool task per (image, channel) plane (st->x, st->w, st->z,
  * st->plane_moments set). */
 void conv_bn_act_depthwise_forward_plane(void *arg, int plane);
+/* Pointwise layers of few input channels whose y gives z back (autograd/pointwise_narrow_avx2.c): the
+ * moments from x without storing z (st->plane_moments filled; false when out of memory, recorded in g),
+ * and once st->affine is set, y from x. */
+bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st);
+bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st);
+void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st);
 
 #endif

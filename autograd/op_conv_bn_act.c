@@ -9,7 +9,7 @@
  * a buffer of its own: the convolution writes into y and the normalisation runs in place. When z is
  * kept (ReLU), y can be made again from it (graph_saved_value), so model code may release y early.
  * Depthwise 3x3 layers run plane by plane instead: the forward takes each plane's moments while the
- * plane is in cache, the backward writes each plane's dz to thread scratch and takes both gradients
+ * plane is in cache (pointwise layers of few input channels make z twice from x instead of storing it), the backward writes each plane's dz to thread scratch and takes both gradients
  * from there; pointwise layers and the stem do the same by column blocks and by bands of output rows
  * (those paths: autograd/conv_bn_act_paths.c). */
 #include <math.h>
@@ -67,7 +67,10 @@ static void normalize_channel(ConvBnActState *st, int c, double sum, double sums
     rv[c] = (float)((1.0 - st->momentum) * rv[c] + st->momentum * unbiased);
     float scale, shift;
     channel_affine(st, c, &scale, &shift);
-    bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
+    if (st->affine) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
+        st->affine[c] = scale, st->affine[st->s.Cout + c] = shift;
+    else
+        bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
 }
 
 static void forward_channel(void *arg, int c)
@@ -312,6 +315,7 @@ static bool branch_normalize(Graph *g, ConvBnActState *st)
     } else {
         threadpool_run(g->ctx->pool, C, forward_channel, st);
     }
+    if (st->affine) conv_bn_act_narrow_output(g, st);
     return graph_ok(g);
 }
 
@@ -339,6 +343,9 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
         st->x = x->value.data, st->w = w->value.data;
         threadpool_run(g->ctx->pool, planes, conv_bn_act_depthwise_forward_plane, st);
+    } else if (conv_bn_act_pointwise_narrow(g, st)) { /* z made twice from x, never stored */
+        st->x = x->value.data, st->w = w->value.data;
+        if (!conv_bn_act_narrow_moments(g, st)) return NULL;
     } else {
         Conv2dCpuTarget t = {w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);

@@ -484,6 +484,8 @@ static const ConvCase conv_bn_cases[] = {
     {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise: one column block per image */
     {2, 100, 23, 25, 156, 1, 1, 0, 1, 1, 0}, /* pointwise: two column blocks (512 + 63) per image */
     {1, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise, fewer images than threads: the general path */
+    {2, 16, 63, 67, 20, 1, 1, 0, 1, 1, 0}, /* pointwise, 16 input channels: z made twice from x (with an activation
+                                            * y gives back), in two chunks of pixels, the last block partial */
     {1, 3, 9, 13, 5, 3, 2, 1, 1, 1, 0},  /* the stem: direct stride 2 */
     {1, 4, 7, 6, 6, 3, 1, 0, 1, 2, 0},   /* 2 groups, padding 0 (im2col + GEMM) */
     {4, 16, 9, 11, 16, 3, 2, 1, 1, 16, 0}, /* depthwise with planes enough for a task each: moments per plane */
