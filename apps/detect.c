@@ -65,7 +65,8 @@ static void usage(FILE *f)
             "  --benchmark N      run the network N times on the first image after warm-up and print\n"
             "                     'forward median X ms', 'postprocess median Y ms', the input size and\n"
             "                     the forward's min and 90th percentile\n"
-            "                     (RETINA_PROFILE=1 adds a per-op time table)\n"
+            "                     (RETINA_PROFILE=1 adds a per-op time table, RETINA_PROFILE=layer one\n"
+            "                     row per op and layer shape)\n"
             "  --summary WxH      print the model's layers, output shapes, parameters and FLOPs at WxH\n"
             "  -h, --help         this help\n",
             retinaface_variant_list(variants, sizeof variants));
@@ -328,7 +329,7 @@ static void run_benchmark(Detector *det, const Image *img, float resize, const P
     }
     if (!err->code && getenv("RETINA_PROFILE")) {
         /* per-op times of a few extra runs (synchronised per op on the GPU) */
-        graph_enable_profile(&det->graph, false);
+        graph_enable_profile(&det->graph, strcmp(getenv("RETINA_PROFILE"), "layer") == 0);
         for (int r = 0; r < 5 && !err->code; r++) {
             free(dets);
             dets = NULL;

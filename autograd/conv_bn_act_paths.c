@@ -255,9 +255,8 @@ void conv_bn_act_depthwise_forward_plane(void *arg, int plane)
 }
 
 /* ---- pointwise layers of few input channels: the forward from x twice (pointwise_narrow_avx2.c) -----
- * Tasks of NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the
+ * Tasks of POINTWISE_NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the
  * thread count): the first pass keeps each chunk's moments and adds them per plane in chunk order. */
-enum { NARROW_CHUNK = 4096 };
 
 static bool pointwise_shape(const Conv2dShape *s)
 {
@@ -275,18 +274,19 @@ bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st)
 typedef struct {
     ConvBnActState *st;
     int chunks;      /* per image */
-    double *partial; /* [N][chunks][Cout][2] */
+    double *partial; /* [N][chunks][Cout][2] for the moments pass; NULL for the output pass */
 } NarrowJob;
 
 static void narrow_chunk_range(const NarrowJob *j, int task, int *n, size_t *p0, size_t *p1)
 {
     size_t HW = (size_t)j->st->s.H * j->st->s.W;
     *n = task / j->chunks;
-    *p0 = (size_t)(task % j->chunks) * NARROW_CHUNK;
-    *p1 = *p0 + NARROW_CHUNK < HW ? *p0 + NARROW_CHUNK : HW;
+    *p0 = (size_t)(task % j->chunks) * POINTWISE_NARROW_CHUNK;
+    *p1 = *p0 + POINTWISE_NARROW_CHUNK < HW ? *p0 + POINTWISE_NARROW_CHUNK : HW;
 }
 
-static void narrow_moments_task(void *arg, int task)
+/* One chunk of pixels: its moments (into the job's partial sums), or once st->affine is set, its y. */
+static void narrow_task(void *arg, int task)
 {
     const NarrowJob *j = arg;
     const ConvBnActState *st = j->st;
@@ -294,25 +294,19 @@ static void narrow_moments_task(void *arg, int task)
     int n;
     size_t p0, p1, HW = (size_t)s->H * s->W;
     narrow_chunk_range(j, task, &n, &p0, &p1);
-    pointwise_narrow_moments_avx2(st->x + (size_t)n * s->Cin * HW, s->Cin, HW, p0, p1, st->w, s->Cout,
-                                  j->partial + (size_t)task * s->Cout * 2);
-}
-
-static void narrow_output_task(void *arg, int task)
-{
-    const NarrowJob *j = arg;
-    const ConvBnActState *st = j->st;
-    const Conv2dShape *s = &st->s;
-    int n;
-    size_t p0, p1, HW = (size_t)s->H * s->W;
-    narrow_chunk_range(j, task, &n, &p0, &p1);
-    pointwise_narrow_affine_act_avx2(st->x + (size_t)n * s->Cin * HW, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine,
-                                     st->affine + s->Cout, st->act, st->y + (size_t)n * s->Cout * HW);
+    const float *xn = st->x + (size_t)n * s->Cin * HW;
+    if (j->partial) {
+        pointwise_narrow_moments_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, j->partial + (size_t)task * s->Cout * 2);
+    } else {
+        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= POINTWISE_NARROW_STREAM_BYTES;
+        pointwise_narrow_affine_act_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine, st->affine + s->Cout,
+                                         st->act, stream, st->y + (size_t)n * s->Cout * HW);
+    }
 }
 
 static int narrow_chunks(const ConvBnActState *st)
 {
-    return (int)(((size_t)st->s.H * st->s.W + NARROW_CHUNK - 1) / NARROW_CHUNK);
+    return (int)(((size_t)st->s.H * st->s.W + POINTWISE_NARROW_CHUNK - 1) / POINTWISE_NARROW_CHUNK);
 }
 
 bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
@@ -323,7 +317,7 @@ bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
     st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)s->N * C);
     st->affine = graph_host_scratch(g, sizeof(float) * 2 * (size_t)C);
     if (!j.partial || !st->plane_moments || !st->affine) return false;
-    threadpool_run(g->ctx->pool, tasks, narrow_moments_task, &j);
+    threadpool_run(g->ctx->pool, tasks, narrow_task, &j);
     for (int n = 0; n < s->N; n++)
         for (int c = 0; c < C; c++) {
             double *pm = st->plane_moments + ((size_t)n * C + c) * 2;
@@ -339,5 +333,5 @@ bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
 void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st)
 {
     NarrowJob j = {st, narrow_chunks(st), NULL};
-    threadpool_run(g->ctx->pool, st->s.N * j.chunks, narrow_output_task, &j);
+    threadpool_run(g->ctx->pool, st->s.N * j.chunks, narrow_task, &j);
 }

@@ -63,41 +63,15 @@ AVX2 __attribute__((always_inline)) static inline void add_moments(const __m256 
     acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
 }
 
-AVX2 void pointwise_narrow_moments_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,
-                                        int Cout, double *moments)
-{
-    float xb[POINTWISE_NARROW_MAX_CIN * BLOCK] __attribute__((aligned(32)));
-    __m256d acc[POINTWISE_NARROW_MAX_COUT][4];
-    for (int m = 0; m < Cout; m++)
-        for (int i = 0; i < 4; i++) acc[m][i] = _mm256_setzero_pd();
-    for (size_t p = p0; p < p1; p += BLOCK) {
-        int valid = p1 - p < BLOCK ? (int)(p1 - p) : BLOCK;
-        load_block(x + p, HW, Cin, valid, xb);
-        for (int m = 0; m < Cout; m += 2) {
-            bool pair = m + 1 < Cout;
-            __m256 z0[VECS], z1[VECS];
-            pair_z(xb, Cin, w + (size_t)m * Cin, w + (size_t)(pair ? m + 1 : m) * Cin, z0, z1);
-            add_moments(z0, acc[m]);
-            if (pair) add_moments(z1, acc[m + 1]);
-        }
-    }
-    for (int m = 0; m < Cout; m++) {
-        double t[4];
-        _mm256_storeu_pd(t, _mm256_add_pd(acc[m][0], acc[m][1]));
-        moments[2 * m] = (t[0] + t[1]) + (t[2] + t[3]);
-        _mm256_storeu_pd(t, _mm256_add_pd(acc[m][2], acc[m][3]));
-        moments[2 * m + 1] = (t[0] + t[1]) + (t[2] + t[3]);
-    }
-}
-
 /* y's row of the block: act(z * scale + shift), as channel_affine's passes compute it. */
-AVX2 __attribute__((always_inline)) static inline void store_affine(const __m256 z[VECS], float scale, float shift, float act, int valid, float *ym)
+AVX2 __attribute__((always_inline)) static inline void store_affine(const __m256 z[VECS], float scale, float shift,
+                                                                    float act, int valid, bool stream, float *ym)
 {
     __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), zero = _mm256_setzero_ps();
     for (int v = 0; v < VECS; v++) {
         __m256 o = _mm256_fmadd_ps(z[v], sc, sh);
         if (act >= 0.0f) o = _mm256_blendv_ps(_mm256_mul_ps(o, _mm256_set1_ps(act)), o, _mm256_cmp_ps(o, zero, _CMP_GT_OQ));
-        if (valid == BLOCK && ((uintptr_t)(ym + 8 * v) & 31) == 0) {
+        if (stream && valid == BLOCK && ((uintptr_t)(ym + 8 * v) & 31) == 0) {
             _mm256_stream_ps(ym + 8 * v, o);
         } else if (valid == BLOCK) {
             _mm256_storeu_ps(ym + 8 * v, o);
@@ -108,22 +82,65 @@ AVX2 __attribute__((always_inline)) static inline void store_affine(const __m256
     }
 }
 
-AVX2 void pointwise_narrow_affine_act_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,
-                                           int Cout, const float *scale, const float *shift, float act, float *y)
+/* What a pass does with each output channel's z of a block: add its moments to acc[m] (the moments pass), or
+ * write y's row (the affine pass). */
+typedef struct {
+    __m256d (*acc)[4];
+    const float *scale, *shift;
+    float act;
+    bool stream;
+    float *y;
+} NarrowSink;
+
+/* Both passes: the blocks of [p0, p1), each copied once and every output channel's z made from it, two at a
+ * time. moments: a compile-time constant of each caller. */
+AVX2 __attribute__((always_inline)) static inline void narrow_blocks(const float *x, int Cin, size_t HW, size_t p0,
+                                                                     size_t p1, const float *w, int Cout,
+                                                                     const bool moments, const NarrowSink *k)
 {
     float xb[POINTWISE_NARROW_MAX_CIN * BLOCK] __attribute__((aligned(32)));
     for (size_t p = p0; p < p1; p += BLOCK) {
         int valid = p1 - p < BLOCK ? (int)(p1 - p) : BLOCK;
         load_block(x + p, HW, Cin, valid, xb);
         for (int m = 0; m < Cout; m += 2) {
-            bool pair = m + 1 < Cout;
-            __m256 z0[VECS], z1[VECS];
-            pair_z(xb, Cin, w + (size_t)m * Cin, w + (size_t)(pair ? m + 1 : m) * Cin, z0, z1);
-            store_affine(z0, scale[m], shift[m], act, valid, y + (size_t)m * HW + p);
-            if (pair) store_affine(z1, scale[m + 1], shift[m + 1], act, valid, y + (size_t)(m + 1) * HW + p);
+            int m1 = m + 1 < Cout ? m + 1 : m; /* an odd last channel is made twice, kept once */
+            __m256 z[2][VECS];
+            pair_z(xb, Cin, w + (size_t)m * Cin, w + (size_t)m1 * Cin, z[0], z[1]);
+            for (int i = 0; i <= m1 - m; i++) {
+                if (moments)
+                    add_moments(z[i], k->acc[m + i]);
+                else
+                    store_affine(z[i], k->scale[m + i], k->shift[m + i], k->act, valid, k->stream,
+                                 k->y + (size_t)(m + i) * HW + p);
+            }
         }
     }
-    _mm_sfence(); /* the streaming stores done before the pool reports this task finished */
+}
+
+AVX2 void pointwise_narrow_moments_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,
+                                        int Cout, double *moments)
+{
+    __m256d acc[POINTWISE_NARROW_MAX_COUT][4];
+    for (int m = 0; m < Cout; m++)
+        for (int i = 0; i < 4; i++) acc[m][i] = _mm256_setzero_pd();
+    NarrowSink k = {acc, NULL, NULL, 0.0f, false, NULL};
+    narrow_blocks(x, Cin, HW, p0, p1, w, Cout, true, &k);
+    for (int m = 0; m < Cout; m++) {
+        double t[4];
+        _mm256_storeu_pd(t, _mm256_add_pd(acc[m][0], acc[m][1]));
+        moments[2 * m] = (t[0] + t[1]) + (t[2] + t[3]);
+        _mm256_storeu_pd(t, _mm256_add_pd(acc[m][2], acc[m][3]));
+        moments[2 * m + 1] = (t[0] + t[1]) + (t[2] + t[3]);
+    }
+}
+
+AVX2 void pointwise_narrow_affine_act_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,
+                                           int Cout, const float *scale, const float *shift, float act, bool stream,
+                                           float *y)
+{
+    NarrowSink k = {NULL, scale, shift, act, stream, y};
+    narrow_blocks(x, Cin, HW, p0, p1, w, Cout, false, &k);
+    if (stream) _mm_sfence(); /* the streaming stores done before the pool reports this task finished */
 }
 
 #else
@@ -134,8 +151,9 @@ void pointwise_narrow_moments_avx2(const float *x, int Cin, size_t HW, size_t p0
     (void)x, (void)Cin, (void)HW, (void)p0, (void)p1, (void)w, (void)Cout, (void)moments;
 }
 void pointwise_narrow_affine_act_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,
-                                      int Cout, const float *scale, const float *shift, float act, float *y)
+                                      int Cout, const float *scale, const float *shift, float act, bool stream, float *y)
 {
-    (void)x, (void)Cin, (void)HW, (void)p0, (void)p1, (void)w, (void)Cout, (void)scale, (void)shift, (void)act, (void)y;
+    (void)x, (void)Cin, (void)HW, (void)p0, (void)p1, (void)w, (void)Cout, (void)scale, (void)shift, (void)act,
+        (void)stream, (void)y;
 }
 #endif

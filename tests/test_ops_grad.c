@@ -1074,6 +1074,7 @@ typedef struct {
     int N, Cin, H, W, Cout, stride, pad, groups;
     float act;
     double tol; /* of the largest output: Winograd's transforms round more than a direct sum */
+    int K;      /* kernel size; 0: 3 */
 } FastConvCase;
 
 /* Largest |y - direct double sum| over the output, divided by max(1, max |direct sum|). */
@@ -1081,6 +1082,7 @@ static double conv_error_vs_direct_sum(const FastConvCase *c, const Tensor *x, c
                                        const Tensor *y)
 {
     int Ho = (int)y->shape[2], Wo = (int)y->shape[3], Cg = c->Cin / c->groups, Cog = c->Cout / c->groups;
+    int K = c->K ? c->K : 3;
     double worst = 0, scale = 1;
     for (int n = 0; n < c->N; n++)
         for (int co = 0; co < c->Cout; co++)
@@ -1089,11 +1091,11 @@ static double conv_error_vs_direct_sum(const FastConvCase *c, const Tensor *x, c
                     double acc = b->data[co];
                     for (int cg = 0; cg < Cg; cg++) {
                         int ci = co / Cog * Cg + cg;
-                        for (int ki = 0; ki < 3; ki++)
-                            for (int kj = 0; kj < 3; kj++) {
+                        for (int ki = 0; ki < K; ki++)
+                            for (int kj = 0; kj < K; kj++) {
                                 int ih = oh * c->stride - c->pad + ki, iw = ow * c->stride - c->pad + kj;
                                 if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
-                                acc += (double)w->data[((size_t)co * Cg + cg) * 9 + ki * 3 + kj] *
+                                acc += (double)w->data[((size_t)co * Cg + cg) * K * K + ki * K + kj] *
                                        x->data[(((size_t)n * c->Cin + ci) * c->H + ih) * c->W + iw];
                             }
                     }
@@ -1111,25 +1113,31 @@ START_TEST(fast_conv_paths_match_direct_sum)
      * partial tiles, tile chunks over images and over tile rows, channel-block tails), with the fused epilogue, against a
      * direct 3x3 sum in double. */
     static const FastConvCase cases[] = {
-        {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6},
-        {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6},
-        {"depthwise 3x3/1, column chunks", CONV_CPU_DEPTHWISE, 1, 3, 5, 1030, 3, 1, 1, 3, 0.1f, 1e-6},
-        {"depthwise 3x3/2, column chunks, odd width", CONV_CPU_DEPTHWISE, 1, 3, 6, 1101, 3, 2, 1, 3, -1.0f, 1e-6},
-        {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5},
-        {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5},
-        {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5},
-        {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5},
-        {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5},
-        {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5},
-        {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6},
-        {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6},
+        {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6, 3},
+        {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6, 3},
+        {"depthwise 3x3/1, column chunks", CONV_CPU_DEPTHWISE, 1, 3, 5, 1030, 3, 1, 1, 3, 0.1f, 1e-6, 3},
+        {"depthwise 3x3/2, column chunks, odd width", CONV_CPU_DEPTHWISE, 1, 3, 6, 1101, 3, 2, 1, 3, -1.0f, 1e-6, 3},
+        {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5, 3},
+        {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5, 3},
+        {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5, 3},
+        {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5, 3},
+        {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5, 3},
+        {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5, 3},
+        {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6, 3},
+        {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6, 3},
+        /* pointwise with few input channels: made from x without packing (two chunks of pixels, a partial block,
+         * an odd output channel count) */
+        {"pointwise 8 -> 19, narrow", CONV_CPU_GEMM, 2, 8, 37, 139, 19, 1, 0, 1, 0.1f, 1e-6, 1},
+        {"pointwise 16 -> 64, narrow, no activation", CONV_CPU_GEMM, 1, 16, 9, 11, 64, 1, 0, 1, -1.0f, 1e-6, 1},
+        {"pointwise 17 -> 8, the GEMM", CONV_CPU_GEMM, 1, 17, 9, 11, 8, 1, 0, 1, 0.0f, 1e-6, 1},
     };
     Context *ctx = context_create(2);
     Rng r;
     rng_seed(&r, 950, 0);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const FastConvCase *c = &cases[k];
-        int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin / c->groups, 3, 3}, bs[1] = {c->Cout};
+        int K = c->K ? c->K : 3;
+        int64_t xs[4] = {c->N, c->Cin, c->H, c->W}, ws[4] = {c->Cout, c->Cin / c->groups, K, K}, bs[1] = {c->Cout};
         Tensor x, w, b;
         tensor_new(&x, DEVICE_CPU, 4, xs, NULL), tensor_new(&w, DEVICE_CPU, 4, ws, NULL), tensor_new(&b, DEVICE_CPU, 1, bs, NULL);
         tensor_fill_normal(&x, &r, 0, 1), tensor_fill_normal(&w, &r, 0, 1), tensor_fill_normal(&b, &r, 0, 1);
