@@ -16,30 +16,81 @@ static int64_t inner_size(const Tensor *t, int axis)
     return n;
 }
 
+/* The CPU copies: a task per (outer index, input), so both directions use the pool (one thread's memcpy
+ * ran at a third of the copy bandwidth). Backward: each input's slice of dy written into its gradient, or
+ * added where something is already there. */
+typedef struct {
+    const ConcatSaved *s;
+    int n;
+    float *y;             /* forward: y; backward: dy */
+    float *const *parts;  /* forward: the inputs' data; backward: their gradients (NULL: none needed) */
+    const int64_t *rows, *offsets;
+    const bool *accumulate; /* backward only */
+} ConcatJob;
+
+static void concat_forward_task(void *arg, int task)
+{
+    const ConcatJob *j = arg;
+    int64_t o = task / j->n;
+    int i = task % j->n;
+    float *dst = j->y + o * j->s->out_row + j->offsets[i];
+    const float *src = j->parts[i] + o * j->rows[i];
+    if (dst != src) /* a part the memory plan placed inside y is already where it belongs */
+        memcpy(dst, src, (size_t)j->rows[i] * sizeof(float));
+}
+
+static void concat_backward_task(void *arg, int task)
+{
+    const ConcatJob *j = arg;
+    int64_t o = task / j->n;
+    int i = task % j->n;
+    if (!j->parts[i]) return;
+    const float *src = j->y + o * j->s->out_row + j->offsets[i];
+    float *dst = j->parts[i] + o * j->rows[i];
+    if (j->accumulate[i])
+        for (int64_t k = 0; k < j->rows[i]; k++) dst[k] += src[k];
+    else
+        memcpy(dst, src, (size_t)j->rows[i] * sizeof(float));
+}
+
+/* Each input's row (length along the axis times inner) and offset in y's row; false when out of memory. */
+static bool concat_layout(Graph *g, const ConcatSaved *s, Var *const *xs, int n, int64_t **rows, int64_t **offsets)
+{
+    *rows = graph_host_scratch(g, 2 * sizeof(int64_t) * (size_t)n);
+    if (!*rows) return false;
+    *offsets = *rows + n;
+    int64_t off = 0;
+    for (int i = 0; i < n; off += (*rows)[i], i++) {
+        (*rows)[i] = xs[i]->value.shape[s->axis] * inner_size(&xs[i]->value, s->axis);
+        (*offsets)[i] = off;
+    }
+    return true;
+}
+
 static void concat_backward(Graph *g, Var *y)
 {
     const ConcatSaved *s = y->saved;
-    int64_t offset = 0;
-    for (int i = 0; i < y->n_inputs; i++) {
+    int n = y->n_inputs;
+    int64_t *rows, *offsets;
+    float **grads = graph_host_scratch(g, sizeof(float *) * (size_t)n);
+    bool *accumulate = graph_host_scratch(g, sizeof(bool) * (size_t)n);
+    if (!grads || !accumulate || !concat_layout(g, s, y->inputs, n, &rows, &offsets)) return;
+    for (int i = 0; i < n; i++) {
         Var *x = y->inputs[i];
-        int64_t row = x->value.shape[s->axis] * inner_size(&x->value, s->axis);
-        if (x->requires_grad) {
+        grads[i] = NULL;
+        if (!x->requires_grad) continue;
+        if (var_on_cuda(y)) {
             float *dx = var_grad(g, x);
             if (!dx) return;
-            if (var_on_cuda(y)) {
-                cuda_concat_copy(g->ctx, y->grad.data, dx, s->outer, row, s->out_row, offset, true);
-                offset += row;
-                if (!graph_check_cuda(g, "concat backward")) return;
-                continue;
-            }
-            for (int64_t o = 0; o < s->outer; o++) {
-                const float *src = y->grad.data + o * s->out_row + offset;
-                float *dst = dx + o * row;
-                for (int64_t k = 0; k < row; k++) dst[k] += src[k];
-            }
+            cuda_concat_copy(g->ctx, y->grad.data, dx, s->outer, rows[i], s->out_row, offsets[i], true);
+            if (!graph_check_cuda(g, "concat backward")) return;
+            continue;
         }
-        offset += row;
+        if (!(grads[i] = var_grad_for_write(g, x, &accumulate[i]))) return;
     }
+    if (var_on_cuda(y)) return;
+    ConcatJob j = {s, n, y->grad.data, grads, rows, offsets, accumulate};
+    threadpool_run(g->ctx->pool, (int)(s->outer * n), concat_backward_task, &j);
 }
 
 Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
@@ -77,20 +128,17 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
     for (int d = 0; d < axis; d++) s->outer *= shape[d];
     s->out_row = shape[axis] * inner_size(t0, axis);
     y->saved = s;
-    int64_t offset = 0;
-    for (int i = 0; i < n; i++) {
-        const Tensor *t = &xs[i]->value;
-        int64_t row = t->shape[axis] * inner_size(t, axis);
-        if (var_on_cuda(y)) {
-            cuda_concat_copy(g->ctx, t->data, y->value.data, s->outer, row, s->out_row, offset, false);
-            offset += row;
-            continue;
-        }
-        /* a part the memory plan placed inside y is already where it belongs */
-        if (!(s->outer == 1 && t->data == y->value.data + offset))
-            for (int64_t o = 0; o < s->outer; o++)
-                memcpy(y->value.data + o * s->out_row + offset, t->data + o * row, (size_t)row * sizeof(float));
-        offset += row;
+    int64_t *rows, *offsets;
+    if (!concat_layout(g, s, xs, n, &rows, &offsets)) return NULL;
+    if (var_on_cuda(y)) {
+        for (int i = 0; i < n; i++)
+            cuda_concat_copy(g->ctx, xs[i]->value.data, y->value.data, s->outer, rows[i], s->out_row, offsets[i], false);
+    } else {
+        float **parts = graph_host_scratch(g, sizeof(float *) * (size_t)n);
+        if (!parts) return NULL;
+        for (int i = 0; i < n; i++) parts[i] = xs[i]->value.data;
+        ConcatJob j = {s, n, y->value.data, parts, rows, offsets, NULL};
+        threadpool_run(g->ctx->pool, (int)(s->outer * n), concat_forward_task, &j);
     }
     if (s->outer == 1) graph_plan_concat(g, y, xs, n);
     return graph_check_cuda(g, "concat") ? y : NULL;
