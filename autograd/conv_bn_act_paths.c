@@ -317,6 +317,7 @@ bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
     st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)s->N * C);
     st->affine = graph_host_scratch(g, sizeof(float) * 2 * (size_t)C);
     if (!j.partial || !st->plane_moments || !st->affine) return false;
+    st->narrow = true;
     threadpool_run(g->ctx->pool, tasks, narrow_task, &j);
     for (int n = 0; n < s->N; n++)
         for (int c = 0; c < C; c++) {
@@ -334,4 +335,52 @@ void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st)
 {
     NarrowJob j = {st, narrow_chunks(st), NULL};
     threadpool_run(g->ctx->pool, st->s.N * j.chunks, narrow_task, &j);
+}
+
+/* ---- pointwise layers: the forward image by image ------------------------------------------------
+ * A task per image: its GEMM alone (W packed once for all), then the moments of each of its output planes
+ * while they are in the thread's cache. The batch's GEMMs used to run one after another, each split over
+ * the threads, and a pass over the whole output then read it back for the moments. */
+typedef struct {
+    ConvBnActState *st;
+    const SgemmPackedA *w;
+    ThreadPool *pool;
+} PointwiseForwardJob;
+
+static void pointwise_forward_image(void *arg, int n)
+{
+    const PointwiseForwardJob *j = arg;
+    ConvBnActState *st = j->st;
+    const Conv2dShape *s = &st->s;
+    size_t HW = (size_t)s->H * s->W;
+    float *z = st->z + (size_t)n * s->Cout * HW;
+    SgemmRight right = {st->x + (size_t)n * s->Cin * HW, (int)HW, false};
+    SgemmProduct prod = {s->Cout, NULL, 0, false, j->w, z, (int)HW, NULL, -1.0f};
+    sgemm_multi(j->pool, (int)HW, s->Cin, 1.0f, &right, 0.0f, &prod, 1); /* within a task: on this thread */
+    BnLayout one = {1, 1, HW};
+    for (int c = 0; c < s->Cout; c++) {
+        double *pm = st->plane_moments + ((size_t)n * s->Cout + c) * 2;
+        bn_channel_moments(z + (size_t)c * HW, one, 0, &pm[0], &pm[1]);
+    }
+}
+
+bool conv_bn_act_pointwise_by_image(const Graph *g, const ConvBnActState *st)
+{
+    return pointwise_shape(&st->s) && st->s.N >= threadpool_size(g->ctx->pool);
+}
+
+bool conv_bn_act_pointwise_forward(Graph *g, ConvBnActState *st)
+{
+    const Conv2dShape *s = &st->s;
+    SgemmPackedA w = {0};
+    st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)s->N * s->Cout);
+    if (!st->plane_moments) return false;
+    if (!sgemm_pack_a(&w, false, s->Cout, s->Cin, st->w, s->Cin)) {
+        graph_fail(g, ERR_OOM, "conv_bn_act: out of memory packing the weights");
+        return false;
+    }
+    PointwiseForwardJob j = {st, &w, g->ctx->pool};
+    threadpool_run(g->ctx->pool, s->N, pointwise_forward_image, &j);
+    sgemm_packed_a_free(&w);
+    return true;
 }

@@ -67,7 +67,7 @@ static void normalize_channel(ConvBnActState *st, int c, double sum, double sums
     rv[c] = (float)((1.0 - st->momentum) * rv[c] + st->momentum * unbiased);
     float scale, shift;
     channel_affine(st, c, &scale, &shift);
-    if (st->affine) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
+    if (st->narrow) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
         st->affine[c] = scale, st->affine[st->s.Cout + c] = shift;
     else
         bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
@@ -315,7 +315,7 @@ static bool branch_normalize(Graph *g, ConvBnActState *st)
     } else {
         threadpool_run(g->ctx->pool, C, forward_channel, st);
     }
-    if (st->affine) conv_bn_act_narrow_output(g, st);
+    if (st->narrow) conv_bn_act_narrow_output(g, st);
     return graph_ok(g);
 }
 
@@ -346,6 +346,9 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     } else if (conv_bn_act_pointwise_narrow(g, st)) { /* z made twice from x, never stored */
         st->x = x->value.data, st->w = w->value.data;
         if (!conv_bn_act_narrow_moments(g, st)) return NULL;
+    } else if (conv_bn_act_pointwise_by_image(g, st)) {
+        st->x = x->value.data, st->w = w->value.data;
+        if (!conv_bn_act_pointwise_forward(g, st)) return NULL;
     } else {
         Conv2dCpuTarget t = {w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
