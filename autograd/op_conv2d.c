@@ -535,46 +535,6 @@ static void gemm_forward_grouped(Context *ctx, const Conv2dShape *s, const float
             }
 }
 
-/* Pointwise layers of few input channels (inference's 8 -> 16 and 16 -> 32 at 320x240 and 160x120): straight
- * from x, 32 pixels by every output channel in registers (autograd/pointwise_narrow_avx2.c), no packing, the
- * bias and activation applied there; tasks of POINTWISE_NARROW_CHUNK pixels of one image. */
-
-typedef struct {
-    const Conv2dShape *s;
-    const float *x;
-    const Conv2dCpuTarget *t;
-    float ones[POINTWISE_NARROW_MAX_COUT], shift[POINTWISE_NARROW_MAX_COUT];
-    int chunks;
-    bool stream;
-} NarrowForwardJob;
-
-static bool narrow_forward_applies(const Conv2dShape *s, const Conv2dCpuTarget *t)
-{
-    return is_pointwise(s) && s->p.groups == 1 && s->Cin <= POINTWISE_NARROW_MAX_CIN &&
-           s->Cout <= POINTWISE_NARROW_MAX_COUT && !t->accumulate && conv2d_avx2_available();
-}
-
-static void narrow_forward_chunk(void *arg, int task)
-{
-    const NarrowForwardJob *j = arg;
-    const Conv2dShape *s = j->s;
-    size_t HW = (size_t)s->H * s->W, p0 = (size_t)(task % j->chunks) * POINTWISE_NARROW_CHUNK;
-    size_t p1 = p0 + POINTWISE_NARROW_CHUNK < HW ? p0 + POINTWISE_NARROW_CHUNK : HW;
-    int n = task / j->chunks;
-    pointwise_narrow_affine_act_avx2(j->x + (size_t)n * s->Cin * HW, s->Cin, HW, p0, p1, j->t->w, s->Cout, j->ones,
-                                     j->shift, j->t->act, j->stream, j->t->y + (size_t)n * s->Cout * HW);
-}
-
-static void narrow_forward(Context *ctx, const Conv2dShape *s, const float *x, const Conv2dCpuTarget *t)
-{
-    NarrowForwardJob j = {s, x, t, {0}, {0}, 0, false};
-    size_t HW = (size_t)s->H * s->W;
-    for (int c = 0; c < s->Cout; c++) j.ones[c] = 1.0f, j.shift[c] = t->b ? t->b[c] : 0.0f;
-    j.chunks = (int)((HW + POINTWISE_NARROW_CHUNK - 1) / POINTWISE_NARROW_CHUNK);
-    j.stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= POINTWISE_NARROW_STREAM_BYTES;
-    threadpool_run(ctx->pool, s->N * j.chunks, narrow_forward_chunk, &j);
-}
-
 static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *x, const Conv2dCpuTarget *t,
                                float *scratch)
 {
@@ -600,9 +560,7 @@ static void conv2d_forward_one(Context *ctx, const Conv2dShape *s, const float *
     case CONV_CPU_WINOGRAD: conv2d_winograd_forward(ctx, s, x, 1, t, scratch); return;
     case CONV_CPU_GEMM: break;
     }
-    if (narrow_forward_applies(s, t))
-        narrow_forward(ctx, s, x, t);
-    else if (s->p.groups == 1)
+    if (s->p.groups == 1)
         gemm_forward_shared(ctx, s, x, 1, t, scratch);
     else
         gemm_forward_grouped(ctx, s, x, t, scratch);

@@ -1125,11 +1125,11 @@ START_TEST(fast_conv_paths_match_direct_sum)
         {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5, 3},
         {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6, 3},
         {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6, 3},
-        /* pointwise with few input channels: made from x without packing (two chunks of pixels, a partial block,
+        /* pointwise: the GEMM straight on x, with the bias and activation epilogue (partial column panels,
          * an odd output channel count) */
-        {"pointwise 8 -> 19, narrow", CONV_CPU_GEMM, 2, 8, 37, 139, 19, 1, 0, 1, 0.1f, 1e-6, 1},
-        {"pointwise 16 -> 64, narrow, no activation", CONV_CPU_GEMM, 1, 16, 9, 11, 64, 1, 0, 1, -1.0f, 1e-6, 1},
-        {"pointwise 17 -> 8, the GEMM", CONV_CPU_GEMM, 1, 17, 9, 11, 8, 1, 0, 1, 0.0f, 1e-6, 1},
+        {"pointwise 8 -> 19", CONV_CPU_GEMM, 2, 8, 37, 139, 19, 1, 0, 1, 0.1f, 1e-6, 1},
+        {"pointwise 16 -> 64, no activation", CONV_CPU_GEMM, 1, 16, 9, 11, 64, 1, 0, 1, -1.0f, 1e-6, 1},
+        {"pointwise 17 -> 8, relu", CONV_CPU_GEMM, 1, 17, 9, 11, 8, 1, 0, 1, 0.0f, 1e-6, 1},
     };
     Context *ctx = context_create(2);
     Rng r;
