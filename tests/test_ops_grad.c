@@ -215,6 +215,7 @@ typedef struct {
 } SharedCase;
 static const SharedCase shared_cases[] = {
     {"winograd, thin branches", 9, 13, 17, 3, 1, 1, {5, 11, 3}, 2e-5, 1e-4},
+    {"winograd, every branch too", 9, 33, 35, 3, 1, 1, {8, 9, 10}, 2e-5, 1e-4}, /* 81 tiles an image */
     {"1x1 gemm", 16, 7, 9, 1, 1, 1, {4, 8, 20}, 1e-6, 1e-5},
     {"5x5 im2col gemm", 3, 8, 10, 5, 1, 1, {7, 2, 6}, 1e-6, 1e-5},
     {"direct 3x3/2", 3, 12, 37, 3, 2, 1, {8, 4, 5}, 1e-6, 1e-5},
@@ -478,7 +479,8 @@ static Var *conv_then_bn_then_act_fn(Graph *g, Var **in, void *arg)
 }
 
 static const ConvCase conv_bn_cases[] = {
-    {2, 8, 9, 11, 6, 3, 1, 1, 1, 1, 0},  /* dense 3x3 stride 1: Winograd forward, odd sizes */
+    {2, 8, 9, 11, 6, 3, 1, 1, 1, 1, 0},  /* dense 3x3 stride 1, 6 outputs (im2col: Winograd needs 8), odd sizes */
+    {2, 8, 33, 35, 9, 3, 1, 1, 1, 1, 0}, /* Winograd (8 channels or more each side), 81 tiles an image */
     {2, 6, 9, 8, 6, 3, 2, 1, 1, 6, 0},   /* depthwise stride 2 */
     {3, 5, 5, 7, 5, 3, 1, 1, 1, 5, 0},   /* depthwise stride 1, odd channel count */
     {2, 5, 6, 7, 3, 1, 1, 0, 1, 1, 0},   /* pointwise: one column block per image */
