@@ -9,9 +9,11 @@
  * a buffer of its own: the convolution writes into y and the normalisation runs in place. When z is
  * kept (ReLU), y can be made again from it (graph_saved_value), so model code may release y early.
  * Depthwise 3x3 layers run plane by plane instead: the forward takes each plane's moments while the
- * plane is in cache (pointwise layers of few input channels make z twice from x instead of storing it), the backward writes each plane's dz to thread scratch and takes both gradients
- * from there; pointwise layers and the stem do the same by column blocks and by bands of output rows
- * (those paths: autograd/conv_bn_act_paths.c). */
+ * plane is in cache, the backward writes each plane's dz to thread scratch and takes both gradients from
+ * there; pointwise layers run their forward image by image likewise (those of few input channels make z
+ * twice from x instead of storing it) and their backward by column blocks, the stem its backward by bands
+ * of output rows (those paths: autograd/conv_bn_act_paths.c). The backward of the layer after often takes
+ * this one's dgamma/dbeta sums for it (conv_bn_act_sums_receiver). */
 #include <math.h>
 #include <string.h>
 
