@@ -7,6 +7,7 @@
 typedef struct {
     int axis;
     int64_t outer, out_row; /* out_row = total length along axis * inner */
+    int64_t *rows, *offsets; /* [n]: each input's row (length along the axis times inner) and its offset in y's */
 } ConcatSaved;
 
 static int64_t inner_size(const Tensor *t, int axis)
@@ -16,53 +17,54 @@ static int64_t inner_size(const Tensor *t, int axis)
     return n;
 }
 
-/* The CPU copies: a task per (outer index, input), so both directions use the pool (one thread's memcpy
- * ran at a third of the copy bandwidth). Backward: each input's slice of dy written into its gradient, or
- * added where something is already there. */
+/* The CPU copies: a task per outer index, so both directions use the pool (one thread's memcpy ran at a
+ * third of the copy bandwidth). Within a task the inputs go in order: an input given twice has its gradient
+ * slice written by its first part and added to by its second, never both at once. Backward: each input's
+ * slice of dy written into its gradient, or added where something is already there. */
 typedef struct {
     const ConcatSaved *s;
     int n;
     float *y;             /* forward: y; backward: dy */
     float *const *parts;  /* forward: the inputs' data; backward: their gradients (NULL: none needed) */
-    const int64_t *rows, *offsets;
     const bool *accumulate; /* backward only */
 } ConcatJob;
 
 static void concat_forward_task(void *arg, int task)
 {
     const ConcatJob *j = arg;
-    int64_t o = task / j->n;
-    int i = task % j->n;
-    float *dst = j->y + o * j->s->out_row + j->offsets[i];
-    const float *src = j->parts[i] + o * j->rows[i];
-    if (dst != src) /* a part the memory plan placed inside y is already where it belongs */
-        memcpy(dst, src, (size_t)j->rows[i] * sizeof(float));
+    const ConcatSaved *s = j->s;
+    for (int i = 0; i < j->n; i++) {
+        float *dst = j->y + task * s->out_row + s->offsets[i];
+        const float *src = j->parts[i] + task * s->rows[i];
+        if (dst != src) /* a part the memory plan placed inside y is already where it belongs */
+            memcpy(dst, src, (size_t)s->rows[i] * sizeof(float));
+    }
 }
 
 static void concat_backward_task(void *arg, int task)
 {
     const ConcatJob *j = arg;
-    int64_t o = task / j->n;
-    int i = task % j->n;
-    if (!j->parts[i]) return;
-    const float *src = j->y + o * j->s->out_row + j->offsets[i];
-    float *dst = j->parts[i] + o * j->rows[i];
-    if (j->accumulate[i])
-        for (int64_t k = 0; k < j->rows[i]; k++) dst[k] += src[k];
-    else
-        memcpy(dst, src, (size_t)j->rows[i] * sizeof(float));
+    const ConcatSaved *s = j->s;
+    for (int i = 0; i < j->n; i++) {
+        if (!j->parts[i]) continue;
+        const float *src = j->y + task * s->out_row + s->offsets[i];
+        float *dst = j->parts[i] + task * s->rows[i];
+        if (j->accumulate[i])
+            for (int64_t k = 0; k < s->rows[i]; k++) dst[k] += src[k];
+        else
+            memcpy(dst, src, (size_t)s->rows[i] * sizeof(float));
+    }
 }
 
-/* Each input's row (length along the axis times inner) and offset in y's row; false when out of memory. */
-static bool concat_layout(Graph *g, const ConcatSaved *s, Var *const *xs, int n, int64_t **rows, int64_t **offsets)
+/* s->rows and s->offsets of the inputs xs; false when out of memory (recorded in g). */
+static bool concat_layout(Graph *g, ConcatSaved *s, Var *const *xs, int n)
 {
-    *rows = graph_host_scratch(g, 2 * sizeof(int64_t) * (size_t)n);
-    if (!*rows) return false;
-    *offsets = *rows + n;
+    if (!(s->rows = graph_host_scratch(g, 2 * sizeof(int64_t) * (size_t)n))) return false;
+    s->offsets = s->rows + n;
     int64_t off = 0;
-    for (int i = 0; i < n; off += (*rows)[i], i++) {
-        (*rows)[i] = xs[i]->value.shape[s->axis] * inner_size(&xs[i]->value, s->axis);
-        (*offsets)[i] = off;
+    for (int i = 0; i < n; off += s->rows[i], i++) {
+        s->rows[i] = xs[i]->value.shape[s->axis] * inner_size(&xs[i]->value, s->axis);
+        s->offsets[i] = off;
     }
     return true;
 }
@@ -71,10 +73,9 @@ static void concat_backward(Graph *g, Var *y)
 {
     const ConcatSaved *s = y->saved;
     int n = y->n_inputs;
-    int64_t *rows, *offsets;
     float **grads = graph_host_scratch(g, sizeof(float *) * (size_t)n);
     bool *accumulate = graph_host_scratch(g, sizeof(bool) * (size_t)n);
-    if (!grads || !accumulate || !concat_layout(g, s, y->inputs, n, &rows, &offsets)) return;
+    if (!grads || !accumulate) return;
     for (int i = 0; i < n; i++) {
         Var *x = y->inputs[i];
         grads[i] = NULL;
@@ -82,15 +83,15 @@ static void concat_backward(Graph *g, Var *y)
         if (var_on_cuda(y)) {
             float *dx = var_grad(g, x);
             if (!dx) return;
-            cuda_concat_copy(g->ctx, y->grad.data, dx, s->outer, rows[i], s->out_row, offsets[i], true);
+            cuda_concat_copy(g->ctx, y->grad.data, dx, s->outer, s->rows[i], s->out_row, s->offsets[i], true);
             if (!graph_check_cuda(g, "concat backward")) return;
             continue;
         }
         if (!(grads[i] = var_grad_for_write(g, x, &accumulate[i]))) return;
     }
     if (var_on_cuda(y)) return;
-    ConcatJob j = {s, n, y->grad.data, grads, rows, offsets, accumulate};
-    threadpool_run(g->ctx->pool, (int)(s->outer * n), concat_backward_task, &j);
+    ConcatJob j = {s, n, y->grad.data, grads, accumulate};
+    threadpool_run(g->ctx->pool, (int)s->outer, concat_backward_task, &j);
 }
 
 Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
@@ -128,17 +129,17 @@ Var *ag_concat(Graph *g, Var *const *xs, int n, int axis)
     for (int d = 0; d < axis; d++) s->outer *= shape[d];
     s->out_row = shape[axis] * inner_size(t0, axis);
     y->saved = s;
-    int64_t *rows, *offsets;
-    if (!concat_layout(g, s, xs, n, &rows, &offsets)) return NULL;
+    if (!concat_layout(g, s, xs, n)) return NULL;
     if (var_on_cuda(y)) {
         for (int i = 0; i < n; i++)
-            cuda_concat_copy(g->ctx, xs[i]->value.data, y->value.data, s->outer, rows[i], s->out_row, offsets[i], false);
+            cuda_concat_copy(g->ctx, xs[i]->value.data, y->value.data, s->outer, s->rows[i], s->out_row, s->offsets[i],
+                             false);
     } else {
         float **parts = graph_host_scratch(g, sizeof(float *) * (size_t)n);
         if (!parts) return NULL;
         for (int i = 0; i < n; i++) parts[i] = xs[i]->value.data;
-        ConcatJob j = {s, n, y->value.data, parts, rows, offsets, NULL};
-        threadpool_run(g->ctx->pool, (int)(s->outer * n), concat_forward_task, &j);
+        ConcatJob j = {s, n, y->value.data, parts, NULL};
+        threadpool_run(g->ctx->pool, (int)s->outer, concat_forward_task, &j);
     }
     if (s->outer == 1) graph_plan_concat(g, y, xs, n);
     return graph_check_cuda(g, "concat") ? y : NULL;
