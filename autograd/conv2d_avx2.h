@@ -43,18 +43,14 @@ void conv3x3_s2_backward_weight_avx2(const float *x, int Cin, int H, int W, cons
                                      int nco, int oy_begin, int oy_end, int Wo, double *acc);
 
 /* Pointwise (1x1) convolution of few input channels made in registers, without packing
- * (autograd/pointwise_narrow_avx2.c): x [Cin, HW] of one image, w [Cout, Cin], pixels [p0, p1).
- * Moments (BatchNorm in training): moments[2 m], [2 m + 1] = sum and sum of squares of z = W x of output
- * channel m (z not stored). Affine: y [Cout, HW] = act(z * scale + shift) per output channel (BN's affine
- * map); stream: non-temporal stores, for outputs too large to stay in cache for the next layer
- * (POINTWISE_NARROW_STREAM_BYTES). Inference keeps the GEMM for these layers: this kernel measured no faster
- * there (640x480, 1 thread, 5 alternations: forward median 16.86 ms without it, 17.08 with it). Cin <= POINTWISE_NARROW_MAX_CIN,
- * Cout <= POINTWISE_NARROW_MAX_COUT. */
+ * (autograd/pointwise_narrow_avx2.c): x [Cin, HW] of one image, w [Cout, Cin], pixels [p0, p1);
+ * Cin <= POINTWISE_NARROW_MAX_CIN, Cout <= POINTWISE_NARROW_MAX_COUT. Moments (BatchNorm in training):
+ * moments[2 m], [2 m + 1] = sum and sum of squares of z = W x of output channel m (z not stored). Affine:
+ * y [Cout, HW] = act(z * scale + shift) per output channel (BN's affine map); stream: non-temporal stores,
+ * for an output too large to stay in cache for the next layer. Inference keeps the GEMM for these layers:
+ * this kernel measured no faster there (640x480, 1 thread, 5 alternations: forward median 16.86 ms without
+ * it, 17.08 with it). */
 enum { POINTWISE_NARROW_MAX_CIN = 16, POINTWISE_NARROW_MAX_COUT = 64 };
-/* Callers cut each image into tasks of this many pixels (a fixed cut: sums over them do not depend on the
- * thread count). */
-enum { POINTWISE_NARROW_CHUNK = 4096 };
-#define POINTWISE_NARROW_STREAM_BYTES ((size_t)16 << 20)
 void pointwise_narrow_moments_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w, int Cout,
                                    double *moments);
 void pointwise_narrow_affine_act_avx2(const float *x, int Cin, size_t HW, size_t p0, size_t p1, const float *w,

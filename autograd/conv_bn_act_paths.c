@@ -141,14 +141,19 @@ static void pointwise_backward_image(void *arg, int n)
     }
 }
 
+/* A 1x1 convolution of stride 1 without padding or groups: a GEMM of each image's pixels. */
+static bool pointwise_shape(const Conv2dShape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 &&
+           s->p.pad_w == 0 && s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo;
+}
+
 /* Whether the fused pointwise backward serves this layer (see above). */
 bool conv_bn_act_pointwise_fused(const Graph *g, const ConvBnActState *st)
 {
     const Conv2dShape *s = &st->s;
-    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 && s->p.pad_w == 0 &&
-           s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo && (long)s->Cout * s->Cin <= POINTWISE_FUSED_MAX_W &&
-           s->Cout + s->Cin <= POINTWISE_FUSED_MAX_CHANNELS &&
-           s->N >= threadpool_size(g->ctx->pool);
+    return pointwise_shape(s) && (long)s->Cout * s->Cin <= POINTWISE_FUSED_MAX_W &&
+           s->Cout + s->Cin <= POINTWISE_FUSED_MAX_CHANNELS && s->N >= threadpool_size(g->ctx->pool);
 }
 
 void conv_bn_act_pointwise_backward(Graph *g, ConvBnActState *st, const float *x, const float *w, float *dx,
@@ -255,14 +260,11 @@ void conv_bn_act_depthwise_forward_plane(void *arg, int plane)
 }
 
 /* ---- pointwise layers of few input channels: the forward from x twice (pointwise_narrow_avx2.c) -----
- * Tasks of POINTWISE_NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the
- * thread count): the first pass keeps each chunk's moments and adds them per plane in chunk order. */
-
-static bool pointwise_shape(const Conv2dShape *s)
-{
-    return s->KH == 1 && s->KW == 1 && s->p.stride_h == 1 && s->p.stride_w == 1 && s->p.pad_h == 0 &&
-           s->p.pad_w == 0 && s->p.groups == 1 && s->H == s->Ho && s->W == s->Wo;
-}
+ * Tasks of NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the thread
+ * count): the first pass keeps each chunk's moments and adds them per plane in chunk order. The second
+ * streams y past the cache when the layer's output is too large to stay there for the next layer. */
+enum { NARROW_CHUNK = 4096 };
+#define NARROW_STREAM_BYTES ((size_t)16 << 20)
 
 bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st)
 {
@@ -281,8 +283,8 @@ static void narrow_chunk_range(const NarrowJob *j, int task, int *n, size_t *p0,
 {
     size_t HW = (size_t)j->st->s.H * j->st->s.W;
     *n = task / j->chunks;
-    *p0 = (size_t)(task % j->chunks) * POINTWISE_NARROW_CHUNK;
-    *p1 = *p0 + POINTWISE_NARROW_CHUNK < HW ? *p0 + POINTWISE_NARROW_CHUNK : HW;
+    *p0 = (size_t)(task % j->chunks) * NARROW_CHUNK;
+    *p1 = *p0 + NARROW_CHUNK < HW ? *p0 + NARROW_CHUNK : HW;
 }
 
 /* One chunk of pixels: its moments (into the job's partial sums), or once st->affine is set, its y. */
@@ -298,7 +300,7 @@ static void narrow_task(void *arg, int task)
     if (j->partial) {
         pointwise_narrow_moments_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, j->partial + (size_t)task * s->Cout * 2);
     } else {
-        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= POINTWISE_NARROW_STREAM_BYTES;
+        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= NARROW_STREAM_BYTES;
         pointwise_narrow_affine_act_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine, st->affine + s->Cout,
                                          st->act, stream, st->y + (size_t)n * s->Cout * HW);
     }
@@ -306,7 +308,7 @@ static void narrow_task(void *arg, int task)
 
 static int narrow_chunks(const ConvBnActState *st)
 {
-    return (int)(((size_t)st->s.H * st->s.W + POINTWISE_NARROW_CHUNK - 1) / POINTWISE_NARROW_CHUNK);
+    return (int)(((size_t)st->s.H * st->s.W + NARROW_CHUNK - 1) / NARROW_CHUNK);
 }
 
 bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
@@ -317,7 +319,6 @@ bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st)
     st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)s->N * C);
     st->affine = graph_host_scratch(g, sizeof(float) * 2 * (size_t)C);
     if (!j.partial || !st->plane_moments || !st->affine) return false;
-    st->narrow = true;
     threadpool_run(g->ctx->pool, tasks, narrow_task, &j);
     for (int n = 0; n < s->N; n++)
         for (int c = 0; c < C; c++) {

@@ -25,9 +25,9 @@ typedef struct {
     float *mg, *mgx;     /* [Cout]: sum_g / m and sum_gx / m, for dz */
     double *plane_moments; /* forward of the depthwise and pointwise layers taken by plane or image: [N * C][2]
                             * sums of each output plane, or NULL */
-    const float *x, *w;  /* forward of those layers */
-    bool narrow;         /* a narrow pointwise layer: y made from x by a pass of its own (conv_bn_act_narrow_output) */
-    float *affine;       /* narrow layers: [2][Cout] each channel's scale, then shift, for that pass */
+    const float *x, *w;  /* the forward's input and weights */
+    float *affine;       /* a narrow pointwise layer, whose y a pass of its own makes from x
+                          * (conv_bn_act_narrow_output): [2][Cout] each channel's scale, then shift; else NULL */
     /* synchronised BatchNorm (Context.sync_bn over several ranks): [C][2] sums over every rank's batch,
      * then their element count, or NULL for this batch's own statistics */
     double *global;
@@ -68,8 +68,8 @@ void conv_bn_act_stem_backward(Graph *g, ConvBnActState *st, const float *x, flo
  * st->plane_moments set). */
 void conv_bn_act_depthwise_forward_plane(void *arg, int plane);
 /* Pointwise layers of few input channels whose y gives z back (autograd/pointwise_narrow_avx2.c): the
- * moments from x without storing z (st->x, st->w set; st->plane_moments filled, st->narrow set; false when
- * out of memory, recorded in g), and once the statistics have set st->affine, y from x. */
+ * moments from x without storing z (st->x, st->w set; st->plane_moments and st->affine allocated; false
+ * when out of memory, recorded in g), and once the statistics have filled st->affine, y from x. */
 bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st);
 bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st);
 void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st);

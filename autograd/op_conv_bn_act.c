@@ -40,19 +40,24 @@ static void channel_affine(const ConvBnActState *st, int c, float *scale, float 
     *shift = st->beta[c] - st->mean[c] * *scale;
 }
 
+/* Channel c's pair of sums over the images from per-plane pairs planes [N * C][2], added in image order
+ * (the result does not depend on which thread made which plane). */
+static void add_plane_pairs(const ConvBnActState *st, const double *planes, int c, double *a, double *b)
+{
+    *a = 0, *b = 0;
+    for (int n = 0; n < st->s.N; n++) {
+        const double *p = planes + ((size_t)n * st->s.Cout + c) * 2;
+        *a += p[0], *b += p[1];
+    }
+}
+
 /* This rank's sum and sum of squares of channel c's convolution output. */
 static void channel_sums(const ConvBnActState *st, int c, double *sum, double *sumsq)
 {
-    BnLayout l = layout(st);
-    *sum = 0, *sumsq = 0;
-    if (st->plane_moments) { /* summed where each plane was made (depthwise_forward_plane), in image order */
-        for (int n = 0; n < l.N; n++) {
-            const double *pm = st->plane_moments + ((size_t)n * l.C + c) * 2;
-            *sum += pm[0], *sumsq += pm[1];
-        }
-    } else {
-        bn_channel_moments(st->z, l, c, sum, sumsq);
-    }
+    if (st->plane_moments) /* taken where each plane was made (by plane or by image) */
+        add_plane_pairs(st, st->plane_moments, c, sum, sumsq);
+    else
+        bn_channel_moments(st->z, layout(st), c, sum, sumsq);
 }
 
 /* Statistics from the sums over m values, running statistics updated, then y = act(z * scale + shift). */
@@ -69,7 +74,7 @@ static void normalize_channel(ConvBnActState *st, int c, double sum, double sums
     rv[c] = (float)((1.0 - st->momentum) * rv[c] + st->momentum * unbiased);
     float scale, shift;
     channel_affine(st, c, &scale, &shift);
-    if (st->narrow) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
+    if (st->affine) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
         st->affine[c] = scale, st->affine[st->s.Cout + c] = shift;
     else
         bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
@@ -110,12 +115,8 @@ BnSaved conv_bn_act_kept_channel(const ConvBnActState *st, int c, const float *t
 /* This rank's sums of channel c for the backward: dgamma, dbeta added; sum_g, sum_gx returned. */
 static void backward_sums(ConvBnActState *st, int c, double *sg, double *sgx)
 {
-    if (st->handed_sums) { /* added by the backward that wrote dy, per plane: summed in image order */
-        *sg = 0, *sgx = 0;
-        for (int n = 0; n < st->s.N; n++) {
-            const double *p = st->handed_sums + ((size_t)n * st->s.Cout + c) * 2;
-            *sg += p[0], *sgx += p[1];
-        }
+    if (st->handed_sums) { /* added by the backward that wrote dy, per plane */
+        add_plane_pairs(st, st->handed_sums, c, sg, sgx);
     } else {
         BnSaved kept = conv_bn_act_kept_channel(st, c, st->from_output ? st->y : st->z);
         bn_channel_backward_sums(&kept, st->dy, layout(st), c, sg, sgx);
@@ -317,7 +318,7 @@ static bool branch_normalize(Graph *g, ConvBnActState *st)
     } else {
         threadpool_run(g->ctx->pool, C, forward_channel, st);
     }
-    if (st->narrow) conv_bn_act_narrow_output(g, st);
+    if (st->affine) conv_bn_act_narrow_output(g, st);
     return graph_ok(g);
 }
 
@@ -340,16 +341,14 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     if (!graph_ok(g)) return NULL;
     graph_profile_note(g, conv2d_cpu_kind(&st->s), conv2d_flops(&st->s), 0);
     int planes = st->s.N * st->s.Cout;
+    st->x = x->value.data, st->w = w->value.data;
     /* depthwise with enough planes for the pool (the banded kernel of conv2d serves the few-plane case) */
     if (conv2d_depthwise3x3_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
-        st->x = x->value.data, st->w = w->value.data;
         threadpool_run(g->ctx->pool, planes, conv_bn_act_depthwise_forward_plane, st);
     } else if (conv_bn_act_pointwise_narrow(g, st)) { /* z made twice from x, never stored */
-        st->x = x->value.data, st->w = w->value.data;
         if (!conv_bn_act_narrow_moments(g, st)) return NULL;
     } else if (conv_bn_act_pointwise_by_image(g, st)) {
-        st->x = x->value.data, st->w = w->value.data;
         if (!conv_bn_act_pointwise_forward(g, st)) return NULL;
     } else {
         Conv2dCpuTarget t = {w->value.data, NULL, st->s.Cout, -1.0f, NULL, st->z, false};
