@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "autograd/conv2d_avx2.h"
+#include "autograd/row_load_avx2.h"
 
 static inline const float *plane(const float *t, BnLayout l, int n, int c)
 {
@@ -190,12 +191,6 @@ AVX2 __attribute__((always_inline)) static inline void saved8(const SavedConsts 
     *t = _mm256_sub_ps(v, k->beta);
 }
 
-/* Lanes of the first 8 - (count of lanes to keep) masked off: for the last len % 8 elements of a row. */
-AVX2 static inline __m256i tail_mask(size_t left)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* The sums go into float lanes for SUM_FLUSH_FLOATS elements at a time, then into double: converting every
  * vector to double bound the kernel by the conversions; 32 float additions per lane lose nothing of note
  * next to the rounding of g and g * t themselves. */
@@ -225,7 +220,7 @@ AVX2 __attribute__((always_inline)) static inline void backward_sums_body(const 
                 i += 8;
             }
             if (i < end) { /* masked-off lanes read nothing and add g = 0 */
-                __m256i m = tail_mask(end - i);
+                __m256i m = first_lanes((int)(end - i));
                 saved8(&k, from_output, act, _mm256_maskload_ps(p + i, m), _mm256_maskload_ps(d + i, m), &g, &t);
                 fg1 = _mm256_add_ps(fg1, g), fx1 = _mm256_fmadd_ps(g, t, fx1);
                 i = end;
@@ -260,7 +255,7 @@ AVX2 __attribute__((always_inline)) static inline void backward_dz_body(const Bn
             _mm256_storeu_ps(o + i, dz8(g, t, kv, nkmg, c1));
         }
         if (i < l.HW) {
-            __m256i m = tail_mask(l.HW - i);
+            __m256i m = first_lanes((int)(l.HW - i));
             saved8(&k, from_output, act, _mm256_maskload_ps(p + i, m), _mm256_maskload_ps(d + i, m), &g, &t);
             _mm256_maskstore_ps(o + i, m, dz8(g, t, kv, nkmg, c1));
         }

@@ -305,8 +305,7 @@ __attribute__((target("avx2,fma"))) void conv3x3_s2_backward_weight_avx2(const f
     float odd[Cin][STEM_SPLIT_ROWS][ROW_FLOATS] __attribute__((aligned(32)));
     for (int c0 = 0; c0 < Wo; c0 += COLS) {
         int cols = Wo - c0 < COLS ? Wo - c0 : COLS;
-        __m256i mask_last = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols % 8 ? cols % 8 : 8),
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i mask_last = first_lanes(cols % 8 ? cols % 8 : 8);
         for (int oy0 = oy_begin; oy0 < oy_end; oy0 += STEM_GRAD_ROWS) {
             int oy1 = oy0 + STEM_GRAD_ROWS < oy_end ? oy0 + STEM_GRAD_ROWS : oy_end;
             int n_rows = 2 * (oy1 - oy0) + 1; /* input rows 2 oy0 - 1 .. 2 oy1 - 1 */

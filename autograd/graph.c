@@ -146,12 +146,12 @@ void graph_print_profile(const Graph *g, FILE *out, int steps)
         char name[96], rf[32], rb[32];
         int len = snprintf(name, sizeof name, p->kind[i] ? "%s %s" : "%s", p->name[i], p->kind[i]);
         const ProfileLayer *l = &p->layer[i];
-        if (l->c && l->in_c && len > 0 && (size_t)len < sizeof name) /* input channels: known from a recorded op */
-            snprintf(name + len, sizeof name - (size_t)len, " %lld->%lld %lldx%lld", (long long)l->in_c, (long long)l->c,
-                     (long long)l->h, (long long)l->w);
-        else if (l->c && len > 0 && (size_t)len < sizeof name) /* inference records no inputs: the output's alone */
-            snprintf(name + len, sizeof name - (size_t)len, " ->%lld %lldx%lld", (long long)l->c, (long long)l->h,
+        if (l->c && len > 0 && (size_t)len < sizeof name) {
+            char in[24] = ""; /* input channels, known where the op was recorded (inference records no inputs) */
+            if (l->in_c) snprintf(in, sizeof in, "%lld", (long long)l->in_c);
+            snprintf(name + len, sizeof name - (size_t)len, " %s->%lld %lldx%lld", in, (long long)l->c, (long long)l->h,
                      (long long)l->w);
+        }
         rate_str(rf, sizeof rf, &p->fwd[i], p->calls[i]);
         rate_str(rb, sizeof rb, &p->bwd[i], p->calls[i]);
         fprintf(out, "  %-*s %6ld %11.2f %15s %12.2f %15s\n", width, name, (long)(p->calls[i] / d), p->fwd[i].ms / d, rf,

@@ -6,6 +6,7 @@
  * With K = Cin <= POINTWISE_NARROW_MAX_CIN the second convolution costs less than the memory traffic it
  * saves. Both passes make z with the same arithmetic, so the moments are those of the z that y comes from. */
 #include "autograd/conv2d_avx2.h"
+#include "autograd/row_load_avx2.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,7 +30,7 @@ AVX2 __attribute__((always_inline)) static inline void load_block(const float *x
             if (valid == BLOCK) {
                 t = _mm256_loadu_ps(src);
             } else {
-                __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8 * v), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                __m256i m = first_lanes(valid - 8 * v);
                 t = _mm256_maskload_ps(src, m);
             }
             _mm256_store_ps(xb + k * BLOCK + 8 * v, t);
@@ -76,7 +77,7 @@ AVX2 __attribute__((always_inline)) static inline void store_affine(const __m256
         } else if (valid == BLOCK) {
             _mm256_storeu_ps(ym + 8 * v, o);
         } else {
-            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8 * v), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256i m = first_lanes(valid - 8 * v);
             _mm256_maskstore_ps(ym + 8 * v, m, o);
         }
     }

@@ -1,4 +1,4 @@
-/* Eight consecutive floats of an input row, for the CPU convolution kernels that read their input rows
+/* Eight consecutive floats of an input row (and lane masks for rows' ends), for the CPU kernels that read their input rows
  * in place instead of through zero-padded copies (the depthwise stencil, Winograd's input transform).
  * Internal to autograd/; x86-64 only, for functions compiled with target("avx2,fma"). */
 #ifndef AUTOGRAD_ROW_LOAD_AVX2_H
@@ -19,6 +19,13 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 load_col
     __m256i inside = _mm256_and_si256(_mm256_cmpgt_epi32(c, _mm256_set1_epi32(-1)),
                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(W), c));
     return _mm256_maskload_ps(row + col, inside);
+}
+
+/* The mask of the first n lanes (n <= 0: none, n >= 8: all), for the masked loads and stores of a row's
+ * last n % 8 elements. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i first_lanes(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 #endif
 
