@@ -95,10 +95,16 @@ bool conv2d_winograd_weight_shape(const Tensor *w, Conv2dParams p)
     return w->ndim == 4 && winograd_params((int)w->shape[2], (int)w->shape[3], &p);
 }
 
+/* The packed U of all targets (each target's rows padded to whole panels: at most SGEMM_MAX_PRODUCTS). */
+static size_t packed_u_floats(const Conv2dShape *s)
+{
+    return (size_t)XI * ((size_t)s->Cout + (SGEMM_MR - 1) * SGEMM_MAX_PRODUCTS) * s->Cin;
+}
+
 size_t conv2d_winograd_scratch_floats(const Conv2dShape *s)
 {
     TileGrid t = tile_grid(s);
-    return (size_t)XI * ((size_t)s->Cout * s->Cin + (size_t)(s->Cin + s->Cout) * t.row_floats);
+    return packed_u_floats(s) + (size_t)XI * (size_t)(s->Cin + s->Cout) * t.row_floats;
 }
 
 typedef struct {
@@ -107,7 +113,7 @@ typedef struct {
     const float *x;
     const Conv2dCpuTarget *t;
     int n_targets;
-    float *U, *V, *M; /* U, M: the targets' rows one after another */
+    float *U, *V, *M; /* U: packed GEMM operands (packed_u); M: the targets' rows one after another */
     const float *dy;  /* weight gradient: the output gradient [N, Cout, Ho, Wo], M holds its transform */
     double *dU;       /* weight gradient: [36][Cout][Cin] sums (dot products, few filters) */
     float *dUf;       /* or, with many filters, float sums of the blocked GEMMs */
@@ -263,9 +269,12 @@ WINOGRAD_TARGET static inline void filter_1d(const Lanes *g, int gs, Lanes *o, i
     o[5 * os] = g2;
 }
 
-/* U[xi][co][ci] = (G g G^T)[xi] for the filter g of (co, ci) of w [Cout, Cin, 3, 3], 8 input
- * channels at a time; U rows are ld_co floats apart, xi blocks ld_xi. */
-WINOGRAD_TARGET static void transform_filter(const float *w, int Cin, int co, float *U, size_t ld_xi)
+/* U[xi] [M, Cin] = (G g G^T)[xi] for the filters g of w [M, Cin, 3, 3], written straight into the GEMMs'
+ * packed left operands P[xi] (sgemm_packed_a_offset's layout): row co, 8 input channels at a time. The
+ * last row's call also zeroes the rows that pad the last panel. Packed here once per convolution: the
+ * training forward (weights new every step) used to write U plainly and have every chunk of tiles pack
+ * all 36 of them again (5% of a ResNet-50 step in pack_a). */
+WINOGRAD_TARGET static void transform_filter_packed(const float *w, int M, int Cin, int co, float *const P[XI])
 {
     float taps[9][LANES] __attribute__((aligned(32)));
     float u[XI][LANES] __attribute__((aligned(32)));
@@ -277,34 +286,53 @@ WINOGRAD_TARGET static void transform_filter(const float *w, int Cin, int co, fl
         const Lanes *g = (const Lanes *)taps;
         for (int c = 0; c < 3; c++) filter_1d(g + c, 3, rows + c, 3);
         for (int r = 0; r < ALPHA; r++) filter_1d(rows + r * 3, 1, (Lanes *)u + r * ALPHA, 1);
-        for (int e = 0; e < XI; e++) {
-            float *dst = U + (size_t)e * ld_xi + (size_t)co * Cin + c0;
-            if (lanes == LANES)
-                *(Lanes *)dst = *(const Lanes *)u[e];
-            else
-                for (int k = 0; k < lanes; k++) dst[k] = u[e][k];
-        }
+        /* the 8 channels lie in one K block (SGEMM_KC is a multiple of 8), SGEMM_MR floats apart */
+        size_t at = sgemm_packed_a_offset(M, Cin, co, c0);
+        for (int e = 0; e < XI; e++)
+            for (int k = 0; k < lanes; k++) P[e][at + (size_t)k * SGEMM_MR] = u[e][k];
     }
+    if (co != M - 1) return;
+    for (int e = 0; e < XI; e++)
+        for (int pad = M; pad % SGEMM_MR; pad++)
+            for (int ci = 0; ci < Cin; ci++) P[e][sgemm_packed_a_offset(M, Cin, pad, ci)] = 0.0f;
 }
 
-/* U rows of the targets without packed weights (output channel co over all targets). */
+/* Where target q's packed U[e] lies in the scratch: element by element, the targets' row-padded operands
+ * one after another. */
+static float *packed_u(const WinogradJob *j, int q, int e)
+{
+    size_t rows = 0, before = 0;
+    for (int i = 0; i < j->n_targets; i++) {
+        size_t r = sgemm_packed_a_floats(j->t[i].Cout, 1);
+        if (i < q) before += r;
+        rows += r;
+    }
+    return j->U + ((size_t)e * rows + before) * j->s->Cin;
+}
+
+/* The packed U of the targets without packed weights (output channel co over all targets). */
 static void transform_weights(void *arg, int co)
 {
     const WinogradJob *j = arg;
     int first;
     const Conv2dCpuTarget *t = target_of(j, co, &first);
     if (t->packed) return;
-    transform_filter(t->w, j->s->Cin, co - first, j->U + (size_t)first * j->s->Cin, (size_t)j->s->Cout * j->s->Cin);
+    float *P[XI];
+    for (int e = 0; e < XI; e++) P[e] = packed_u(j, (int)(t - j->t), e);
+    transform_filter_packed(t->w, t->Cout, j->s->Cin, co - first, P);
 }
 
 bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPackedA u[36])
 {
-    float *U = malloc(sizeof(float) * XI * (size_t)Cout * Cin);
-    bool ok = U != NULL;
-    for (int co = 0; ok && co < Cout; co++) transform_filter(w, Cin, co, U, (size_t)Cout * Cin);
-    for (int e = 0; e < XI; e++) u[e] = (SgemmPackedA){0};
-    for (int e = 0; ok && e < XI; e++) ok = sgemm_pack_a(&u[e], false, Cout, Cin, U + (size_t)e * Cout * Cin, Cin);
-    free(U);
+    bool ok = true;
+    float *P[XI];
+    for (int e = 0; e < XI; e++) {
+        size_t floats = sgemm_packed_a_floats(Cout, Cin);
+        u[e] = (SgemmPackedA){Cout, Cin, ok ? aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63) : NULL};
+        ok = ok && u[e].data;
+        P[e] = u[e].data;
+    }
+    for (int co = 0; ok && co < Cout; co++) transform_filter_packed(w, Cout, Cin, co, P);
     if (!ok)
         for (int e = 0; e < XI; e++) sgemm_packed_a_free(&u[e]);
     return ok;
@@ -326,11 +354,12 @@ static void multiply_element(void *arg, int task)
     if (c0 + cols > j->grid.tiles_padded) cols = j->grid.tiles_padded - c0;
     if (cols <= 0) return;
     SgemmProduct prods[SGEMM_MAX_PRODUCTS];
+    SgemmPackedA made[SGEMM_MAX_PRODUCTS]; /* views of the scratch's packed U (transform_weights) */
     SgemmRight right = {j->V + (size_t)e * ld + c0, XI * ld, false};
     for (int q = 0, first = 0; q < j->n_targets; first += j->t[q++].Cout) {
         const Conv2dCpuTarget *t = &j->t[q];
-        prods[q] = (SgemmProduct){t->Cout, j->U + ((size_t)e * s->Cout + first) * s->Cin, s->Cin, false,
-                                  t->packed ? &t->packed->winograd[e] : NULL,
+        made[q] = (SgemmPackedA){t->Cout, s->Cin, t->packed ? NULL : packed_u(j, q, e)};
+        prods[q] = (SgemmProduct){t->Cout, NULL, s->Cin, false, t->packed ? &t->packed->winograd[e] : &made[q],
                                   j->M + ((size_t)first * XI + e) * ld + c0, XI * ld, NULL, -1.0f};
     }
     sgemm_multi(j->pool, cols, s->Cin, 1.0f, &right, 0.0f, prods, j->n_targets);
@@ -405,7 +434,7 @@ void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x,
 {
     WinogradJob j = {.s = s, .grid = tile_grid(s), .x = x, .t = t, .n_targets = n, .pool = ctx->pool};
     j.U = scratch;
-    j.V = j.U + (size_t)XI * s->Cout * s->Cin;
+    j.V = j.U + packed_u_floats(s);
     j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;
     bool all_packed = true;
     for (int i = 0; i < n; i++) all_packed &= t[i].packed != NULL;

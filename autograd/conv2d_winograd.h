@@ -4,8 +4,8 @@
  * Shapes: x [N, Cin, H, W], and per target w [Cout, Cin, 3, 3], b [Cout] or NULL, y [N, Cout, Ho, Wo],
  * all contiguous NCHW float32, any padding, stride 1, dilation 1, one group. Several targets share
  * the input transform; s->Cout is the sum of theirs. `scratch` (caller-owned) holds
- * conv2d_winograd_scratch_floats() floats: the transformed weights U [36][Cout][Cin] (of targets
- * without packed ones), inputs V [Cin][36][T] and products M [Cout][36][T], T = the 4x4 output tiles
+ * conv2d_winograd_scratch_floats() floats: the transformed weights U [36][Cout][Cin] of targets
+ * without packed ones (packed as the GEMMs' left operands, once per call), inputs V [Cin][36][T] and products M [Cout][36][T], T = the 4x4 output tiles
  * of one chunk (whole images or whole tile rows: about 2 MiB of V and M, at least 64 tiles) rounded up to 8,
  * plus 8. Bias and activation are applied in the output transform, which adds into y instead of
  * writing it for a target marked accumulate. The backward's input gradient of a 3x3 stride-1 padding-1

@@ -63,7 +63,7 @@ static void pack_a(const float *A, int lda, bool trans_a, int M, int i0, int mc,
 bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, int lda)
 {
     *pa = (SgemmPackedA){M, K, NULL};
-    size_t floats = (size_t)round_up(M, SGEMM_MR) * (size_t)K;
+    size_t floats = sgemm_packed_a_floats(M, K);
     pa->data = aligned_alloc(64, ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63);
     if (!pa->data) return false;
     for (int pc = 0; pc < K; pc += KC) {

@@ -35,6 +35,20 @@ typedef struct {
 
 /* False when out of memory (pa is then empty). */
 bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, int lda);
+
+/* Floats of a packed M x K operand (rows rounded up to whole panels), and where its element (row, col)
+ * sits: for code that writes an operand in packed form as it makes it, instead of writing it plainly and
+ * packing it again at every product. Rows past M in the last panel must hold zeros. */
+static inline size_t sgemm_packed_a_floats(int M, int K)
+{
+    return (size_t)((M + SGEMM_MR - 1) / SGEMM_MR * SGEMM_MR) * (size_t)K;
+}
+static inline size_t sgemm_packed_a_offset(int M, int K, int row, int col)
+{
+    int pc = col / SGEMM_KC * SGEMM_KC, kc = K - pc < SGEMM_KC ? K - pc : SGEMM_KC;
+    return sgemm_packed_a_floats(M, pc) + (size_t)(row / SGEMM_MR) * kc * SGEMM_MR + (size_t)(col - pc) * SGEMM_MR +
+           (size_t)(row % SGEMM_MR);
+}
 void sgemm_packed_a_free(SgemmPackedA *pa);
 
 /* The right operand of sgemm_multi: op(B) [K,N] as in sgemm. */

@@ -1125,6 +1125,9 @@ START_TEST(fast_conv_paths_match_direct_sum)
         {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5, 3},
         {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5, 3},
         {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5, 3},
+        /* more input channels than a K block of the packed transformed weights (SGEMM_KC = 256), an odd
+         * output channel count (the last row panel padded) */
+        {"winograd, two K blocks of packed weights", CONV_CPU_WINOGRAD, 1, 300, 9, 11, 13, 1, 1, 1, 0.1f, 2e-5, 3},
         {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6, 3},
         {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6, 3},
         /* pointwise: the GEMM straight on x, with the bias and activation epilogue (partial column panels,
