@@ -83,7 +83,7 @@ void sgemm_packed_a_free(SgemmPackedA *pa)
  * Non-transposed B is read row by row (each row of the block once, sequentially, which the hardware
  * prefetches), writing NR values into every panel; reading panel by panel would stride through
  * memory one cache line per row. */
-static void pack_b(const SgemmRight *r, int p0, int kc, int j0, int nc, float *dst)
+static void pack_b(const SgemmRight *r, int p0, int kc, int j0, int nc, float *dst, bool vector)
 {
     if (!r->trans_b) {
         int full = nc / SGEMM_NR, rest = nc - full * SGEMM_NR;
@@ -100,6 +100,11 @@ static void pack_b(const SgemmRight *r, int p0, int kc, int j0, int nc, float *d
     }
     for (int jr = 0; jr < nc; jr += SGEMM_NR) {
         int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
+        if (vector && nr == SGEMM_NR) {
+            sgemm_pack_b_trans_panel_avx2(r->B + (size_t)(j0 + jr) * r->ldb + p0, r->ldb, kc, dst);
+            dst += (size_t)kc * SGEMM_NR;
+            continue;
+        }
         for (int c = 0; c < SGEMM_NR; c++) {
             if (c < nr) {
                 const float *src = r->B + (size_t)(j0 + jr + c) * r->ldb + p0;
@@ -165,9 +170,9 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                 full_panels = nc / SGEMM_NR;
                 if (nc % SGEMM_NR)
                     pack_b(&j->right, pc, kc, j0 + jc + full_panels * SGEMM_NR, nc % SGEMM_NR,
-                           pb + (size_t)full_panels * SGEMM_NR * kc);
+                           pb + (size_t)full_panels * SGEMM_NR * kc, j->kernel != sgemm_kernel_generic);
             } else {
-                pack_b(&j->right, pc, kc, j0 + jc, nc, pb);
+                pack_b(&j->right, pc, kc, j0 + jc, nc, pb, j->kernel != sgemm_kernel_generic);
             }
             for (int q = 0; q < j->n_prods; q++) {
                 const SgemmProduct *pr = &j->prods[q];

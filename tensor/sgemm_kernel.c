@@ -196,6 +196,37 @@ __attribute__((target("avx512f"))) void sgemm_kernel_avx512(int kc, const float 
         kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 
+/* 8 rows of 8 floats transposed: on return r[q] holds element q of every input row. */
+__attribute__((target("avx2"))) static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+__attribute__((target("avx2"))) void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst)
+{
+    int p = 0;
+    for (; p + 8 <= kc; p += 8)
+        for (int h = 0; h < SGEMM_NR; h += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (h + i) * ld + p);
+            transpose8(r);
+            for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (size_t)(p + q) * SGEMM_NR + h, r[q]);
+        }
+    for (; p < kc; p++)
+        for (int c = 0; c < SGEMM_NR; c++) dst[(size_t)p * SGEMM_NR + c] = src[c * ld + p];
+}
+
 SgemmKernelFn sgemm_select_kernel(void)
 {
     __builtin_cpu_init();
@@ -215,4 +246,9 @@ void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, long 
     sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
+void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst)
+{
+    for (int p = 0; p < kc; p++)
+        for (int c = 0; c < SGEMM_NR; c++) dst[(size_t)p * SGEMM_NR + c] = src[c * ld + p];
+}
 #endif

@@ -31,4 +31,10 @@ void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, long 
 /* The best kernel this CPU supports (checked at run time, so one binary runs on any x86-64). */
 SgemmKernelFn sgemm_select_kernel(void);
 
+/* One whole NR-column panel of a transposed B packed: dst[p * NR + c] = src[c * ld + p] for p < kc, c < NR
+ * (src at the panel's first column's row of B^T, its first k): 8x8 register transposes where the portable
+ * loop moved one float at a time and made the weight gradients' GEMMs (dy col^T) 12-22% slower than the
+ * same products with B untransposed. AVX2; only called where sgemm_select_kernel chose a vector kernel. */
+void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst);
+
 #endif
