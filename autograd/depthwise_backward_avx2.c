@@ -65,7 +65,7 @@ AVX2 void depthwise3x3_s2_backward_input_avx2(const float *dy, int Ho, int Wo, c
  * of the forward: stride 2 leaves lanes as [0 1 4 5 2 3 6 7]). */
 AVX2 static inline void x_taps(const float *r, int W, int ow, int stride, __m256 t[3])
 {
-    bool edge = ow == 0 || stride * (ow + 8) + 9 > W;
+    bool edge = ow == 0 || (stride == 1 ? ow + 9 : 2 * ow + 17) > W; /* the last column read: ow + 8, 2 ow + 16 */
     if (stride == 1) {
         t[0] = load_cols(r, ow - 1, W, edge), t[1] = load_cols(r, ow, W, edge), t[2] = load_cols(r, ow + 1, W, edge);
         return;
