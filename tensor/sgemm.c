@@ -41,11 +41,16 @@ typedef struct {
 
 /* Packs op(A)[i0:i0+mc, p0:p0+kc] (A of M rows) as consecutive MR-row panels, each kc columns of MR
  * values; rows past M are zero. */
-static void pack_a(const float *A, int lda, bool trans_a, int M, int i0, int mc, int p0, int kc, float *dst)
+static void pack_a(const float *A, int lda, bool trans_a, int M, int i0, int mc, int p0, int kc, float *dst,
+                   bool vector)
 {
     for (int ir = 0; ir < mc; ir += SGEMM_MR) {
         int mr = M - (i0 + ir) < SGEMM_MR ? M - (i0 + ir) : SGEMM_MR;
-        if (!trans_a) {
+        if (!trans_a && vector) {
+            const float *rows[SGEMM_MR];
+            for (int i = 0; i < SGEMM_MR; i++) rows[i] = i < mr ? A + (size_t)(i0 + ir + i) * lda + p0 : NULL;
+            sgemm_pack_a_panel_avx2(rows, kc, dst);
+        } else if (!trans_a) {
             for (int i = 0; i < SGEMM_MR; i++) {
                 const float *src = A + (size_t)(i0 + ir + i) * lda + p0;
                 for (int p = 0; p < kc; p++) dst[p * SGEMM_MR + i] = i < mr ? src[p] : 0.0f;
@@ -68,7 +73,8 @@ bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, 
     if (!pa->data) return false;
     for (int pc = 0; pc < K; pc += KC) {
         int kc = K - pc < KC ? K - pc : KC;
-        pack_a(A, lda, trans_a, M, 0, M, pc, kc, pa->data + (size_t)pc * round_up(M, SGEMM_MR));
+        pack_a(A, lda, trans_a, M, 0, M, pc, kc, pa->data + (size_t)pc * round_up(M, SGEMM_MR),
+               sgemm_select_kernel() != sgemm_kernel_generic);
     }
     return true;
 }
@@ -155,7 +161,7 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                 a_block[q] = pr->packed->data + (size_t)pc * round_up(pr->M, SGEMM_MR) + (size_t)r0 * kc;
                 continue;
             }
-            pack_a(pr->A, pr->lda, pr->trans_a, pr->M, r0, rm, pc, kc, pa_next);
+            pack_a(pr->A, pr->lda, pr->trans_a, pr->M, r0, rm, pc, kc, pa_next, j->kernel != sgemm_kernel_generic);
             a_block[q] = pa_next;
             pa_next += (size_t)round_up(rm, SGEMM_MR) * kc;
         }

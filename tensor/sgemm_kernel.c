@@ -227,6 +227,24 @@ __attribute__((target("avx2"))) void sgemm_pack_b_trans_panel_avx2(const float *
         for (int c = 0; c < SGEMM_NR; c++) dst[(size_t)p * SGEMM_NR + c] = src[c * ld + p];
 }
 
+__attribute__((target("avx2"))) void sgemm_pack_a_panel_avx2(const float *const rows[SGEMM_MR], int kc, float *dst)
+{
+    int p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = i < SGEMM_MR && rows[i] ? _mm256_loadu_ps(rows[i] + p) : _mm256_setzero_ps();
+        transpose8(r);
+        /* column q's MR values are lanes 0-5 of r[q]: 4 + 2 floats stored, so nothing past them is written */
+        for (int q = 0; q < 8; q++) {
+            float *d = dst + (size_t)(p + q) * SGEMM_MR;
+            _mm_storeu_ps(d, _mm256_castps256_ps128(r[q]));
+            _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[q], 1));
+        }
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < SGEMM_MR; i++) dst[(size_t)p * SGEMM_MR + i] = rows[i] ? rows[i][p] : 0.0f;
+}
+
 SgemmKernelFn sgemm_select_kernel(void)
 {
     __builtin_cpu_init();
@@ -250,5 +268,10 @@ void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst
 {
     for (int p = 0; p < kc; p++)
         for (int c = 0; c < SGEMM_NR; c++) dst[(size_t)p * SGEMM_NR + c] = src[c * ld + p];
+}
+void sgemm_pack_a_panel_avx2(const float *const rows[SGEMM_MR], int kc, float *dst)
+{
+    for (int p = 0; p < kc; p++)
+        for (int i = 0; i < SGEMM_MR; i++) dst[(size_t)p * SGEMM_MR + i] = rows[i] ? rows[i][p] : 0.0f;
 }
 #endif

@@ -36,5 +36,9 @@ SgemmKernelFn sgemm_select_kernel(void);
  * loop moved one float at a time and made the weight gradients' GEMMs (dy col^T) 12-22% slower than the
  * same products with B untransposed. AVX2; only called where sgemm_select_kernel chose a vector kernel. */
 void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst);
+/* One MR-row panel of an untransposed A packed: dst[p * MR + i] = rows[i][p] for p < kc, i < MR (rows[i]
+ * NULL: a row past M, zeros), by the same 8x8 transposes (the blocked weight gradients pack their dy,
+ * [Cout, pixels], this way at every product). AVX2; only where a vector kernel was chosen. */
+void sgemm_pack_a_panel_avx2(const float *const rows[SGEMM_MR], int kc, float *dst);
 
 #endif
