@@ -17,6 +17,7 @@
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
 #include "tensor/leaky_avx2.h"
+#include "tensor/transpose_avx2.h"
 #include "tensor/sgemm.h"
 #include "tensor/sgemm_nt.h"
 #if defined(__x86_64__)
@@ -269,33 +270,51 @@ WINOGRAD_TARGET static inline void filter_1d(const Lanes *g, int gs, Lanes *o, i
     o[5 * os] = g2;
 }
 
-/* U[xi] [M, Cin] = (G g G^T)[xi] for the filters g of w [M, Cin, 3, 3], written straight into the GEMMs'
- * packed left operands P[xi] (sgemm_packed_a_offset's layout): row co, 8 input channels at a time. The
- * last row's call also zeroes the rows that pad the last panel. Packed here once per convolution: the
- * training forward (weights new every step) used to write U plainly and have every chunk of tiles pack
- * all 36 of them again (5% of a ResNet-50 step in pack_a). */
-WINOGRAD_TARGET static void transform_filter_packed(const float *w, int M, int Cin, int co, float *const P[XI])
+#if defined(__x86_64__)
+/* U[xi] [M, Cin] = (G g G^T)[xi] of the filters g of w [M, Cin, 3, 3], for the output channels of one row
+ * panel (rows SGEMM_MR panel ..; those past M are zeros), written straight into the GEMMs' packed left
+ * operands P[xi] (sgemm_packed_a_offset's layout). There a panel's rows at 8 input channels are 48
+ * consecutive floats: the rows' transforms are transposed in registers and stored whole. Packed here once
+ * per convolution: the training forward (weights new every step) used to write U plainly and have every
+ * chunk of tiles pack all 36 of them again (5% of a ResNet-50 step in pack_a); written row by row, the
+ * stores went 6 floats apart (1% of the step). */
+WINOGRAD_TARGET static void transform_filter_panel(const float *w, int M, int Cin, int panel, float *const P[XI])
 {
     float taps[9][LANES] __attribute__((aligned(32)));
-    float u[XI][LANES] __attribute__((aligned(32)));
+    float u[SGEMM_MR][XI][LANES] __attribute__((aligned(32)));
     Lanes rows[ALPHA * 3];
+    int co0 = panel * SGEMM_MR;
     for (int c0 = 0; c0 < Cin; c0 += LANES) {
         int lanes = Cin - c0 < LANES ? Cin - c0 : LANES;
-        for (int k = 0; k < LANES; k++)
-            for (int t = 0; t < 9; t++) taps[t][k] = k < lanes ? w[((size_t)co * Cin + c0 + k) * 9 + t] : 0.0f;
-        const Lanes *g = (const Lanes *)taps;
-        for (int c = 0; c < 3; c++) filter_1d(g + c, 3, rows + c, 3);
-        for (int r = 0; r < ALPHA; r++) filter_1d(rows + r * 3, 1, (Lanes *)u + r * ALPHA, 1);
-        /* the 8 channels lie in one K block (SGEMM_KC is a multiple of 8), SGEMM_MR floats apart */
-        size_t at = sgemm_packed_a_offset(M, Cin, co, c0);
-        for (int e = 0; e < XI; e++)
-            for (int k = 0; k < lanes; k++) P[e][at + (size_t)k * SGEMM_MR] = u[e][k];
+        for (int i = 0; i < SGEMM_MR; i++) {
+            int co = co0 + i;
+            for (int k = 0; k < LANES; k++)
+                for (int t = 0; t < 9; t++)
+                    taps[t][k] = co < M && k < lanes ? w[((size_t)co * Cin + c0 + k) * 9 + t] : 0.0f;
+            const Lanes *g = (const Lanes *)taps;
+            for (int c = 0; c < 3; c++) filter_1d(g + c, 3, rows + c, 3);
+            for (int r = 0; r < ALPHA; r++) filter_1d(rows + r * 3, 1, (Lanes *)u[i] + r * ALPHA, 1);
+        }
+        /* the 8 channels lie in one K block (SGEMM_KC is a multiple of 8) */
+        size_t at = sgemm_packed_a_offset(M, Cin, co0, c0);
+        for (int e = 0; e < XI; e++) {
+            __m256 r[8];
+            for (int i = 0; i < SGEMM_MR; i++) r[i] = _mm256_load_ps(u[i][e]);
+            r[6] = r[7] = _mm256_setzero_ps();
+            transpose8_avx2(r);
+            for (int k = 0; k < lanes; k++) store6_avx2(P[e] + at + (size_t)k * SGEMM_MR, r[k]);
+        }
     }
-    if (co != M - 1) return;
-    for (int e = 0; e < XI; e++)
-        for (int pad = M; pad % SGEMM_MR; pad++)
-            for (int ci = 0; ci < Cin; ci++) P[e][sgemm_packed_a_offset(M, Cin, pad, ci)] = 0.0f;
 }
+#else
+/* AVX2 only, and conv2d_winograd_applies says so: never chosen */
+static void transform_filter_panel(const float *w, int M, int Cin, int panel, float *const P[XI])
+{
+    (void)w, (void)M, (void)Cin, (void)panel, (void)P;
+}
+#endif
+
+static int row_panels(int M) { return (M + SGEMM_MR - 1) / SGEMM_MR; }
 
 /* Where target q's packed U[e] lies in the scratch: element by element, the targets' row-padded operands
  * one after another. */
@@ -310,16 +329,17 @@ static float *packed_u(const WinogradJob *j, int q, int e)
     return j->U + ((size_t)e * rows + before) * j->s->Cin;
 }
 
-/* The packed U of the targets without packed weights (output channel co over all targets). */
-static void transform_weights(void *arg, int co)
+/* The packed U of the targets without packed weights: a task per row panel, counted over all targets. */
+static void transform_weights(void *arg, int task)
 {
     const WinogradJob *j = arg;
-    int first;
-    const Conv2dCpuTarget *t = target_of(j, co, &first);
+    int q = 0;
+    while (q + 1 < j->n_targets && task >= row_panels(j->t[q].Cout)) task -= row_panels(j->t[q++].Cout);
+    const Conv2dCpuTarget *t = &j->t[q];
     if (t->packed) return;
     float *P[XI];
-    for (int e = 0; e < XI; e++) P[e] = packed_u(j, (int)(t - j->t), e);
-    transform_filter_packed(t->w, t->Cout, j->s->Cin, co - first, P);
+    for (int e = 0; e < XI; e++) P[e] = packed_u(j, q, e);
+    transform_filter_panel(t->w, t->Cout, j->s->Cin, task, P);
 }
 
 bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPackedA u[36])
@@ -332,7 +352,7 @@ bool conv2d_winograd_pack_weights(const float *w, int Cout, int Cin, SgemmPacked
         ok = ok && u[e].data;
         P[e] = u[e].data;
     }
-    for (int co = 0; ok && co < Cout; co++) transform_filter_packed(w, Cout, Cin, co, P);
+    for (int panel = 0; ok && panel < row_panels(Cout); panel++) transform_filter_panel(w, Cout, Cin, panel, P);
     if (!ok)
         for (int e = 0; e < XI; e++) sgemm_packed_a_free(&u[e]);
     return ok;
@@ -438,7 +458,9 @@ void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x,
     j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;
     bool all_packed = true;
     for (int i = 0; i < n; i++) all_packed &= t[i].packed != NULL;
-    if (!all_packed) threadpool_run(ctx->pool, s->Cout, transform_weights, &j);
+    int panels = 0;
+    for (int i = 0; i < n; i++) panels += row_panels(t[i].Cout);
+    if (!all_packed) threadpool_run(ctx->pool, panels, transform_weights, &j);
     for (j.n0 = 0; j.n0 < s->N; j.n0 += j.grid.images_per_chunk) {
         j.images = s->N - j.n0 < j.grid.images_per_chunk ? s->N - j.n0 : j.grid.images_per_chunk;
         for (j.ty0 = 0; j.ty0 < j.grid.tiles_h; j.ty0 += j.grid.rows_per_chunk) {

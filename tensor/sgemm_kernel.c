@@ -36,6 +36,7 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long
 #include <immintrin.h>
 
 #include "tensor/leaky_avx2.h"
+#include "tensor/transpose_avx2.h"
 
 /* act(v + bias) on a full row of the tile (slope 1: no activation). */
 __attribute__((target("avx2,fma"))) static inline __m256 tile_epilogue(__m256 v, __m256 bias, __m256 slope)
@@ -196,23 +197,6 @@ __attribute__((target("avx512f"))) void sgemm_kernel_avx512(int kc, const float 
         kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
 }
 
-/* 8 rows of 8 floats transposed: on return r[q] holds element q of every input row. */
-__attribute__((target("avx2"))) static inline void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-}
-
 __attribute__((target("avx2"))) void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst)
 {
     int p = 0;
@@ -220,7 +204,7 @@ __attribute__((target("avx2"))) void sgemm_pack_b_trans_panel_avx2(const float *
         for (int h = 0; h < SGEMM_NR; h += 8) {
             __m256 r[8];
             for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (h + i) * ld + p);
-            transpose8(r);
+            transpose8_avx2(r);
             for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (size_t)(p + q) * SGEMM_NR + h, r[q]);
         }
     for (; p < kc; p++)
@@ -233,13 +217,9 @@ __attribute__((target("avx2"))) void sgemm_pack_a_panel_avx2(const float *const 
     for (; p + 8 <= kc; p += 8) {
         __m256 r[8];
         for (int i = 0; i < 8; i++) r[i] = i < SGEMM_MR && rows[i] ? _mm256_loadu_ps(rows[i] + p) : _mm256_setzero_ps();
-        transpose8(r);
+        transpose8_avx2(r);
         /* column q's MR values are lanes 0-5 of r[q]: 4 + 2 floats stored, so nothing past them is written */
-        for (int q = 0; q < 8; q++) {
-            float *d = dst + (size_t)(p + q) * SGEMM_MR;
-            _mm_storeu_ps(d, _mm256_castps256_ps128(r[q]));
-            _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[q], 1));
-        }
+        for (int q = 0; q < 8; q++) store6_avx2(dst + (size_t)(p + q) * SGEMM_MR, r[q]);
     }
     for (; p < kc; p++)
         for (int i = 0; i < SGEMM_MR; i++) dst[(size_t)p * SGEMM_MR + i] = rows[i] ? rows[i][p] : 0.0f;
