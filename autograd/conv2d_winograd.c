@@ -564,30 +564,36 @@ static void wgrad_element(void *arg, int e)
     sgemm_nt_accumulate(NULL, s->Cout, s->Cin, tiles, 1, a, b, j->dU + (size_t)e * s->Cout * s->Cin, (size_t)s->Cin);
 }
 
+/* 4 input channels' values in double, the lanes of the adjoint filter transform below. */
+typedef double Quad __attribute__((vector_size(4 * sizeof(double))));
+
 /* r[k] = (G^T u)[k], k < 3, for the 6 values u[k*us] (the adjoint of filter_1d). */
-static void filter_adjoint_1d(const double *u, int us, double *r, int rs)
+WINOGRAD_TARGET static inline void filter_adjoint_1d(const Quad *u, int us, Quad *r, int rs)
 {
-    double u1 = u[us], u2 = u[2 * us], u3 = u[3 * us], u4 = u[4 * us];
+    Quad u1 = u[us], u2 = u[2 * us], u3 = u[3 * us], u4 = u[4 * us];
     r[0] = 0.25 * u[0] - (u1 + u2) / 6 + (u3 + u4) / 24;
     r[rs] = (u2 - u1) / 6 + (u3 - u4) / 12;
     r[2 * rs] = (u3 + u4 - u1 - u2) / 6 + u[5 * us];
 }
 
-/* dw[co][ci] += G^T dU[.][co][ci] G for output channel co. */
-static void wgrad_filters(void *arg, int co)
+/* dw[co][ci] += G^T dU[.][co][ci] G for output channel co, 4 input channels at a time (one channel at a time
+ * in scalar double it was 1.4% of a ResNet-50 step). */
+WINOGRAD_TARGET static void wgrad_filters(void *arg, int co)
 {
     const WinogradJob *j = arg;
     const Conv2dShape *s = j->s;
     float *dw = j->dw;
-    for (int ci = 0; ci < s->Cin; ci++) {
-        double u[XI], half[3 * ALPHA], r[9];
+    for (int c0 = 0; c0 < s->Cin; c0 += 4) {
+        int lanes = s->Cin - c0 < 4 ? s->Cin - c0 : 4;
+        Quad u[XI], half[3 * ALPHA], r[9];
         for (int e = 0; e < XI; e++) {
-            size_t k = ((size_t)e * s->Cout + co) * s->Cin + ci;
-            u[e] = j->dUf ? j->dUf[k] : j->dU[k];
+            size_t k = ((size_t)e * s->Cout + co) * s->Cin + c0;
+            for (int l = 0; l < 4; l++) u[e][l] = l >= lanes ? 0.0 : j->dUf ? j->dUf[k + l] : j->dU[k + l];
         }
         for (int c = 0; c < ALPHA; c++) filter_adjoint_1d(u + c, ALPHA, half + c, ALPHA);
         for (int k = 0; k < 3; k++) filter_adjoint_1d(half + k * ALPHA, 1, r + k * 3, 1);
-        for (int k = 0; k < 9; k++) dw[((size_t)co * s->Cin + ci) * 9 + k] += (float)r[k];
+        for (int l = 0; l < lanes; l++)
+            for (int k = 0; k < 9; k++) dw[((size_t)co * s->Cin + c0 + l) * 9 + k] += (float)r[k][l];
     }
 }
 
