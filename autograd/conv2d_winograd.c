@@ -8,7 +8,8 @@
  * rows are one contiguous block, which the transform streams through (the 36 GEMMs instead read and
  * write rows 36 apart; with [36][channels][tiles] the transforms, touching 36 distant rows at once,
  * were 15% slower end to end). Tiles are taken in chunks, several whole images or some whole tile rows of
- * one, whose V and M fit CHUNK_FLOATS, so that the scratch stays bounded and cache-sized. */
+ * one, whose V and M fit CHUNK_FLOATS (cache-sized) or, for a layer too large to stay in cache, hold at
+ * least CHUNK_MIN_TILES tiles within CHUNK_MAX_FLOATS (tile_grid_sized), so that the scratch stays bounded. */
 #include "autograd/conv2d_winograd.h"
 
 #include <stdlib.h>
@@ -24,12 +25,14 @@
 #include <immintrin.h>
 #endif
 
-/* CHUNK_FLOATS bounds V and M of one chunk of tiles (2 MiB): a chunk's V and M then stay in the last-level
+/* CHUNK_FLOATS bounds V and M of one chunk of tiles (2 MiB) of a layer that stays in cache (an inference at
+ * 640x480; see tile_grid_sized for larger ones): a chunk's V and M then stay in the last-level
  * cache while its three passes run, and the next chunk reuses the same memory. Taking the whole image
  * at once (5.6 MB for the FPN merge at 80x60) made those passes write memory that the rest of the
  * forward had pushed out of the cache: 1.3-1.4 ms in the 640x480 forward for a layer that takes 0.9
  * ms alone on 2 threads. */
-enum { TILE = 4, ALPHA = 6, XI = ALPHA * ALPHA, LANES = 8, CHUNK_FLOATS = 1 << 19 };
+enum { TILE = 4, ALPHA = 6, XI = ALPHA * ALPHA, LANES = 8, CHUNK_FLOATS = 1 << 19, CHUNK_MIN_TILES = 256,
+       CHUNK_MAX_FLOATS = 8 << 20, LAYER_CACHED_BYTES = 4 << 20 };
 
 typedef struct {
     int tiles_h, tiles_w, per_image; /* 4x4 output tiles of one image */
@@ -47,9 +50,21 @@ static TileGrid tile_grid_sized(const Conv2dShape *s, int chunk_floats)
     t.tiles_w = (s->Wo + TILE - 1) / TILE;
     t.per_image = t.tiles_h * t.tiles_w;
     int chunk_tiles = chunk_floats / (XI * (s->Cin + s->Cout));
-    /* wide layers (ResNet-50's 256 channels: 28 tiles in 2 MiB) would leave the 36 GEMMs one or two column
-     * panels wide; not measured here, so they keep at least four */
-    if (chunk_tiles < 4 * SGEMM_NR) chunk_tiles = 4 * SGEMM_NR;
+    /* The 36 GEMMs (Cout x Cin by Cin x chunk tiles) want many columns: each re-reads its U[xi] from the
+     * last-level cache for every chunk. Wide layers (ResNet-50's 256 channels: 28 tiles in 2 MiB) keep at
+     * least four column panels; a layer whose activations do not stay in the cache anyway (a training
+     * batch) gains from chunks of CHUNK_MIN_TILES while V and M stay within CHUNK_MAX_FLOATS (time against
+     * 64-tile chunks, forward / backward, medians of alternated pairs on Zen 4: ResNet-50's 256 channels at
+     * 53x53 0.83 / 0.90, 512 at 27x27 0.88 / 0.93, 128 at 105x105 0.95 / 1.0; MobileNet's 64 -> 64 and
+     * 64 -> 16 at 80x80, batch 8, 0.95 / 0.98 and 0.92 / 0.95; 512-tile chunks were slower again at 128
+     * channels). A 640x480 inference keeps the small chunks that stay in cache (see CHUNK_FLOATS). */
+    int min_tiles = 4 * SGEMM_NR;
+    double activation_bytes = sizeof(float) * (double)s->N * ((double)s->Cin * s->H * s->W + (double)s->Cout * s->Ho * s->Wo);
+    if (activation_bytes > LAYER_CACHED_BYTES) {
+        int fit = CHUNK_MAX_FLOATS / (XI * (s->Cin + s->Cout));
+        min_tiles = fit < min_tiles ? min_tiles : fit < CHUNK_MIN_TILES ? fit : CHUNK_MIN_TILES;
+    }
+    if (chunk_tiles < min_tiles) chunk_tiles = min_tiles;
     t.images_per_chunk = t.per_image >= chunk_tiles ? 1 : chunk_tiles / t.per_image;
     if (t.images_per_chunk > s->N) t.images_per_chunk = s->N;
     t.rows_per_chunk = t.tiles_h;
