@@ -438,8 +438,11 @@ static void depthwise_backward_weight_channel_fast(void *arg, int c)
 /* Weight gradients with this many outputs or more take the blocked, packed GEMM per image (its 6x16 tiles
  * reuse each loaded value more than the dot products' 3x4): 2 threads, best of 6, 1024x256 over 2809
  * pixels 147 -> 173 GFLOP/s, 2048x512 over 729 119 -> 158; below, the dot products win (64x64 over 44100
- * 143 against 92). */
-enum { NT_MAX_OUTPUTS = 1 << 18 };
+ * 143 against 92). Since the GEMM packs its operands with register transposes the line moved down from
+ * 2^18: ResNet-50's 512x128, 128x512 and 512x256 pointwise layers at 105x105 and its 128x1152 stride-2
+ * 3x3 took 0.92, 0.91, 0.85 and 0.84 of the dot products' backward time (medians of alternated pairs, 2
+ * threads, Zen 4); its 7x7 stem (64x147) took 1.10, and stays below. */
+enum { NT_MAX_OUTPUTS = 1 << 15 };
 
 /* The stem's weight gradient, a task per block of output channels over every image (AVX2). */
 typedef struct {
