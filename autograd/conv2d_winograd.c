@@ -88,8 +88,10 @@ static TileGrid tile_grid(const Conv2dShape *s) { return tile_grid_sized(s, CHUN
 enum { WGRAD_CHUNK_FLOATS = 4 * CHUNK_FLOATS };
 /* From this many filters (Cout x Cin) on, the weight gradient's GEMMs are the blocked, packed kind into
  * float sums: with few tiles per chunk and many outputs the dot products reuse too little (256x256 over 64
- * tiles, single thread: 47 against 96 GFLOP/s); and the sums take half the memory. */
-enum { WGRAD_BLOCKED_FILTERS = 1 << 14 };
+ * tiles, single thread: 47 against 96 GFLOP/s); and the sums take half the memory. Since the GEMM packs
+ * with register transposes the line is 512 filters (was 2^14): MobileNet's 64 -> 64 and 64 -> 16 at 80x80,
+ * batch 8, 0.97 of the dot products' backward time, 32 -> 16 0.99; 16 -> 16 1.02, below the line. */
+enum { WGRAD_BLOCKED_FILTERS = 1 << 9 };
 
 static bool wgrad_blocked(const Conv2dShape *s) { return (long)s->Cout * s->Cin >= WGRAD_BLOCKED_FILTERS; }
 
