@@ -222,7 +222,21 @@ ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error
 }
 
 /* One source row resampled horizontally: out[3 x + c] = r[i0 + c] + a (r[i1 + c] - r[i0 + c]). */
-static void resample_row(const uint8_t *r, int src_w, const int *x0, const float *wx, int width, float *out)
+/* out = top + b (bot - top), rounded and clamped to bytes; AVX2 where the CPU has it (chosen at run time). */
+__attribute__((target_clones("avx2", "default"))) static void blend_rows(const float *restrict top,
+                                                                        const float *restrict bot, float b, size_t n,
+                                                                        uint8_t *restrict out)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = top[i] + b * (bot[i] - top[i]);
+        float rounded = v + 0.5f; /* (int)(v + 0.5) for v in [0, 255] */
+        out[i] = (uint8_t)(v < 0 ? 0.0f : v > 255 ? 255.0f : rounded);
+    }
+}
+
+__attribute__((target_clones("avx2", "default"))) static void resample_row(const uint8_t *r, int src_w,
+                                                                          const int *x0, const float *wx, int width,
+                                                                          float *out)
 {
     for (int x = 0; x < width; x++) {
         int i0 = x0[x] * 3, i1 = (x0[x] + (x0[x] < src_w - 1)) * 3;
@@ -274,13 +288,7 @@ ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Erro
             }
             rr[k] = rows + slot * n;
         }
-        const float *top = rr[0], *bot = rr[1];
-        uint8_t *out = dst->bgr + (size_t)y * n;
-        for (size_t i = 0; i < n; i++) {
-            float v = top[i] + b * (bot[i] - top[i]);
-            float rounded = v + 0.5f; /* (int)(v + 0.5) for v in [0, 255] */
-            out[i] = (uint8_t)(v < 0 ? 0.0f : v > 255 ? 255.0f : rounded);
-        }
+        blend_rows(rr[0], rr[1], b, n, dst->bgr + (size_t)y * n);
     }
     free(x0), free(wx), free(rows);
     return ERR_OK;
