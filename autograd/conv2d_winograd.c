@@ -346,14 +346,17 @@ static float *packed_u(const WinogradJob *j, int q, int e)
     return j->U + ((size_t)e * rows + before) * j->s->Cin;
 }
 
-/* The packed U of the targets without packed weights: a task per row panel, counted over all targets. */
+/* The packed U of the targets without packed weights: a task per row panel, counted over those targets. */
 static void transform_weights(void *arg, int task)
 {
     const WinogradJob *j = arg;
     int q = 0;
-    while (q + 1 < j->n_targets && task >= row_panels(j->t[q].Cout)) task -= row_panels(j->t[q++].Cout);
+    for (;; q++) {
+        int panels = j->t[q].packed ? 0 : row_panels(j->t[q].Cout);
+        if (task < panels) break;
+        task -= panels;
+    }
     const Conv2dCpuTarget *t = &j->t[q];
-    if (t->packed) return;
     float *P[XI];
     for (int e = 0; e < XI; e++) P[e] = packed_u(j, q, e);
     transform_filter_panel(t->w, t->Cout, j->s->Cin, task, P);
@@ -473,11 +476,9 @@ void conv2d_winograd_forward(Context *ctx, const Conv2dShape *s, const float *x,
     j.U = scratch;
     j.V = j.U + packed_u_floats(s);
     j.M = j.V + (size_t)XI * s->Cin * j.grid.row_floats;
-    bool all_packed = true;
-    for (int i = 0; i < n; i++) all_packed &= t[i].packed != NULL;
-    int panels = 0;
-    for (int i = 0; i < n; i++) panels += row_panels(t[i].Cout);
-    if (!all_packed) threadpool_run(ctx->pool, panels, transform_weights, &j);
+    int panels = 0; /* row panels of the targets without packed weights, each transformed by a task */
+    for (int i = 0; i < n; i++) panels += t[i].packed ? 0 : row_panels(t[i].Cout);
+    if (panels) threadpool_run(ctx->pool, panels, transform_weights, &j);
     for (j.n0 = 0; j.n0 < s->N; j.n0 += j.grid.images_per_chunk) {
         j.images = s->N - j.n0 < j.grid.images_per_chunk ? s->N - j.n0 : j.grid.images_per_chunk;
         for (j.ty0 = 0; j.ty0 < j.grid.tiles_h; j.ty0 += j.grid.rows_per_chunk) {

@@ -5,9 +5,10 @@
  * all contiguous NCHW float32, any padding, stride 1, dilation 1, one group. Several targets share
  * the input transform; s->Cout is the sum of theirs. `scratch` (caller-owned) holds
  * conv2d_winograd_scratch_floats() floats: the transformed weights U [36][Cout][Cin] of targets
- * without packed ones (packed as the GEMMs' left operands, once per call), inputs V [Cin][36][T] and products M [Cout][36][T], T = the 4x4 output tiles
- * of one chunk (whole images or whole tile rows: about 2 MiB of V and M, at least 64 tiles) rounded up to 8,
- * plus 8. Bias and activation are applied in the output transform, which adds into y instead of
+ * without packed ones (packed as the GEMMs' left operands, once per call), inputs V [Cin][36][T] and
+ * products M [Cout][36][T], T = the 4x4 output tiles of one chunk (whole images or whole tile rows: about
+ * 2 MiB of V and M and at least 64 tiles, or for a layer too large to stay in cache at least 256 tiles
+ * within 32 MiB) rounded up to 8, plus 8. Bias and activation are applied in the output transform, which adds into y instead of
  * writing it for a target marked accumulate. The backward's input gradient of a 3x3 stride-1 padding-1
  * convolution runs through here as the convolution of dy with the flipped, transposed kernel (see
  * conv2d_backward_cpu). Needs AVX2/FMA (conv2d_avx2_available). */

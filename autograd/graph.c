@@ -495,6 +495,19 @@ float *var_grad_for_write(Graph *g, Var *v, bool *accumulate)
     return v->grad.data;
 }
 
+bool var_grad_add_host(Graph *g, Var *v, const float *src)
+{
+    bool accumulate;
+    float *d = var_grad_for_write(g, v, &accumulate);
+    if (!d) return false;
+    int64_t n = tensor_numel(&v->value);
+    if (!accumulate)
+        memcpy(d, src, sizeof(float) * (size_t)n);
+    else
+        for (int64_t i = 0; i < n; i++) d[i] += src[i];
+    return true;
+}
+
 float *var_grad(Graph *g, Var *v)
 {
     bool accumulate;

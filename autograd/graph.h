@@ -188,6 +188,9 @@ float *var_grad(Graph *g, Var *v);
  * to it yet (a fresh buffer, not zero-filled: the caller must write every element), true when the
  * caller must add to what it holds. NULL on failure. */
 float *var_grad_for_write(Graph *g, Var *v, bool *accumulate);
+/* Adds src (host memory, v's element count) into v's gradient on the CPU: a gradient nothing has been
+ * added to yet is a copy of src, without the zero-fill and the pass adding to it. False on failure. */
+bool var_grad_add_host(Graph *g, Var *v, const float *src);
 /* Scratch memory for the step: on the graph's device (while an op is made: until that op's backward
  * is done; during a backward: until the running node's backward returns), and on the host. */
 void *graph_scratch(Graph *g, size_t bytes);

@@ -97,24 +97,14 @@ Var *ag_permute(Graph *g, Var *x, const int *perm)
 
 static void reshape_backward(Graph *g, Var *y)
 {
-    int64_t n = tensor_numel(&y->value);
     if (var_on_cuda(y)) {
         float *dx = var_grad(g, y->inputs[0]);
         if (!dx) return;
-        cuda_axpy(g->ctx, dx, y->grad.data, 1.0f, n);
+        cuda_axpy(g->ctx, dx, y->grad.data, 1.0f, tensor_numel(&y->value));
         graph_check_cuda(g, "reshape backward");
         return;
     }
-    /* a fresh gradient is a copy (no zero-fill and add: the heads' outputs, 9 per MobileNet step, had cost
-     * two passes each) */
-    bool accumulate;
-    float *dx = var_grad_for_write(g, y->inputs[0], &accumulate);
-    if (!dx) return;
-    if (!accumulate) {
-        memcpy(dx, y->grad.data, sizeof(float) * (size_t)n);
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) dx[i] += y->grad.data[i];
+    var_grad_add_host(g, y->inputs[0], y->grad.data); /* the heads' outputs, 9 per MobileNet step */
 }
 
 Var *ag_reshape(Graph *g, Var *x, int ndim, const int64_t *shape)

@@ -159,16 +159,7 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
 static void add_upsampled_backward(Graph *g, Var *y)
 {
     Var *a = y->inputs[0], *x = y->inputs[1];
-    int64_t n = tensor_numel(&y->value);
-    if (a->requires_grad) {
-        bool accumulate;
-        float *da = var_grad_for_write(g, a, &accumulate);
-        if (!da) return;
-        if (accumulate)
-            for (int64_t i = 0; i < n; i++) da[i] += y->grad.data[i];
-        else
-            memcpy(da, y->grad.data, sizeof(float) * (size_t)n);
-    }
+    if (a->requires_grad && !var_grad_add_host(g, a, y->grad.data)) return;
     float *dx = x->requires_grad ? var_grad(g, x) : NULL;
     if (!dx) return;
     upsample_scatter_add(g, y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],

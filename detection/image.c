@@ -221,7 +221,6 @@ ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error
     return ERR_OK;
 }
 
-/* One source row resampled horizontally: out[3 x + c] = r[i0 + c] + a (r[i1 + c] - r[i0 + c]). */
 /* out = top + b (bot - top), rounded and clamped to bytes; AVX2 where the CPU has it (chosen at run time). */
 __attribute__((target_clones("avx2", "default"))) static void blend_rows(const float *restrict top,
                                                                         const float *restrict bot, float b, size_t n,
@@ -234,6 +233,7 @@ __attribute__((target_clones("avx2", "default"))) static void blend_rows(const f
     }
 }
 
+/* One source row resampled horizontally: out[3 x + c] = r[i0 + c] + a (r[i1 + c] - r[i0 + c]). */
 __attribute__((target_clones("avx2", "default"))) static void resample_row(const uint8_t *r, int src_w,
                                                                           const int *x0, const float *wx, int width,
                                                                           float *out)

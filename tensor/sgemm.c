@@ -39,6 +39,10 @@ typedef struct {
     bool b_in_place;  /* the kernel reads B's whole panels where they are instead of packed copies */
 } SgemmJob;
 
+/* Whether the packing takes the register-transposing AVX2 panels: wherever a vector kernel was chosen (the
+ * AVX2 and AVX-512 kernels both need AVX2). */
+static bool vector_packing(SgemmKernelFn kernel) { return kernel != sgemm_kernel_generic; }
+
 /* Packs op(A)[i0:i0+mc, p0:p0+kc] (A of M rows) as consecutive MR-row panels, each kc columns of MR
  * values; rows past M are zero. */
 static void pack_a(const float *A, int lda, bool trans_a, int M, int i0, int mc, int p0, int kc, float *dst,
@@ -73,8 +77,8 @@ bool sgemm_pack_a(SgemmPackedA *pa, bool trans_a, int M, int K, const float *A, 
     if (!pa->data) return false;
     for (int pc = 0; pc < K; pc += KC) {
         int kc = K - pc < KC ? K - pc : KC;
-        pack_a(A, lda, trans_a, M, 0, M, pc, kc, pa->data + (size_t)pc * round_up(M, SGEMM_MR),
-               sgemm_select_kernel() != sgemm_kernel_generic);
+        pack_a(A, lda, trans_a, M, 0, M, pc, kc, pa->data + sgemm_packed_a_floats(M, pc),
+               vector_packing(sgemm_select_kernel()));
     }
     return true;
 }
@@ -158,10 +162,10 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
             int r0, rm;
             task_rows(j, q, i0, m, &r0, &rm);
             if (pr->packed) {
-                a_block[q] = pr->packed->data + (size_t)pc * round_up(pr->M, SGEMM_MR) + (size_t)r0 * kc;
+                a_block[q] = pr->packed->data + sgemm_packed_a_floats(pr->M, pc) + (size_t)r0 * kc;
                 continue;
             }
-            pack_a(pr->A, pr->lda, pr->trans_a, pr->M, r0, rm, pc, kc, pa_next, j->kernel != sgemm_kernel_generic);
+            pack_a(pr->A, pr->lda, pr->trans_a, pr->M, r0, rm, pc, kc, pa_next, vector_packing(j->kernel));
             a_block[q] = pa_next;
             pa_next += (size_t)round_up(rm, SGEMM_MR) * kc;
         }
@@ -176,9 +180,9 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                 full_panels = nc / SGEMM_NR;
                 if (nc % SGEMM_NR)
                     pack_b(&j->right, pc, kc, j0 + jc + full_panels * SGEMM_NR, nc % SGEMM_NR,
-                           pb + (size_t)full_panels * SGEMM_NR * kc, j->kernel != sgemm_kernel_generic);
+                           pb + (size_t)full_panels * SGEMM_NR * kc, vector_packing(j->kernel));
             } else {
-                pack_b(&j->right, pc, kc, j0 + jc, nc, pb, j->kernel != sgemm_kernel_generic);
+                pack_b(&j->right, pc, kc, j0 + jc, nc, pb, vector_packing(j->kernel));
             }
             for (int q = 0; q < j->n_prods; q++) {
                 const SgemmProduct *pr = &j->prods[q];
