@@ -508,6 +508,16 @@ bool var_grad_add_host(Graph *g, Var *v, const float *src)
     return true;
 }
 
+bool var_grad_pass_host(Graph *g, Var *v, Var *y)
+{
+    if (v->grad.data || !y->grad.data || !step_heap_owns(&g->heap, y->grad.data) ||
+        tensor_numel(&v->value) != tensor_numel(&y->value))
+        return var_grad_add_host(g, v, y->grad.data);
+    v->grad = tensor_wrap(y->grad.data, v->value.device, v->value.ndim, v->value.shape);
+    y->grad.data = NULL; /* v's now: freed after v's backward, not after y's */
+    return true;
+}
+
 float *var_grad(Graph *g, Var *v)
 {
     bool accumulate;

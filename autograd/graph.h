@@ -191,6 +191,10 @@ float *var_grad_for_write(Graph *g, Var *v, bool *accumulate);
 /* Adds src (host memory, v's element count) into v's gradient on the CPU: a gradient nothing has been
  * added to yet is a copy of src, without the zero-fill and the pass adding to it. False on failure. */
 bool var_grad_add_host(Graph *g, Var *v, const float *src);
+/* From the backward of node y: adds y's gradient (host, v's element count) into v's, as var_grad_add_host,
+ * except that where v has none yet and y's came from the step's memory, y's buffer itself becomes v's (y's
+ * gradient is dead once its backward returns), so nothing is copied. y's gradient must not be read after. */
+bool var_grad_pass_host(Graph *g, Var *v, Var *y);
 /* Scratch memory for the step: on the graph's device (while an op is made: until that op's backward
  * is done; during a backward: until the running node's backward returns), and on the host. */
 void *graph_scratch(Graph *g, size_t bytes);

@@ -104,7 +104,7 @@ static void reshape_backward(Graph *g, Var *y)
         graph_check_cuda(g, "reshape backward");
         return;
     }
-    var_grad_add_host(g, y->inputs[0], y->grad.data); /* the heads' outputs, 9 per MobileNet step */
+    var_grad_pass_host(g, y->inputs[0], y); /* the heads' outputs, 9 per MobileNet step */
 }
 
 Var *ag_reshape(Graph *g, Var *x, int ndim, const int64_t *shape)

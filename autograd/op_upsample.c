@@ -159,11 +159,11 @@ Var *ag_upsample_nearest(Graph *g, Var *x, int out_h, int out_w)
 static void add_upsampled_backward(Graph *g, Var *y)
 {
     Var *a = y->inputs[0], *x = y->inputs[1];
-    if (a->requires_grad && !var_grad_add_host(g, a, y->grad.data)) return;
     float *dx = x->requires_grad ? var_grad(g, x) : NULL;
-    if (!dx) return;
-    upsample_scatter_add(g, y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],
-                         (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3]);
+    if (dx)
+        upsample_scatter_add(g, y->grad.data, dx, (int)(x->value.shape[0] * x->value.shape[1]), (int)x->value.shape[2],
+                             (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3]);
+    if (graph_ok(g) && a->requires_grad) var_grad_pass_host(g, a, y); /* last: it may take y's gradient */
 }
 
 Var *ag_add_upsampled(Graph *g, Var *a, Var *x)

@@ -810,6 +810,23 @@ static Var *add_upsampled_fn(Graph *g, Var **in, void *arg)
     return ag_add_upsampled(g, in[0], in[1]);
 }
 
+/* m = 3 in[0] read by add_upsampled and by a node made before it and one made after it: the backward hands
+ * add_upsampled's output gradient over to m as its buffer (var_grad_pass_host) only while m has none, so
+ * here it adds to what the later reader left, and the reshape of the later reader's output hands its
+ * gradient over to a fresh one that the earlier reader's branch then adds into. */
+static Var *handed_gradient_fn(Graph *g, Var **in, void *arg)
+{
+    (void)arg;
+    int64_t flat[1] = {-1};
+    Var *m = ag_scale(g, in[0], 3.0f);
+    Var *before = ag_relu(g, m);
+    Var *y = ag_add_upsampled(g, m, in[1]);
+    Var *after = ag_leaky_relu(g, m, 0.25f);
+    Var *sum = ag_add(g, ag_add(g, y, before), after);
+    Var *r = ag_reshape(g, sum, 1, flat);
+    return ag_add(g, ag_scale(g, r, 0.5f), ag_reshape(g, before, 1, flat));
+}
+
 START_TEST(add_upsampled_gradients_and_values)
 {
     /* gradients through both inputs: the exact 2x case (with a tail past the vector width) and an odd
@@ -825,6 +842,8 @@ START_TEST(add_upsampled_gradients_and_values)
         add_input(&in, &r, 4, shapes[k][0]);
         add_input(&in, &r, 4, shapes[k][1]);
         run_check(add_upsampled_fn, NULL, &in, NULL, gradcheck_defaults(), k ? "add_upsampled, odd size" : "add_upsampled x2");
+        avoid_kink(&in.t[0], 0.0f, 0.05f);
+        run_check(handed_gradient_fn, NULL, &in, NULL, gradcheck_defaults(), "add_upsampled and reshape, gradient handed over");
         Context *ctx = context_create(2);
         Graph g;
         graph_init(&g, ctx, DEVICE_CPU, NULL);
