@@ -31,6 +31,31 @@ static inline double bench_median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* A/B inside one process (the machines drift by tens of percent within minutes; alternate runs see the same
+ * drift): the benchmark sets environment variable `name` to "0" and "1" on alternate runs, code under test
+ * reads it (a temporary getenv while a change is judged, never committed), and pairs (t[2i], t[2i+1]) give
+ * the median of t[2i+1] / t[2i] over the n / 2 pairs, with the smallest and largest in *lo, *hi. */
+static inline void bench_alternate(const char *name, int run)
+{
+    if (name) setenv(name, run % 2 ? "1" : "0", 1);
+}
+
+static inline double bench_paired_ratio(const double *t, int n, double *lo, double *hi)
+{
+    int pairs = n / 2;
+    double *r = malloc(sizeof(double) * (size_t)(pairs > 0 ? pairs : 1));
+    if (!r || pairs < 1) {
+        free(r);
+        *lo = *hi = 0;
+        return 0;
+    }
+    for (int i = 0; i < pairs; i++) r[i] = t[2 * i + 1] / t[2 * i];
+    double m = bench_median(r, pairs);
+    *lo = r[0], *hi = r[pairs - 1]; /* sorted by bench_median */
+    free(r);
+    return m;
+}
+
 static inline void bench_cpu_name(char *buf, size_t len)
 {
     snprintf(buf, len, "unknown CPU");

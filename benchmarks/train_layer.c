@@ -4,9 +4,11 @@
  * kernel of the training step without the rest of it (bench_train_step --by-layer says which layers
  * matter):
  *   build/bench_train_layer --cin 64 --cout 64 --size 80 [--k 3] [--stride 1] [--groups 1] [--batch 8]
- *       [--act 0.1] [--threads 2] [--reps 10] [--no-input-grad]
+ *       [--act 0.1] [--threads 2] [--reps 10] [--no-input-grad] [--alternate NAME]
  * --act: leaky slope (0: ReLU, negative: none). --groups equal to --cin: a depthwise layer.
- * --no-input-grad: the input needs no gradient (the stem: the image). */
+ * --no-input-grad: the input needs no gradient (the stem: the image).
+ * --alternate NAME: A/B of a change (bench_common.h): NAME=0 and NAME=1 on alternate repetitions, then the
+ * median ratios of the paired forward and backward times. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,9 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_layer --cin C --cout C --size HW [--k K] [--stride S] [--groups G]\n"
-               "       [--batch N] [--act SLOPE] [--threads T] [--reps R] [--no-input-grad]\n");
+               "       [--batch N] [--act SLOPE] [--threads T] [--reps R] [--no-input-grad] [--alternate NAME]\n"
+               "--alternate NAME: set environment variable NAME to 0 and 1 on alternate repetitions (code under test\n"
+               "    reads it) and print the median ratios of the paired times, NAME=1 over NAME=0\n");
 }
 
 static Var *param(int ndim, const int64_t *shape, Rng *r, float lo, float hi)
@@ -34,11 +38,12 @@ int main(int argc, char **argv)
     int cin = 0, cout = 0, size = 0, k = 3, stride = 1, groups = 1, batch = 8, threads = 2, reps = 10;
     float act = 0.1f;
     bool input_grad = true;
+    const char *alternate = NULL;
     static const struct option longopts[] = {
         {"cin", 1, 0, 'i'},    {"cout", 1, 0, 'o'},  {"size", 1, 0, 's'},    {"k", 1, 0, 'k'},
         {"stride", 1, 0, 'S'}, {"groups", 1, 0, 'g'}, {"batch", 1, 0, 'b'},  {"act", 1, 0, 'a'},
         {"threads", 1, 0, 't'}, {"reps", 1, 0, 'r'}, {"no-input-grad", 0, 0, 'n'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"alternate", 1, 0, 'A'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) switch (c) {
         case 'i': cin = atoi(optarg); break;
@@ -52,6 +57,7 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'r': reps = atoi(optarg); break;
         case 'n': input_grad = false; break;
+        case 'A': alternate = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -89,6 +95,7 @@ int main(int argc, char **argv)
     int ho = 0;
     for (int rep = -2; rep < reps; rep++) { /* two untimed steps first */
         graph_reset(&g);
+        bench_alternate(alternate, rep);
         var_zero_grad(w), var_zero_grad(gamma), var_zero_grad(beta);
         Var *x = var_from_tensor(&g, &xt, input_grad);
         double t0 = bench_now();
@@ -111,6 +118,13 @@ int main(int argc, char **argv)
         if (rep >= 0) fwd[rep] = t1 - t0, bwd[rep] = t2 - t1;
     }
     double flops = 2.0 * batch * ho * ho * (double)cout * (cin / groups) * k * k;
+    if (alternate) { /* before the medians below sort the times */
+        double flo, fhi, blo, bhi;
+        double fr = bench_paired_ratio(fwd, reps, &flo, &fhi), br = bench_paired_ratio(bwd, reps, &blo, &bhi);
+        printf("alternating %s: %d pairs, %s=1 / %s=0 median forward %.4f (%.3f to %.3f), backward %.4f (%.3f to "
+               "%.3f)\n",
+               alternate, reps / 2, alternate, alternate, fr, flo, fhi, br, blo, bhi);
+    }
     double f = bench_median(fwd, reps), b = bench_median(bwd, reps);
     double peak = bench_fma_peak_gflops(ctx->pool);
     printf("conv_bn_act %d->%d k%d s%d g%d at %dx%d, batch %d, %d threads (measured peak %.0f GFLOP/s)\n", cin, cout,

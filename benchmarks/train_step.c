@@ -4,7 +4,9 @@
  * measured FMA peak and copy bandwidth, and the step's memory: peak RSS and its breakdown.
  * benchmarks/train_side_by_side.py runs it beside the PyTorch step; it also runs alone:
  *   build/bench_train_step --data ../shared/widerface/WIDER_train/label.txt [--model resnet50] [--batch 2]
- *       [--threads 2] [--workers 2] [--steps 10] [--warmup 2] [--profile-steps 2] [--gpu] */
+ *       [--threads 2] [--workers 2] [--steps 10] [--warmup 2] [--profile-steps 2] [--gpu] [--alternate NAME]
+ * --alternate NAME: A/B of a change inside one run (bench_common.h): NAME=0 and NAME=1 on alternate timed
+ * steps, then the median ratio of the paired step times. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_step --data LABELS [--model NAME] [--batch B] [--size N] [--threads T]\n"
                "       [--workers W] [--steps N] [--warmup N] [--profile-steps N] [--by-layer] [--gpu]\n"
-               "--by-layer: the per-op table gets a row per op and layer shape (input->output channels, HxW)\n");
+               "       [--alternate NAME]\n"
+               "--by-layer: the per-op table gets a row per op and layer shape (input->output channels, HxW)\n"
+               "--alternate NAME: set environment variable NAME to 0 and 1 on alternate timed steps (code under test\n"
+               "    reads it) and print the median ratio of the paired step times, NAME=1 over NAME=0\n");
 }
 
 int main(int argc, char **argv)
@@ -54,10 +59,12 @@ int main(int argc, char **argv)
     o.batch = 8, o.workers = 2, o.threads = 2;
     int steps = 10, warmup = 2, profile_steps = 2;
     bool by_layer = false;
+    const char *alternate = NULL;
     static const struct option longopts[] = {
         {"data", 1, 0, 'd'},    {"model", 1, 0, 'm'},         {"batch", 1, 0, 'b'}, {"size", 1, 0, 's'},
         {"threads", 1, 0, 't'}, {"workers", 1, 0, 'w'},       {"steps", 1, 0, 'n'}, {"warmup", 1, 0, 'u'},
-        {"profile-steps", 1, 0, 'p'}, {"by-layer", 0, 0, 'l'}, {"gpu", 0, 0, 'g'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"profile-steps", 1, 0, 'p'}, {"by-layer", 0, 0, 'l'}, {"gpu", 0, 0, 'g'},
+        {"alternate", 1, 0, 'a'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) switch (c) {
         case 'd': o.data = optarg; break;
@@ -71,6 +78,7 @@ int main(int argc, char **argv)
         case 'p': profile_steps = atoi(optarg); break;
         case 'l': by_layer = true; break;
         case 'g': o.gpu = true; break;
+        case 'a': alternate = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -99,6 +107,11 @@ int main(int argc, char **argv)
     loader_begin_epoch(loader, epoch, 0);
     double *phase[5];
     for (int k = 0; k < 5; k++) phase[k] = calloc((size_t)total, sizeof(double));
+    double *step_s = calloc((size_t)total, sizeof(double));
+    if (!step_s || !phase[0] || !phase[1] || !phase[2] || !phase[3] || !phase[4]) {
+        fprintf(stderr, "bench_train_step: out of memory\n");
+        return 1;
+    }
     double t_timed = 0;
     long images = 0, rss_timed_kb = 0;
     for (int s = 0; s < total; s++) {
@@ -120,6 +133,7 @@ int main(int argc, char **argv)
         }
         double wait = bench_now() - t0;
         TrainStepResult r;
+        bench_alternate(alternate, s - warmup);
         if (trainer_step(&tr, b, 1e-3f, &r, &err)) {
             fprintf(stderr, "bench_train_step: step %d: %s\n", s + 1, err.msg);
             return 1;
@@ -127,13 +141,19 @@ int main(int argc, char **argv)
         double ph[5] = {wait, r.t.forward, r.t.loss, r.t.backward, r.t.update};
         for (int k = 0; k < 5; k++) phase[k][s] = ph[k];
         if (s >= warmup && s < warmup + steps) images += b->n;
-        printf("step %d loss %.4f %.3f s, RSS %.0f MB (peak %.0f MB), %ld page faults\n", s + 1, r.total,
-               wait + r.t.forward + r.t.loss + r.t.backward + r.t.update, rss_now_kb() / 1024.0, peak_rss_kb() / 1024.0,
-               minor_faults() - faults0);
+        step_s[s] = wait + r.t.forward + r.t.loss + r.t.backward + r.t.update;
+        printf("step %d%s loss %.4f %.3f s, RSS %.0f MB (peak %.0f MB), %ld page faults\n", s + 1,
+               alternate && s >= warmup && s < warmup + steps ? ((s - warmup) % 2 ? " (1)" : " (0)") : "", r.total,
+               step_s[s], rss_now_kb() / 1024.0, peak_rss_kb() / 1024.0, minor_faults() - faults0);
         fflush(stdout);
     }
     if (!profile_steps) t_timed = bench_now() - t_timed, rss_timed_kb = peak_rss_kb();
     printf("images/s %.3f\n", images / t_timed);
+    if (alternate) {
+        double lo, hi, m = bench_paired_ratio(step_s + warmup, steps, &lo, &hi);
+        printf("alternating %s: %d pairs of timed steps, step time %s=1 / %s=0 median %.4f (%.3f to %.3f)\n", alternate,
+               steps / 2, alternate, alternate, m, lo, hi);
+    }
     static const char *names[5] = {"data wait", "forward", "loss (matching)", "backward", "update"};
     double med[5], sum = 0;
     for (int k = 0; k < 5; k++) {
@@ -168,6 +188,8 @@ int main(int argc, char **argv)
     printf("  op workspace                   %8.1f MB\n", gm.workspace / 1048576.0);
     printf("  loader batch buffers           %8.1f MB (2 batches)\n",
            2.0 * o.batch * 3 * tr.size * tr.size * sizeof(float) / 1048576.0);
+    for (int k = 0; k < 5; k++) free(phase[k]);
+    free(step_s);
     loader_destroy(loader);
     trainer_free(&tr);
     trainset_free(&set);
