@@ -134,20 +134,6 @@ static void task_rows(const SgemmJob *j, int q, int i0, int m, int *r0, int *rm)
     else *r0 = i0, *rm = m;
 }
 
-/* Asks for the lines of a tile of C (rows x NR floats, rows ldc apart) ahead of the kernel that writes it.
- * The tiles of one column panel go down C's rows, ldc apart: a stride no hardware prefetcher follows, so
- * without this every row of every tile stored (or read, when accumulating) waited for memory once C
- * outgrew the caches. Asked for one tile ahead, during the previous tile's k loop (a 256x64 by 64x44100
- * product, ResNet-50's first pointwise layer: 70 -> 97 GFLOP/s on one Zen 4 core; no loss where C is
- * cached). A 16-float row spans two lines unless aligned. */
-static inline void prefetch_tile(const float *c, int ldc, int rows)
-{
-    for (int i = 0; i < rows; i++) {
-        __builtin_prefetch(c + (size_t)i * ldc, 1, 3);
-        __builtin_prefetch(c + (size_t)i * ldc + SGEMM_NR - 1, 1, 3);
-    }
-}
-
 /* C[rows, j0:j0+n] of every product, serially. Each product's rows of one K block are packed once
  * (or taken prepacked) and reused for every NC block of B; each block of B is packed once (or read in
  * place) and used by every product. */
@@ -191,30 +177,21 @@ static void gemm_block(const SgemmJob *j, int i0, int m, int j0, int n, float *p
                 bool epilogue = last_k && (pr->row_bias || pr->leaky_slope >= 0.0f);
                 for (int ic = 0; ic < rm; ic += MC) {
                     int mc = rm - ic < MC ? rm - ic : MC;
+                    float *c_rows = pr->C + (size_t)(r0 + ic) * pr->ldc + j0 + jc;
+                    SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + r0 + ic : NULL, pr->leaky_slope};
                     for (int jr = 0; jr < nc; jr += SGEMM_NR) {
                         int nr = nc - jr < SGEMM_NR ? nc - jr : SGEMM_NR;
-                        for (int ir = 0; ir < mc; ir += SGEMM_MR) {
-                            int mr = mc - ir < SGEMM_MR ? mc - ir : SGEMM_MR;
-                            int row = r0 + ic + ir;
-                            float *c = pr->C + (size_t)row * pr->ldc + j0 + jc + jr;
-                            SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + row : NULL, pr->leaky_slope};
-                            const float *b_panel = b_block + (size_t)jr * kc;
-                            long ldb = SGEMM_NR, pf = 0;
-                            if (jr / SGEMM_NR < full_panels) {
-                                b_panel = j->right.B + (size_t)pc * j->right.ldb + j0 + jc + jr, ldb = j->right.ldb;
-                                /* the first tile on a panel read in place fetches its rows' lines a few
-                                 * panels ahead (see sgemm_kernel.h) */
-                                if (ir == 0 && ic == 0 && q == 0) pf = PREFETCH_PANELS * SGEMM_NR;
-                            }
-                            if (ir + SGEMM_MR < mc) /* the next tile down; else the next panel's first */
-                                prefetch_tile(c + (size_t)SGEMM_MR * pr->ldc, pr->ldc,
-                                              mc - ir - SGEMM_MR < SGEMM_MR ? mc - ir - SGEMM_MR : SGEMM_MR);
-                            else if (jr + SGEMM_NR < nc)
-                                prefetch_tile(pr->C + (size_t)(r0 + ic) * pr->ldc + j0 + jc + jr + SGEMM_NR, pr->ldc,
-                                              mc < SGEMM_MR ? mc : SGEMM_MR);
-                            j->kernel(kc, a_block[q] + (size_t)(ic + ir) * kc, b_panel, ldb, pf, c, pr->ldc, j->alpha, mr,
-                                      nr, j->overwrite && pc == 0, epilogue ? &ep : NULL);
+                        const float *b_panel = b_block + (size_t)jr * kc;
+                        long ldb = SGEMM_NR, pf = 0;
+                        if (jr / SGEMM_NR < full_panels) {
+                            b_panel = j->right.B + (size_t)pc * j->right.ldb + j0 + jc + jr, ldb = j->right.ldb;
+                            /* the first tile on a panel read in place fetches its rows' lines a few
+                             * panels ahead (see sgemm_kernel.h) */
+                            if (ic == 0 && q == 0) pf = PREFETCH_PANELS * SGEMM_NR;
                         }
+                        j->kernel(kc, a_block[q] + (size_t)ic * kc, b_panel, ldb, pf, c_rows + jr, pr->ldc, j->alpha, mc,
+                                  nr, j->overwrite && pc == 0, epilogue ? &ep : NULL,
+                                  jr + SGEMM_NR < nc ? c_rows + jr + SGEMM_NR : NULL);
                     }
                 }
             }
@@ -289,13 +266,10 @@ static void prepare_output(const SgemmProduct *pr, int N, float beta, bool no_pr
     if (!no_product || !(pr->row_bias || pr->leaky_slope >= 0.0f)) return;
     /* C is beta C already: the epilogue alone is left, through the generic kernel's store */
     float zero[SGEMM_MR][SGEMM_NR] = {{0}};
-    for (int i = 0; i < pr->M; i += SGEMM_MR)
-        for (int jj = 0; jj < N; jj += SGEMM_NR) {
-            SgemmTileEpilogue ep = {pr->row_bias ? pr->row_bias + i : NULL, pr->leaky_slope};
-            sgemm_kernel_generic(0, zero[0], zero[0], SGEMM_NR, 0, pr->C + (size_t)i * pr->ldc + jj, pr->ldc, 1.0f,
-                                 pr->M - i < SGEMM_MR ? pr->M - i : SGEMM_MR, N - jj < SGEMM_NR ? N - jj : SGEMM_NR,
-                                 0, &ep);
-        }
+    SgemmTileEpilogue ep = {pr->row_bias, pr->leaky_slope};
+    for (int jj = 0; jj < N; jj += SGEMM_NR) /* kc = 0: every tile reads the same zeros */
+        sgemm_kernel_generic(0, zero[0], zero[0], SGEMM_NR, 0, pr->C + jj, pr->ldc, 1.0f, pr->M,
+                             N - jj < SGEMM_NR ? N - jj : SGEMM_NR, 0, &ep, NULL);
 }
 
 void sgemm_multi(ThreadPool *pool, int N, int K, float alpha, const SgemmRight *b, float beta,

@@ -19,8 +19,8 @@ static void store_tile(const float acc[SGEMM_MR][SGEMM_NR], float *c, int ldc, f
         }
 }
 
-void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
-                          int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
+static void generic_tile(int kc, const float *a, const float *b, long ldb, float *c, int ldc, float alpha, int mr, int nr,
+                         int overwrite, const SgemmTileEpilogue *ep)
 {
     float acc[SGEMM_MR][SGEMM_NR] = {{0}};
     for (int p = 0; p < kc; p++) {
@@ -30,6 +30,38 @@ void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long
         }
     }
     store_tile(acc, c, ldc, alpha, mr, nr, overwrite, ep);
+}
+
+/* The epilogue of the tile `ir` rows down the panel. */
+static inline const SgemmTileEpilogue *tile_ep(const SgemmTileEpilogue *ep, int ir, SgemmTileEpilogue *own)
+{
+    if (!ep) return NULL;
+    own->bias = ep->bias ? ep->bias + ir : NULL, own->slope = ep->slope;
+    return own;
+}
+
+/* The tiles of a panel (sgemm_kernel.h), each by TILE_FN(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep),
+ * the next tile's lines of C asked for before each. */
+#define WALK_PANEL(TILE_FN)                                                                                         \
+    for (int ir = 0; ir < rows; ir += SGEMM_MR) {                                                                   \
+        int mr = rows - ir < SGEMM_MR ? rows - ir : SGEMM_MR, left = rows - ir - SGEMM_MR;                          \
+        if (left > 0)                                                                                               \
+            sgemm_prefetch_tile(c + (size_t)(ir + SGEMM_MR) * ldc, ldc, left < SGEMM_MR ? left : SGEMM_MR);        \
+        else if (c_next)                                                                                            \
+            sgemm_prefetch_tile(c_next, ldc, rows < SGEMM_MR ? rows : SGEMM_MR);                                    \
+        SgemmTileEpilogue own;                                                                                      \
+        TILE_FN(kc, a + (size_t)ir * kc, b, ldb, ir ? 0 : pf, c + (size_t)ir * ldc, ldc, alpha, mr, nr, overwrite,  \
+                tile_ep(ep, ir, &own));                                                                             \
+    }
+
+#define GENERIC_TILE(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep) \
+    generic_tile(kc, a, b, ldb, c, ldc, alpha, mr, nr, overwrite, ep)
+
+void sgemm_kernel_generic(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
+                          int rows, int nr, int overwrite, const SgemmTileEpilogue *ep, const float *c_next)
+{
+    (void)pf;
+    WALK_PANEL(GENERIC_TILE)
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -133,14 +165,20 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void kernel_row
         }
 }
 
+#define AVX2_TILE(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep)              \
+    do {                                                                                 \
+        if (mr <= 4)                                                                     \
+            kernel_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);     \
+        else                                                                             \
+            kernel_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep); \
+    } while (0)
+
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb,
-                                                             long pf, float *c, int ldc, float alpha, int mr, int nr,
-                                                             int overwrite, const SgemmTileEpilogue *ep)
+                                                             long pf, float *c, int ldc, float alpha, int rows, int nr,
+                                                             int overwrite, const SgemmTileEpilogue *ep,
+                                                             const float *c_next)
 {
-    if (mr <= 4)
-        kernel_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
-    else
-        kernel_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
+    WALK_PANEL(AVX2_TILE)
 }
 
 /* The AVX-512 kernel: the same 6x16 tile and packing, one zmm register per row, so a k step is one load of
@@ -187,14 +225,20 @@ __attribute__((target("avx512f"), always_inline)) static inline void kernel512_r
     }
 }
 
+#define AVX512_TILE(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep)                \
+    do {                                                                                    \
+        if (mr <= 4)                                                                        \
+            kernel512_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);     \
+        else                                                                                \
+            kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep); \
+    } while (0)
+
 __attribute__((target("avx512f"))) void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb,
-                                                                       long pf, float *c, int ldc, float alpha, int mr, int nr,
-                                                                       int overwrite, const SgemmTileEpilogue *ep)
+                                                                       long pf, float *c, int ldc, float alpha, int rows, int nr,
+                                                                       int overwrite, const SgemmTileEpilogue *ep,
+                                                                       const float *c_next)
 {
-    if (mr <= 4)
-        kernel512_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
-    else
-        kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
+    WALK_PANEL(AVX512_TILE)
 }
 
 __attribute__((target("avx2"))) void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst)
@@ -234,14 +278,14 @@ SgemmKernelFn sgemm_select_kernel(void)
 }
 #else
 void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
-                       int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
+                       int rows, int nr, int overwrite, const SgemmTileEpilogue *ep, const float *c_next)
 {
-    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
+    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, rows, nr, overwrite, ep, c_next);
 }
 void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb, long pf, float *c, int ldc, float alpha,
-                         int mr, int nr, int overwrite, const SgemmTileEpilogue *ep)
+                         int rows, int nr, int overwrite, const SgemmTileEpilogue *ep, const float *c_next)
 {
-    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);
+    sgemm_kernel_generic(kc, a, b, ldb, pf, c, ldc, alpha, rows, nr, overwrite, ep, c_next);
 }
 SgemmKernelFn sgemm_select_kernel(void) { return sgemm_kernel_generic; }
 void sgemm_pack_b_trans_panel_avx2(const float *src, long ld, int kc, float *dst)

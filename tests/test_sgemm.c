@@ -1,4 +1,5 @@
 #include <math.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -63,9 +64,10 @@ static void check_case(Context *ctx, bool ta, bool tb, int M, int N, int K, floa
     check_case_epilogue(ctx, ta, tb, M, N, K, alpha, beta, pad, false, -1.0f);
 }
 
-/* The microkernels on one tile: the AVX2 and AVX-512 kernels give the same floats (the same FMA chains in
- * the same order), the generic one agrees to rounding; every edge (mr, nr), overwrite and epilogue. The
- * kernels this CPU lacks are skipped, saying so. */
+/* The microkernels on a panel of up to three tiles: the AVX2 and AVX-512 kernels give the same floats (the
+ * same FMA chains in the same order), the generic one agrees to rounding; every edge (rows not a multiple
+ * of MR, nr), overwrite and epilogue, each tile with its own rows of A and of the bias. The kernels this
+ * CPU lacks are skipped, saying so. */
 START_TEST(sgemm_microkernels_agree)
 {
 #if defined(__x86_64__)
@@ -74,29 +76,47 @@ START_TEST(sgemm_microkernels_agree)
     if (!avx2 || !avx512) printf("  sgemm microkernels: %s%s not on this CPU, not compared\n", avx2 ? "" : "AVX2 ",
                                  avx512 ? "" : "AVX-512");
     if (!avx2) return;
-    enum { KC = 37 };
-    float a[KC * SGEMM_MR], b[KC * SGEMM_NR], bias[SGEMM_MR];
+    enum { KC = 37, TILES = 3, ROWS = TILES * SGEMM_MR, LDC = 20 };
+    float a[KC * ROWS], b[KC * SGEMM_NR], bias[ROWS];
     Rng r;
     rng_seed(&r, 77, 0);
-    for (int i = 0; i < KC * SGEMM_MR; i++) a[i] = rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < KC * ROWS; i++) a[i] = rng_uniform(&r) - 0.5f;
     for (int i = 0; i < KC * SGEMM_NR; i++) b[i] = rng_uniform(&r) - 0.5f;
-    for (int i = 0; i < SGEMM_MR; i++) bias[i] = rng_uniform(&r) - 0.5f;
-    for (int mr = 1; mr <= SGEMM_MR; mr++)
+    for (int i = 0; i < ROWS; i++) bias[i] = rng_uniform(&r) - 0.5f;
+    for (int rows = 1; rows <= ROWS; rows++)
         for (int nr = 1; nr <= SGEMM_NR; nr += 5)
             for (int mode = 0; mode < 4; mode++) {
                 int overwrite = mode & 1;
                 SgemmTileEpilogue ep = {bias, 0.1f};
                 const SgemmTileEpilogue *e = mode & 2 ? &ep : NULL;
-                float c[3][SGEMM_MR * 20];
+                float c[3][ROWS * LDC], ref[ROWS * LDC];
                 for (int k = 0; k < 3; k++)
-                    for (int i = 0; i < SGEMM_MR * 20; i++) c[k][i] = (float)(i % 7) * 0.25f;
-                sgemm_kernel_generic(KC, a, b, SGEMM_NR, 0, c[0], 20, 0.5f, mr, nr, overwrite, e);
-                sgemm_kernel_avx2(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[1], 20, 0.5f, mr, nr, overwrite, e);
-                if (avx512) sgemm_kernel_avx512(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[2], 20, 0.5f, mr, nr, overwrite, e);
-                for (int i = 0; i < SGEMM_MR * 20; i++) {
-                    ck_assert_msg(fabsf(c[0][i] - c[1][i]) <= 1e-5f, "avx2 mr %d nr %d mode %d at %d", mr, nr, mode, i);
-                    if (avx512) ck_assert_msg(c[1][i] == c[2][i], "avx512 mr %d nr %d mode %d at %d: %g vs %g", mr, nr, mode,
-                                              i, c[2][i], c[1][i]);
+                    for (int i = 0; i < ROWS * LDC; i++) c[k][i] = (float)(i % 7) * 0.25f;
+                memcpy(ref, c[0], sizeof ref);
+                sgemm_kernel_generic(KC, a, b, SGEMM_NR, 0, c[0], LDC, 0.5f, rows, nr, overwrite, e, NULL);
+                sgemm_kernel_avx2(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[1], LDC, 0.5f, rows, nr, overwrite, e,
+                                  c[1] + SGEMM_NR);
+                if (avx512)
+                    sgemm_kernel_avx512(KC, a, b, SGEMM_NR, mode & 1 ? SGEMM_NR : 0, c[2], LDC, 0.5f, rows, nr, overwrite,
+                                        e, NULL);
+                for (int i = 0; i < ROWS * LDC; i++) {
+                    int row = i / LDC, col = i % LDC;
+                    if (row >= rows || col >= nr) { /* outside the panel's tiles: untouched */
+                        ck_assert_msg(c[0][i] == ref[i] && c[1][i] == ref[i], "rows %d nr %d wrote outside at %d", rows,
+                                      nr, i);
+                        continue;
+                    }
+                    /* the direct sum, with tile row `row`'s A panel and bias */
+                    const float *ap = a + (size_t)(row / SGEMM_MR) * SGEMM_MR * KC;
+                    double sum = 0;
+                    for (int p = 0; p < KC; p++) sum += (double)ap[p * SGEMM_MR + row % SGEMM_MR] * b[p * SGEMM_NR + col];
+                    double v = 0.5 * sum + (overwrite ? 0.0 : ref[i]);
+                    if (e) v += bias[row], v = v > 0 ? v : 0.1 * v;
+                    ck_assert_msg(fabs(c[0][i] - v) <= 1e-4, "generic rows %d nr %d mode %d at %d: %g vs %g", rows, nr,
+                                  mode, i, c[0][i], v);
+                    ck_assert_msg(fabsf(c[0][i] - c[1][i]) <= 1e-5f, "avx2 rows %d nr %d mode %d at %d", rows, nr, mode, i);
+                    if (avx512) ck_assert_msg(c[1][i] == c[2][i], "avx512 rows %d nr %d mode %d at %d: %g vs %g", rows, nr,
+                                              mode, i, c[2][i], c[1][i]);
                 }
             }
 #else
