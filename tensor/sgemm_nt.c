@@ -64,8 +64,6 @@ AVX2 __attribute__((always_inline)) static inline void tile_avx2(const float *a,
 
 /* The full 3 x 4 tile with its twelve accumulators as named locals: as an array GCC kept some of them
  * on the stack (the conv_block note in autograd/conv2d_avx2.c says the same). */
-/* The full 3 x 4 tile with its twelve accumulators as named locals: as an array GCC kept some of them
- * on the stack (the conv_block note in autograd/conv2d_avx2.c says the same). */
 #define TILE34_STEP(LD)                                                                                                \
     do {                                                                                                               \
         __m256 x0 = LD(a0), x1 = LD(a1), x2 = LD(a2), y;                                                               \
