@@ -165,13 +165,16 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void kernel_row
         }
 }
 
-#define AVX2_TILE(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep)              \
-    do {                                                                                 \
-        if (mr <= 4)                                                                     \
-            kernel_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);     \
-        else                                                                             \
-            kernel_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep); \
+/* One tile by a vector kernel's ROWS_FN(rows, ...): 4 rows where the tile's valid rows fit in 4, else MR (the
+ * row count a compile-time constant at each call). */
+#define TILE_BY_ROWS(ROWS_FN, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep)           \
+    do {                                                                                         \
+        if (mr <= 4)                                                                             \
+            ROWS_FN(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);                 \
+        else                                                                                     \
+            ROWS_FN(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);          \
     } while (0)
+#define AVX2_TILE(...) TILE_BY_ROWS(kernel_rows, __VA_ARGS__)
 
 __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *a, const float *b, long ldb,
                                                              long pf, float *c, int ldc, float alpha, int rows, int nr,
@@ -225,13 +228,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void kernel512_r
     }
 }
 
-#define AVX512_TILE(kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep)                \
-    do {                                                                                    \
-        if (mr <= 4)                                                                        \
-            kernel512_rows(4, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep);     \
-        else                                                                                \
-            kernel512_rows(SGEMM_MR, kc, a, b, ldb, pf, c, ldc, alpha, mr, nr, overwrite, ep); \
-    } while (0)
+#define AVX512_TILE(...) TILE_BY_ROWS(kernel512_rows, __VA_ARGS__)
 
 __attribute__((target("avx512f"))) void sgemm_kernel_avx512(int kc, const float *a, const float *b, long ldb,
                                                                        long pf, float *c, int ldc, float alpha, int rows, int nr,
