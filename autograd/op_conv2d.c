@@ -205,38 +205,45 @@ typedef struct {
     int oh0, oh1;
 } ColJob;
 
-/* AVX2 where the CPU has it (chosen at run time): the stride-2 gather of every other input then vectorises
- * (ResNet-50's stride-2 3x3 layers and 7x7 stem) */
-__attribute__((target_clones("avx2", "default"))) static void im2col_channel(void *arg, int c)
+/* One task per (channel, kernel row): the col rows (c, ki, 0..KW). A task per channel left a 3-channel
+ * stem's im2col with 3 tasks for 2 threads. AVX2 where the CPU has it (chosen at run time): the stride-2
+ * gather of every other input then vectorises (ResNet-50's stride-2 3x3 layers and 7x7 stem). */
+__attribute__((target_clones("avx2", "default"))) static void im2col_kernel_row(void *arg, int task)
 {
     const ColJob *j = arg;
     const Conv2dShape *s = j->s;
     const Conv2dParams *p = &s->p;
+    int c = task / s->KH, ki = task % s->KH;
     const float *xc = j->x + (size_t)c * s->H * s->W;
     size_t band = (size_t)(j->oh1 - j->oh0) * s->Wo;
-    for (int ki = 0; ki < s->KH; ki++)
-        for (int kj = 0; kj < s->KW; kj++) {
-            float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * band;
-            int off_w = kj * p->dil_w - p->pad_w, lo, hi;
-            valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
-            for (int oh = j->oh0; oh < j->oh1; oh++) {
-                float *r = row + (size_t)(oh - j->oh0) * s->Wo;
-                int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
-                if (ih < 0 || ih >= s->H) {
-                    memset(r, 0, (size_t)s->Wo * sizeof(float));
-                    continue;
-                }
-                const float *xr = xc + (size_t)ih * s->W + off_w;
-                for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
-                if (p->stride_w == 1)
-                    memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
-                else if (p->stride_w == 2) /* a constant stride: vectorised */
-                    for (int ow = lo; ow < hi; ow++) r[ow] = xr[(size_t)ow * 2];
-                else
-                    for (int ow = lo; ow < hi; ow++) r[ow] = xr[(size_t)ow * p->stride_w];
-                for (int ow = hi; ow < s->Wo; ow++) r[ow] = 0.0f;
+    for (int kj = 0; kj < s->KW; kj++) {
+        float *row = j->col + ((size_t)(c * s->KH + ki) * s->KW + kj) * band;
+        int off_w = kj * p->dil_w - p->pad_w, lo, hi;
+        valid_range(s->Wo, p->stride_w, off_w, s->W, &lo, &hi);
+        for (int oh = j->oh0; oh < j->oh1; oh++) {
+            float *r = row + (size_t)(oh - j->oh0) * s->Wo;
+            int ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+            if (ih < 0 || ih >= s->H) {
+                memset(r, 0, (size_t)s->Wo * sizeof(float));
+                continue;
             }
+            const float *xr = xc + (size_t)ih * s->W + off_w;
+            for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+            if (p->stride_w == 1)
+                memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+            else if (p->stride_w == 2) /* a constant stride: vectorised */
+                for (int ow = lo; ow < hi; ow++) r[ow] = xr[(size_t)ow * 2];
+            else
+                for (int ow = lo; ow < hi; ow++) r[ow] = xr[(size_t)ow * p->stride_w];
+            for (int ow = hi; ow < s->Wo; ow++) r[ow] = 0.0f;
         }
+    }
+}
+
+/* im2col of `channels` channels of cj's image and band over the pool. */
+static void run_im2col(ThreadPool *pool, ColJob *cj, int channels)
+{
+    threadpool_run(pool, channels * cj->s->KH, im2col_kernel_row, cj);
 }
 
 static void col2im_channel(void *arg, int c)
@@ -501,7 +508,7 @@ static void gemm_forward_shared(Context *ctx, const Conv2dShape *s, const float 
             const float *col = xn;
             if (!is_pointwise(s)) {
                 ColJob cj = {s, xn, scratch, NULL, oh0, oh1};
-                threadpool_run(ctx->pool, s->Cin, im2col_channel, &cj);
+                run_im2col(ctx->pool, &cj, s->Cin);
                 col = scratch;
             }
             SgemmProduct prods[SGEMM_MAX_PRODUCTS];
@@ -533,7 +540,7 @@ static void gemm_forward_grouped(Context *ctx, const Conv2dShape *s, const float
                 const float *col = xg;
                 if (!is_pointwise(s)) {
                     ColJob cj = {s, xg, scratch, NULL, oh0, oh1};
-                    threadpool_run(ctx->pool, Cg, im2col_channel, &cj);
+                    run_im2col(ctx->pool, &cj, Cg);
                     col = scratch;
                 }
                 float *yg = t->y + ((size_t)n * s->Cout + (size_t)gi * Cog) * HWo + (size_t)oh0 * s->Wo;
@@ -642,7 +649,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
                 for (int oh0 = 0; oh0 < s->Ho; oh0 += rows) {
                     int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho;
                     ColJob cj = {s, x + (size_t)n * s->Cin * s->H * s->W, scratch, NULL, oh0, oh1};
-                    threadpool_run(pool, s->Cin, im2col_channel, &cj);
+                    run_im2col(pool, &cj, s->Cin);
                     a.p = dy + (size_t)n * s->Cout * HWo + (size_t)oh0 * s->Wo;
                     SgemmNtOperand b = {scratch, (size_t)(oh1 - oh0) * s->Wo, 0};
                     sgemm_nt_accumulate(pool, s->Cout, K, (oh1 - oh0) * s->Wo, 1, a, b, sums, (size_t)K);
@@ -671,7 +678,7 @@ void conv2d_backward_cpu(Context *ctx, const Conv2dShape *s, const float *x, con
                     const float *col = xg;
                     if (!pointwise) {
                         ColJob cj = {s, xg, scratch, NULL, oh0, oh1};
-                        threadpool_run(pool, Cg, im2col_channel, &cj);
+                        run_im2col(pool, &cj, Cg);
                         col = scratch;
                     }
                     /* dW[Cog,K] += dy[Cog,band] col[K,band]^T */
