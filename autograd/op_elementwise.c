@@ -26,26 +26,53 @@ typedef struct {
     bool accumulate[2];
 } AddJob;
 
-/* dd = act'(y) dy written into (or added to) each input's gradient, over [lo, hi). Local restrict
- * pointers and a loop per case, so that each loop vectorises. */
+/* dd = act'(y) dy written into (or added to) each input's gradient, over [lo, hi). Both gradients in one
+ * pass where there are two (a residual block's sum: ResNet-50's add backward had 1.8% of a training step's
+ * samples, reading dy and y once per input). Local restrict pointers and a loop per case, so that each loop
+ * vectorises; an input given twice (the same gradient buffer) takes the two passes in turn. */
+#define ADD_BACKWARD_LOOPS(DD)                                                                                         \
+    do {                                                                                                               \
+        if (d0 && d1 && !acc0 && !acc1)                                                                                \
+            for (int64_t i = lo; i < hi; i++) d0[i] = d1[i] = (DD);                                                    \
+        else if (d0 && d1 && acc0 && !acc1)                                                                            \
+            for (int64_t i = lo; i < hi; i++) d0[i] += d1[i] = (DD);                                                   \
+        else if (d0 && d1 && !acc0 && acc1)                                                                            \
+            for (int64_t i = lo; i < hi; i++) d1[i] += d0[i] = (DD);                                                   \
+        else if (d0 && d1)                                                                                             \
+            for (int64_t i = lo; i < hi; i++) {                                                                        \
+                float v = (DD);                                                                                        \
+                d0[i] += v, d1[i] += v;                                                                                \
+            }                                                                                                          \
+        else if (acc0)                                                                                                 \
+            for (int64_t i = lo; i < hi; i++) d0[i] += (DD);                                                           \
+        else                                                                                                           \
+            for (int64_t i = lo; i < hi; i++) d0[i] = (DD);                                                            \
+    } while (0)
+
 static void add_backward_range(void *arg, int64_t lo, int64_t hi)
 {
     const AddJob *j = arg;
     const float *restrict dy = j->dy, *restrict y = j->y;
     float act = j->act;
-    for (int k = 0; k < 2; k++) {
-        float *restrict d = j->d[k];
-        if (!d) continue;
-        if (act < 0.0f && j->accumulate[k])
-            for (int64_t i = lo; i < hi; i++) d[i] += dy[i];
-        else if (act < 0.0f)
-            for (int64_t i = lo; i < hi; i++) d[i] = dy[i];
-        else if (j->accumulate[k])
-            for (int64_t i = lo; i < hi; i++) d[i] += y[i] > 0.0f ? dy[i] : act * dy[i];
-        else
-            for (int64_t i = lo; i < hi; i++) d[i] = y[i] > 0.0f ? dy[i] : act * dy[i];
+    if (j->d[0] && j->d[0] == j->d[1]) { /* a + a: d gets dd twice */
+        AddJob one = *j;
+        one.d[1] = NULL;
+        add_backward_range(&one, lo, hi);
+        one.d[0] = j->d[1], one.accumulate[0] = true;
+        add_backward_range(&one, lo, hi);
+        return;
     }
+    /* d0: the first gradient wanted; d1 the second, or NULL */
+    int first = j->d[0] ? 0 : 1;
+    float *restrict d0 = j->d[first], *restrict d1 = first == 0 ? j->d[1] : NULL;
+    bool acc0 = j->accumulate[first], acc1 = d1 && j->accumulate[1];
+    if (!d0) return;
+    if (act < 0.0f)
+        ADD_BACKWARD_LOOPS(dy[i]);
+    else
+        ADD_BACKWARD_LOOPS(y[i] > 0.0f ? dy[i] : act * dy[i]);
 }
+#undef ADD_BACKWARD_LOOPS
 
 static void add_backward(Graph *g, Var *y)
 {

@@ -704,6 +704,18 @@ static Var *add_act_fn(Graph *g, Var **in, void *arg)
     Var *y = ag_add_act(g, in[0], in[1], *(const float *)arg);
     return ag_add(g, y, ag_scale(g, in[1], 2.0f)); /* in[1]'s gradient gets a second contribution */
 }
+/* The other orders of the two inputs' gradients (add_backward_range's cases; ops made later run their
+ * backward first): fresh finds neither gradient there, both finds both (the scales ran before it), self
+ * is a + a. */
+static Var *add_act_orders_fn(Graph *g, Var **in, void *arg)
+{
+    float act = *(const float *)arg;
+    Var *self = ag_add_act(g, in[0], in[0], act), *both = ag_add_act(g, in[0], in[1], act);
+    Var *s0 = ag_scale(g, in[0], 0.5f), *s1 = ag_scale(g, in[1], -1.5f);
+    Var *fresh = ag_add_act(g, in[0], in[1], act);
+    Var *t = ag_add(g, ag_add(g, both, s0), ag_add(g, s1, ag_scale(g, fresh, 0.7f)));
+    return ag_add(g, self, t);
+}
 
 START_TEST(activation_and_elementwise_gradients)
 {
@@ -725,6 +737,7 @@ START_TEST(activation_and_elementwise_gradients)
     for (int k = 0; k < 2; k++) {
         float act = k ? 0.1f : 0.0f;
         run_check(add_act_fn, &act, &in, NULL, gradcheck_defaults(), k ? "add + leaky" : "add + relu");
+        run_check(add_act_orders_fn, &act, &in, NULL, gradcheck_defaults(), k ? "add + leaky, orders" : "add + relu, orders");
     }
     free_inputs(&in);
 }
