@@ -120,8 +120,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void stencil8(
     }
 }
 
-/* One step of `rows` output rows from oh: the interior vectors without bounds checks, the edges with;
- * rows that read no padding row (!pad) without a check for one. */
+/* One step of `rows` output rows from oh (the first of them at y): the interior vectors without bounds
+ * checks, the edges with; rows that read no padding row (!pad) without a check for one. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void stencil_rows(
     const float *x, int H, int W, int oh, const int stride, const bool pad, const int rows, int Wo, int inner_end,
     const __m256 wv[9], __m256 vb, __m256 slope, float *y)
@@ -131,7 +131,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void stencil_ro
         int ih = stride * oh - 1 + k;
         r[k] = ih >= 0 && ih < H ? x + (long)ih * W : NULL;
     }
-    float *yr = y + (long)oh * Wo;
+    float *yr = y;
     stencil8(r, W, 0, stride, true, pad, rows, wv, vb, slope, yr, Wo);
     int ow = 8;
     for (; ow < inner_end; ow += 8) stencil8(r, W, ow, stride, false, pad, rows, wv, vb, slope, yr, Wo);
@@ -152,10 +152,11 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void depthwise3
     int inner_end = 8;
     while (inner_end < Wo && stride * inner_end + 8 * stride + 1 <= W) inner_end += 8;
     int oh = oh0;
-    if (oh == 0 && oh < oh1) stencil_rows(x, H, W, oh++, stride, true, 1, Wo, inner_end, wv, vb, slope, y);
+    if (oh == 0 && oh < oh1) stencil_rows(x, H, W, 0, stride, true, 1, Wo, inner_end, wv, vb, slope, y), oh++;
     for (; oh + STENCIL_ROWS <= oh1 && stride * (oh + STENCIL_ROWS - 1) + 1 < H; oh += STENCIL_ROWS)
-        stencil_rows(x, H, W, oh, stride, false, STENCIL_ROWS, Wo, inner_end, wv, vb, slope, y);
-    for (; oh < oh1; oh++) stencil_rows(x, H, W, oh, stride, true, 1, Wo, inner_end, wv, vb, slope, y);
+        stencil_rows(x, H, W, oh, stride, false, STENCIL_ROWS, Wo, inner_end, wv, vb, slope, y + (long)(oh - oh0) * Wo);
+    for (; oh < oh1; oh++)
+        stencil_rows(x, H, W, oh, stride, true, 1, Wo, inner_end, wv, vb, slope, y + (long)(oh - oh0) * Wo);
 }
 
 __attribute__((target("avx2,fma"))) void depthwise3x3_plane_avx2(const float *x, int H, int W, const float *w,

@@ -9,7 +9,7 @@
 bool conv2d_avx2_available(void);
 
 /* Depthwise 3x3 padding-1 forward of one plane [H,W] -> [Ho,Wo], stride 1 or 2: output rows [oh0, oh1)
- * (oh1 <= Ho). Its AVX-512 twin (autograd/depthwise_avx512.c) gives the same floats; callers take the
+ * (oh1 <= Ho), written from y on (y is row oh0, so a band can go to a buffer of its own rows). Its AVX-512 twin (autograd/depthwise_avx512.c) gives the same floats; callers take the
  * best this CPU runs from depthwise3x3_plane_kernel. */
 typedef void (*DepthwisePlaneFn)(const float *x, int H, int W, const float *w, float bias, float act, float *y,
                                  int stride, int Wo, int oh0, int oh1);

@@ -93,7 +93,7 @@ AVX512 __attribute__((always_inline)) static inline void stencil_rows16(const fl
         int ih = stride * oh - 1 + k;
         r[k] = ih >= 0 && ih < H ? x + (long)ih * W : NULL;
     }
-    float *yr = y + (long)oh * Wo;
+    float *yr = y; /* output row oh */
     stencil16(r, W, 0, stride, true, rows, wv, vb, slope, yr, Wo);
     int ow = LANES16;
     for (; ow < inner_end; ow += LANES16) stencil16(r, W, ow, stride, false, rows, wv, vb, slope, yr, Wo);
@@ -112,10 +112,10 @@ AVX512 __attribute__((always_inline)) static inline void plane16(const float *x,
     int inner_end = LANES16;
     while (inner_end < Wo && stride * inner_end + LANES16 * stride + 1 <= W) inner_end += LANES16;
     int oh = oh0;
-    if (oh == 0 && oh < oh1) stencil_rows16(x, H, W, oh++, stride, 1, Wo, inner_end, wv, vb, slope, y);
+    if (oh == 0 && oh < oh1) stencil_rows16(x, H, W, 0, stride, 1, Wo, inner_end, wv, vb, slope, y), oh++;
     for (; oh + ROWS16 <= oh1 && stride * (oh + ROWS16 - 1) + 1 < H; oh += ROWS16)
-        stencil_rows16(x, H, W, oh, stride, ROWS16, Wo, inner_end, wv, vb, slope, y);
-    for (; oh < oh1; oh++) stencil_rows16(x, H, W, oh, stride, 1, Wo, inner_end, wv, vb, slope, y);
+        stencil_rows16(x, H, W, oh, stride, ROWS16, Wo, inner_end, wv, vb, slope, y + (long)(oh - oh0) * Wo);
+    for (; oh < oh1; oh++) stencil_rows16(x, H, W, oh, stride, 1, Wo, inner_end, wv, vb, slope, y + (long)(oh - oh0) * Wo);
 }
 
 AVX512 void depthwise3x3_plane_avx512(const float *x, int H, int W, const float *w, float bias, float act, float *y,

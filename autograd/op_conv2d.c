@@ -306,7 +306,8 @@ static void depthwise_forward_plane(void *arg, int task)
     if (j->fast3x3) {
         int rows = (s->Ho + j->bands - 1) / j->bands, oh0 = band * rows;
         int oh1 = oh0 + rows < s->Ho ? oh0 + rows : s->Ho;
-        depthwise3x3_plane_kernel()(x, s->H, s->W, w, bias, j->act, y, j->fast3x3, s->Wo, oh0, oh1);
+        depthwise3x3_plane_kernel()(x, s->H, s->W, w, bias, j->act, y + (size_t)oh0 * s->Wo, j->fast3x3, s->Wo, oh0,
+                                    oh1);
         return;
     }
     for (int oh = 0; oh < s->Ho; oh++) {

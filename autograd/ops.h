@@ -33,6 +33,13 @@ typedef struct {
  * op with its own backward), computed together: the input is read and transformed once for all. */
 bool ag_conv2d_shared_input(Graph *g, Var *x, Conv2dParams p, int n, const Conv2dBranch *branches, Var **out);
 
+/* A depthwise-separable block as one op: h = the 3x3 depthwise convolution of x (padding 1, stride 1 or 2,
+ * dw's weight [C,1,3,3], bias, activation), then y = the 1x1 convolution of h by pw's (weight [Cout,C,1,1],
+ * bias, activation, packed weight): the values of the two ag_conv2d_shared_input ops, one op whose CPU
+ * forward never writes h out (it goes by bands of rows, each made and multiplied in cache); the backward
+ * makes h again. A GPU graph, a CPU without AVX2 or an export trace gets the two ops instead. */
+Var *ag_conv2d_separable(Graph *g, Var *x, const Conv2dBranch *dw, int stride, const Conv2dBranch *pw);
+
 /* batchnorm2d over channel axis 1 of x [N,C,H,W]; gamma, beta [C]. training: normalise with the
  * batch statistics and update running_mean/var (CPU/ device tensors of [C]) with
  * r = (1-momentum) r + momentum * stat (unbiased variance); else use the running statistics. */

@@ -145,6 +145,19 @@ Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
     return y;
 }
 
+Var *conv_bn_act_forward_separable(Graph *g, const ConvBnAct *dw, const ConvBnAct *pw, Var *x, bool training)
+{
+    bool depthwise = dw->k == 3 && dw->p.groups == dw->cin && dw->cout == dw->cin && dw->p.pad_h == 1 && dw->p.pad_w == 1 &&
+                     dw->p.stride_h == dw->p.stride_w && dw->p.stride_h <= 2 && dw->p.dil_h == 1 && dw->p.dil_w == 1;
+    bool pointwise = pw->k == 1 && pw->p.groups == 1 && pw->p.stride_h == 1 && pw->p.stride_w == 1 && pw->p.pad_h == 0 &&
+                     pw->p.pad_w == 0;
+    if (depthwise && pointwise && fused_inference(g, dw, training) && fused_inference(g, pw, training)) {
+        Conv2dBranch d = inference_branch(dw), p = inference_branch(pw);
+        return ag_conv2d_separable(g, x, &d, dw->p.stride_h, &p);
+    }
+    return conv_bn_act_forward(g, pw, conv_bn_act_forward(g, dw, x, training), training);
+}
+
 double conv_bn_act_flops(const ConvBnAct *c, int64_t ho, int64_t wo)
 {
     return 2.0 * (double)ho * wo * c->cout * (c->cin / c->p.groups) * c->k * c->k;

@@ -37,6 +37,10 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
 /* Eval mode without gradients, with the BN folded (or none to fold): one fused conv + bias + activation
  * op; otherwise conv, BN and activation ops. */
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
+/* A depthwise 3x3 ConvBnAct (padding 1, stride 1 or 2) and then a 1x1 one (MobileNet's block): in eval mode
+ * without gradients one ag_conv2d_separable op, whose depthwise output is never written out; otherwise
+ * the two conv_bn_act_forward. */
+Var *conv_bn_act_forward_separable(Graph *g, const ConvBnAct *dw, const ConvBnAct *pw, Var *x, bool training);
 /* Several ConvBnActs of one input x with the same stride and padding (out[i] = conv_bn_act_forward of
  * convs[i]): in eval mode without gradients one ag_conv2d_shared_input op, which reads and transforms
  * x once for all; in training, BN without conv bias, one ag_conv_bn_act_train_shared op; otherwise one

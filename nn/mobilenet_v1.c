@@ -80,9 +80,11 @@ bool backbone_forward(Graph *g, const Backbone *b, Var *x, bool training, Var **
 {
     if (b->kind == BACKBONE_MOBILENET_V1) {
         int out = 0;
-        for (int i = 0; i < b->n_layers; i++) {
-            x = conv_bn_act_forward(g, &b->layers[i], x, training);
-            if (i + 1 == b->stage_end[out]) outs[out++] = x;
+        /* the stem, then (depthwise, pointwise) pairs, a stage ending after a pointwise layer */
+        x = conv_bn_act_forward(g, &b->layers[0], x, training);
+        for (int i = 1; i + 1 < b->n_layers; i += 2) {
+            x = conv_bn_act_forward_separable(g, &b->layers[i], &b->layers[i + 1], x, training);
+            if (i + 2 == b->stage_end[out]) outs[out++] = x;
         }
         return graph_ok(g);
     }

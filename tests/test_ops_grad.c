@@ -386,6 +386,187 @@ START_TEST(conv2d_rejects_mismatched_shapes)
 }
 END_TEST
 
+/* ---- depthwise-separable block (ag_conv2d_separable) ------------------------------------------ */
+
+typedef struct {
+    int N, C, H, W, Cout, stride;
+    float act_d, act_p;
+    int bias;
+    const char *what;
+} SeparableCase;
+
+/* Small odd planes, stride 2, no biases; and planes of several bands of rows (32768 floats of the
+ * depthwise output per band: 16 x 70 x 70 is four bands on 2 threads, 16 x 140 x 71 at stride 2 two). */
+static const SeparableCase separable_cases[] = {
+    {2, 3, 7, 9, 5, 1, 0.1f, -1.0f, 1, "3 channels 7x9, depthwise leaky"},
+    {1, 4, 9, 6, 3, 2, -1.0f, 0.1f, 0, "4 channels 9x6 stride 2, no biases"},
+    {2, 5, 1, 1, 2, 1, 0.0f, 0.0f, 1, "1x1 planes, relu"},
+    {2, 16, 70, 70, 6, 1, 0.1f, 0.1f, 1, "16 channels 70x70, four bands"},
+    {1, 16, 140, 71, 4, 2, 0.0f, -1.0f, 1, "16 channels 140x71 stride 2, two bands"},
+};
+enum { N_SEPARABLE_CASES = sizeof separable_cases / sizeof separable_cases[0] };
+
+/* inputs: x, w_d [C,1,3,3], (b_d), w_p [Cout,C,1,1], (b_p); arg: the case, and whether to build the op
+ * as the two convolutions it stands for (the reference) */
+typedef struct {
+    SeparableCase c;
+    bool two_ops;
+    bool reuse_x; /* y concatenated with x (stride 1): x's gradient is there before the op's backward adds to it */
+} SeparableArg;
+
+static Var *separable_fn(Graph *g, Var **in, void *arg)
+{
+    const SeparableArg *a = arg;
+    const SeparableCase *c = &a->c;
+    int k = 0;
+    Var *x = in[k++], *wd = in[k++], *bd = c->bias ? in[k++] : NULL, *wp = in[k++], *bp = c->bias ? in[k++] : NULL;
+    Conv2dBranch d = {wd, bd, c->act_d, NULL}, p = {wp, bp, c->act_p, NULL};
+    Var *h, *y = NULL;
+    if (!a->two_ops)
+        y = ag_conv2d_separable(g, x, &d, c->stride, &p);
+    else if (ag_conv2d_shared_input(g, x, conv2d_params(c->stride, 1, 1, c->C), 1, &d, &h))
+        ag_conv2d_shared_input(g, h, conv2d_params(1, 0, 1, 1), 1, &p, &y);
+    Var *parts[2] = {y, x};
+    return a->reuse_x && y ? ag_concat(g, parts, 2, 1) : y;
+}
+
+static void separable_inputs(Inputs *in, Rng *r, const SeparableCase *c)
+{
+    int64_t xs[4] = {c->N, c->C, c->H, c->W}, wds[4] = {c->C, 1, 3, 3}, bds[1] = {c->C}, wps[4] = {c->Cout, c->C, 1, 1},
+            bps[1] = {c->Cout};
+    add_input(in, r, 4, xs);
+    add_input(in, r, 4, wds);
+    if (c->bias) add_input(in, r, 1, bds);
+    add_input(in, r, 4, wps);
+    if (c->bias) add_input(in, r, 1, bps);
+}
+
+/* Central differences through the activations' kinks are off wherever a perturbation crosses one (a
+ * depthwise weight moves a whole plane of h): the shapes are checked against them without activations,
+ * and with them against the backward of the two convolutions (whose own checks avoid the kinks). */
+START_TEST(conv2d_separable_gradients)
+{
+    Rng r;
+    rng_seed(&r, 970, 0);
+    for (int k = 0; k < N_SEPARABLE_CASES; k++) {
+        SeparableArg a = {separable_cases[k], false, separable_cases[k].stride == 1};
+        a.c.act_d = a.c.act_p = -1.0f;
+        Inputs in = {0};
+        separable_inputs(&in, &r, &a.c);
+        GradcheckOptions opt = gradcheck_defaults();
+        opt.max_elems = 40;
+        run_check(separable_fn, &a, &in, NULL, opt, separable_cases[k].what);
+        free_inputs(&in);
+    }
+}
+END_TEST
+
+/* The op's values and gradients are those of the depthwise and the pointwise ag_conv2d_shared_input ops,
+ * with the pointwise weight packed or not, on 1 and 2 threads. */
+START_TEST(conv2d_separable_matches_two_convs)
+{
+    Rng r;
+    rng_seed(&r, 971, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        Context *ctx = context_create(threads);
+        for (int k = 0; k < N_SEPARABLE_CASES; k++) {
+            const SeparableCase *c = &separable_cases[k];
+            Inputs in = {0};
+            separable_inputs(&in, &r, c);
+            const Tensor *tp = &in.t[c->bias ? 3 : 2];
+            Conv2dPacked packed;
+            ck_assert_int_eq(conv2d_pack_weights(&packed, tp, conv2d_params(1, 0, 1, 1), NULL), ERR_OK);
+            for (int use_packed = 0; use_packed < 2; use_packed++) {
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                graph_set_grad_enabled(&g, false);
+                Var *v[5];
+                for (int i = 0; i < in.n; i++) v[i] = var_from_tensor(&g, &in.t[i], false);
+                int j = 0;
+                Var *x = v[j++], *wd = v[j++], *bd = c->bias ? v[j++] : NULL, *wp = v[j++], *bp = c->bias ? v[j++] : NULL;
+                Conv2dBranch d = {wd, bd, c->act_d, NULL}, p = {wp, bp, c->act_p, use_packed ? &packed : NULL};
+                Var *h, *two, *one = ag_conv2d_separable(&g, x, &d, c->stride, &p);
+                ck_assert_ptr_nonnull(one);
+                ck_assert_str_eq(one->op, "conv2d_separable");
+                ck_assert(ag_conv2d_shared_input(&g, x, conv2d_params(c->stride, 1, 1, c->C), 1, &d, &h));
+                ck_assert(ag_conv2d_shared_input(&g, h, conv2d_params(1, 0, 1, 1), 1, &p, &two));
+                ck_assert(tensor_same_shape(&one->value, &two->value));
+                double worst = 0, scale = 1e-30;
+                for (int64_t e = 0; e < tensor_numel(&two->value); e++) {
+                    double dlt = fabs((double)one->value.data[e] - two->value.data[e]);
+                    worst = dlt > worst ? dlt : worst;
+                    scale = fabs(two->value.data[e]) > scale ? fabs(two->value.data[e]) : scale;
+                }
+                ck_assert_msg(worst / scale <= 1e-6, "%s, %d threads, packed %d: max difference %g of the largest output",
+                              c->what, threads, use_packed, worst / scale);
+                graph_destroy(&g);
+            }
+            /* gradients, seeded with the same random r */
+            float *grads[2][5] = {{0}};
+            for (int two_ops = 0; two_ops < 2; two_ops++) {
+                SeparableArg a = {*c, two_ops, c->stride == 1};
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                Var *v[5];
+                for (int i = 0; i < in.n; i++) v[i] = var_from_tensor(&g, &in.t[i], true);
+                Var *y = separable_fn(&g, v, &a);
+                ck_assert_ptr_nonnull(y);
+                Rng rr;
+                rng_seed(&rr, 972, 0);
+                float *seed = malloc(sizeof(float) * (size_t)tensor_numel(&y->value));
+                for (int64_t e = 0; e < tensor_numel(&y->value); e++) seed[e] = rng_uniform(&rr) * 2.0f - 1.0f;
+                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+                free(seed);
+                for (int i = 0; i < in.n; i++) {
+                    size_t bytes = tensor_bytes(&in.t[i]);
+                    grads[two_ops][i] = malloc(bytes);
+                    ck_assert_ptr_nonnull(v[i]->grad.data);
+                    memcpy(grads[two_ops][i], v[i]->grad.data, bytes);
+                }
+                graph_destroy(&g);
+            }
+            for (int i = 0; i < in.n; i++) {
+                double worst = 0, scale = 1e-30;
+                for (int64_t e = 0; e < tensor_numel(&in.t[i]); e++) {
+                    double dlt = fabs((double)grads[0][i][e] - grads[1][i][e]);
+                    worst = dlt > worst ? dlt : worst;
+                    scale = fabs(grads[1][i][e]) > scale ? fabs(grads[1][i][e]) : scale;
+                }
+                ck_assert_msg(worst / scale <= 1e-5, "%s, %d threads: input %d's gradient off by %g of its largest",
+                              c->what, threads, i, worst / scale);
+                free(grads[0][i]), free(grads[1][i]);
+            }
+            conv2d_packed_free(&packed);
+            free_inputs(&in);
+        }
+        context_destroy(ctx);
+    }
+}
+END_TEST
+
+START_TEST(conv2d_separable_rejects_mismatched_shapes)
+{
+    Context *ctx = context_create(1);
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t xs[4] = {1, 4, 8, 8}, wds[4] = {4, 1, 3, 3}, wps[4] = {6, 3, 1, 1};
+    Conv2dBranch d = {var_new(&g, 4, wds), NULL, -1.0f, NULL}, p = {var_new(&g, 4, wps), NULL, -1.0f, NULL};
+    ck_assert_ptr_null(ag_conv2d_separable(&g, var_new(&g, 4, xs), &d, 1, &p));
+    ck_assert_int_eq(g.err.code, ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "pointwise"));
+    graph_destroy(&g);
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    int64_t dense[4] = {4, 4, 3, 3};
+    d.w = var_new(&g, 4, dense);
+    p.w = var_new(&g, 4, (int64_t[4]){6, 4, 1, 1});
+    ck_assert_ptr_null(ag_conv2d_separable(&g, var_new(&g, 4, xs), &d, 1, &p));
+    ck_assert_int_eq(g.err.code, ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(g.err.msg, "depthwise"));
+    graph_destroy(&g);
+    context_destroy(ctx);
+}
+END_TEST
+
 /* ---- batchnorm ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1364,8 +1545,8 @@ START_TEST(depthwise_plane_kernels_match_direct_sum_and_each_other)
                 int oh0 = Ho > 2 ? 1 : 0, oh1 = Ho > 3 ? Ho - 1 : Ho; /* a range inside, then the whole plane */
                 for (int whole = 0; whole < 2; whole++, oh0 = 0, oh1 = Ho) {
                     for (int i = 0; i < Ho * Wo; i++) y2[i] = y5[i] = -7.0f; /* rows outside the range stay */
-                    depthwise3x3_plane_avx2(x, H, W, w, bias, acts[a], y2, stride, Wo, oh0, oh1);
-                    if (avx512) depthwise3x3_plane_avx512(x, H, W, w, bias, acts[a], y5, stride, Wo, oh0, oh1);
+                    depthwise3x3_plane_avx2(x, H, W, w, bias, acts[a], y2 + oh0 * Wo, stride, Wo, oh0, oh1);
+                    if (avx512) depthwise3x3_plane_avx512(x, H, W, w, bias, acts[a], y5 + oh0 * Wo, stride, Wo, oh0, oh1);
                     for (int oh = 0; oh < Ho; oh++)
                         for (int ow = 0; ow < Wo; ow++) {
                             int i = oh * Wo + ow;
@@ -1404,6 +1585,9 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, conv2d_shared_input_gradients);
     tcase_add_test(tc, conv2d_shared_input_matches_separate_convs);
     tcase_add_test(tc, conv2d_shared_input_backward_matches_separate_convs);
+    tcase_add_test(tc, conv2d_separable_gradients);
+    tcase_add_test(tc, conv2d_separable_matches_two_convs);
+    tcase_add_test(tc, conv2d_separable_rejects_mismatched_shapes);
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, conv_bn_act_gradients);
