@@ -50,6 +50,18 @@ static void avoid_kink(Tensor *t, float kink, float gap)
     }
 }
 
+/* max |got - want| over the largest |want| (1e-30 at least): the error relative to the tensor's scale */
+static double max_relative_difference(const float *got, const float *want, int64_t n)
+{
+    double worst = 0, scale = 1e-30;
+    for (int64_t e = 0; e < n; e++) {
+        double d = fabs((double)got[e] - want[e]);
+        worst = d > worst ? d : worst;
+        scale = fabs(want[e]) > scale ? fabs(want[e]) : scale;
+    }
+    return worst / scale;
+}
+
 /* ---- conv2d ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -337,14 +349,10 @@ START_TEST(conv2d_shared_input_matches_separate_convs)
             ck_assert(ag_conv2d_shared_input(&g, xv, p, 3, br, out));
             for (int i = 0; i < 3; i++) {
                 ck_assert_int_eq(out[i]->value.shape[1], sc->couts[i]);
-                double worst = 0, scale = 1e-30;
-                for (int64_t e = 0; e < tensor_numel(&alone[i]->value); e++) {
-                    double d = fabs((double)out[i]->value.data[e] - alone[i]->value.data[e]);
-                    worst = d > worst ? d : worst;
-                    scale = fabs(alone[i]->value.data[e]) > scale ? fabs(alone[i]->value.data[e]) : scale;
-                }
-                ck_assert_msg(worst / scale <= sc->out_tol, "%s, branch %d, packed %d: max difference %g of the largest output",
-                              sc->what, i, use_packed, worst / scale);
+                double rel = max_relative_difference(out[i]->value.data, alone[i]->value.data,
+                                                     tensor_numel(&alone[i]->value));
+                ck_assert_msg(rel <= sc->out_tol, "%s, branch %d, packed %d: max difference %g of the largest output",
+                              sc->what, i, use_packed, rel);
             }
             graph_destroy(&g);
         }
@@ -491,14 +499,9 @@ START_TEST(conv2d_separable_matches_two_convs)
                 ck_assert(ag_conv2d_shared_input(&g, x, conv2d_params(c->stride, 1, 1, c->C), 1, &d, &h));
                 ck_assert(ag_conv2d_shared_input(&g, h, conv2d_params(1, 0, 1, 1), 1, &p, &two));
                 ck_assert(tensor_same_shape(&one->value, &two->value));
-                double worst = 0, scale = 1e-30;
-                for (int64_t e = 0; e < tensor_numel(&two->value); e++) {
-                    double dlt = fabs((double)one->value.data[e] - two->value.data[e]);
-                    worst = dlt > worst ? dlt : worst;
-                    scale = fabs(two->value.data[e]) > scale ? fabs(two->value.data[e]) : scale;
-                }
-                ck_assert_msg(worst / scale <= 1e-6, "%s, %d threads, packed %d: max difference %g of the largest output",
-                              c->what, threads, use_packed, worst / scale);
+                double rel = max_relative_difference(one->value.data, two->value.data, tensor_numel(&two->value));
+                ck_assert_msg(rel <= 1e-6, "%s, %d threads, packed %d: max difference %g of the largest output", c->what,
+                              threads, use_packed, rel);
                 graph_destroy(&g);
             }
             /* gradients, seeded with the same random r */
@@ -526,14 +529,9 @@ START_TEST(conv2d_separable_matches_two_convs)
                 graph_destroy(&g);
             }
             for (int i = 0; i < in.n; i++) {
-                double worst = 0, scale = 1e-30;
-                for (int64_t e = 0; e < tensor_numel(&in.t[i]); e++) {
-                    double dlt = fabs((double)grads[0][i][e] - grads[1][i][e]);
-                    worst = dlt > worst ? dlt : worst;
-                    scale = fabs(grads[1][i][e]) > scale ? fabs(grads[1][i][e]) : scale;
-                }
-                ck_assert_msg(worst / scale <= 1e-5, "%s, %d threads: input %d's gradient off by %g of its largest",
-                              c->what, threads, i, worst / scale);
+                double rel = max_relative_difference(grads[0][i], grads[1][i], tensor_numel(&in.t[i]));
+                ck_assert_msg(rel <= 1e-5, "%s, %d threads: input %d's gradient off by %g of its largest", c->what, threads,
+                              i, rel);
                 free(grads[0][i]), free(grads[1][i]);
             }
             conv2d_packed_free(&packed);
