@@ -1062,6 +1062,16 @@ static Var *head_layout_fn(Graph *g, Var **in, void *arg)
     return ag_reshape(g, p, 3, shape);
 }
 
+/* The head layout of x, and x itself read by a later op (its backward runs first): the permute's backward
+ * then adds to a gradient already there. Both flattened per image and concatenated. */
+static Var *head_layout_reused_fn(Graph *g, Var **in, void *arg)
+{
+    Var *p = head_layout_fn(g, in, arg), *s = ag_scale(g, in[0], 0.5f);
+    int64_t flat[2] = {in[0]->value.shape[0], -1};
+    Var *parts[2] = {ag_reshape(g, p, 2, flat), ag_reshape(g, s, 2, flat)};
+    return parts[0] && parts[1] ? ag_concat(g, parts, 2, 1) : NULL;
+}
+
 START_TEST(permute_reshape_gradients)
 {
     Rng r;
@@ -1071,6 +1081,14 @@ START_TEST(permute_reshape_gradients)
     add_input(&in, &r, 4, s);
     run_check(head_layout_fn, NULL, &in, NULL, gradcheck_defaults(), "permute+reshape");
     free_inputs(&in);
+    /* planes whose transposes take whole 8x8 blocks and leave edges, forward and backward */
+    static const int64_t wide[2][4] = {{1, 16, 9, 10}, {2, 20, 5, 11}};
+    for (int k = 0; k < 2; k++) {
+        Inputs w = {0};
+        add_input(&w, &r, 4, wide[k]);
+        run_check(head_layout_reused_fn, NULL, &w, NULL, gradcheck_defaults(), "permute+reshape, gradient added to");
+        free_inputs(&w);
+    }
     /* values of permutes large enough to be cut into pool tasks that start inside a run of rows, and
      * one whose rows are not contiguous runs, against the index arithmetic written out */
     static const int perms[][4] = {{0, 2, 3, 1}, {3, 1, 0, 2}};
