@@ -249,6 +249,7 @@ ErrorCode trainer_step(Trainer *t, const Batch *b, float lr, TrainStepResult *r,
     RetinaOutputs out;
     MultiBoxLosses L;
     bool ok = graph_ok(g) && retinaface_forward(g, t->model, xv, true, &out);
+    graph_profile_end_forward(g); /* the matching that follows is not the last layer's time */
     double t1 = clock_seconds();
     ok = ok && multibox_loss(g, out.loc, out.conf, out.landms, t->priors, targets, &t->mb, &L);
     MultiBoxLosses L2 = {0};
