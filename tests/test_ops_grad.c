@@ -1153,6 +1153,33 @@ START_TEST(softmax_and_loss_gradients)
     t2->data[0] = t2->data[1] = 0.3f, t2->data[2] = 40.0f, t2->data[3] = -45.0f;
     run_check(softmax_fn, NULL, &two, NULL, gradcheck_defaults(), "softmax, two classes");
     free_inputs(&two);
+    /* two-class values, 8 rows to a vector and the rest (37 rows), against exp in double: differences from
+     * 0 to 200 (past where e^-d leaves the normal floats), ties, either input the larger */
+    {
+        Context *ctx = context_create(2);
+        Graph g;
+        graph_init(&g, ctx, DEVICE_CPU, NULL);
+        int64_t s3[3] = {1, 37, 2};
+        Var *x = var_new(&g, 3, s3);
+        for (int i = 0; i < 37; i++) {
+            float base = (float)rng_normal(&r) * 3.0f, d = i % 9 == 4 ? 0.0f : (float)(i * i) * 0.15f;
+            x->value.data[2 * i + (i % 2)] = base + d, x->value.data[2 * i + 1 - (i % 2)] = base;
+        }
+        Var *y = ag_softmax(&g, x);
+        ck_assert_ptr_nonnull(y);
+        for (int i = 0; i < 37; i++) {
+            /* each probability from its own formula (1 - p would lose the small one to cancellation); the
+             * tolerance grows with |a - b|, whose rounding to a float moves e^-|a - b| by that much */
+            double a = x->value.data[2 * i], b = x->value.data[2 * i + 1], pa = 1.0 / (1.0 + exp(b - a)),
+                   pb = 1.0 / (1.0 + exp(a - b)), tol = 1e-6 + 6e-8 * fabs(a - b);
+            ck_assert_msg(fabs(y->value.data[2 * i] - pa) <= tol * pa + 1e-37 &&
+                              fabs(y->value.data[2 * i + 1] - pb) <= tol * pb + 1e-37,
+                          "softmax row %d (%g, %g): %.9g %.9g, want %.9g %.9g", i, a, b, y->value.data[2 * i],
+                          y->value.data[2 * i + 1], pa, pb);
+        }
+        graph_destroy(&g);
+        context_destroy(ctx);
+    }
     LossCase c;
     for (int i = 0; i < 18; i++) {
         c.labels[i] = (int32_t)rng_below(&r, 3);
