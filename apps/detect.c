@@ -355,9 +355,9 @@ int main(int argc, char **argv)
 {
     const char *model = "mobilenet0.25", *weights = NULL, *json_path = NULL, *out_dir = NULL, *summary = NULL;
     const char *crops_dir = NULL;
-    int raw_w = 0, raw_h = 0, n_scales = 0;
-    float scales[PYRAMID_MAX_SCALES];
-    bool flip = false;
+    int raw_w = 0, raw_h = 0;
+    PyramidOptions tta = {{0}, 0, false};
+    Error arg_err = {0};
     PostprocessOptions opt = postprocess_defaults();
     opt.conf_threshold = 0.5f; /* photos: the faces, not the protocol's long tail down to 0.02 */
     float vis_thres = -1;      /* unset: --conf */
@@ -412,24 +412,12 @@ int main(int argc, char **argv)
         case O_BENCH: NUM(benchmark, (int)strtol(optarg, &end, 10), 1, 1000000); break;
         case O_SUMMARY: summary = optarg; break;
         case O_CROPS: crops_dir = optarg; break;
-        case O_FLIP: flip = true; break;
+        case O_FLIP: tta.flip = true; break;
         case O_BATCH: NUM(batch, (int)strtol(optarg, &end, 10), 1, 256); break;
         case O_SCALES:
-            n_scales = 0;
-            for (char *p = optarg;;) {
-                float v = strtof(p, &end);
-                if (end == p || !(v >= 0.05f && v <= 8.0f) || n_scales == PYRAMID_MAX_SCALES) {
-                    fprintf(stderr, "detect: --scales expects 1 to %d factors from 0.05 to 8, e.g. 0.5,1,1.5\n",
-                            PYRAMID_MAX_SCALES);
-                    return 2;
-                }
-                scales[n_scales++] = v;
-                if (*end == 0) break;
-                if (*end != ',') {
-                    fprintf(stderr, "detect: --scales: '%s' is not a comma-separated list\n", optarg);
-                    return 2;
-                }
-                p = end + 1;
+            if (pyramid_parse_scales(&tta, optarg, &arg_err)) {
+                fprintf(stderr, "detect: %s\n", arg_err.msg);
+                return 2;
             }
             break;
         case O_RAW:
@@ -517,7 +505,7 @@ int main(int argc, char **argv)
     int failures = empty_folders;
     /* a pyramid or a benchmark runs image by image; streams report each frame as it comes */
     if (!batch) batch = raw_w ? 1 : detector_default_batch(&det);
-    if (n_scales || flip || benchmark) batch = 1;
+    if (pyramid_options_active(&tta) || benchmark) batch = 1;
     InputCursor cur = {&inputs, raw_w, raw_h, NULL, 0, 0};
     Pending *pend = calloc((size_t)batch, sizeof *pend);
     const Image **imgs = calloc((size_t)batch, sizeof *imgs);
@@ -551,7 +539,7 @@ int main(int argc, char **argv)
         error_clear(&err);
         DetectTiming t;
         if (benchmark && pend[0].path == inputs.paths[0]) run_benchmark(&det, &pend[0].img, pend[0].resize, &opt, benchmark, &err);
-        if (!err.code && !n_scales && !flip &&
+        if (!err.code && !pyramid_options_active(&tta) &&
             detector_detect_batch(&det, np, imgs, resizes, batch, &opt, dets, counts, &t, &err) == ERR_OK) {
             network_ms += t.forward_ms;
         } else if (!err.code || np > 1) {
@@ -559,12 +547,9 @@ int main(int argc, char **argv)
             for (int k = 0; k < np; k++) {
                 error_clear(&err);
                 dets[k] = NULL, counts[k] = 0;
-                float factors[PYRAMID_MAX_SCALES];
-                int nf = n_scales ? n_scales : 1;
-                for (int f = 0; f < nf; f++) factors[f] = pend[k].resize * (n_scales ? scales[f] : 1.0f);
-                pend[k].failed = n_scales || flip
-                                     ? detector_detect_pyramid(&det, &pend[k].img, factors, nf, flip, &opt, &dets[k],
-                                                               &counts[k], &err) != ERR_OK
+                pend[k].failed = pyramid_options_active(&tta)
+                                     ? detector_detect_tta(&det, &pend[k].img, pend[k].resize, &tta, &opt, &dets[k],
+                                                           &counts[k], &err) != ERR_OK
                                      : detector_detect(&det, &pend[k].img, pend[k].resize, &opt, &dets[k], &counts[k], &t,
                                                        &err) != ERR_OK;
                 if (pend[k].failed) snprintf(pend[k].error, sizeof pend[k].error, "%s", err.msg);

@@ -85,3 +85,34 @@ ErrorCode detector_detect_pyramid(Detector *d, const Image *img, const float *sc
     free(all), free(boxes), free(keep);
     return rc;
 }
+
+ErrorCode pyramid_parse_scales(PyramidOptions *p, const char *list, Error *err)
+{
+    p->n_scales = 0;
+    for (const char *c = list;;) {
+        char *end;
+        float v = strtof(c, &end);
+        if (end == c || !(v >= 0.05f && v <= 8.0f) || p->n_scales == PYRAMID_MAX_SCALES) {
+            p->n_scales = 0;
+            return error_set(err, ERR_ARG, "--scales expects 1 to %d factors from 0.05 to 8, e.g. 0.5,1,1.5",
+                             PYRAMID_MAX_SCALES);
+        }
+        p->scales[p->n_scales++] = v;
+        if (*end == 0) return ERR_OK;
+        if (*end != ',') {
+            p->n_scales = 0;
+            return error_set(err, ERR_ARG, "--scales: '%s' is not a comma-separated list", list);
+        }
+        c = end + 1;
+    }
+}
+
+ErrorCode detector_detect_tta(Detector *d, const Image *img, float resize, const PyramidOptions *p,
+                              const PostprocessOptions *opt, Detection **dets, int *n, Error *err)
+{
+    if (!pyramid_options_active(p)) return detector_detect(d, img, resize, opt, dets, n, NULL, err);
+    float factors[PYRAMID_MAX_SCALES];
+    int nf = p->n_scales ? p->n_scales : 1;
+    for (int f = 0; f < nf; f++) factors[f] = resize * (p->n_scales ? p->scales[f] : 1.0f);
+    return detector_detect_pyramid(d, img, factors, nf, p->flip, opt, dets, n, err);
+}

@@ -325,7 +325,8 @@ static ErrorCode validate(const TrainOptions *o, const Trainer *tr, const Valida
     Detector det;
     if (detector_init_from_params(&det, tr->model, o->threads, o->gpu, err)) return err->code;
     PostprocessOptions pp = postprocess_defaults();
-    ErrorCode rc = wider_predict(&det, o->val_images, &v->images, dir, 0, detector_default_batch(&det), &pp, NULL, failures, err);
+    ErrorCode rc = wider_predict(&det, o->val_images, &v->images, dir, 0, detector_default_batch(&det), NULL, &pp, NULL, failures,
+                                 err);
     detector_free(&det);
     WiderResult *res = rc ? NULL : malloc(sizeof *res);
     if (!rc && !res) rc = error_set(err, ERR_OOM, "out of memory");

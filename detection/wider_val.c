@@ -143,10 +143,11 @@ static void predict_item(const char *images, const char *out_dir, const char *na
 }
 
 ErrorCode wider_predict(Detector *d, const char *images, const WiderImageList *l, const char *out_dir, int long_side,
-                        int batch, const PostprocessOptions *opt, FILE *progress, int *failures, Error *err)
+                        int batch, const PyramidOptions *tta, const PostprocessOptions *opt, FILE *progress,
+                        int *failures, Error *err)
 {
     *failures = 0;
-    if (batch < 1) batch = 1;
+    if (batch < 1 || pyramid_options_active(tta)) batch = 1;
     if (make_dir(out_dir, err)) return err->code;
     for (int k = 0; k < l->n_events; k++) {
         char path[8192];
@@ -177,7 +178,8 @@ ErrorCode wider_predict(Detector *d, const char *images, const WiderImageList *l
             imgs[np] = &it->img, resize[np] = it->resize, np++;
         }
         Error e = {0};
-        bool batched = detector_detect_batch(d, np, imgs, resize, batch, opt, dets, counts, NULL, &e) == ERR_OK;
+        bool batched = !pyramid_options_active(tta) &&
+                       detector_detect_batch(d, np, imgs, resize, batch, opt, dets, counts, NULL, &e) == ERR_OK;
         for (int k = 0, j = 0; k < nb && !rc; k++) {
             PredictItem *it = &items[k];
             if (!it->loaded) continue;
@@ -185,8 +187,8 @@ ErrorCode wider_predict(Detector *d, const char *images, const WiderImageList *l
             int nk = batched ? counts[j] : 0;
             j++;
             error_clear(&e);
-            /* a batch that failed goes again image by image, so that the error names its image */
-            ErrorCode r = batched ? ERR_OK : detector_detect(d, &it->img, it->resize, opt, &dk, &nk, NULL, &e);
+            /* a pyramid, or a batch that failed (again image by image, so that the error names its image) */
+            ErrorCode r = batched ? ERR_OK : detector_detect_tta(d, &it->img, it->resize, tta, opt, &dk, &nk, &e);
             if (!r) r = write_prediction(it->out_path, it->stem, dk, nk, &e);
             free(dk);
             if (r) {

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 
+#include "detection/detect_pyramid.h"
 #include "detection/detector.h"
 #include "detection/wider_eval.h"
 
@@ -24,11 +25,13 @@ void wider_image_list_free(WiderImageList *l);
 
 /* Runs d over images/<name> for every name of l, at original size or with the long side resized to
  * long_side (> 0), and writes out_dir/<event>/<stem>.txt (directories created). Images go batch at a time
- * through detector_detect_batch (same sizes share a forward; detections as one at a time). An image that cannot
- * be read or detected is reported on progress (when not NULL) and counted in *failures; the others
+ * through detector_detect_batch (same sizes share a forward; detections as one at a time), or one at a time
+ * through detector_detect_tta when tta asks for a pyramid or the mirror image (tta NULL: none). An image that
+ * cannot be read or detected is reported on progress (when not NULL) and counted in *failures; the others
  * go on. progress also gets a rate/ETA line. Errors: out_dir cannot be created or written. */
 ErrorCode wider_predict(Detector *d, const char *images, const WiderImageList *l, const char *out_dir, int long_side,
-                        int batch,                        const PostprocessOptions *opt, FILE *progress, int *failures, Error *err);
+                        int batch, const PyramidOptions *tta, const PostprocessOptions *opt, FILE *progress,
+                        int *failures, Error *err);
 
 /* Loads the predictions of pred_dir for the events of l, normalises their scores and evaluates
  * them against gt at IoU iou. */

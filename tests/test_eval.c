@@ -433,6 +433,58 @@ START_TEST(end_to_end_on_real_val_images)
 }
 END_TEST
 
+/* eval --predict --scales / --flip: one factor of 1 gives the plain prediction's files byte for byte; a
+ * pyramid with the mirror image gives other detections, in files the loader reads; bad factors are refused. */
+START_TEST(prediction_with_test_time_augmentation)
+{
+    char ib[512], lb[512];
+    const char *images = shared_path("widerface/WIDER_val/images", ib, sizeof ib);
+    const char *val_list = shared_path("widerface/WIDER_val/wider_val.txt", lb, sizeof lb);
+    if (!images || !val_list) {
+        printf("SKIP prediction with test-time augmentation: ../shared absent\n");
+        return;
+    }
+    char dir[] = "/tmp/retina_ttaXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char list[600], line[1024];
+    snprintf(list, sizeof list, "%s/list.txt", dir);
+    FILE *in = fopen(val_list, "r"), *out = fopen(list, "w");
+    ck_assert(in && out);
+    for (int k = 0; k < 3 && fgets(line, sizeof line, in); k++) fputs(line, out);
+    fclose(in), fclose(out);
+    const char *build = getenv("RETINA_BUILD");
+    static const char *variants[3] = {"", "--scales 1", "--scales 0.5,1 --flip"};
+    char cmd[4096];
+    for (int v = 0; v < 3; v++) {
+        snprintf(cmd, sizeof cmd, "%s/eval --predict --images %s --list %s --out %s/p%d %s 2>/dev/null",
+                 build ? build : "build", images, list, dir, v, variants[v]);
+        ck_assert_msg(system(cmd) == 0, "%s", cmd);
+    }
+    snprintf(cmd, sizeof cmd, "diff -r %s/p0 %s/p1 >/dev/null", dir, dir);
+    ck_assert_msg(system(cmd) == 0, "--scales 1 changed the predictions");
+    const char *ev[1] = {"19--Couple"};
+    WiderPreds plain, tta;
+    Error err = {0};
+    snprintf(cmd, sizeof cmd, "%s/p0", dir);
+    ck_assert_msg(wider_preds_load(cmd, ev, 1, &plain, &err) == ERR_OK, "%s", err.msg);
+    snprintf(cmd, sizeof cmd, "%s/p2", dir);
+    ck_assert_msg(wider_preds_load(cmd, ev, 1, &tta, &err) == ERR_OK, "%s", err.msg);
+    ck_assert_int_eq(plain.events[0].n_images, 3);
+    ck_assert_int_eq(tta.events[0].n_images, 3);
+    int n_plain = 0, n_tta = 0;
+    for (int i = 0; i < 3; i++) n_plain += plain.events[0].images[i].n, n_tta += tta.events[0].images[i].n;
+    ck_assert_msg(n_tta > n_plain, "the pyramid and the mirror image: %d detections, plain %d", n_tta, n_plain);
+    wider_preds_free(&plain);
+    wider_preds_free(&tta);
+    snprintf(cmd, sizeof cmd, "%s/eval --predict --images %s --out %s/p3 --scales 0.5,9 2>/dev/null",
+             build ? build : "build", images, dir);
+    int rc = system(cmd);
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "--scales 0.5,9 was not refused");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(fddb_output_format)
 {
     char wb[512], ib[512];
@@ -514,6 +566,7 @@ Suite *eval_suite(void)
     tcase_add_test(tc, official_numbers_on_shared_predictions);
     tcase_add_test(tc, end_to_end_on_real_val_images);
     tcase_add_test(tc, fddb_output_format);
+    tcase_add_test(tc, prediction_with_test_time_augmentation);
     suite_add_tcase(s, tc);
     return s;
 }
