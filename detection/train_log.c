@@ -8,11 +8,13 @@
 #include "detection/output_file.h"
 #include "detection/svg_chart.h"
 
-static const char HEADER[] =
-    "epoch,step,global_step,loss_loc,loss_cls,loss_landm,loss_total,lr,images_per_s,val_easy,val_medium,val_hard\n";
-enum { COLUMNS = 12 };
+static const char HEADER[] = "epoch,step,global_step,loss_loc,loss_cls,loss_landm,loss_total,lr,images_per_s,val_easy,"
+                             "val_medium,val_hard,loss2_loc,loss2_cls,loss2_landm\n";
+/* Logs written before the cascade's stage-2 columns end after val_hard: their rows are read too. */
+enum { COLUMNS = 15, FIRST_COLUMNS = 12 };
 
-/* One CSV row as numbers (empty fields NaN); false for the header or a malformed line. */
+/* One CSV row as numbers (empty fields, and the stage-2 ones of an older log's rows, NaN); false for the
+ * header or a malformed line. */
 static bool parse_row(const char *line, double v[COLUMNS])
 {
     const char *p = line;
@@ -24,6 +26,10 @@ static bool parse_row(const char *line, double v[COLUMNS])
             v[k] = strtod(p, &end);
             if (end == p) return false;
             p = end;
+        }
+        if (k == FIRST_COLUMNS - 1 && *p != ',') { /* an older log's row */
+            for (int j = k + 1; j < COLUMNS; j++) v[j] = NAN;
+            return *p == '\n' || *p == '\r' || *p == 0;
         }
         if (k < COLUMNS - 1) {
             if (*p != ',') return false;
@@ -71,17 +77,21 @@ static ErrorCode flushed(TrainLog *log, Error *err)
 }
 
 ErrorCode train_log_step(TrainLog *log, int epoch, int step, long global_step, double loc, double cls, double landm,
-                         double total, double lr, double images_per_s, Error *err)
+                         double total, const double stage2[3], double lr, double images_per_s, Error *err)
 {
-    fprintf(log->f, "%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,,,\n", epoch, step, global_step, loc, cls, landm, total, lr,
+    fprintf(log->f, "%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,,,,", epoch, step, global_step, loc, cls, landm, total, lr,
             images_per_s);
+    if (stage2)
+        fprintf(log->f, "%.6g,%.6g,%.6g\n", stage2[0], stage2[1], stage2[2]);
+    else
+        fputs(",,\n", log->f);
     return flushed(log, err);
 }
 
 ErrorCode train_log_val(TrainLog *log, int epoch, int step, long global_step, const double ap[3], bool *improved,
                         Error *err)
 {
-    fprintf(log->f, "%d,%d,%ld,,,,,,,%.6f,%.6f,%.6f\n", epoch, step, global_step, ap[0], ap[1], ap[2]);
+    fprintf(log->f, "%d,%d,%ld,,,,,,,%.6f,%.6f,%.6f,,,\n", epoch, step, global_step, ap[0], ap[1], ap[2]);
     *improved = mean_ap(ap) > log->best_val;
     if (*improved) log->best_val = mean_ap(ap), log->best_epoch = epoch;
     return flushed(log, err);

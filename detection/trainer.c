@@ -639,7 +639,9 @@ ErrorCode train_run(const TrainOptions *opt, RetinaFace **model_out, TrainReport
             rep->images_seen += (long)b->n * world;
             epoch_images += (long)b->n * world; /* every rank reads as many */
             double now = clock_seconds(), ips = epoch_images / (now - epoch_t0);
-            if (log.f && (rc = train_log_step(&log, epoch + 1, step, global_step, r.loc, r.cls, r.landm, r.total, lr, ips, err)))
+            double stage2[3] = {r.loc2, r.cls2, r.landm2};
+            if (log.f && (rc = train_log_step(&log, epoch + 1, step, global_step, r.loc, r.cls, r.landm, r.total,
+                                              cfg->cascade_overlap > 0 ? stage2 : NULL, lr, ips, err)))
                 break;
             if (o->log) print_progress(o->log, o, cfg->cascade_overlap > 0, epoch, step, per_epoch, &r, lr, ips, now - t0,
                                        steps_done, total_steps);

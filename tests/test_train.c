@@ -309,10 +309,11 @@ START_TEST(training_log_survives_a_resume)
     ck_assert_int_eq(train_log_open(&log, csv, 1, 0, &err), ERR_OK);
     ck_assert_double_eq(log.best_val, -1);
     bool improved;
-    const double ap1[3] = {0.5, 0.4, 0.3}, ap2[3] = {0.7, 0.6, 0.5}, ap3[3] = {0.6, 0.6, 0.5};
+    const double ap1[3] = {0.5, 0.4, 0.3}, ap2[3] = {0.7, 0.6, 0.5}, ap3[3] = {0.6, 0.6, 0.5}, stage2[3] = {0.25, 0.5, 0.75};
     for (int e = 1; e <= 3; e++) {
         for (int s = 1; s <= 4; s++)
-            ck_assert_int_eq(train_log_step(&log, e, s, 4 * (e - 1) + s, 1.0 / e, 2.0 / e, 3.0 / e, 7.0 / e, 1e-3, 20, &err),
+            ck_assert_int_eq(train_log_step(&log, e, s, 4 * (e - 1) + s, 1.0 / e, 2.0 / e, 3.0 / e, 7.0 / e,
+                                            e == 2 ? stage2 : NULL, 1e-3, 20, &err),
                              ERR_OK);
         ck_assert_int_eq(train_log_val(&log, e, 4, 4 * e, e == 1 ? ap1 : e == 2 ? ap2 : ap3, &improved, &err), ERR_OK);
         ck_assert(improved == (e != 3));
@@ -326,11 +327,31 @@ START_TEST(training_log_survives_a_resume)
     train_log_close(&log);
     ck_assert_int_eq(count_lines(csv, "\n"), 1 + 2 * 5);
     ck_assert_int_eq(count_lines(csv, "epoch,step"), 1);
+    ck_assert_int_eq(count_lines(csv, ",loss2_landm\n"), 1);
+    ck_assert_int_eq(count_lines(csv, ",20,,,,0.25,0.5,0.75\n"), 4); /* epoch 2's steps carry the second stage */
+    ck_assert_int_eq(count_lines(csv, ",20,,,,,,\n"), 4);
     ck_assert_int_eq(train_log_plot(csv, svg, &err), ERR_OK);
     /* two panels: 4 loss lines, 3 AP lines with a marker per validation */
     ck_assert_int_eq(count_lines(svg, "<polyline"), 7);
     ck_assert_int_eq(count_lines(svg, "<circle"), 3 * 2);
     ck_assert_int_eq(count_lines(svg, "</svg>"), 1);
+    /* a log from before the stage-2 columns (12 of them) is read and continued: its rows up to the resume
+     * point kept as they were, its best validation found, the new rows in the longer form, the plot drawn */
+    FILE *old = fopen(csv, "w");
+    ck_assert_ptr_nonnull(old);
+    fputs("epoch,step,global_step,loss_loc,loss_cls,loss_landm,loss_total,lr,images_per_s,val_easy,val_medium,val_hard\n"
+          "1,1,1,1,2,3,7,0.001,20,,,\n1,1,1,,,,,,,0.5,0.4,0.3\n2,1,2,1,2,3,7,0.001,20,,,\n",
+          old);
+    fclose(old);
+    ck_assert_int_eq(train_log_open(&log, csv, 2, 0, &err), ERR_OK);
+    ck_assert_int_eq(log.best_epoch, 1);
+    ck_assert_double_eq_tol(log.best_val, 0.4, 1e-9);
+    ck_assert_int_eq(train_log_step(&log, 2, 1, 2, 0.5, 1, 1.5, 3.5, stage2, 1e-3, 20, &err), ERR_OK);
+    train_log_close(&log);
+    ck_assert_int_eq(count_lines(csv, "\n"), 1 + 3);
+    ck_assert_int_eq(count_lines(csv, "1,1,1,1,2,3,7,0.001,20,,,\n"), 1);
+    ck_assert_int_eq(train_log_plot(csv, svg, &err), ERR_OK);
+    ck_assert_int_eq(count_lines(svg, "<circle"), 3 * 1);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
 }
@@ -374,7 +395,7 @@ START_TEST(validates_while_training)
     ck_assert_int_eq(rep.best_epoch, 2);
     char path[4300];
     snprintf(path, sizeof path, "%s/train_log.csv", dir);
-    ck_assert_int_eq(count_lines(path, ",,,\n"), 2); /* step rows */
+    ck_assert_int_eq(count_lines(path, ",,,,,,\n"), 2); /* step rows: no validation, no second stage */
     ck_assert_int_eq(count_lines(path, ",,,,,,,"), 1); /* the validation row */
     snprintf(path, sizeof path, "%s/mobilenet0.25_best.safetensors", dir);
     ck_assert_str_eq(rep.best_checkpoint, path);
