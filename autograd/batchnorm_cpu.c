@@ -28,13 +28,14 @@ static void moments_c(const float *z, BnLayout l, int c, double *sum, double *su
     *sum = s, *sumsq = q;
 }
 
-static void normalize_act_c(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y)
+static void normalize_act_c(const float *z, const float *r, BnLayout l, int c, float scale, float shift, float act,
+                            float *y)
 {
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c);
+        const float *p = plane(z, l, n, c), *rp = r ? r + (p - z) : NULL;
         float *q = y + (p - z);
         for (size_t i = 0; i < l.HW; i++) {
-            float v = p[i] * scale + shift, scaled = act * v; /* unconditional: the loop vectorises */
+            float v = p[i] * scale + shift + (rp ? rp[i] : 0.0f), scaled = act * v;
             q[i] = act < 0.0f || v > 0.0f ? v : scaled;
         }
     }
@@ -127,21 +128,23 @@ AVX2 static void moments_avx2(const float *z, BnLayout l, int c, double *sum, do
     *sum = s + hsum_pd(s0, s1), *sumsq = q + hsum_pd(q0, q1);
 }
 
-AVX2 static void normalize_act_avx2(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y)
+AVX2 static void normalize_act_avx2(const float *z, const float *r, BnLayout l, int c, float scale, float shift,
+                                    float act, float *y)
 {
     __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), sl = _mm256_set1_ps(act);
     __m256 zero = _mm256_setzero_ps();
     for (int n = 0; n < l.N; n++) {
-        const float *p = plane(z, l, n, c);
+        const float *p = plane(z, l, n, c), *rp = r ? r + (p - z) : NULL;
         float *q = y + (p - z);
         size_t i = 0;
         for (; i + 8 <= l.HW; i += 8) {
             __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), sc, sh);
+            if (rp) v = _mm256_add_ps(v, _mm256_loadu_ps(rp + i));
             if (act >= 0.0f) v = _mm256_blendv_ps(_mm256_mul_ps(v, sl), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
             _mm256_storeu_ps(q + i, v);
         }
         for (; i < l.HW; i++) {
-            float v = fmaf(p[i], scale, shift);
+            float v = fmaf(p[i], scale, shift) + (rp ? rp[i] : 0.0f);
             q[i] = act < 0.0f || v > 0.0f ? v : act * v;
         }
     }
@@ -312,12 +315,13 @@ void bn_channel_moments(const float *z, BnLayout l, int c, double *sum, double *
     moments_c(z, l, c, sum, sumsq);
 }
 
-void bn_channel_normalize_act(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y)
+void bn_channel_normalize_act(const float *z, const float *r, BnLayout l, int c, float scale, float shift, float act,
+                              float *y)
 {
 #ifdef HAVE_AVX2_KERNELS
-    if (conv2d_avx2_available()) return normalize_act_avx2(z, l, c, scale, shift, act, y);
+    if (conv2d_avx2_available()) return normalize_act_avx2(z, r, l, c, scale, shift, act, y);
 #endif
-    normalize_act_c(z, l, c, scale, shift, act, y);
+    normalize_act_c(z, r, l, c, scale, shift, act, y);
 }
 
 void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx)

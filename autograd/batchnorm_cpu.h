@@ -38,8 +38,9 @@ typedef struct {
 
 /* Sum and sum of squares of channel c of z. */
 void bn_channel_moments(const float *z, BnLayout l, int c, double *sum, double *sumsq);
-/* y = act(z * scale + shift) over channel c (y == z allowed). */
-void bn_channel_normalize_act(const float *z, BnLayout l, int c, float scale, float shift, float act, float *y);
+/* y = act(z * scale + shift + r) over channel c (r, laid out as z, or NULL: none; y == z allowed). */
+void bn_channel_normalize_act(const float *z, const float *r, BnLayout l, int c, float scale, float shift, float act,
+                              float *y);
 /* Backward reductions of channel c: *sum_g and *sum_gx as above. */
 void bn_channel_backward_sums(const BnSaved *s, const float *dy, BnLayout l, int c, double *sum_g, double *sum_gx);
 /* dz over channel c (written, not accumulated), with mg = sum_g / m, mgx = sum_gx / m (gamma * invstd is

@@ -35,6 +35,10 @@ typedef struct {
     /* [N * Cout][2]: each plane's sum_g and sum_gx, added by the backward that wrote dy while it had the
      * plane in cache (conv_bn_act_sums_receiver), or NULL: this op's backward makes its own pass */
     double *handed_sums;
+    /* ag_conv_bn_act_train_residual: y = residual_act(BN(z) + residual), act then -1 (BN's own: none; the
+     * backward takes residual_act's mask from y first); NULL otherwise */
+    const float *residual;
+    float residual_act;
 } ConvBnActState;
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */

@@ -77,7 +77,7 @@ static void normalize_channel(ConvBnActState *st, int c, double sum, double sums
     if (st->affine) /* a narrow pointwise layer: its output pass applies it (conv_bn_act_narrow_output) */
         st->affine[c] = scale, st->affine[st->s.Cout + c] = shift;
     else
-        bn_channel_normalize_act(st->z, l, c, scale, shift, st->act, st->y);
+        bn_channel_normalize_act(st->z, st->residual, l, c, scale, shift, st->residual ? st->residual_act : st->act, st->y);
 }
 
 static void forward_channel(void *arg, int c)
@@ -204,12 +204,32 @@ static bool output_gives_input(const float *gamma, const float *beta, int C, flo
     return true;
 }
 
+typedef struct {
+    const float *y;
+    float *dy;
+    float act;
+} ResidualMaskJob;
+
+/* dy = act'(y) dy in place: the activation after the residual sum, from the output's sign. */
+static void residual_mask_range(void *arg, int64_t lo, int64_t hi)
+{
+    const ResidualMaskJob *j = arg;
+    const float *restrict y = j->y;
+    float *restrict dy = j->dy, act = j->act;
+    for (int64_t i = lo; i < hi; i++) dy[i] = y[i] > 0.0f ? dy[i] : act * dy[i];
+}
+
 static void conv_bn_act_backward(Graph *g, Var *y)
 {
     ConvBnActState *st = y->saved;
     if (st->group) { /* branches of one input: the first of them to come does all */
         if (!st->group->done) group_backward(g, st->group);
         return;
+    }
+    if (st->residual && st->residual_act >= 0.0f) {
+        /* y's gradient is this backward's alone: masked where it is, then handed to the residual (below) */
+        ResidualMaskJob m = {y->value.data, y->grad.data, st->residual_act};
+        threadpool_run_ranges(g->ctx->pool, tensor_numel(&y->value), 32768, residual_mask_range, &m);
     }
     Var *x = y->inputs[0], *w = y->inputs[1], *gamma = y->inputs[2], *beta = y->inputs[3];
     bool dx_accumulate = true;
@@ -248,6 +268,8 @@ static void conv_bn_act_backward(Graph *g, Var *y)
         conv_bn_act_stem_backward(g, st, xv, dw);
     else if (st->dz && xv)
         conv2d_backward_cpu(g->ctx, &st->s, xv, w->value.data, st->dz, dx, dx_accumulate, dw, NULL, scratch);
+    /* the sum's other input: the same gradient, whose last reader this was */
+    if (st->residual && y->inputs[4]->requires_grad && graph_ok(g)) var_grad_pass_host(g, y->inputs[4], y);
 }
 
 typedef struct {
@@ -261,7 +283,7 @@ static void recompute_channel(void *arg, int c)
     const ConvBnActState *st = j->st;
     float scale, shift;
     channel_affine(st, c, &scale, &shift);
-    bn_channel_normalize_act(st->z, layout(st), c, scale, shift, st->act, j->dst); /* as forward_channel did */
+    bn_channel_normalize_act(st->z, NULL, layout(st), c, scale, shift, st->act, j->dst); /* as forward_channel did */
 }
 
 static void conv_bn_act_recompute(Graph *g, const Var *y, float *dst)
@@ -270,8 +292,10 @@ static void conv_bn_act_recompute(Graph *g, const Var *y, float *dst)
     threadpool_run(g->ctx->pool, j.st->s.Cout, recompute_channel, &j);
 }
 
-/* One branch's output Var and state, z allocated, nothing computed yet (NULL on error, recorded in g). */
-static Var *branch_new(Graph *g, Var *x, const ConvBnActBranch *b, Conv2dParams p, float momentum, float eps)
+/* One branch's output Var and state, z allocated, nothing computed yet (NULL on error, recorded in g);
+ * residual: the tensor added before the activation (ag_conv_bn_act_train_residual), or NULL. */
+static Var *branch_new(Graph *g, Var *x, const ConvBnActBranch *b, Conv2dParams p, float momentum, float eps,
+                       Var *residual)
 {
     if (!b->w || !b->gamma || !b->beta || !b->running_mean || !b->running_var)
         return graph_fail(g, ERR_ARG, "conv_bn_act: NULL input");
@@ -285,17 +309,24 @@ static Var *branch_new(Graph *g, Var *x, const ConvBnActBranch *b, Conv2dParams 
     if (tensor_numel(&b->gamma->value) != C || tensor_numel(&b->beta->value) != C ||
         tensor_numel(b->running_mean) != C || tensor_numel(b->running_var) != C)
         return graph_fail(g, ERR_SHAPE, "conv_bn_act: %d output channels but BN parameters of another size", C);
-    Var *inputs[4] = {x, b->w, b->gamma, b->beta};
     int64_t shape[4] = {st->s.N, C, st->s.Ho, st->s.Wo};
-    Var *y = graph_op_output(g, "conv_bn_act", inputs, 4, 4, shape, conv_bn_act_backward);
+    if (residual && (residual->value.ndim != 4 || residual->value.shape[0] != shape[0] || residual->value.shape[1] != C ||
+                     residual->value.shape[2] != shape[2] || residual->value.shape[3] != shape[3]))
+        return graph_fail(g, ERR_SHAPE, "conv_bn_act: the residual is not of the output's shape [%lld, %d, %lld, %lld]",
+                          (long long)shape[0], C, (long long)shape[2], (long long)shape[3]);
+    Var *inputs[5] = {x, b->w, b->gamma, b->beta, residual};
+    Var *y = graph_op_output(g, "conv_bn_act", inputs, residual ? 5 : 4, 4, shape, conv_bn_act_backward);
     if (!y) return NULL;
-    st->act = b->act, st->momentum = momentum, st->eps = eps;
+    st->act = residual ? -1.0f : b->act, st->momentum = momentum, st->eps = eps;
+    st->residual = residual ? residual->value.data : NULL, st->residual_act = b->act;
     st->gamma = b->gamma->value.data, st->beta = b->beta->value.data;
     st->running_mean = b->running_mean, st->running_var = b->running_var;
-    st->from_output = output_gives_input(st->gamma, st->beta, C, b->act);
-    graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) | (st->from_output ? GRAPH_SAVES_OUTPUT : 0));
+    /* with a residual y no longer gives z back, and cannot be made again from z alone */
+    st->from_output = !residual && output_gives_input(st->gamma, st->beta, C, b->act);
+    graph_op_saves(y, GRAPH_SAVES_INPUT(0) | GRAPH_SAVES_INPUT(1) |
+                          (st->from_output || (residual && b->act >= 0.0f) ? GRAPH_SAVES_OUTPUT : 0));
     y->reads_recomputed = true;
-    if (!st->from_output) y->recompute = conv_bn_act_recompute; /* y from the z it keeps */
+    if (!st->from_output && !residual) y->recompute = conv_bn_act_recompute; /* y from the z it keeps */
     st->z = st->from_output ? y->value.data : graph_scratch(g, tensor_bytes(&y->value));
     st->mean = graph_host_scratch(g, 2 * sizeof(float) * (size_t)C);
     if (!graph_ok(g) || !st->z || !st->mean) return graph_ok(g) ? graph_fail(g, ERR_OOM, "conv_bn_act: out of memory") : NULL;
@@ -322,18 +353,19 @@ static bool branch_normalize(Graph *g, ConvBnActState *st)
     return graph_ok(g);
 }
 
-Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
-                          Conv2dParams p, float momentum, float eps, float act)
+static Var *conv_bn_act_train_one(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean,
+                                  Tensor *running_var, Conv2dParams p, float momentum, float eps, float act, Var *residual)
 {
     if (!graph_ok(g)) return NULL;
     if (!x) return graph_fail(g, ERR_ARG, "conv_bn_act: NULL input");
-    if (var_on_cuda(x)) { /* the CUDA twin is the three ops it stands for */
+    if (var_on_cuda(x)) { /* the CUDA twin is the ops it stands for */
         Var *y = ag_batchnorm2d(g, ag_conv2d(g, x, w, NULL, p), gamma, beta, running_mean, running_var, true, momentum,
                                 eps);
+        if (residual) return ag_add_act(g, y, residual, act);
         return act < 0.0f ? y : ag_leaky_relu(g, y, act);
     }
     ConvBnActBranch b = {w, gamma, beta, running_mean, running_var, act};
-    Var *y = branch_new(g, x, &b, p, momentum, eps);
+    Var *y = branch_new(g, x, &b, p, momentum, eps, residual);
     if (!y) return NULL;
     ConvBnActState *st = y->saved;
     size_t scratch_n = conv2d_cpu_scratch_floats(&st->s);
@@ -346,7 +378,7 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
     if (conv2d_depthwise3x3_stride(&st->s) && planes >= 16 * threadpool_size(g->ctx->pool) &&
         (st->plane_moments = graph_host_scratch(g, sizeof(double) * 2 * (size_t)planes))) {
         threadpool_run(g->ctx->pool, planes, conv_bn_act_depthwise_forward_plane, st);
-    } else if (conv_bn_act_pointwise_narrow(g, st)) { /* z made twice from x, never stored */
+    } else if (!residual && conv_bn_act_pointwise_narrow(g, st)) { /* z made twice from x, never stored */
         if (!conv_bn_act_narrow_moments(g, st)) return NULL;
     } else if (conv_bn_act_pointwise_by_image(g, st)) {
         if (!conv_bn_act_pointwise_forward(g, st)) return NULL;
@@ -355,6 +387,20 @@ Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tenso
         conv2d_forward_cpu_shared(g->ctx, &st->s, x->value.data, 1, &t, scratch);
     }
     return graph_ok(g) && branch_normalize(g, st) ? y : NULL;
+}
+
+Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
+                          Conv2dParams p, float momentum, float eps, float act)
+{
+    return conv_bn_act_train_one(g, x, w, gamma, beta, running_mean, running_var, p, momentum, eps, act, NULL);
+}
+
+Var *ag_conv_bn_act_train_residual(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean,
+                                   Tensor *running_var, Conv2dParams p, float momentum, float eps, Var *residual,
+                                   float act)
+{
+    if (!residual && graph_ok(g)) return graph_fail(g, ERR_ARG, "conv_bn_act: NULL residual");
+    return conv_bn_act_train_one(g, x, w, gamma, beta, running_mean, running_var, p, momentum, eps, act, residual);
 }
 
 /* ---- branches of one input (ag_conv_bn_act_train_shared) ---------------------------------------
@@ -442,7 +488,7 @@ bool ag_conv_bn_act_train_shared(Graph *g, Var *x, int n, const ConvBnActBranch 
     Conv2dCpuTarget t[SGEMM_MAX_PRODUCTS];
     size_t scratch_n = 0;
     for (int i = 0; i < n; i++) {
-        if (!(out[i] = branch_new(g, x, &br[i], p, momentum, eps))) return false;
+        if (!(out[i] = branch_new(g, x, &br[i], p, momentum, eps, NULL))) return false;
         ConvBnActState *st = out[i]->saved;
         if (i == 0) {
             total = st->s;

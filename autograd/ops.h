@@ -54,6 +54,13 @@ Var *ag_batchnorm2d(Graph *g, Var *x, Var *gamma, Var *beta, Tensor *running_mea
  * graph it is those three ops. */
 Var *ag_conv_bn_act_train(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean, Tensor *running_var,
                           Conv2dParams p, float momentum, float eps, float act);
+/* act(BN(conv(x)) + residual) as one op (BN and conv as in ag_conv_bn_act_train, act after the sum, as
+ * ag_add_act's): a residual block's last layer and its sum, whose BN output is never a value of its own.
+ * residual is of the output's shape; its gradient is the masked output gradient, handed over. On a CUDA graph
+ * it is the ops it stands for. */
+Var *ag_conv_bn_act_train_residual(Graph *g, Var *x, Var *w, Var *gamma, Var *beta, Tensor *running_mean,
+                                   Tensor *running_var, Conv2dParams p, float momentum, float eps, Var *residual,
+                                   float act);
 /* One branch of ag_conv_bn_act_train_shared: the arguments of ag_conv_bn_act_train that are its own. */
 typedef struct {
     Var *w, *gamma, *beta;

@@ -145,6 +145,14 @@ Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training)
     return y;
 }
 
+Var *conv_bn_act_forward_residual(Graph *g, const ConvBnAct *c, Var *x, Var *residual, float act, bool training)
+{
+    if (training && c->bn_weight && !c->bias && c->leaky == ACT_NONE) /* the training step's op: BN output never kept */
+        return ag_conv_bn_act_train_residual(g, x, c->weight, c->bn_weight, c->bn_bias, c->running_mean, c->running_var,
+                                             c->p, 0.1f, 1e-5f, residual, act);
+    return ag_add_act(g, conv_bn_act_forward(g, c, x, training), residual, act);
+}
+
 Var *conv_bn_act_forward_separable(Graph *g, const ConvBnAct *dw, const ConvBnAct *pw, Var *x, bool training)
 {
     bool depthwise = dw->k == 3 && dw->p.groups == dw->cin && dw->cout == dw->cin && dw->p.pad_h == 1 && dw->p.pad_w == 1 &&

@@ -37,6 +37,9 @@ ErrorCode conv_bn_act_init(ConvBnAct *c, ParamStore *ps, const char *conv_name,
 /* Eval mode without gradients, with the BN folded (or none to fold): one fused conv + bias + activation
  * op; otherwise conv, BN and activation ops. */
 Var *conv_bn_act_forward(Graph *g, const ConvBnAct *c, Var *x, bool training);
+/* act(conv_bn_act_forward(c, x) + residual) for a c without activation (a residual block's end): in
+ * training, BN without conv bias, one ag_conv_bn_act_train_residual op; otherwise the layer and ag_add_act. */
+Var *conv_bn_act_forward_residual(Graph *g, const ConvBnAct *c, Var *x, Var *residual, float act, bool training);
 /* A depthwise 3x3 ConvBnAct (padding 1, stride 1 or 2) and then a 1x1 one (MobileNet's block): in eval mode
  * without gradients one ag_conv2d_separable op, whose depthwise output is never written out; otherwise
  * the two conv_bn_act_forward. */

@@ -65,15 +65,18 @@ void backbone_free(Backbone *b)
 static Var *resblock_forward(Graph *g, const ResBlock *blk, Var *x, bool training)
 {
     Var *out = x;
-    for (int i = 0; i < blk->n_conv; i++) {
+    for (int i = 0; i + 1 < blk->n_conv; i++) {
         Var *in = out;
         out = conv_bn_act_forward(g, &blk->conv[i], in, training);
         /* the block's inner activations are read by the next conv alone: where their op can make them
          * again (conv -> BN -> ReLU keeps z), that conv's backward does, and they need not wait for it */
         if (i > 0) graph_done_with(g, in);
     }
+    /* the shortcut before the last layer, which takes the sum: relu(BN(conv(out)) + identity) */
     Var *identity = blk->has_downsample ? conv_bn_act_forward(g, &blk->downsample, x, training) : x;
-    return ag_add_act(g, out, identity, 0.0f); /* relu(out + identity) */
+    Var *y = conv_bn_act_forward_residual(g, &blk->conv[blk->n_conv - 1], out, identity, 0.0f, training);
+    if (blk->n_conv > 1) graph_done_with(g, out);
+    return y;
 }
 
 bool backbone_forward(Graph *g, const Backbone *b, Var *x, bool training, Var **outs)

@@ -726,6 +726,99 @@ START_TEST(conv_bn_act_gradients)
 }
 END_TEST
 
+/* act(BN(conv(x)) + r), r the fifth input (of the output's shape): the residual op, or conv_bn_act without
+ * activation then ag_add_act (the reference). k->c.bias set: r is read again by a later op, so its gradient
+ * is there before the op's backward adds to it. */
+typedef struct {
+    ConvBnCase k;
+    bool fused;
+} ResidualCase;
+
+static Var *conv_bn_residual_fn(Graph *g, Var **in, void *arg)
+{
+    ResidualCase *rc = arg;
+    ConvBnCase *k = &rc->k;
+    Conv2dParams p = conv2d_params(k->c.stride, k->c.pad, k->c.dil, k->c.groups);
+    Var *y = rc->fused ? ag_conv_bn_act_train_residual(g, in[0], in[1], in[2], in[3], &k->rm, &k->rv, p, 0.1f, 1e-5f,
+                                                       in[4], k->act)
+                       : ag_add_act(g, ag_conv_bn_act_train(g, in[0], in[1], in[2], in[3], &k->rm, &k->rv, p, 0.1f, 1e-5f,
+                                                            -1.0f),
+                                    in[4], k->act);
+    return y && k->c.bias ? ag_add(g, y, ag_scale(g, in[4], 0.5f)) : y;
+}
+
+/* The residual's input: a tensor of the case's output shape. */
+static void residual_input(const ConvCase *c, Rng *r, Inputs *in)
+{
+    int Ho = (c->H + 2 * c->pad - c->dil * (c->K - 1) - 1) / c->stride + 1;
+    int Wo = (c->W + 2 * c->pad - c->dil * (c->K - 1) - 1) / c->stride + 1;
+    int64_t ys[4] = {c->N, c->Cout, Ho, Wo};
+    add_input(in, r, 4, ys);
+}
+
+START_TEST(conv_bn_act_residual_gradients_and_values)
+{
+    Context *ctx = context_create(2);
+    static const float acts[3] = {-1.0f, 0.0f, 0.1f};
+    for (size_t i = 0; i < sizeof conv_bn_cases / sizeof conv_bn_cases[0]; i++) {
+        /* central differences without the activation (its kinks), on every path */
+        Rng r;
+        rng_seed(&r, 1300 + i, 0);
+        Inputs in = {0};
+        ResidualCase rc = {{conv_bn_cases[i], -1.0f, {0}, {0}}, true};
+        rc.k.c.bias = (int)(i % 2);
+        conv_bn_inputs(&rc.k.c, &r, &in, &rc.k);
+        residual_input(&rc.k.c, &r, &in);
+        char what[64];
+        snprintf(what, sizeof what, "conv_bn_act residual case %zu", i);
+        /* r adds its own spread to every output, so the loss of the largest cases (169K outputs) carries
+         * more float rounding into the differences: a looser absolute tolerance than conv_bn_act's */
+        GradcheckOptions opt = gradcheck_defaults();
+        opt.atol = 5e-3;
+        run_check(conv_bn_residual_fn, &rc, &in, NULL, opt, what);
+        tensor_free(&rc.k.rm), tensor_free(&rc.k.rv);
+        /* values and the five gradients against the two ops, with each activation */
+        for (int a = 0; a < 3; a++) {
+            float *out[2] = {0}, *grads[2][5] = {{0}};
+            int64_t ny = 0;
+            for (int fused = 0; fused < 2; fused++) {
+                ResidualCase one = {{conv_bn_cases[i], acts[a], {0}, {0}}, fused};
+                one.k.c.bias = (int)(i % 2);
+                conv_bn_running_stats(&one.k);
+                Graph g;
+                graph_init(&g, ctx, DEVICE_CPU, NULL);
+                Var *v[5];
+                for (int j = 0; j < 5; j++) v[j] = var_from_tensor(&g, &in.t[j], true);
+                Var *y = conv_bn_residual_fn(&g, v, &one);
+                ck_assert_msg(y != NULL, "%s", g.err.msg);
+                ny = tensor_numel(&y->value);
+                out[fused] = malloc(tensor_bytes(&y->value));
+                memcpy(out[fused], y->value.data, tensor_bytes(&y->value));
+                float *seed = malloc(tensor_bytes(&y->value));
+                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+                for (int j = 0; j < 5; j++) {
+                    grads[fused][j] = malloc(tensor_bytes(&in.t[j]));
+                    memcpy(grads[fused][j], v[j]->grad.data, tensor_bytes(&in.t[j]));
+                }
+                free(seed);
+                graph_destroy(&g);
+                tensor_free(&one.k.rm), tensor_free(&one.k.rv);
+            }
+            ck_assert_msg(tensor_diff(out[1], out[0], ny, 1e-6).max_abs <= 2e-5, "case %zu act %g: output", i, acts[a]);
+            for (int j = 0; j < 5; j++) {
+                TensorDiff d = tensor_diff(grads[1][j], grads[0][j], tensor_numel(&in.t[j]), 1e-6);
+                ck_assert_msg(d.max_rel_to_max <= 1e-4, "case %zu act %g grad %d: %.3g", i, acts[a], j, d.max_rel_to_max);
+                free(grads[0][j]), free(grads[1][j]);
+            }
+            free(out[0]), free(out[1]);
+        }
+        free_inputs(&in);
+    }
+    context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(conv_bn_act_equals_conv_bn_then_activation)
 {
     /* Output, the four gradients and the running statistics against conv2d -> batchnorm2d -> leaky_relu,
@@ -1638,6 +1731,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
+    tcase_add_test(tc, conv_bn_act_residual_gradients_and_values);
     tcase_add_test(tc, conv_bn_act_shared_input_matches_separate_layers);
     tcase_add_test(tc, conv_bn_act_chain_hands_bn_sums_to_the_layer_before);
     tcase_add_test(tc, activation_and_elementwise_gradients);
