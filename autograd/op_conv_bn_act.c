@@ -13,7 +13,9 @@
  * there; pointwise layers run their forward image by image likewise (those of few input channels make z
  * twice from x instead of storing it) and their backward by column blocks, the stem its backward by bands
  * of output rows (those paths: autograd/conv_bn_act_paths.c). The backward of the layer after often takes
- * this one's dgamma/dbeta sums for it (conv_bn_act_sums_receiver). */
+ * this one's dgamma/dbeta sums for it (conv_bn_act_sums_receiver). The residual variant adds its fifth input
+ * in the normalisation pass before the activation; it keeps z, and its backward first masks dy in place by
+ * y's sign, runs BN's backward without activation on it, and hands it to the residual at the end. */
 #include <math.h>
 #include <string.h>
 
