@@ -1,5 +1,6 @@
 /* relu / leaky_relu. Backward uses the output's sign, which equals the input's for slope > 0 and
  * for relu, so the input need not be kept. */
+#include "autograd/activation_cpu.h"
 #include "autograd/ops.h"
 #include "cuda_kernels/cuda_ops.h"
 
@@ -48,3 +49,23 @@ Var *ag_leaky_relu(Graph *g, Var *x, float negative_slope)
 }
 
 Var *ag_relu(Graph *g, Var *x) { return ag_leaky_relu(g, x, 0.0f); }
+
+typedef struct {
+    const float *y, *dy;
+    float *dst;
+    float act;
+} ActGradJob;
+
+static void act_grad_range(void *arg, int64_t lo, int64_t hi)
+{
+    const ActGradJob *j = arg;
+    const float *y = j->y, *dy = j->dy;
+    float *dst = j->dst, act = j->act;
+    for (int64_t i = lo; i < hi; i++) dst[i] = y[i] > 0.0f ? dy[i] : act * dy[i];
+}
+
+void act_grad_from_output(ThreadPool *pool, const float *y, float act, const float *dy, float *dst, int64_t n)
+{
+    ActGradJob j = {y, dy, dst, act};
+    threadpool_run_ranges(pool, n, 32768, act_grad_range, &j);
+}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autograd/activation_cpu.h"
 #include "autograd/batchnorm_cpu.h"
 #include "autograd/conv2d_cpu.h"
 #include "autograd/conv2d_avx2.h"
@@ -750,13 +751,6 @@ typedef struct {
     Conv2dBranchGroup *group; /* a branch of a shared-input op, or NULL: a convolution of its own */
 } ConvSaved;
 
-/* dy through the activation fused into y (its derivative from the output's sign): into dst. */
-static void masked_output_grad(const Var *y, float act, const float *dy, float *dst)
-{
-    int64_t n = tensor_numel(&y->value);
-    for (int64_t i = 0; i < n; i++) dst[i] = y->value.data[i] > 0.0f ? dy[i] : act * dy[i];
-}
-
 void conv2d_stacked_backward(Graph *g, const Conv2dBranchGroup *grp, const float *dy, bool biases)
 {
     const Conv2dShape *s = &grp->total;
@@ -818,7 +812,7 @@ static void conv2d_group_backward(Graph *g, Conv2dBranchGroup *grp)
         if (dyi && cs->act >= 0.0f) {
             float *masked = graph_scratch(g, tensor_bytes(&y->value));
             if (!masked) return;
-            masked_output_grad(y, cs->act, dyi, masked);
+            act_grad_from_output(g->ctx->pool, y->value.data, cs->act, dyi, masked, tensor_numel(&y->value));
             dyi = masked;
         }
         for (int n = 0; n < s->N; n++) {
@@ -856,7 +850,7 @@ static void conv2d_backward(Graph *g, Var *y)
             cuda_fill(g->ctx, masked, 0.0f, n);
             cuda_leaky_relu_backward(g->ctx, y->value.data, dy, masked, cs->act, n);
         } else {
-            masked_output_grad(y, cs->act, dy, masked);
+            act_grad_from_output(g->ctx->pool, y->value.data, cs->act, dy, masked, n);
         }
         dy = masked;
     }

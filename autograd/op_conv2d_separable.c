@@ -4,6 +4,7 @@
  * The backward makes h again and runs the two convolutions' backwards. */
 #include <string.h>
 
+#include "autograd/activation_cpu.h"
 #include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_cpu.h"
 #include "autograd/ops.h"
@@ -81,12 +82,6 @@ static bool separable_forward_cpu(Graph *g, const SeparableSaved *s, const float
     return true;
 }
 
-/* dst = act'(v) dy elementwise (act >= 0), the activation's derivative from its output's sign. */
-static void through_activation(const float *v, float act, const float *dy, float *dst, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) dst[i] = v[i] > 0.0f ? dy[i] : act * dy[i];
-}
-
 static void separable_backward(Graph *g, Var *y)
 {
     const SeparableSaved *s = y->saved;
@@ -110,7 +105,7 @@ static void separable_backward(Graph *g, Var *y)
     conv2d_forward_cpu_shared(g->ctx, &s->dw, xv, 1, &t, scratch);
     const float *dy = y->grad.data;
     if (dyp) {
-        through_activation(y->value.data, s->act_p, dy, dyp, y_n);
+        act_grad_from_output(g->ctx->pool, y->value.data, s->act_p, dy, dyp, y_n);
         dy = dyp;
     }
     float *dwp = wp->requires_grad ? var_grad(g, wp) : NULL, *dbp = bp && bp->requires_grad ? var_grad(g, bp) : NULL;
@@ -118,7 +113,7 @@ static void separable_backward(Graph *g, Var *y)
     graph_profile_note(g, "separable", conv2d_flops(&s->dw) * (1 + need_h_grad) + conv2d_flops(&s->pw) * (2 + need_h_grad), 0);
     conv2d_backward_cpu(g->ctx, &s->pw, h, wp->value.data, dy, dh, false, dwp, dbp, scratch);
     if (!need_h_grad) return;
-    if (s->act_d >= 0.0f) through_activation(h, s->act_d, dh, dh, h_n);
+    if (s->act_d >= 0.0f) act_grad_from_output(g->ctx->pool, h, s->act_d, dh, dh, h_n);
     bool dx_accumulate = true;
     float *dx = x->requires_grad ? var_grad_for_write(g, x, &dx_accumulate) : NULL;
     float *dwd = wd->requires_grad ? var_grad(g, wd) : NULL, *dbd = bd && bd->requires_grad ? var_grad(g, bd) : NULL;

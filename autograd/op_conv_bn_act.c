@@ -19,6 +19,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/activation_cpu.h"
 #include "autograd/conv_bn_act_state.h"
 #include "tensor/comm.h"
 
@@ -206,21 +207,6 @@ static bool output_gives_input(const float *gamma, const float *beta, int C, flo
     return true;
 }
 
-typedef struct {
-    const float *y;
-    float *dy;
-    float act;
-} ResidualMaskJob;
-
-/* dy = act'(y) dy in place: the activation after the residual sum, from the output's sign. */
-static void residual_mask_range(void *arg, int64_t lo, int64_t hi)
-{
-    const ResidualMaskJob *j = arg;
-    const float *restrict y = j->y;
-    float *restrict dy = j->dy, act = j->act;
-    for (int64_t i = lo; i < hi; i++) dy[i] = y[i] > 0.0f ? dy[i] : act * dy[i];
-}
-
 static void conv_bn_act_backward(Graph *g, Var *y)
 {
     ConvBnActState *st = y->saved;
@@ -230,8 +216,8 @@ static void conv_bn_act_backward(Graph *g, Var *y)
     }
     if (st->residual && st->residual_act >= 0.0f) {
         /* y's gradient is this backward's alone: masked where it is, then handed to the residual (below) */
-        ResidualMaskJob m = {y->value.data, y->grad.data, st->residual_act};
-        threadpool_run_ranges(g->ctx->pool, tensor_numel(&y->value), 32768, residual_mask_range, &m);
+        act_grad_from_output(g->ctx->pool, y->value.data, st->residual_act, y->grad.data, y->grad.data,
+                             tensor_numel(&y->value));
     }
     Var *x = y->inputs[0], *w = y->inputs[1], *gamma = y->inputs[2], *beta = y->inputs[3];
     bool dx_accumulate = true;
