@@ -62,6 +62,33 @@ static double max_relative_difference(const float *got, const float *want, int64
     return worst / scale;
 }
 
+/* fn on in's tensors (each wanting a gradient) in a fresh graph of ctx, its backward seeded with a fixed
+ * pattern: copies of the output (*out, *ny elements) and of every input's gradient (grads[i]), which the
+ * caller frees. For comparing an op with the ops it stands for. */
+static void forward_backward_copies(Context *ctx, GradcheckFn fn, void *arg, Inputs *in, float **out, int64_t *ny,
+                                    float **grads)
+{
+    Graph g;
+    graph_init(&g, ctx, DEVICE_CPU, NULL);
+    Var *v[6];
+    for (int i = 0; i < in->n; i++) v[i] = var_from_tensor(&g, &in->t[i], true);
+    Var *y = fn(&g, v, arg);
+    ck_assert_msg(y != NULL, "%s", g.err.msg);
+    *ny = tensor_numel(&y->value);
+    *out = malloc(tensor_bytes(&y->value));
+    memcpy(*out, y->value.data, tensor_bytes(&y->value));
+    float *seed = malloc(tensor_bytes(&y->value));
+    for (int64_t e = 0; e < *ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
+    ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+    free(seed);
+    for (int i = 0; i < in->n; i++) {
+        ck_assert_ptr_nonnull(v[i]->grad.data);
+        grads[i] = malloc(tensor_bytes(&in->t[i]));
+        memcpy(grads[i], v[i]->grad.data, tensor_bytes(&in->t[i]));
+    }
+    graph_destroy(&g);
+}
+
 /* ---- conv2d ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -504,30 +531,14 @@ START_TEST(conv2d_separable_matches_two_convs)
                               threads, use_packed, rel);
                 graph_destroy(&g);
             }
-            /* gradients, seeded with the same random r */
-            float *grads[2][5] = {{0}};
+            /* gradients, the backward seeded alike */
+            float *grads[2][5] = {{0}}, *outs[2];
+            int64_t ny;
             for (int two_ops = 0; two_ops < 2; two_ops++) {
                 SeparableArg a = {*c, two_ops, c->stride == 1};
-                Graph g;
-                graph_init(&g, ctx, DEVICE_CPU, NULL);
-                Var *v[5];
-                for (int i = 0; i < in.n; i++) v[i] = var_from_tensor(&g, &in.t[i], true);
-                Var *y = separable_fn(&g, v, &a);
-                ck_assert_ptr_nonnull(y);
-                Rng rr;
-                rng_seed(&rr, 972, 0);
-                float *seed = malloc(sizeof(float) * (size_t)tensor_numel(&y->value));
-                for (int64_t e = 0; e < tensor_numel(&y->value); e++) seed[e] = rng_uniform(&rr) * 2.0f - 1.0f;
-                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-                free(seed);
-                for (int i = 0; i < in.n; i++) {
-                    size_t bytes = tensor_bytes(&in.t[i]);
-                    grads[two_ops][i] = malloc(bytes);
-                    ck_assert_ptr_nonnull(v[i]->grad.data);
-                    memcpy(grads[two_ops][i], v[i]->grad.data, bytes);
-                }
-                graph_destroy(&g);
+                forward_backward_copies(ctx, separable_fn, &a, &in, &outs[two_ops], &ny, grads[two_ops]);
             }
+            free(outs[0]), free(outs[1]);
             for (int i = 0; i < in.n; i++) {
                 double rel = max_relative_difference(grads[0][i], grads[1][i], tensor_numel(&in.t[i]));
                 ck_assert_msg(rel <= 1e-5, "%s, %d threads: input %d's gradient off by %g of its largest", c->what, threads,
@@ -785,24 +796,7 @@ START_TEST(conv_bn_act_residual_gradients_and_values)
                 ResidualCase one = {{conv_bn_cases[i], acts[a], {0}, {0}}, fused};
                 one.k.c.bias = (int)(i % 2);
                 conv_bn_running_stats(&one.k);
-                Graph g;
-                graph_init(&g, ctx, DEVICE_CPU, NULL);
-                Var *v[5];
-                for (int j = 0; j < 5; j++) v[j] = var_from_tensor(&g, &in.t[j], true);
-                Var *y = conv_bn_residual_fn(&g, v, &one);
-                ck_assert_msg(y != NULL, "%s", g.err.msg);
-                ny = tensor_numel(&y->value);
-                out[fused] = malloc(tensor_bytes(&y->value));
-                memcpy(out[fused], y->value.data, tensor_bytes(&y->value));
-                float *seed = malloc(tensor_bytes(&y->value));
-                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
-                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-                for (int j = 0; j < 5; j++) {
-                    grads[fused][j] = malloc(tensor_bytes(&in.t[j]));
-                    memcpy(grads[fused][j], v[j]->grad.data, tensor_bytes(&in.t[j]));
-                }
-                free(seed);
-                graph_destroy(&g);
+                forward_backward_copies(ctx, conv_bn_residual_fn, &one, &in, &out[fused], &ny, grads[fused]);
                 tensor_free(&one.k.rm), tensor_free(&one.k.rv);
             }
             ck_assert_msg(tensor_diff(out[1], out[0], ny, 1e-6).max_abs <= 2e-5, "case %zu act %g: output", i, acts[a]);
@@ -835,26 +829,9 @@ START_TEST(conv_bn_act_equals_conv_bn_then_activation)
             conv_bn_running_stats(&k[1]);
             float *out[2] = {0}, *grads[2][4] = {{0}};
             int64_t ny = 0;
-            for (int fused = 0; fused < 2; fused++) {
-                Graph g;
-                graph_init(&g, ctx, DEVICE_CPU, NULL);
-                Var *v[4];
-                for (int j = 0; j < 4; j++) v[j] = var_from_tensor(&g, &in.t[j], true);
-                Var *y = (fused ? conv_bn_act_fn : conv_then_bn_then_act_fn)(&g, v, &k[fused]);
-                ck_assert_msg(y != NULL, "%s", g.err.msg);
-                ny = tensor_numel(&y->value);
-                out[fused] = malloc(tensor_bytes(&y->value));
-                memcpy(out[fused], y->value.data, tensor_bytes(&y->value));
-                float *seed = malloc(tensor_bytes(&y->value));
-                for (int64_t e = 0; e < ny; e++) seed[e] = (float)((e * 7919) % 13) / 6.0f - 1.0f;
-                ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-                for (int j = 0; j < 4; j++) {
-                    grads[fused][j] = malloc(tensor_bytes(&in.t[j]));
-                    memcpy(grads[fused][j], v[j]->grad.data, tensor_bytes(&in.t[j]));
-                }
-                free(seed);
-                graph_destroy(&g);
-            }
+            for (int fused = 0; fused < 2; fused++)
+                forward_backward_copies(ctx, fused ? conv_bn_act_fn : conv_then_bn_then_act_fn, &k[fused], &in, &out[fused],
+                                        &ny, grads[fused]);
             ck_assert_msg(tensor_diff(out[1], out[0], ny, 1e-6).max_abs <= 2e-5, "case %zu act %g: output", i, acts[a]);
             for (int j = 0; j < 4; j++) {
                 TensorDiff d = tensor_diff(grads[1][j], grads[0][j], tensor_numel(&in.t[j]), 1e-6);
