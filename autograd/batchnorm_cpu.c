@@ -1,6 +1,7 @@
 #include "autograd/batchnorm_cpu.h"
 
 #include <math.h>
+#include <stdint.h>
 
 #include "autograd/conv2d_avx2.h"
 #include "autograd/row_load_avx2.h"
@@ -128,26 +129,40 @@ AVX2 static void moments_avx2(const float *z, BnLayout l, int c, double *sum, do
     *sum = s + hsum_pd(s0, s1), *sumsq = q + hsum_pd(q0, q1);
 }
 
+/* y = act(z * scale + shift + r) of 8 elements at i. */
+AVX2 static inline __m256 normalized8(const float *p, const float *rp, size_t i, __m256 sc, __m256 sh, float act,
+                                      __m256 sl)
+{
+    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), sc, sh);
+    if (rp) v = _mm256_add_ps(v, _mm256_loadu_ps(rp + i));
+    if (act >= 0.0f) v = _mm256_blendv_ps(_mm256_mul_ps(v, sl), v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ));
+    return v;
+}
+
 AVX2 static void normalize_act_avx2(const float *z, const float *r, BnLayout l, int c, float scale, float shift,
                                     float act, float *y)
 {
     __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), sl = _mm256_set1_ps(act);
-    __m256 zero = _mm256_setzero_ps();
+    /* A y of its own too large for the cache goes past it (BN_STREAM_MIN_BYTES) */
+    bool stream = y != z && sizeof(float) * (double)l.N * l.C * l.HW >= BN_STREAM_MIN_BYTES;
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(z, l, n, c), *rp = r ? r + (p - z) : NULL;
         float *q = y + (p - z);
         size_t i = 0;
-        for (; i + 8 <= l.HW; i += 8) {
-            __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), sc, sh);
-            if (rp) v = _mm256_add_ps(v, _mm256_loadu_ps(rp + i));
-            if (act >= 0.0f) v = _mm256_blendv_ps(_mm256_mul_ps(v, sl), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-            _mm256_storeu_ps(q + i, v);
+        if (stream) {
+            for (; i < l.HW && ((uintptr_t)(q + i) & 31); i++) {
+                float v = fmaf(p[i], scale, shift) + (rp ? rp[i] : 0.0f);
+                q[i] = act < 0.0f || v > 0.0f ? v : act * v;
+            }
+            for (; i + 8 <= l.HW; i += 8) _mm256_stream_ps(q + i, normalized8(p, rp, i, sc, sh, act, sl));
         }
+        for (; i + 8 <= l.HW; i += 8) _mm256_storeu_ps(q + i, normalized8(p, rp, i, sc, sh, act, sl));
         for (; i < l.HW; i++) {
             float v = fmaf(p[i], scale, shift) + (rp ? rp[i] : 0.0f);
             q[i] = act < 0.0f || v > 0.0f ? v : act * v;
         }
     }
+    if (stream) _mm_sfence(); /* the streaming stores done before the pool reports this task finished */
 }
 
 /* The backward's kernels are specialised by the kept tensor's mode (z or y) and by whether there is an

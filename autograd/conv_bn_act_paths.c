@@ -276,9 +276,9 @@ void conv_bn_act_depthwise_forward_plane(void *arg, int plane)
 /* ---- pointwise layers of few input channels: the forward from x twice (pointwise_narrow_avx2.c) -----
  * Tasks of NARROW_CHUNK pixels of one image, a fixed cut (the moments' order does not depend on the thread
  * count): the first pass keeps each chunk's moments and adds them per plane in chunk order. The second
- * streams y past the cache when the layer's output is too large to stay there for the next layer. */
+ * streams y past the cache when the layer's output is too large to stay there for the next layer
+ * (BN_STREAM_MIN_BYTES). */
 enum { NARROW_CHUNK = 4096 };
-#define NARROW_STREAM_BYTES ((size_t)16 << 20)
 
 bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st)
 {
@@ -314,7 +314,7 @@ static void narrow_task(void *arg, int task)
     if (j->partial) {
         pointwise_narrow_moments_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, j->partial + (size_t)task * s->Cout * 2);
     } else {
-        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= NARROW_STREAM_BYTES;
+        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= BN_STREAM_MIN_BYTES;
         pointwise_narrow_affine_act_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine, st->affine + s->Cout,
                                          st->act, stream, st->y + (size_t)n * s->Cout * HW);
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/batchnorm_cpu.h"
 #include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_cpu.h"
 #include "tests/gradcheck.h"
@@ -704,6 +705,40 @@ static void conv_bn_inputs(const ConvCase *c, Rng *r, Inputs *in, ConvBnCase *k)
     add_input(in, r, 1, cs);
     conv_bn_running_stats(k);
 }
+
+/* BN's output pass over a tensor large enough to be streamed past the cache (BN_STREAM_MIN_BYTES): every
+ * element as the scalar formula gives it, with and without a residual and an activation, y starting off a
+ * 32-byte boundary (the pass stores singly up to one) and an odd plane (a scalar tail), and in place. */
+START_TEST(bn_normalize_streams_large_outputs_exactly)
+{
+    BnLayout l = {2, 3, BN_STREAM_MIN_BYTES / sizeof(float) / 6 + 13};
+    size_t n = (size_t)l.N * l.C * l.HW;
+    ck_assert(sizeof(float) * n >= BN_STREAM_MIN_BYTES);
+    float *z = malloc(sizeof(float) * n), *r = malloc(sizeof(float) * n), *buf = malloc(sizeof(float) * (n + 1));
+    ck_assert(z && r && buf);
+    for (size_t i = 0; i < n; i++) z[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f, r[i] = (float)(i % 13) / 13.0f - 0.5f;
+    float *y = buf + 1;
+    const float acts[] = {-1.0f, 0.0f, 0.1f};
+    for (int ai = 0; ai < 3; ai++)
+        for (int with_r = 0; with_r < 2; with_r++)
+            for (int in_place = 0; in_place < 2; in_place++) {
+                float act = acts[ai];
+                const float *src = z;
+                if (in_place) memcpy(y, z, sizeof(float) * n), src = y;
+                for (int c = 0; c < l.C; c++)
+                    bn_channel_normalize_act(src, with_r ? r : NULL, l, c, 0.5f + c, 0.25f - c, act, y);
+                for (size_t i = 0; i < n; i++) {
+                    int c = (int)(i / l.HW % l.C);
+                    float v = fmaf(z[i], 0.5f + c, 0.25f - c) + (with_r ? r[i] : 0.0f);
+                    float want = act < 0.0f || v > 0.0f ? v : act * v;
+                    if (y[i] != want)
+                        ck_abort_msg("act %g residual %d in place %d: y[%zu] = %.9g, want %.9g", act, with_r, in_place,
+                                     i, y[i], want);
+                }
+            }
+    free(z), free(r), free(buf);
+}
+END_TEST
 
 START_TEST(conv_bn_act_gradients)
 {
@@ -1704,6 +1739,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, batchnorm2d_gradients);
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, conv_bn_act_gradients);
+    tcase_add_test(tc, bn_normalize_streams_large_outputs_exactly);
     tcase_add_test(tc, depthwise_gradients_wide_rows_and_accumulation);
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
