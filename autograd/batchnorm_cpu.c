@@ -264,10 +264,24 @@ AVX2 __attribute__((always_inline)) static inline void backward_dz_body(const Bn
     SavedConsts k = saved_consts(s);
     __m256 kv = k.scale, g, t; /* scale: gamma * invstd */
     __m256 nkmg = _mm256_set1_ps(-s->scale * mg), c1 = _mm256_set1_ps(-s->scale * k.xfac * mgx);
+    /* as the forward's output pass: a layer-wide dz of BN_STREAM_MIN_BYTES or more goes past the cache */
+    bool stream = l.HW >= 16 && sizeof(float) * (double)l.N * l.C * l.HW >= BN_STREAM_MIN_BYTES;
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
         float *o = dz + (p - s->t);
         size_t i = 0;
+        if (stream) {
+            /* the first 8 stored singly, then on from o's first 32-byte boundary (a few of them again, the same
+             * values: dz is a buffer of its own) */
+            saved8(&k, from_output, act, _mm256_loadu_ps(p), _mm256_loadu_ps(d), &g, &t);
+            _mm256_storeu_ps(o, dz8(g, t, kv, nkmg, c1));
+            i = (32 - ((uintptr_t)o & 31)) / sizeof(float) % 8;
+            if (i == 0) i = 8;
+            for (; i + 8 <= l.HW; i += 8) {
+                saved8(&k, from_output, act, _mm256_loadu_ps(p + i), _mm256_loadu_ps(d + i), &g, &t);
+                _mm256_stream_ps(o + i, dz8(g, t, kv, nkmg, c1));
+            }
+        }
         for (; i + 8 <= l.HW; i += 8) {
             saved8(&k, from_output, act, _mm256_loadu_ps(p + i), _mm256_loadu_ps(d + i), &g, &t);
             _mm256_storeu_ps(o + i, dz8(g, t, kv, nkmg, c1));
@@ -278,6 +292,7 @@ AVX2 __attribute__((always_inline)) static inline void backward_dz_body(const Bn
             _mm256_maskstore_ps(o + i, m, dz8(g, t, kv, nkmg, c1));
         }
     }
+    if (stream) _mm_sfence();
 }
 
 /* One instance per (mode, activation). */

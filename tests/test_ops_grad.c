@@ -740,6 +740,41 @@ START_TEST(bn_normalize_streams_large_outputs_exactly)
 }
 END_TEST
 
+/* BN's dz pass over a layer-wide buffer large enough to be streamed (BN_STREAM_MIN_BYTES) gives the floats
+ * the same pass gives plane by plane (never streamed), in each kept-tensor mode, with and without an
+ * activation, dz starting off a 32-byte boundary and planes of odd length. */
+START_TEST(bn_backward_dz_streams_large_buffers_exactly)
+{
+    BnLayout l = {2, 3, BN_STREAM_MIN_BYTES / sizeof(float) / 6 + 13};
+    size_t n = (size_t)l.N * l.C * l.HW;
+    float *t = malloc(sizeof(float) * n), *dy = malloc(sizeof(float) * n), *buf = malloc(sizeof(float) * (n + 3)),
+          *want = malloc(sizeof(float) * l.HW);
+    ck_assert(t && dy && buf && want);
+    for (size_t i = 0; i < n; i++) t[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f, dy[i] = (float)(i % 17) / 17.0f - 0.5f;
+    float *dz = buf + 3;
+    for (int mode = 0; mode < 4; mode++) {
+        bool from_output = mode & 1;
+        float act = mode & 2 ? 0.1f : -1.0f;
+        for (int c = 0; c < l.C; c++) {
+            BnSaved kept = {t, from_output, act, 1.5f, -0.25f, 0.1f, 2.0f, act > 0.0f ? 1.0f / act : 1.0f, -0.25f, 1.0f / 0.75f};
+            bn_channel_backward_dz(&kept, dy, l, c, 0.03f, -0.02f, dz);
+            for (int img = 0; img < l.N; img++) {
+                size_t at = ((size_t)img * l.C + c) * l.HW;
+                BnSaved one = kept;
+                one.t = t + at;
+                BnLayout plane = {1, 1, l.HW};
+                bn_channel_backward_dz(&one, dy + at, plane, 0, 0.03f, -0.02f, want);
+                for (size_t i = 0; i < l.HW; i++)
+                    if (dz[at + i] != want[i])
+                        ck_abort_msg("mode %d channel %d image %d: dz[%zu] = %.9g, by plane %.9g", mode, c, img, i,
+                                     dz[at + i], want[i]);
+            }
+        }
+    }
+    free(t), free(dy), free(buf), free(want);
+}
+END_TEST
+
 START_TEST(conv_bn_act_gradients)
 {
     /* No activation: a kink of BN's output would be crossed by the finite differences. The activations
@@ -1740,6 +1775,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, batchnorm2d_running_statistics);
     tcase_add_test(tc, conv_bn_act_gradients);
     tcase_add_test(tc, bn_normalize_streams_large_outputs_exactly);
+    tcase_add_test(tc, bn_backward_dz_streams_large_buffers_exactly);
     tcase_add_test(tc, depthwise_gradients_wide_rows_and_accumulation);
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
