@@ -57,6 +57,7 @@ typedef struct {
     float *y, *dx;
     uint8_t *window;
     int H, W, Ho, Wo, kernel, stride, padding;
+    bool dx_accumulate; /* backward: add to dx (false: write it) */
 } MaxPoolJob;
 
 /* The window of output (oh, ow) within rows [k0, k1) and columns [c0, c1) of the kernel: its max (the
@@ -159,11 +160,15 @@ static void max_pool_forward_plane(void *arg, int p)
     }
 }
 
+/* dx of one plane: zeroed here first unless it accumulates, so the plane is in cache for the adds (a gradient
+ * zeroed whole beforehand went to memory and came back plane by plane: ResNet-50's pool at 420x420, batch 2,
+ * 90 MB of dx, backward 36.1-36.9 -> 15.9-16.2 ms, 2 threads, Zen 4, alternated in one process). */
 static void max_pool_backward_plane(void *arg, int p)
 {
     const MaxPoolJob *j = arg;
     size_t out_hw = (size_t)j->Ho * j->Wo;
     float *dx = j->dx + (size_t)p * j->H * j->W;
+    if (!j->dx_accumulate) memset(dx, 0, sizeof(float) * (size_t)j->H * j->W);
     for (int oh = 0; oh < j->Ho; oh++)
         for (int ow = 0; ow < j->Wo; ow++) {
             size_t o = (size_t)p * out_hw + (size_t)oh * j->Wo + ow;
@@ -181,13 +186,12 @@ typedef struct {
 
 static void max_pool2d_backward(Graph *g, Var *y)
 {
-    float *dx = var_grad(g, y->inputs[0]);
+    bool accumulate = true;
+    float *dx = var_on_cuda(y) ? var_grad(g, y->inputs[0]) : var_grad_for_write(g, y->inputs[0], &accumulate);
     if (!dx) return;
     const MaxPoolSaved *ms = y->saved;
     Var *x = y->inputs[0];
     int64_t planes = y->value.shape[0] * y->value.shape[1];
-    int64_t out_hw = y->value.shape[2] * y->value.shape[3];
-    int64_t in_hw = x->value.shape[2] * x->value.shape[3];
     if (var_on_cuda(y)) {
         cuda_max_pool2d_backward_full(g->ctx, y->grad.data, ms->argmax, dx, (int)planes, (int)x->value.shape[2],
                                       (int)x->value.shape[3], (int)y->value.shape[2], (int)y->value.shape[3],
@@ -195,9 +199,8 @@ static void max_pool2d_backward(Graph *g, Var *y)
         graph_check_cuda(g, "max_pool2d backward");
         return;
     }
-    (void)in_hw, (void)out_hw;
     MaxPoolJob j = {NULL, y->grad.data, NULL, dx, ms->window, (int)x->value.shape[2], (int)x->value.shape[3],
-                    (int)y->value.shape[2], (int)y->value.shape[3], ms->kernel, ms->stride, ms->padding};
+                    (int)y->value.shape[2], (int)y->value.shape[3], ms->kernel, ms->stride, ms->padding, accumulate};
     threadpool_run(g->ctx->pool, (int)planes, max_pool_backward_plane, &j);
 }
 
@@ -231,7 +234,7 @@ Var *ag_max_pool2d(Graph *g, Var *x, int kernel, int stride, int padding)
                                 stride, padding);
         return graph_check_cuda(g, "max_pool2d") ? y : NULL;
     }
-    MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->window, H, W, Ho, Wo, kernel, stride, padding};
+    MaxPoolJob j = {x->value.data, NULL, y->value.data, NULL, ms->window, H, W, Ho, Wo, kernel, stride, padding, false};
     threadpool_run(g->ctx->pool, (int)planes, max_pool_forward_plane, &j);
     return y;
 }

@@ -1402,7 +1402,8 @@ END_TEST
 
 /* The 3x3 stride-2 max pool against a direct scan (first maximum in row-major window order wins) on rows
  * wide enough for its 8-output vector path and with many ties (3 values), forward values and where the
- * backward sends each output's gradient. */
+ * backward sends each output's gradient: the pool alone, then (the step's memory reused, holding the first
+ * pass's gradients) the pool read twice, whose input gradient the second backward adds to. */
 START_TEST(max_pool_3x3s2_matches_direct_scan_with_ties)
 {
     Context *ctx = context_create(2);
@@ -1415,29 +1416,36 @@ START_TEST(max_pool_3x3s2_matches_direct_scan_with_ties)
     for (int64_t i = 0; i < tensor_numel(&x); i++) x.data[i] = (float)rng_below(&r, 3);
     Graph g;
     graph_init(&g, ctx, DEVICE_CPU, NULL);
-    Var *xv = var_from_tensor(&g, &x, true), *y = ag_max_pool2d(&g, xv, 3, 2, 1);
-    ck_assert_msg(y != NULL, "%s", g.err.msg);
     float *seed = malloc(sizeof(float) * (size_t)N * C * Ho * Wo), *want_dx = calloc((size_t)N * C * H * W, sizeof(float));
-    for (int p = 0; p < N * C; p++)
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                size_t o = ((size_t)p * Ho + oh) * Wo + ow;
-                seed[o] = (float)(o % 7) + 1.0f;
-                int best_at = -1;
-                for (int ki = 0; ki < 3; ki++)
-                    for (int kj = 0; kj < 3; kj++) {
-                        int ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj;
-                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                        int at = (p * H + ih) * W + iw;
-                        if (best_at < 0 || x.data[at] > x.data[best_at]) best_at = at;
-                    }
-                ck_assert_msg(y->value.data[o] == x.data[best_at], "output %zu: %g, want %g", o, y->value.data[o],
-                              x.data[best_at]);
-                want_dx[best_at] += seed[o];
-            }
-    ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
-    for (int64_t i = 0; i < tensor_numel(&x); i++)
-        ck_assert_msg(xv->grad.data[i] == want_dx[i], "dx[%lld] %g, want %g", (long long)i, xv->grad.data[i], want_dx[i]);
+    for (int twice = 0; twice < 2; twice++) {
+        graph_reset(&g);
+        Var *xv = var_from_tensor(&g, &x, true), *y = ag_max_pool2d(&g, xv, 3, 2, 1);
+        ck_assert_msg(y != NULL, "%s", g.err.msg);
+        memset(want_dx, 0, sizeof(float) * (size_t)N * C * H * W);
+        for (int p = 0; p < N * C; p++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    size_t o = ((size_t)p * Ho + oh) * Wo + ow;
+                    seed[o] = (float)(o % 7) + 1.0f;
+                    int best_at = -1;
+                    for (int ki = 0; ki < 3; ki++)
+                        for (int kj = 0; kj < 3; kj++) {
+                            int ih = 2 * oh - 1 + ki, iw = 2 * ow - 1 + kj;
+                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                            int at = (p * H + ih) * W + iw;
+                            if (best_at < 0 || x.data[at] > x.data[best_at]) best_at = at;
+                        }
+                    ck_assert_msg(y->value.data[o] == x.data[best_at], "output %zu: %g, want %g", o, y->value.data[o],
+                                  x.data[best_at]);
+                    want_dx[best_at] += (twice ? 2.0f : 1.0f) * seed[o];
+                }
+        if (twice) y = ag_add(&g, y, ag_max_pool2d(&g, xv, 3, 2, 1));
+        ck_assert_msg(y != NULL, "%s", g.err.msg);
+        ck_assert_int_eq(graph_backward_with_grad(&g, y, seed), ERR_OK);
+        for (int64_t i = 0; i < tensor_numel(&x); i++)
+            ck_assert_msg(xv->grad.data[i] == want_dx[i], "pass %d: dx[%lld] %g, want %g", twice, (long long)i,
+                          xv->grad.data[i], want_dx[i]);
+    }
     free(seed), free(want_dx);
     graph_destroy(&g);
     tensor_free(&x);
