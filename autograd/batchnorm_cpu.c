@@ -139,22 +139,33 @@ AVX2 static inline __m256 normalized8(const float *p, const float *rp, size_t i,
     return v;
 }
 
+/* Whether a pass writing a buffer of its own over layout l streams it (bn_output_streams; planes of at least 16
+ * floats, for the start below). */
+static bool pass_streams(BnLayout l) { return l.HW >= 16 && bn_output_streams((size_t)l.N * l.C * l.HW); }
+
+/* Where a streamed plane's aligned stores start, its first 8 floats having been stored singly: o's first
+ * 32-byte boundary past o (1 to 8 floats in; the floats stored twice get the same values, as the output is a
+ * buffer of its own). */
+static size_t stream_start(const float *o)
+{
+    size_t i = (32 - ((uintptr_t)o & 31)) / sizeof(float) % 8;
+    return i ? i : 8;
+}
+
 AVX2 static void normalize_act_avx2(const float *z, const float *r, BnLayout l, int c, float scale, float shift,
                                     float act, float *y)
 {
     __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), sl = _mm256_set1_ps(act);
     /* A y of its own too large for the cache goes past it (BN_STREAM_MIN_BYTES) */
-    bool stream = y != z && sizeof(float) * (double)l.N * l.C * l.HW >= BN_STREAM_MIN_BYTES;
+    bool stream = y != z && pass_streams(l);
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(z, l, n, c), *rp = r ? r + (p - z) : NULL;
         float *q = y + (p - z);
         size_t i = 0;
         if (stream) {
-            for (; i < l.HW && ((uintptr_t)(q + i) & 31); i++) {
-                float v = fmaf(p[i], scale, shift) + (rp ? rp[i] : 0.0f);
-                q[i] = act < 0.0f || v > 0.0f ? v : act * v;
-            }
-            for (; i + 8 <= l.HW; i += 8) _mm256_stream_ps(q + i, normalized8(p, rp, i, sc, sh, act, sl));
+            _mm256_storeu_ps(q, normalized8(p, rp, 0, sc, sh, act, sl));
+            for (i = stream_start(q); i + 8 <= l.HW; i += 8)
+                _mm256_stream_ps(q + i, normalized8(p, rp, i, sc, sh, act, sl));
         }
         for (; i + 8 <= l.HW; i += 8) _mm256_storeu_ps(q + i, normalized8(p, rp, i, sc, sh, act, sl));
         for (; i < l.HW; i++) {
@@ -265,19 +276,15 @@ AVX2 __attribute__((always_inline)) static inline void backward_dz_body(const Bn
     __m256 kv = k.scale, g, t; /* scale: gamma * invstd */
     __m256 nkmg = _mm256_set1_ps(-s->scale * mg), c1 = _mm256_set1_ps(-s->scale * k.xfac * mgx);
     /* as the forward's output pass: a layer-wide dz of BN_STREAM_MIN_BYTES or more goes past the cache */
-    bool stream = l.HW >= 16 && sizeof(float) * (double)l.N * l.C * l.HW >= BN_STREAM_MIN_BYTES;
+    bool stream = pass_streams(l);
     for (int n = 0; n < l.N; n++) {
         const float *p = plane(s->t, l, n, c), *d = dy + (p - s->t);
         float *o = dz + (p - s->t);
         size_t i = 0;
         if (stream) {
-            /* the first 8 stored singly, then on from o's first 32-byte boundary (a few of them again, the same
-             * values: dz is a buffer of its own) */
             saved8(&k, from_output, act, _mm256_loadu_ps(p), _mm256_loadu_ps(d), &g, &t);
             _mm256_storeu_ps(o, dz8(g, t, kv, nkmg, c1));
-            i = (32 - ((uintptr_t)o & 31)) / sizeof(float) % 8;
-            if (i == 0) i = 8;
-            for (; i + 8 <= l.HW; i += 8) {
+            for (i = stream_start(o); i + 8 <= l.HW; i += 8) {
                 saved8(&k, from_output, act, _mm256_loadu_ps(p + i), _mm256_loadu_ps(d + i), &g, &t);
                 _mm256_stream_ps(o + i, dz8(g, t, kv, nkmg, c1));
             }

@@ -44,6 +44,9 @@ void bn_channel_moments(const float *z, BnLayout l, int c, double *sum, double *
  * forward 0.92-0.94 of the time in alternated pairs (2 threads, Zen 4), 128->512 at 105x105 (45 MB) 0.95. */
 #define BN_STREAM_MIN_BYTES ((size_t)16 << 20)
 
+/* Whether an output of this many floats is streamed (the BN passes below and the narrow pointwise path's). */
+static inline bool bn_output_streams(size_t floats) { return sizeof(float) * floats >= BN_STREAM_MIN_BYTES; }
+
 /* y = act(z * scale + shift + r) over channel c (r, laid out as z, or NULL: none; y == z allowed; a y of its
  * own of BN_STREAM_MIN_BYTES or more is streamed). */
 void bn_channel_normalize_act(const float *z, const float *r, BnLayout l, int c, float scale, float shift, float act,

@@ -314,7 +314,7 @@ static void narrow_task(void *arg, int task)
     if (j->partial) {
         pointwise_narrow_moments_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, j->partial + (size_t)task * s->Cout * 2);
     } else {
-        bool stream = sizeof(float) * (size_t)s->N * s->Cout * HW >= BN_STREAM_MIN_BYTES;
+        bool stream = bn_output_streams((size_t)s->N * s->Cout * HW);
         pointwise_narrow_affine_act_avx2(xn, s->Cin, HW, p0, p1, st->w, s->Cout, st->affine, st->affine + s->Cout,
                                          st->act, stream, st->y + (size_t)n * s->Cout * HW);
     }
