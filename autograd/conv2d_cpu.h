@@ -24,9 +24,9 @@ size_t conv2d_cpu_scratch_floats(const Conv2dShape *s);
 /* The `scratch` of conv2d_backward_cpu: one image's im2col buffer and the weight gradient's sums. */
 size_t conv2d_cpu_backward_scratch_floats(const Conv2dShape *s);
 
-/* Which CPU forward kernel a shape takes: depthwise (direct per plane), Winograd F(4x4,3x3) (dense 3x3
- * stride 1), direct 3x3 stride 2 (few input channels: the stem), else im2col + GEMM (no im2col for
- * 1x1 stride 1). The backward always takes the depthwise or im2col + GEMM kernels. */
+/* Which CPU forward kernel a shape takes: depthwise (direct per plane), Winograd (dense 3x3 stride 1;
+ * F(4x4,3x3) or F(6x6,3x3), conv2d_winograd.h), direct 3x3 stride 2 (few input channels: the stem), else
+ * im2col + GEMM (no im2col for 1x1 stride 1). The backward always takes the depthwise or im2col + GEMM kernels. */
 typedef enum { CONV_CPU_GEMM, CONV_CPU_DEPTHWISE, CONV_CPU_WINOGRAD, CONV_CPU_DIRECT3X3_S2 } ConvCpuAlgorithm;
 ConvCpuAlgorithm conv2d_cpu_algorithm(const Conv2dShape *s);
 const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a);

@@ -9,6 +9,7 @@
 #include "autograd/batchnorm_cpu.h"
 #include "autograd/conv2d_avx2.h"
 #include "autograd/conv2d_cpu.h"
+#include "autograd/conv2d_winograd.h"
 #include "tests/gradcheck.h"
 #include "tests/suites.h"
 
@@ -212,6 +213,29 @@ START_TEST(large_weight_gradients_take_the_blocked_gemm)
         run_check(conv_fn, (void *)c, &in, NULL, opt, what[k]);
         free_inputs(&in);
     }
+}
+END_TEST
+
+/* A layer large and wide enough for Winograd F(6x6, 3x3) (conv2d_winograd_tile): its weight gradient and,
+ * through the flipped kernel, its input gradient take it too (odd sizes: partial tiles at both far edges). */
+START_TEST(winograd_f6_gradients)
+{
+    static const ConvCase c = {2, 96, 49, 53, 100, 3, 1, 1, 1, 1, 1};
+    Conv2dShape fwd = {c.N, c.Cin, c.H, c.W, c.Cout, 3, 3, c.H, c.W, conv2d_params(1, 1, 1, 1)}, flipped = fwd;
+    flipped.Cin = c.Cout, flipped.Cout = c.Cin;
+    if (conv2d_avx2_available()) {
+        ck_assert_int_eq(conv2d_winograd_tile(&fwd), 6);
+        ck_assert_int_eq(conv2d_winograd_tile(&flipped), 6);
+    }
+    Rng r;
+    rng_seed(&r, 1450, 0);
+    Inputs in = {0};
+    int64_t xs[4] = {c.N, c.Cin, c.H, c.W}, ws[4] = {c.Cout, c.Cin, 3, 3}, bs[1] = {c.Cout};
+    add_input(&in, &r, 4, xs), add_input(&in, &r, 4, ws), add_input(&in, &r, 1, bs);
+    GradcheckOptions opt = gradcheck_defaults();
+    opt.eps = 0.5; /* linear: a large step keeps the forward's rounding out of the differences */
+    run_check(conv_fn, (void *)&c, &in, NULL, opt, "Winograd F(6x6) 96 -> 100 at 49x53");
+    free_inputs(&in);
 }
 END_TEST
 
@@ -1533,6 +1557,7 @@ typedef struct {
     float act;
     double tol; /* of the largest output: Winograd's transforms round more than a direct sum */
     int K;      /* kernel size; 0: 3 */
+    int tile;   /* Winograd: the output tile side the shape must take (0: not checked) */
 } FastConvCase;
 
 /* Largest |y - direct double sum| over the output, divided by max(1, max |direct sum|). */
@@ -1571,26 +1596,30 @@ START_TEST(fast_conv_paths_match_direct_sum)
      * partial tiles, tile chunks over images and over tile rows, channel-block tails), with the fused epilogue, against a
      * direct 3x3 sum in double. */
     static const FastConvCase cases[] = {
-        {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6, 3},
-        {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6, 3},
-        {"depthwise 3x3/1, column chunks", CONV_CPU_DEPTHWISE, 1, 3, 5, 1030, 3, 1, 1, 3, 0.1f, 1e-6, 3},
-        {"depthwise 3x3/2, column chunks, odd width", CONV_CPU_DEPTHWISE, 1, 3, 6, 1101, 3, 2, 1, 3, -1.0f, 1e-6, 3},
-        {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5, 3},
-        {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5, 3},
-        {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5, 3},
-        {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5, 3},
-        {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5, 3},
-        {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5, 3},
+        {"depthwise 3x3/1", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 1, 1, 5, 0.1f, 1e-6, 3, 0},
+        {"depthwise 3x3/2", CONV_CPU_DEPTHWISE, 2, 5, 37, 45, 5, 2, 1, 5, 0.1f, 1e-6, 3, 0},
+        {"depthwise 3x3/1, column chunks", CONV_CPU_DEPTHWISE, 1, 3, 5, 1030, 3, 1, 1, 3, 0.1f, 1e-6, 3, 0},
+        {"depthwise 3x3/2, column chunks, odd width", CONV_CPU_DEPTHWISE, 1, 3, 6, 1101, 3, 2, 1, 3, -1.0f, 1e-6, 3, 0},
+        {"winograd pad 1", CONV_CPU_WINOGRAD, 2, 9, 13, 17, 11, 1, 1, 1, 0.1f, 2e-5, 3, 0},
+        {"winograd pad 0, no activation", CONV_CPU_WINOGRAD, 1, 8, 10, 23, 8, 1, 0, 1, -1.0f, 2e-5, 3, 0},
+        {"winograd pad 2, relu", CONV_CPU_WINOGRAD, 1, 12, 7, 9, 10, 1, 2, 1, 0.0f, 2e-5, 3, 0},
+        {"winograd, chunks of tile rows", CONV_CPU_WINOGRAD, 2, 8, 258, 258, 8, 1, 1, 1, 0.1f, 2e-5, 3, 0},
+        {"winograd, tile-row chunks, short last one", CONV_CPU_WINOGRAD, 1, 16, 201, 130, 16, 1, 1, 1, 0.1f, 2e-5, 3, 0},
+        {"winograd, wide: chunks of the four-panel floor", CONV_CPU_WINOGRAD, 1, 128, 40, 70, 128, 1, 1, 1, 0.1f, 2e-5, 3, 4},
+        /* F(6x6): large and wide enough; partial tiles at the right and bottom edges, padding 1 and 2. It rounds
+         * about twice as much as F(4x4) at these widths (1.2e-5 against 7e-6 of the largest output) */
+        {"winograd F(6x6), odd sizes", CONV_CPU_WINOGRAD, 2, 97, 49, 59, 100, 1, 1, 1, 0.1f, 3e-5, 3, 6},
+        {"winograd F(6x6), pad 2, no activation", CONV_CPU_WINOGRAD, 1, 96, 52, 47, 120, 1, 2, 1, -1.0f, 3e-5, 3, 6},
         /* more input channels than a K block of the packed transformed weights (SGEMM_KC = 256), an odd
          * output channel count (the last row panel padded) */
-        {"winograd, two K blocks of packed weights", CONV_CPU_WINOGRAD, 1, 300, 9, 11, 13, 1, 1, 1, 0.1f, 2e-5, 3},
-        {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6, 3},
-        {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6, 3},
+        {"winograd, two K blocks of packed weights", CONV_CPU_WINOGRAD, 1, 300, 9, 11, 13, 1, 1, 1, 0.1f, 2e-5, 3, 0},
+        {"direct 3x3/2 stem, column chunks", CONV_CPU_DIRECT3X3_S2, 2, 3, 37, 301, 8, 2, 1, 1, 0.1f, 1e-6, 3, 0},
+        {"direct 3x3/2, channel-block tail", CONV_CPU_DIRECT3X3_S2, 1, 5, 20, 33, 7, 2, 1, 1, -1.0f, 1e-6, 3, 0},
         /* pointwise: the GEMM straight on x, with the bias and activation epilogue (partial column panels,
          * an odd output channel count) */
-        {"pointwise 8 -> 19", CONV_CPU_GEMM, 2, 8, 37, 139, 19, 1, 0, 1, 0.1f, 1e-6, 1},
-        {"pointwise 16 -> 64, no activation", CONV_CPU_GEMM, 1, 16, 9, 11, 64, 1, 0, 1, -1.0f, 1e-6, 1},
-        {"pointwise 17 -> 8, relu", CONV_CPU_GEMM, 1, 17, 9, 11, 8, 1, 0, 1, 0.0f, 1e-6, 1},
+        {"pointwise 8 -> 19", CONV_CPU_GEMM, 2, 8, 37, 139, 19, 1, 0, 1, 0.1f, 1e-6, 1, 0},
+        {"pointwise 16 -> 64, no activation", CONV_CPU_GEMM, 1, 16, 9, 11, 64, 1, 0, 1, -1.0f, 1e-6, 1, 0},
+        {"pointwise 17 -> 8, relu", CONV_CPU_GEMM, 1, 17, 9, 11, 8, 1, 0, 1, 0.0f, 1e-6, 1, 0},
     };
     Context *ctx = context_create(2);
     Rng r;
@@ -1614,6 +1643,9 @@ START_TEST(fast_conv_paths_match_direct_sum)
         if (conv2d_avx2_available())
             ck_assert_msg(conv2d_cpu_algorithm(&shape) == c->algo, "%s: takes the %s path", c->what,
                           conv2d_cpu_algorithm_name(conv2d_cpu_algorithm(&shape)));
+        if (c->tile && conv2d_avx2_available())
+            ck_assert_msg(conv2d_winograd_tile(&shape) == c->tile, "%s: takes %dx%d tiles", c->what,
+                          conv2d_winograd_tile(&shape), conv2d_winograd_tile(&shape));
         double err = conv_error_vs_direct_sum(c, &x, &w, &b, &y->value);
         ck_assert_msg(err <= c->tol, "%s: max error %g of the largest output", c->what, err);
         graph_destroy(&g);
@@ -1793,6 +1825,7 @@ Suite *ops_grad_suite(void)
     tcase_add_test(tc, bn_backward_dz_streams_large_buffers_exactly);
     tcase_add_test(tc, depthwise_gradients_wide_rows_and_accumulation);
     tcase_add_test(tc, winograd_input_gradient_writes_and_accumulates);
+    tcase_add_test(tc, winograd_f6_gradients);
     tcase_add_test(tc, large_weight_gradients_take_the_blocked_gemm);
     tcase_add_test(tc, conv_bn_act_equals_conv_bn_then_activation);
     tcase_add_test(tc, conv_bn_act_residual_gradients_and_values);
