@@ -1610,6 +1610,7 @@ START_TEST(fast_conv_paths_match_direct_sum)
          * about twice as much as F(4x4) at these widths (1.2e-5 against 7e-6 of the largest output) */
         {"winograd F(6x6), odd sizes", CONV_CPU_WINOGRAD, 2, 97, 49, 59, 100, 1, 1, 1, 0.1f, 3e-5, 3, 6},
         {"winograd F(6x6), pad 2, no activation", CONV_CPU_WINOGRAD, 1, 96, 52, 47, 120, 1, 2, 1, -1.0f, 3e-5, 3, 6},
+        {"winograd F(6x6), chunks of tile rows", CONV_CPU_WINOGRAD, 1, 96, 101, 100, 96, 1, 1, 1, 0.1f, 3e-5, 3, 6},
         /* more input channels than a K block of the packed transformed weights (SGEMM_KC = 256), an odd
          * output channel count (the last row panel padded) */
         {"winograd, two K blocks of packed weights", CONV_CPU_WINOGRAD, 1, 300, 9, 11, 13, 1, 1, 1, 0.1f, 2e-5, 3, 0},
