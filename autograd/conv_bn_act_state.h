@@ -39,6 +39,9 @@ typedef struct {
      * backward takes residual_act's mask from y first); NULL otherwise */
     const float *residual;
     float residual_act;
+    /* the backward of such an op: dy (the output's gradient) while residual_act's mask is still to be applied to
+     * it, channel by channel before the channel's sums (backward_channel); NULL otherwise */
+    float *dy_unmasked;
 } ConvBnActState;
 
 /* What the backward reads of channel c; t: the kept tensor where the caller's layout starts. */
