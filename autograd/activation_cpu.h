@@ -7,7 +7,8 @@
 
 #include "tensor/threadpool.h"
 
-/* dst[i] = y[i] > 0 ? dy[i] : act * dy[i] for i < n, over the pool (dst == dy allowed). */
+/* dst[i] = y[i] > 0 ? dy[i] : act * dy[i] for i < n, over the pool (dst == dy allowed; a NULL pool: on the
+ * calling thread, e.g. inside a pool task). */
 void act_grad_from_output(ThreadPool *pool, const float *y, float act, const float *dy, float *dst, int64_t n);
 
 #endif

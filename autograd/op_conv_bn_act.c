@@ -19,6 +19,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/activation_cpu.h"
 #include "autograd/conv_bn_act_state.h"
 #include "tensor/comm.h"
 
@@ -158,19 +159,17 @@ static void backward_dz(ConvBnActState *st, int c, double sg, double sgx, double
     }
 }
 
-/* dy of channel c times residual_act's derivative, read from the output y (1 where y > 0, else the slope), in
- * place: done by the channel's task just before its sums, which then read the planes from cache. A pass over
- * the whole gradient beforehand had read and written it through memory, and the sums read it once more
- * (ResNet-50's 64->256 block ends at 210x210, batch 2: 90 MB each). */
-__attribute__((target_clones("avx2", "default"))) static void mask_residual_channel(const ConvBnActState *st, int c)
+/* dy of channel c times residual_act's derivative, read from the output y, in place: done by the channel's task
+ * just before its sums, which then read the planes from cache. A pass over the whole gradient beforehand had
+ * read and written it through memory, and the sums read it once more (ResNet-50's 64->256 block ends at
+ * 210x210, batch 2: 90 MB each). */
+static void mask_residual_channel(const ConvBnActState *st, int c)
 {
     size_t HW = (size_t)st->s.Ho * st->s.Wo;
-    float act = st->residual_act;
     for (int n = 0; n < st->s.N; n++) {
         size_t at = ((size_t)n * st->s.Cout + c) * HW;
-        const float *y = st->y + at;
-        float *d = st->dy_unmasked + at;
-        for (size_t i = 0; i < HW; i++) d[i] = y[i] > 0.0f ? d[i] : act * d[i];
+        act_grad_from_output(NULL, st->y + at, st->residual_act, st->dy_unmasked + at, st->dy_unmasked + at,
+                             (int64_t)HW); /* on this task's thread */
     }
 }
 
