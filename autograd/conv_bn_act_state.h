@@ -80,8 +80,9 @@ void conv_bn_act_depthwise_forward_plane(void *arg, int plane);
 bool conv_bn_act_pointwise_narrow(const Graph *g, const ConvBnActState *st);
 bool conv_bn_act_narrow_moments(Graph *g, ConvBnActState *st);
 void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st);
-/* Other pointwise layers with images enough for the pool: the forward a task per image, z and its planes'
- * moments (st->x, st->w set; st->plane_moments filled; false on failure, recorded in g). */
+/* Other pointwise layers with images enough for the pool, whose images' outputs fit the cache or whose images
+ * are enough to even out the threads: the forward a task per image, z and its planes' moments (st->x, st->w set;
+ * st->plane_moments filled; false on failure, recorded in g). */
 bool conv_bn_act_pointwise_by_image(const Graph *g, const ConvBnActState *st);
 bool conv_bn_act_pointwise_forward(Graph *g, ConvBnActState *st);
 
