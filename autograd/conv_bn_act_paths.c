@@ -353,9 +353,10 @@ void conv_bn_act_narrow_output(Graph *g, ConvBnActState *st)
 }
 
 /* ---- pointwise layers: the forward image by image ------------------------------------------------
- * A task per image: its GEMM alone (W packed once for all), then the moments of each of its output planes
- * while they are in the thread's cache. The batch's GEMMs used to run one after another, each split over
- * the threads, and a pass over the whole output then read it back for the moments. */
+ * A task per image: its GEMM alone (W packed once for all), then the moments of each of its output planes,
+ * while they are in the thread's cache where the image's output fits it. Layers that take neither this nor
+ * the narrow path run the general one: each image's GEMM split over the threads, then a pass over the whole
+ * output for the moments (conv_bn_act_pointwise_by_image says which). */
 typedef struct {
     ConvBnActState *st;
     const SgemmPackedA *w;
@@ -387,7 +388,8 @@ static void pointwise_forward_image(void *arg, int n)
  * 2 threads). Forward time of the general path over image by image, alternated pairs (bench_train_layer,
  * batch 2, 2 threads, Zen 4): 64->256 at 210x210 0.95 (as a residual block's last layer 0.92), 256->64 0.98;
  * 128->512 at 105x105 0.98 (residual 0.97), 512->128 0.99; 1024->256 at 53x53 0.97, 256->1024 1.02 (residual
- * 1.0); 512->2048 at 27x27 0.99 (residual 0.98). The ResNet-50 step, alternated: 0.993 and 0.991 (16 pairs each). */
+ * 1.0); 512->2048 at 27x27 0.99 (residual 0.98); one run of 10 pairs each, where two runs of the same code differed
+ * by up to a tenth. The ResNet-50 step, alternated: 0.993 and 0.991 (16 pairs each). */
 enum { POINTWISE_IMAGE_CACHED_BYTES = 2 << 20, POINTWISE_IMAGES_PER_THREAD = 4 };
 
 bool conv_bn_act_pointwise_by_image(const Graph *g, const ConvBnActState *st)
