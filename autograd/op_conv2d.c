@@ -115,13 +115,25 @@ const char *conv2d_cpu_algorithm_name(ConvCpuAlgorithm a)
 }
 
 /* im2col runs in bands of output rows whose columns fill at most COL_BAND_FLOATS: the buffer stays
- * cache-sized and is reused band after band (whole, a 7x7 stem's at 840x840 took 104 MB per image). */
-enum { COL_BAND_FLOATS = 1 << 20 };
+ * cache-sized and is reused band after band (whole, a 7x7 stem's at 840x840 took 104 MB per image). Where
+ * that leaves fewer than COL_BAND_MIN_COLS columns (long rows of K = Cin * 9 over narrow images), the band
+ * takes about COL_BAND_WIDE_COLS columns, up to COL_BAND_MAX_FLOATS: every band's GEMMs pay a fixed cost
+ * of Cout x K (each thread packs all of W for its columns, the weight gradient's C is read and written once
+ * more) and a join of the pool, which 216 or 424 columns did not amortise. Time with the wider bands over
+ * the narrow ones, alternated pairs (bench_train_layer, stride 2, batch 2, 2 threads, Zen 4), forward /
+ * backward: ResNet-50's 512->512 at 27x27 (216 columns -> the whole image, 729) 0.89 / 0.87 and 0.88 / 0.82,
+ * 256->256 at 53x53 (424 -> 1643) 0.945 / 0.945; 128->128 at 105x105 keeps its 840 columns (widened to
+ * 1050 or more it measured 1.11-1.12 forward). */
+enum { COL_BAND_FLOATS = 1 << 20, COL_BAND_MIN_COLS = 768, COL_BAND_WIDE_COLS = 1600, COL_BAND_MAX_FLOATS = 1 << 22 };
 
 static int col_band_rows(const Conv2dShape *s)
 {
     size_t per_row = (size_t)(s->Cin / s->p.groups) * s->KH * s->KW * s->Wo;
     size_t rows = per_row ? COL_BAND_FLOATS / per_row : 1;
+    if (per_row && rows * s->Wo < COL_BAND_MIN_COLS) {
+        size_t wide = (COL_BAND_WIDE_COLS + (size_t)s->Wo - 1) / s->Wo, most = COL_BAND_MAX_FLOATS / per_row;
+        rows = wide < most ? wide : most;
+    }
     return rows < 1 ? 1 : rows > (size_t)s->Ho ? s->Ho : (int)rows;
 }
 

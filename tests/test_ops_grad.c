@@ -123,6 +123,9 @@ START_TEST(conv2d_gradients)
         {1, 3, 37, 20, 5, 3, 2, 1, 1, 1, 0}, /* the stem's weight gradient over chunks of 8, 8 and 3 output rows */
         {1, 4, 200, 200, 6, 7, 2, 3, 1, 1, 0}, /* im2col in two bands of output rows (ResNet's 7x7 stem) */
         {1, 8, 120, 130, 4, 7, 1, 3, 1, 2, 1}, /* grouped, im2col in three bands */
+        /* rows of K = 1440 over 20 columns: 36 rows a band would be 720 columns, so bands of 80 rows (1600
+         * columns; op_conv2d.c's COL_BAND_MIN_COLS), one full and one of 5 */
+        {1, 160, 170, 40, 2, 3, 2, 1, 1, 1, 0},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         ConvCase *c = &cases[k];
