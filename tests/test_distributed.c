@@ -151,9 +151,10 @@ START_TEST(two_ranks_train_as_one_job)
     /* --sync-bn: 2 ranks x 4 images give the gradients of 1 rank x 8 on the same images; MobileNet, and ResNet-18,
      * whose residual blocks' last layer adds its input before the ReLU, whose mask synchronised BatchNorm's backward
      * applies to dy before summing over the ranks */
+    char resnet18[256];
+    snprintf(resnet18, sizeof resnet18, "--model resnet18_p2p6 %s", common);
     sync_bn_matches_one_rank(pre, labels, common, "mobilenet0.25", dir);
-    sync_bn_matches_one_rank(pre, labels, "--model resnet18_p2p6 --size 160 --threads 1 --workers 1 --epochs 1 --save-every 1",
-                             "resnet18_p2p6", dir);
+    sync_bn_matches_one_rank(pre, labels, resnet18, "resnet18_p2p6", dir);
     /* resume: the 2-rank checkpoint (2 steps of 2 x 2 = 8 images) on 1 rank from batch 5, then back on 2 ranks
      * (1 step of 2 more: 10 images, not whole steps of 4: refused, naming why; with --batch 1 it goes on) */
     snprintf(cmd, sizeof cmd, "%s --data %s %s --batch 2 --max-steps 2 --save-dir %s/r2 > %s/d.txt 2>&1", pre, labels,
