@@ -110,6 +110,29 @@ static void distort(Image *img, Rng *r)
     }
 }
 
+/* The crop in decoded pixels, once the decoding's scale is known (an ImageRegion's pick): the crop's
+ * original-pixel box scaled by decoded / original size, kept within the image. */
+typedef struct {
+    const Crop *c;
+    int W, H;          /* original size */
+    double sx, sy;     /* decoded over original */
+    int l, t, w, h;    /* the crop in decoded pixels */
+} DecodedCrop;
+
+static void pick_crop(void *ctx, int fw, int fh, int *x0, int *y0, int *w, int *h)
+{
+    DecodedCrop *d = ctx;
+    const Crop *c = d->c;
+    d->sx = (double)fw / d->W, d->sy = (double)fh / d->H;
+    int cl = (int)(c->l * d->sx), ct = (int)(c->t * d->sy);
+    int cw = (int)lrint(c->w * d->sx), ch = (int)lrint(c->h * d->sy);
+    if (cw < 1) cw = 1;
+    if (ch < 1) ch = 1;
+    if (cl + cw > fw) cw = fw - cl;
+    if (ct + ch > fh) ch = fh - ct;
+    *x0 = d->l = cl, *y0 = d->t = ct, *w = d->w = cw, *h = d->h = ch;
+}
+
 /* A training image's size. JPEGs are only sized here and decoded later at the scale the crop needs;
  * PNG and WebP are decoded whole now (*whole; stored pixels, no EXIF orientation: labels refer to them). */
 static ErrorCode training_image_size(const char *path, int *W, int *H, Image *whole, Error *err)
@@ -146,21 +169,30 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         c = opt->augment ? choose_crop(s, W, H, opt->size, opt->min_face, r, kept) : whole_image(W, H, W > H ? W : H, 0, 0);
     if (!opt->augment)
         for (int i = 0; i < s->n; i++) kept[i] = true;
-    /* Decode at the smallest DCT scale that keeps the canvas at least `size` pixels. */
+    /* Decode at the smallest DCT scale that keeps the canvas at least `size` pixels, only the crop's part. */
     int span_w = c.pad ? c.side : c.w, span_h = c.pad ? c.side : c.h;
     int need_w = (int)((int64_t)W * opt->size / (span_w > 0 ? span_w : 1)), need_h = (int)((int64_t)H * opt->size / (span_h > 0 ? span_h : 1));
-    Image full = whole;
-    if (!whole.bgr && image_load_jpeg_scaled(s->path, need_w, need_h, &full, err)) {
-        free(kept);
-        return err->code;
+    DecodedCrop d = {&c, W, H, 0, 0, 0, 0, 0, 0};
+    Image crop = {0};
+    if (whole.bgr) { /* decoded whole already (PNG, WebP): the crop copied out */
+        pick_crop(&d, whole.width, whole.height, &d.l, &d.t, &d.w, &d.h);
+        if (image_alloc(&crop, d.w, d.h, err)) {
+            image_free(&whole);
+            free(kept);
+            return err->code;
+        }
+        for (int y = 0; y < d.h; y++)
+            memcpy(crop.bgr + (size_t)y * d.w * 3, whole.bgr + ((size_t)(d.t + y) * whole.width + d.l) * 3, (size_t)d.w * 3);
+        image_free(&whole);
+    } else {
+        ImageRegion region = {pick_crop, &d};
+        if (image_load_jpeg_region(s->path, need_w, need_h, &region, &crop, NULL, NULL, err)) {
+            free(kept);
+            return err->code;
+        }
     }
-    double sx = (double)full.width / W, sy = (double)full.height / H;
-    int cl = (int)(c.l * sx), ct = (int)(c.t * sy);
-    int cw = (int)lrint(c.w * sx), ch = (int)lrint(c.h * sy);
-    if (cw < 1) cw = 1;
-    if (ch < 1) ch = 1;
-    if (cl + cw > full.width) cw = full.width - cl;
-    if (ct + ch > full.height) ch = full.height - ct;
+    double sx = d.sx, sy = d.sy;
+    int cw = d.w, ch = d.h;
     /* The square canvas: the crop, or the whole image on the mean colour (at ox, oy: decoded pixels). */
     int side_w = c.pad ? (cw > ch ? cw : ch) : cw, side_h = c.pad ? side_w : ch, ox = 0, oy = 0;
     bool zoomed = c.pad && c.side > (c.w > c.h ? c.w : c.h);
@@ -173,19 +205,10 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
     }
     Image canvas;
     if (image_alloc(&canvas, side_w, side_h, err)) {
-        image_free(&full);
+        image_free(&crop);
         free(kept);
         return err->code;
     }
-    Image crop = {cw, ch, NULL};
-    if (image_alloc(&crop, cw, ch, err)) {
-        image_free(&full), image_free(&canvas);
-        free(kept);
-        return err->code;
-    }
-    for (int y = 0; y < ch; y++)
-        memcpy(crop.bgr + (size_t)y * cw * 3, full.bgr + ((size_t)(ct + y) * full.width + cl) * 3, (size_t)cw * 3);
-    image_free(&full);
     if (opt->augment) distort(&crop, r);
     if (c.pad) /* only the padding shows the mean colour; a crop covers the whole canvas */
         for (int i = 0; i < side_w * side_h; i++)

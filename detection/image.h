@@ -29,6 +29,18 @@ ErrorCode image_orient(Image *img, int orientation, Error *err);
 /* Like image_load_jpeg, but lets libjpeg decode at a reduced scale (1/2, 1/4, 1/8) when the image
  * will be downsampled anyway: the result is at least min_w x min_h where possible. */
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err);
+/* The part of the (scaled) image a caller wants, picked once the scaled size W x H is known: columns
+ * [*x0, *x0 + *w) and rows [*y0, *y0 + *h), which come in as the whole image. */
+typedef struct {
+    void (*pick)(void *ctx, int W, int H, int *x0, int *y0, int *w, int *h);
+    void *ctx;
+} ImageRegion;
+/* image_load_jpeg_scaled decoding only that part (region NULL: all of it): with libjpeg-turbo, only the
+ * part's columns (widened to whole blocks) are transformed and colour-converted, rows above it are
+ * entropy-decoded only and rows below never read, and its pixels are those of the whole decoding.
+ * *scaled_w, *scaled_h (may be NULL): the scaled size. Corrupt data within the rows read is an error. */
+ErrorCode image_load_jpeg_region(const char *path, int min_w, int min_h, const ImageRegion *region, Image *img,
+                                 int *scaled_w, int *scaled_h, Error *err);
 /* Reads only the header: the full-resolution size. */
 ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err);
 ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error *err);

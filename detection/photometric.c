@@ -67,14 +67,34 @@ __attribute__((target_clones("avx2", "default"))) static void convert_bytes(uint
 
 void photometric_convert(uint8_t *bytes, size_t n, float alpha, float beta) { convert_bytes(bytes, n, alpha, beta); }
 
+/* The 3-byte pixels to and from planes of floats, apart from the arithmetic and with restrict arguments so
+ * that GCC vectorises them with shuffles (AVX2 where the CPU has it): written inline in hsv_adjust, they were
+ * scalar and took 40% as long as hsv_round_trip itself. */
+__attribute__((target_clones("avx2", "default"))) static void pixels_to_planes(const uint8_t *restrict p, int n,
+                                                                              float *restrict B, float *restrict G,
+                                                                              float *restrict R)
+{
+    for (int i = 0; i < n; i++) B[i] = p[3 * i], G[i] = p[3 * i + 1], R[i] = p[3 * i + 2];
+}
+
+/* The planes hold whole numbers 0..255 (hsv_round_trip clamps them): the conversion is exact. */
+__attribute__((target_clones("avx2", "default"))) static void planes_to_pixels(const float *restrict B,
+                                                                              const float *restrict G,
+                                                                              const float *restrict R, int n,
+                                                                              uint8_t *restrict p)
+{
+    for (int i = 0; i < n; i++)
+        p[3 * i] = (uint8_t)(int)B[i], p[3 * i + 1] = (uint8_t)(int)G[i], p[3 * i + 2] = (uint8_t)(int)R[i];
+}
+
 void hsv_adjust(uint8_t *bgr, size_t pixels, float alpha, int shift)
 {
     float B[HSV_BLOCK], G[HSV_BLOCK], R[HSV_BLOCK];
     for (size_t i0 = 0; i0 < pixels; i0 += HSV_BLOCK) {
         int len = pixels - i0 < HSV_BLOCK ? (int)(pixels - i0) : HSV_BLOCK;
         uint8_t *p = bgr + 3 * i0;
-        for (int i = 0; i < len; i++) B[i] = p[3 * i], G[i] = p[3 * i + 1], R[i] = p[3 * i + 2];
+        pixels_to_planes(p, len, B, G, R);
         hsv_round_trip(B, G, R, len, alpha, shift);
-        for (int i = 0; i < len; i++) p[3 * i] = (uint8_t)B[i], p[3 * i + 1] = (uint8_t)G[i], p[3 * i + 2] = (uint8_t)R[i];
+        planes_to_pixels(B, G, R, len, p);
     }
 }

@@ -219,10 +219,17 @@ START_TEST(png_training_images_load_like_jpeg)
     ck_assert_int_eq(nb, 1);
     ck_assert(memcmp(ta, tb, sizeof ta) == 0);
     ck_assert_msg(memcmp(ca, cb, sizeof(float) * n) == 0, "the PNG's input differs from the JPEG's");
-    /* augmented, the PNG path runs too (crops of a whole decode) */
+    /* augmented: the JPEG's crop decoded alone (image_load_jpeg_region) gives what the PNG's crop of the whole
+     * image gives, draw after draw (crops, colours, flips and resizes; at this size no DCT scaling) */
     opt.augment = true;
-    for (int k = 0; k < 4; k++)
+    rng_seed(&r1, 5, 1), rng_seed(&r2, 5, 1);
+    for (int k = 0; k < 24; k++) {
+        ck_assert_msg(augment_sample(&a, &opt, &r1, ca, ta, 1, &na, &err) == ERR_OK, "%s", err.msg);
         ck_assert_msg(augment_sample(&b, &opt, &r2, cb, tb, 1, &nb, &err) == ERR_OK, "%s", err.msg);
+        ck_assert_int_eq(na, nb);
+        ck_assert(memcmp(ta, tb, sizeof(float) * FACE_FIELDS * na) == 0);
+        ck_assert_msg(memcmp(ca, cb, sizeof(float) * n) == 0, "draw %d: the JPEG's augmented input differs from the PNG's", k);
+    }
     /* neither JPEG, PNG nor WebP: refused with the file's name */
     FILE *f = fopen(png, "wb");
     fputs("GIF89a not an image we read", f);
@@ -232,6 +239,79 @@ START_TEST(png_training_images_load_like_jpeg)
     remove(png);
     free(ca), free(cb);
     image_free(&img);
+}
+END_TEST
+
+/* A region of a JPEG decoded alone is the same region of the whole decoding, at each DCT scale: random
+ * regions of a 4:2:0 image (whose chroma is upsampled across the region's edges), edges and corners included. */
+typedef struct {
+    int x0, y0, w, h; /* asked, in thousandths of the scaled size; then what was picked */
+} RegionAsk;
+
+static void pick_region(void *ctx, int W, int H, int *x0, int *y0, int *w, int *h)
+{
+    RegionAsk *r = ctx;
+    *x0 = r->x0 * W / 1000, *y0 = r->y0 * H / 1000;
+    *w = r->w * W / 1000, *h = r->h * H / 1000;
+    if (*w < 1) *w = 1;
+    if (*h < 1) *h = 1;
+    if (*x0 + *w > W) *w = W - *x0;
+    if (*y0 + *h > H) *h = H - *y0;
+    r->x0 = *x0, r->y0 = *y0, r->w = *w, r->h = *h;
+}
+
+static void pick_past_edge(void *ctx, int W, int H, int *x0, int *y0, int *w, int *h)
+{
+    (void)ctx;
+    *x0 = W - 10, *y0 = 0, *w = 20, *h = H;
+}
+
+START_TEST(jpeg_regions_decode_like_the_whole_image)
+{
+    char ib[512];
+    const char *jpeg = shared_path("data/tiny/train/images/test.jpg", ib, sizeof ib);
+    if (!jpeg) {
+        printf("SKIP JPEG regions: ../shared absent\n");
+        return;
+    }
+    Error err = {0};
+    int W, H;
+    ck_assert_int_eq(image_jpeg_size(jpeg, &W, &H, &err), ERR_OK);
+    Rng rng;
+    rng_seed(&rng, 3, 0);
+    int differing = 0, regions = 0;
+    for (int denom = 1; denom <= 4; denom *= 2) {
+        Image whole, part;
+        ck_assert_int_eq(image_load_jpeg_scaled(jpeg, W / denom, H / denom, &whole, &err), ERR_OK);
+        for (int k = 0; k < 40; k++) {
+            RegionAsk r = {(int)rng_below(&rng, 1000), (int)rng_below(&rng, 1000), 1 + (int)rng_below(&rng, 700),
+                           1 + (int)rng_below(&rng, 700)};
+            if (k == 0) r = (RegionAsk){0, 0, 300, 1000};   /* the left edge, every row */
+            if (k == 1) r = (RegionAsk){700, 600, 300, 400}; /* the bottom right corner */
+            ImageRegion region = {pick_region, &r};
+            int sw = 0, sh = 0;
+            ck_assert_msg(image_load_jpeg_region(jpeg, W / denom, H / denom, &region, &part, &sw, &sh, &err) == ERR_OK,
+                          "%s", err.msg);
+            ck_assert_int_eq(sw, whole.width);
+            ck_assert_int_eq(sh, whole.height);
+            ck_assert_int_eq(part.width, r.w);
+            ck_assert_int_eq(part.height, r.h);
+            bool same = true;
+            for (int y = 0; y < r.h && same; y++)
+                same = !memcmp(part.bgr + (size_t)y * r.w * 3, whole.bgr + ((size_t)(r.y0 + y) * whole.width + r.x0) * 3,
+                               (size_t)r.w * 3);
+            differing += !same, regions++;
+            image_free(&part);
+        }
+        image_free(&whole);
+    }
+    ck_assert_msg(differing == 0, "%d of %d regions differ from the whole decoding", differing, regions);
+    /* a region past the image's edge is an error naming the file, not a read past the rows */
+    ImageRegion past = {pick_past_edge, NULL};
+    Image part;
+    ck_assert_int_eq(image_load_jpeg_region(jpeg, 0, 0, &past, &part, NULL, NULL, &err), ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, jpeg) && strstr(err.msg, "outside"), "%s", err.msg);
+    ck_assert_ptr_null(part.bgr);
 }
 END_TEST
 
@@ -755,6 +835,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, photometric_kernels_match_opencv_definition);
     tcase_add_test(tc, zoom_out_shrinks_faces_onto_the_image);
     tcase_add_test(tc, png_training_images_load_like_jpeg);
+    tcase_add_test(tc, jpeg_regions_decode_like_the_whole_image);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
