@@ -203,19 +203,21 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         if (ox + cw > side_w) ox = side_w - cw;
         if (oy + ch > side_h) oy = side_h - ch;
     }
-    Image canvas;
-    if (image_alloc(&canvas, side_w, side_h, err)) {
-        image_free(&crop);
-        free(kept);
-        return err->code;
-    }
     if (opt->augment) distort(&crop, r);
-    if (c.pad) /* only the padding shows the mean colour; a crop covers the whole canvas */
+    Image canvas = crop; /* a crop that fills the canvas is the canvas */
+    if (side_w != cw || side_h != ch) {
+        if (image_alloc(&canvas, side_w, side_h, err)) {
+            image_free(&crop);
+            free(kept);
+            return err->code;
+        }
+        /* only the padding shows the mean colour */
         for (int i = 0; i < side_w * side_h; i++)
             for (int k = 0; k < 3; k++) canvas.bgr[3 * i + k] = (uint8_t)opt->mean[k];
-    for (int y = 0; y < ch; y++)
-        memcpy(canvas.bgr + ((size_t)(oy + y) * side_w + ox) * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
-    image_free(&crop);
+        for (int y = 0; y < ch; y++)
+            memcpy(canvas.bgr + ((size_t)(oy + y) * side_w + ox) * 3, crop.bgr + (size_t)y * cw * 3, (size_t)cw * 3);
+        image_free(&crop);
+    }
     /* Targets in canvas pixels (original resolution), then the canvas size in the same units. */
     double canvas_w = zoomed ? side_w / sx : c.pad ? c.side : c.w, canvas_h = c.pad ? canvas_w : c.h;
     float shift_x = zoomed ? (float)(ox / sx) : 0, shift_y = zoomed ? (float)(oy / sy) : 0;
