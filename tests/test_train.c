@@ -315,6 +315,58 @@ START_TEST(jpeg_regions_decode_like_the_whole_image)
 }
 END_TEST
 
+/* The augmentation's nearest and area resizes against their definitions, written plainly here: nearest
+ * takes source pixel (x * src_w / w, y * src_h / h); area averages the window [x * src_w / w, (x + 1) *
+ * src_w / w) (at least one pixel) with rounding, each channel; random pixels and all-255 ones (the largest
+ * sums), enlargements, shrinks by up to 16 (windows of up to 256 pixels) and beyond. */
+static void reference_resize(const Image *src, int w, int h, bool area, uint8_t *out)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int x0 = (int)((int64_t)x * src->width / w), y0 = (int)((int64_t)y * src->height / h);
+            int x1 = area ? (int)((int64_t)(x + 1) * src->width / w) : x0 + 1;
+            int y1 = area ? (int)((int64_t)(y + 1) * src->height / h) : y0 + 1;
+            if (x1 <= x0) x1 = x0 + 1;
+            if (y1 <= y0) y1 = y0 + 1;
+            for (int c = 0; c < 3; c++) {
+                uint64_t sum = 0, n = (uint64_t)(x1 - x0) * (y1 - y0);
+                for (int yy = y0; yy < y1; yy++)
+                    for (int xx = x0; xx < x1; xx++) sum += src->bgr[((size_t)yy * src->width + xx) * 3 + c];
+                out[((size_t)y * w + x) * 3 + c] = (uint8_t)((sum + n / 2) / n);
+            }
+        }
+}
+
+START_TEST(nearest_and_area_resizes_match_their_definitions)
+{
+    static const int sizes[][4] = {{640, 480, 640, 640}, {230, 230, 640, 640}, {1024, 768, 640, 640},
+                                   {1279, 961, 640, 640}, {2048, 2048, 128, 128}, {4096, 300, 200, 17},
+                                   {33, 35, 7, 5}, {5000, 40, 9, 40}};
+    Rng rng;
+    rng_seed(&rng, 11, 0);
+    Error err = {0};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+        for (int fill = 0; fill < 2; fill++) {
+            Image src, out;
+            ck_assert_int_eq(image_alloc(&src, sizes[k][0], sizes[k][1], &err), ERR_OK);
+            size_t bytes = (size_t)src.width * src.height * 3;
+            for (size_t i = 0; i < bytes; i++) src.bgr[i] = fill ? 255 : (uint8_t)rng_below(&rng, 256);
+            int w = sizes[k][2], h = sizes[k][3];
+            uint8_t *ref = malloc((size_t)w * h * 3);
+            for (int area = 0; area < 2; area++) {
+                if (area && (w >= src.width || h >= src.height)) continue; /* area enlarges bilinearly */
+                ck_assert_int_eq((area ? image_resize_area : image_resize_nearest)(&src, w, h, &out, &err), ERR_OK);
+                reference_resize(&src, w, h, area, ref);
+                ck_assert_msg(!memcmp(out.bgr, ref, (size_t)w * h * 3), "%s %dx%d -> %dx%d (fill %d) differs",
+                              area ? "area" : "nearest", src.width, src.height, w, h, fill);
+                image_free(&out);
+            }
+            free(ref);
+            image_free(&src);
+        }
+}
+END_TEST
+
 START_TEST(overfits_the_tiny_set)
 {
     char lb[512], pb[512];
@@ -836,6 +888,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, zoom_out_shrinks_faces_onto_the_image);
     tcase_add_test(tc, png_training_images_load_like_jpeg);
     tcase_add_test(tc, jpeg_regions_decode_like_the_whole_image);
+    tcase_add_test(tc, nearest_and_area_resizes_match_their_definitions);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
