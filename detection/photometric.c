@@ -12,7 +12,7 @@ enum { HSV_BLOCK = 256 };
 static inline float max_f(float a, float b) { return a > b ? a : b; }
 static inline float min_f(float a, float b) { return a < b ? a : b; }
 
-__attribute__((target_clones("avx2", "default"))) static void hsv_round_trip(float *restrict B, float *restrict G,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void hsv_round_trip(float *restrict B, float *restrict G,
                                                                              float *restrict R, int n, float alpha,
                                                                              int shift)
 {
@@ -55,7 +55,7 @@ __attribute__((target_clones("avx2", "default"))) static void hsv_round_trip(flo
 
 /* static: the resolver of an exported target_clones function is exported from the .so whatever its
  * visibility says */
-__attribute__((target_clones("avx2", "default"))) static void convert_bytes(uint8_t *bytes, size_t n, float alpha,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void convert_bytes(uint8_t *bytes, size_t n, float alpha,
                                                                             float beta)
 {
     for (size_t i = 0; i < n; i++) {
@@ -70,7 +70,7 @@ void photometric_convert(uint8_t *bytes, size_t n, float alpha, float beta) { co
 /* The 3-byte pixels to and from planes of floats, apart from the arithmetic and with restrict arguments so
  * that GCC vectorises them with shuffles (AVX2 where the CPU has it): written inline in hsv_adjust, they were
  * scalar and took 40% as long as hsv_round_trip itself. */
-__attribute__((target_clones("avx2", "default"))) static void pixels_to_planes(const uint8_t *restrict p, int n,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void pixels_to_planes(const uint8_t *restrict p, int n,
                                                                               float *restrict B, float *restrict G,
                                                                               float *restrict R)
 {
@@ -78,7 +78,7 @@ __attribute__((target_clones("avx2", "default"))) static void pixels_to_planes(c
 }
 
 /* The planes hold whole numbers 0..255 (hsv_round_trip clamps them): the conversion is exact. */
-__attribute__((target_clones("avx2", "default"))) static void planes_to_pixels(const float *restrict B,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void planes_to_pixels(const float *restrict B,
                                                                               const float *restrict G,
                                                                               const float *restrict R, int n,
                                                                               uint8_t *restrict p)
