@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <jpeglib.h>
 #include <jerror.h>
 
@@ -281,6 +284,51 @@ __attribute__((target_clones("avx2", "default"))) static void resample_row(const
     }
 }
 
+#if defined(__x86_64__)
+/* resample_row's AVX2 body, 8 output pixels at a time: a source pixel's three bytes come in one 32-bit
+ * gather (B, G, R and a fourth byte that is dropped), then the same float operations in the same order.
+ * It serves the columns whose gathers stay inside the row (x0 ascending: while x0 <= src_w - 3, so that
+ * the right neighbour x0 + 1 is read up to byte 3 (x0 + 1) + 3 < 3 src_w); returns where it stopped. The
+ * scalar loop it replaces converted each byte on its own: a sixth of the loader's time. */
+__attribute__((target("avx2"))) static int resample_row_avx2(const uint8_t *r, int src_w, const int *x0,
+                                                              const float *wx, int width, float *out)
+{
+    const __m256i three = _mm256_set1_epi32(3), low = _mm256_set1_epi32(255);
+    int x = 0;
+    for (; x + 8 <= width && x0[x + 7] <= src_w - 3; x += 8) {
+        __m256i at0 = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(x0 + x)), three);
+        __m256i g0 = _mm256_i32gather_epi32((const int *)r, at0, 1);
+        __m256i g1 = _mm256_i32gather_epi32((const int *)r, _mm256_add_epi32(at0, three), 1);
+        __m256 a = _mm256_loadu_ps(wx + x);
+        float o[3][8];
+        __m256 v0 = _mm256_cvtepi32_ps(_mm256_and_si256(g0, low)), v1 = _mm256_cvtepi32_ps(_mm256_and_si256(g1, low));
+        _mm256_storeu_ps(o[0], _mm256_add_ps(v0, _mm256_mul_ps(a, _mm256_sub_ps(v1, v0))));
+        v0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(g0, 8), low));
+        v1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(g1, 8), low));
+        _mm256_storeu_ps(o[1], _mm256_add_ps(v0, _mm256_mul_ps(a, _mm256_sub_ps(v1, v0))));
+        v0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(g0, 16), low));
+        v1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(g1, 16), low));
+        _mm256_storeu_ps(o[2], _mm256_add_ps(v0, _mm256_mul_ps(a, _mm256_sub_ps(v1, v0))));
+        for (int k = 0; k < 8; k++)
+            out[3 * (x + k)] = o[0][k], out[3 * (x + k) + 1] = o[1][k], out[3 * (x + k) + 2] = o[2][k];
+    }
+    return x;
+}
+#endif
+
+/* One source row resampled: the vector body where the CPU has AVX2, the rest by resample_row. */
+static void resample_source_row(const uint8_t *r, int src_w, const int *x0, const float *wx, int width, float *out,
+                                bool avx2)
+{
+    int done = 0;
+#if defined(__x86_64__)
+    if (avx2) done = resample_row_avx2(r, src_w, x0, wx, width, out);
+#else
+    (void)avx2;
+#endif
+    resample_row(r, src_w, x0 + done, wx + done, width - done, out + 3 * (size_t)done);
+}
+
 /* Separable: each source row is resampled horizontally once (kept for the output rows that share
  * it), then output rows blend two such rows, a contiguous loop the compiler vectorises. The same
  * arithmetic, in the same order, as blending the four neighbours per pixel. */
@@ -307,6 +355,10 @@ ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Erro
         x0[x] = ix, wx[x] = a;
     }
     int held[2] = {-1, -1}; /* source row in each of the two buffers */
+    bool avx2 = false;
+#if defined(__x86_64__)
+    avx2 = __builtin_cpu_supports("avx2");
+#endif
     size_t n = (size_t)width * 3;
     for (int y = 0; y < height; y++) {
         double fy = (y + 0.5) * sy - 0.5;
@@ -319,7 +371,8 @@ ErrorCode image_resize(const Image *src, int width, int height, Image *dst, Erro
         for (int k = 0; k < 2; k++) {
             int slot = need[k] & 1; /* rows iy and iy + 1 never share a slot */
             if (held[slot] != need[k]) {
-                resample_row(src->bgr + (size_t)need[k] * src->width * 3, src->width, x0, wx, width, rows + slot * n);
+                resample_source_row(src->bgr + (size_t)need[k] * src->width * 3, src->width, x0, wx, width,
+                                    rows + slot * n, avx2);
                 held[slot] = need[k];
             }
             rr[k] = rows + slot * n;

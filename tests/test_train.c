@@ -315,7 +315,8 @@ START_TEST(jpeg_regions_decode_like_the_whole_image)
 }
 END_TEST
 
-/* The augmentation's nearest and area resizes against their definitions, written plainly here: nearest
+/* The augmentation's bilinear, nearest and area resizes against their definitions, written plainly here
+ * (bilinear: reference_bilinear; the vector columns and the scalar ones at the right edge alike); nearest
  * takes source pixel (x * src_w / w, y * src_h / h); area averages the window [x * src_w / w, (x + 1) *
  * src_w / w) (at least one pixel) with rounding, each channel; random pixels and all-255 ones (the largest
  * sums), enlargements, shrinks by up to 16 (windows of up to 256 pixels) and beyond. */
@@ -337,11 +338,33 @@ static void reference_resize(const Image *src, int w, int h, bool area, uint8_t 
         }
 }
 
-START_TEST(nearest_and_area_resizes_match_their_definitions)
+/* Bilinear (OpenCV's pixel centres): each output is the blend of its four neighbours, first along x in each
+ * of the two source rows, then between them, rounded to the byte. */
+static uint8_t reference_bilinear(const Image *src, int w, int h, int x, int y, int c)
+{
+    double sx = (double)src->width / w, sy = (double)src->height / h;
+    double fx = (x + 0.5) * sx - 0.5, fy = (y + 0.5) * sy - 0.5;
+    int ix = (int)floor(fx), iy = (int)floor(fy);
+    float a = (float)(fx - ix), b = (float)(fy - iy);
+    if (ix < 0) ix = 0, a = 0;
+    if (ix >= src->width - 1) ix = src->width - 1, a = 0;
+    if (iy < 0) iy = 0, b = 0;
+    if (iy >= src->height - 1) iy = src->height - 1, b = 0;
+    int ix1 = ix + (ix < src->width - 1), iy1 = iy + (iy < src->height - 1);
+    float row[2];
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *r = src->bgr + (size_t)(k ? iy1 : iy) * src->width * 3;
+        row[k] = r[3 * ix + c] + a * (r[3 * ix1 + c] - r[3 * ix + c]);
+    }
+    float v = row[0] + b * (row[1] - row[0]);
+    return (uint8_t)(v < 0 ? 0.0f : v > 255 ? 255.0f : v + 0.5f);
+}
+
+START_TEST(resizes_match_their_definitions)
 {
     static const int sizes[][4] = {{640, 480, 640, 640}, {230, 230, 640, 640}, {1024, 768, 640, 640},
                                    {1279, 961, 640, 640}, {2048, 2048, 128, 128}, {4096, 300, 200, 17},
-                                   {33, 35, 7, 5}, {5000, 40, 9, 40}};
+                                   {33, 35, 7, 5}, {5000, 40, 9, 40}, {3, 2, 64, 64}, {1, 1, 5, 5}, {17, 9, 40, 3}};
     Rng rng;
     rng_seed(&rng, 11, 0);
     Error err = {0};
@@ -353,6 +376,15 @@ START_TEST(nearest_and_area_resizes_match_their_definitions)
             for (size_t i = 0; i < bytes; i++) src.bgr[i] = fill ? 255 : (uint8_t)rng_below(&rng, 256);
             int w = sizes[k][2], h = sizes[k][3];
             uint8_t *ref = malloc((size_t)w * h * 3);
+            ck_assert_int_eq(image_resize(&src, w, h, &out, &err), ERR_OK);
+            size_t bilinear_bad = 0;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    for (int c = 0; c < 3; c++)
+                        bilinear_bad += out.bgr[((size_t)y * w + x) * 3 + c] != reference_bilinear(&src, w, h, x, y, c);
+            ck_assert_msg(bilinear_bad == 0, "bilinear %dx%d -> %dx%d (fill %d): %zu bytes differ", src.width, src.height,
+                          w, h, fill, bilinear_bad);
+            image_free(&out);
             for (int area = 0; area < 2; area++) {
                 if (area && (w >= src.width || h >= src.height)) continue; /* area enlarges bilinearly */
                 ck_assert_int_eq((area ? image_resize_area : image_resize_nearest)(&src, w, h, &out, &err), ERR_OK);
@@ -888,7 +920,7 @@ Suite *train_suite(void)
     tcase_add_test(tc, zoom_out_shrinks_faces_onto_the_image);
     tcase_add_test(tc, png_training_images_load_like_jpeg);
     tcase_add_test(tc, jpeg_regions_decode_like_the_whole_image);
-    tcase_add_test(tc, nearest_and_area_resizes_match_their_definitions);
+    tcase_add_test(tc, resizes_match_their_definitions);
     tcase_add_test(tc, training_step_matches_reference);
     tcase_add_test(tc, bad_training_input);
     tcase_add_test(tc, resume_is_bit_exact);
