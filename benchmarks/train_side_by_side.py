@@ -11,7 +11,9 @@ it at exit, which understates PyTorch's total).
 Optional tooling (the project never needs Python): Debian's python3-torch, python3-torchvision and
 python3-opencv, run with the system interpreter:
     /usr/bin/python3 benchmarks/train_side_by_side.py [--model mobilenet0.25|resnet50] [--rounds 3]
-Prints per round and in total: images/s of each side, their ratio, peak RSS of each and their ratio;
+Prints per round and in total: images/s of each side, their ratio, peak RSS of each and their ratio, and
+the machine's copy bandwidth measured just before the round (bench_train_step --machine: it drifts by 2x
+between phases, and moves our memory-bound step more than PyTorch's);
 then our step's phases, per-op table and memory breakdown from our last round.
 """
 import argparse
@@ -73,13 +75,17 @@ def main():
     print(f"machine: {cpu} ({isa}), {os.cpu_count()} CPUs; {a.model}, batch {batch}, {a.threads} compute threads, "
           f"{a.workers} loader workers, {warmup} warm-up + {steps} timed steps per run, {a.rounds} rounds")
     print(f"{'round':>5} {'ours img/s':>11} {'PyTorch img/s':>14} {'ratio':>6} {'ours RSS MB':>12} "
-          f"{'PyTorch RSS MB':>15} {'RSS ratio':>9}")
+          f"{'PyTorch RSS MB':>15} {'RSS ratio':>9} {'copy GB/s':>9}")
+    probe = [os.path.join(a.build, "bench_train_step"), "--machine", "--threads", str(a.threads)]
     rows, last = [], ""
     for r in range(a.rounds):
         # alternate which side goes first, so neither always runs on a warmer or cooler machine
         sides = [("ours", ours_cmd), ("torch", torch_cmd)]
         if r % 2:
             sides.reverse()
+        # the machine's copy bandwidth before the round: its phases move the memory-bound steps most
+        m = re.search(r"([\d.]+) GB/s copy", run(probe)[0])
+        copy_gbs = float(m.group(1)) if m else float("nan")
         res = {}
         for name, cmd in sides:
             out, rss, _ = run(cmd + (["--profile-steps", "2" if not r50 else "1"] if name == "ours" and r == a.rounds - 1
@@ -91,8 +97,8 @@ def main():
                 last = out
         (oi, orss), (ti, trss) = res["ours"], res["torch"]
         rows.append((oi, ti, orss, trss))
-        print(f"{r + 1:>5} {oi:>11.3f} {ti:>14.3f} {oi / ti:>6.2f} {orss:>12.0f} {trss:>15.0f} {orss / trss:>9.2f}",
-              flush=True)
+        print(f"{r + 1:>5} {oi:>11.3f} {ti:>14.3f} {oi / ti:>6.2f} {orss:>12.0f} {trss:>15.0f} {orss / trss:>9.2f} "
+              f"{copy_gbs:>9.1f}", flush=True)
     oi = statistics.median(x[0] for x in rows)
     ti = statistics.median(x[1] for x in rows)
     ratios = [x[0] / x[1] for x in rows]

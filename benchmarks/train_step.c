@@ -6,7 +6,9 @@
  *   build/bench_train_step --data ../shared/widerface/WIDER_train/label.txt [--model resnet50] [--batch 2]
  *       [--threads 2] [--workers 2] [--steps 10] [--warmup 2] [--profile-steps 2] [--gpu] [--alternate NAME]
  * --alternate NAME: A/B of a change inside one run (bench_common.h): NAME=0 and NAME=1 on alternate timed
- * steps, then the median ratio of the paired step times. */
+ * steps, then the median ratio of the paired step times.
+ * --machine: only this machine's FMA peak and copy bandwidth on the compute threads, then exit (the
+ * side-by-side benchmark takes them before every round: this machine's bandwidth drifts by 2x). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +49,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: build/bench_train_step --data LABELS [--model NAME] [--batch B] [--size N] [--threads T]\n"
                "       [--workers W] [--steps N] [--warmup N] [--profile-steps N] [--by-layer] [--gpu]\n"
-               "       [--alternate NAME]\n"
+               "       [--alternate NAME] | --machine [--threads T]\n"
                "--by-layer: the per-op table gets a row per op and layer shape (input->output channels, HxW)\n"
                "--alternate NAME: set environment variable NAME to 0 and 1 on alternate timed steps (code under test\n"
-               "    reads it) and print the median ratio of the paired step times, NAME=1 over NAME=0\n");
+               "    reads it) and print the median ratio of the paired step times, NAME=1 over NAME=0\n"
+               "--machine: print the measured FMA peak and copy bandwidth on T threads, and exit\n");
 }
 
 int main(int argc, char **argv)
@@ -58,13 +61,13 @@ int main(int argc, char **argv)
     TrainOptions o = train_defaults();
     o.batch = 8, o.workers = 2, o.threads = 2;
     int steps = 10, warmup = 2, profile_steps = 2;
-    bool by_layer = false;
+    bool by_layer = false, machine = false;
     const char *alternate = NULL;
     static const struct option longopts[] = {
         {"data", 1, 0, 'd'},    {"model", 1, 0, 'm'},         {"batch", 1, 0, 'b'}, {"size", 1, 0, 's'},
         {"threads", 1, 0, 't'}, {"workers", 1, 0, 'w'},       {"steps", 1, 0, 'n'}, {"warmup", 1, 0, 'u'},
         {"profile-steps", 1, 0, 'p'}, {"by-layer", 0, 0, 'l'}, {"gpu", 0, 0, 'g'},
-        {"alternate", 1, 0, 'a'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"alternate", 1, 0, 'a'}, {"machine", 0, 0, 'M'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) switch (c) {
         case 'd': o.data = optarg; break;
@@ -79,9 +82,21 @@ int main(int argc, char **argv)
         case 'l': by_layer = true; break;
         case 'g': o.gpu = true; break;
         case 'a': alternate = optarg; break;
+        case 'M': machine = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    if (machine) {
+        ThreadPool *pool = threadpool_create(o.threads > 0 ? o.threads : 1);
+        if (!pool) {
+            fprintf(stderr, "bench_train_step: cannot start %d threads\n", o.threads);
+            return 1;
+        }
+        printf("measured peak %.0f GFLOP/s FMA, %.1f GB/s copy (%d threads)\n", bench_fma_peak_gflops(pool),
+               bench_copy_gbs(pool, (size_t)256 << 20), threadpool_size(pool));
+        threadpool_destroy(pool);
+        return 0;
+    }
     if (!o.data || o.batch < 1 || steps < 1 || warmup < 0 || profile_steps < 0) {
         usage(stderr);
         return 2;
