@@ -86,6 +86,13 @@ int fuzz_predictions(const uint8_t *data, size_t size)
     return 0;
 }
 
+/* The middle third of the image each way (at least a pixel), as a training crop asks for a region. */
+static void pick_middle(void *ctx, int W, int H, int *x0, int *y0, int *w, int *h)
+{
+    (void)ctx;
+    *x0 = W / 3, *y0 = H / 3, *w = W - 2 * (W / 3), *h = H - 2 * (H / 3);
+}
+
 int fuzz_image(const uint8_t *data, size_t size)
 {
     const char *path = as_file(data, size, ".img");
@@ -93,6 +100,10 @@ int fuzz_image(const uint8_t *data, size_t size)
     Error err = {0};
     Image img;
     if (image_load(path, &img, &err) == ERR_OK) image_free(&img);
+    /* the training loader's cropped decoding, at full scale and at the smallest DCT scale */
+    ImageRegion middle = {pick_middle, NULL};
+    for (int scaled = 0; scaled < 2; scaled++)
+        if (image_load_jpeg_region(path, scaled, scaled, &middle, &img, NULL, NULL, &err) == ERR_OK) image_free(&img);
     unlink(path);
     return 0;
 }
