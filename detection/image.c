@@ -481,7 +481,7 @@ ErrorCode image_resize_nearest(const Image *src, int width, int height, Image *d
 /* (v + n / 2) / n rounded down, as a multiplication by m = ceil(2^24 / n) and a shift: with s = v + n / 2
  * and m n = 2^24 + e, 0 <= e < n, s m / 2^24 = s / n + s e / (n 2^24), and s e < 2^24 (s < 2^16, e < n <= 2^8)
  * keeps the excess below 1/n, which no fraction s / n can be pushed over an integer by. So exact for every
- * window of at most 256 pixels (v <= 255 n); the division it replaces took a third of the area resize. */
+ * window of at most 256 pixels (v <= 255 n), in place of a division for each channel of each output pixel. */
 static inline uint64_t divisor_magic(unsigned n) { return ((1ull << 24) + n - 1) / n; }
 static inline unsigned rounded_quotient(unsigned v, unsigned n, uint64_t magic)
 {
