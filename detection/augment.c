@@ -186,7 +186,7 @@ ErrorCode augment_sample(const TrainSample *s, const AugmentOptions *opt, Rng *r
         image_free(&whole);
     } else {
         ImageRegion region = {pick_crop, &d};
-        if (image_load_jpeg_region(s->path, need_w, need_h, &region, &crop, NULL, NULL, err)) {
+        if (image_load_jpeg_region(s->path, need_w, need_h, &region, &crop, err)) {
             free(kept);
             return err->code;
         }

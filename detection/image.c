@@ -65,7 +65,7 @@ static struct jpeg_error_mgr *jpeg_errors(JpegError *jerr, bool watch_warnings)
 }
 
 ErrorCode image_load_jpeg_region(const char *path, int min_w, int min_h, const ImageRegion *region, Image *img,
-                                 int *scaled_w, int *scaled_h, Error *err)
+                                 Error *err)
 {
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
@@ -113,8 +113,6 @@ ErrorCode image_load_jpeg_region(const char *path, int min_w, int min_h, const I
         snprintf(jerr.message, sizeof jerr.message, "unreasonable size %dx%d", W, H);
         longjmp(jerr.jump, 1);
     }
-    if (scaled_w) *scaled_w = W;
-    if (scaled_h) *scaled_h = H;
     int x0 = 0, y0 = 0, w = W, h = H;
     if (region) region->pick(region->ctx, W, H, &x0, &y0, &w, &h);
     if (x0 < 0 || y0 < 0 || w < 1 || h < 1 || x0 + w > W || y0 + h > H) {
@@ -181,7 +179,7 @@ ErrorCode image_load_jpeg_region(const char *path, int min_w, int min_h, const I
 
 ErrorCode image_load_jpeg_scaled(const char *path, int min_w, int min_h, Image *img, Error *err)
 {
-    return image_load_jpeg_region(path, min_w, min_h, NULL, img, NULL, NULL, err);
+    return image_load_jpeg_region(path, min_w, min_h, NULL, img, err);
 }
 
 ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err)

@@ -38,9 +38,9 @@ typedef struct {
 /* image_load_jpeg_scaled decoding only that part (region NULL: all of it): with libjpeg-turbo, only the
  * part's columns (widened to whole blocks) are transformed and colour-converted, rows above it are
  * entropy-decoded only and rows below never read, and its pixels are those of the whole decoding.
- * *scaled_w, *scaled_h (may be NULL): the scaled size. Corrupt data within the rows read is an error. */
+ * Corrupt data within the rows read is an error. */
 ErrorCode image_load_jpeg_region(const char *path, int min_w, int min_h, const ImageRegion *region, Image *img,
-                                 int *scaled_w, int *scaled_h, Error *err);
+                                 Error *err);
 /* Reads only the header: the full-resolution size. */
 ErrorCode image_jpeg_size(const char *path, int *width, int *height, Error *err);
 ErrorCode image_save_jpeg(const char *path, const Image *img, int quality, Error *err);

@@ -103,7 +103,7 @@ int fuzz_image(const uint8_t *data, size_t size)
     /* the training loader's cropped decoding, at full scale and at the smallest DCT scale */
     ImageRegion middle = {pick_middle, NULL};
     for (int scaled = 0; scaled < 2; scaled++)
-        if (image_load_jpeg_region(path, scaled, scaled, &middle, &img, NULL, NULL, &err) == ERR_OK) image_free(&img);
+        if (image_load_jpeg_region(path, scaled, scaled, &middle, &img, &err) == ERR_OK) image_free(&img);
     unlink(path);
     return 0;
 }
