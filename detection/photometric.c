@@ -12,9 +12,8 @@ enum { HSV_BLOCK = 256 };
 static inline float max_f(float a, float b) { return a > b ? a : b; }
 static inline float min_f(float a, float b) { return a < b ? a : b; }
 
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void hsv_round_trip(float *restrict B, float *restrict G,
-                                                                             float *restrict R, int n, float alpha,
-                                                                             int shift)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void hsv_round_trip(float *restrict B, float *restrict G, float *restrict R, int n, float alpha, int shift)
 {
     /* every value is computed unconditionally and then selected: a division or floor inside a
      * conditional arm keeps the loop from being vectorised */
@@ -55,8 +54,8 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void 
 
 /* static: the resolver of an exported target_clones function is exported from the .so whatever its
  * visibility says */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void convert_bytes(uint8_t *bytes, size_t n, float alpha,
-                                                                            float beta)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void convert_bytes(uint8_t *bytes, size_t n, float alpha, float beta)
 {
     for (size_t i = 0; i < n; i++) {
         float v = bytes[i] * alpha + beta;
@@ -70,18 +69,16 @@ void photometric_convert(uint8_t *bytes, size_t n, float alpha, float beta) { co
 /* The 3-byte pixels to and from planes of floats, apart from the arithmetic and with restrict arguments so
  * that GCC vectorises them with shuffles (AVX2 where the CPU has it): written inline in hsv_adjust, they were
  * scalar and took 40% as long as hsv_round_trip itself. */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void pixels_to_planes(const uint8_t *restrict p, int n,
-                                                                              float *restrict B, float *restrict G,
-                                                                              float *restrict R)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void pixels_to_planes(const uint8_t *restrict p, int n, float *restrict B, float *restrict G, float *restrict R)
 {
     for (int i = 0; i < n; i++) B[i] = p[3 * i], G[i] = p[3 * i + 1], R[i] = p[3 * i + 2];
 }
 
 /* The planes hold whole numbers 0..255 (hsv_round_trip clamps them): the conversion is exact. */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) static void planes_to_pixels(const float *restrict B,
-                                                                              const float *restrict G,
-                                                                              const float *restrict R, int n,
-                                                                              uint8_t *restrict p)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void planes_to_pixels(const float *restrict B, const float *restrict G, const float *restrict R, int n,
+                             uint8_t *restrict p)
 {
     for (int i = 0; i < n; i++)
         p[3 * i] = (uint8_t)(int)B[i], p[3 * i + 1] = (uint8_t)(int)G[i], p[3 * i + 2] = (uint8_t)(int)R[i];
