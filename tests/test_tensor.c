@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "tensor/arena.h"
+#include "tensor/device.h"
 #include "tensor/step_heap.h"
 #include "tensor/rng.h"
 #include "tensor/threadpool.h"
@@ -101,6 +102,24 @@ START_TEST(rng_is_reproducible_and_sane)
     ck_assert_double_lt(fabs(sum / n), 0.01);
     ck_assert_double_lt(fabs(sq / n - 1.0), 0.02);
     for (int i = 0; i < 1000; i++) ck_assert_uint_lt(rng_below(&a, 7), 7);
+}
+END_TEST
+
+/* Host buffers from a huge page up start on a 2 MiB boundary (tensor/device.c), so that their whole huge
+ * pages can be advised; smaller ones keep the 64-byte alignment, and both hold what is written to them. */
+START_TEST(host_buffers_are_aligned_for_their_pages)
+{
+    size_t sizes[] = {1, 100, (2u << 20) - 64, 2u << 20, (5u << 20) + 12};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        Error err = {0};
+        unsigned char *p = NULL;
+        ck_assert_int_eq(device_alloc((void **)&p, DEVICE_CPU, sizes[i], &err), ERR_OK);
+        ck_assert_int_eq((uintptr_t)p % (sizes[i] >= (2u << 20) ? (2u << 20) : 64), 0);
+        memset(p, 0xA5, sizes[i]);
+        ck_assert_int_eq(p[0], 0xA5);
+        ck_assert_int_eq(p[sizes[i] - 1], 0xA5);
+        device_free(p, DEVICE_CPU);
+    }
 }
 END_TEST
 
@@ -274,6 +293,7 @@ Suite *tensor_suite(void)
     tcase_add_test(tc, tensor_create_reshape_and_permute);
     tcase_add_test(tc, tensor_raw_round_trip_and_size_check);
     tcase_add_test(tc, rng_is_reproducible_and_sane);
+    tcase_add_test(tc, host_buffers_are_aligned_for_their_pages);
     tcase_add_test(tc, arena_reaches_steady_state);
     tcase_add_test(tc, step_heap_frees_reuses_and_reaches_steady_state);
     tcase_add_test(tc, thread_pool_runs_every_task_once);
