@@ -184,6 +184,34 @@ __attribute__((target("avx2,fma"))) void sgemm_kernel_avx2(int kc, const float *
     WALK_PANEL(AVX2_TILE)
 }
 
+/* Rows [0, n) of an AVX-512 tile: C = alpha acc (+ C), then the epilogue; columns past nr masked off. */
+__attribute__((target("avx512f"), always_inline)) static inline void store512_rows(const int n, const __m512 *acc,
+                                                                                   float *c, int ldc, float alpha,
+                                                                                   int nr, int overwrite,
+                                                                                   const SgemmTileEpilogue *ep)
+{
+    __mmask16 cols = (__mmask16)((1u << nr) - 1);
+    __m512 al = _mm512_set1_ps(alpha);
+#pragma GCC unroll 6
+    for (int i = 0; i < n; i++) {
+        float *ci = c + (long)i * ldc;
+        __m512 v = acc[i];
+        if (!ep && !overwrite) {
+            _mm512_mask_storeu_ps(ci, cols, _mm512_fmadd_ps(al, v, _mm512_maskz_loadu_ps(cols, ci)));
+            continue;
+        }
+        if (alpha != 1.0f) v = _mm512_mul_ps(al, v);
+        if (ep) {
+            if (!overwrite) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, ci));
+            if (ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep->bias[i]));
+            if (ep->slope >= 0.0f) /* leaky_avx2's rule: slope * v where v's sign bit is set */
+                v = _mm512_mask_mul_ps(v, _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512()), v,
+                                       _mm512_set1_ps(ep->slope));
+        }
+        _mm512_mask_storeu_ps(ci, cols, v);
+    }
+}
+
 /* The AVX-512 kernel: the same 6x16 tile and packing, one zmm register per row, so a k step is one load of
  * B, six broadcasts and six FMAs (13 instructions where the AVX2 kernel takes 20), and the tile's edges
  * are masked stores. Each output is the same chain of FMAs in the same k order as in the AVX2 kernel,
@@ -207,25 +235,15 @@ __attribute__((target("avx512f"), always_inline)) static inline void kernel512_r
         a += SGEMM_MR;
         b += ldb;
     }
-    __mmask16 cols = (__mmask16)((1u << nr) - 1);
-    __m512 al = _mm512_set1_ps(alpha);
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + (long)i * ldc;
-        __m512 v = acc[i];
-        if (!ep && !overwrite) {
-            _mm512_mask_storeu_ps(ci, cols, _mm512_fmadd_ps(al, v, _mm512_maskz_loadu_ps(cols, ci)));
-            continue;
-        }
-        if (alpha != 1.0f) v = _mm512_mul_ps(al, v);
-        if (ep) {
-            if (!overwrite) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, ci));
-            if (ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep->bias[i]));
-            if (ep->slope >= 0.0f) /* leaky_avx2's rule: slope * v where v's sign bit is set */
-                v = _mm512_mask_mul_ps(v, _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512()), v,
-                                       _mm512_set1_ps(ep->slope));
-        }
-        _mm512_mask_storeu_ps(ci, cols, v);
-    }
+    /* A tile of all its rows stores a constant count, so the loop unrolls and the accumulators stay in
+     * registers; with mr's count they went to the stack after the k loop and came back. Panels of 96 rows
+     * in L1, one core, Zen 4, medians of 20 alternated pairs, time after over before: kc 16 0.93, 32 0.96,
+     * 64 0.975 (accumulating 0.94), 128 0.97, 256 0.98; training steps 0.971 and 0.991 (MobileNet-0.25),
+     * 0.986 and 0.973 (ResNet-50). */
+    if (mr == rows)
+        store512_rows(rows, acc, c, ldc, alpha, nr, overwrite, ep);
+    else
+        store512_rows(mr, acc, c, ldc, alpha, nr, overwrite, ep);
 }
 
 #define AVX512_TILE(...) TILE_BY_ROWS(kernel512_rows, __VA_ARGS__)
