@@ -39,20 +39,6 @@ int cuda_host_free(void *ptr)
 }
 #endif
 
-static void *host_alloc_large_pages(size_t bytes);
-
-void *host_alloc_pinned(size_t bytes)
-{
-    void *p = cuda_host_alloc(bytes);
-    if (p) return p;
-    return host_alloc_large_pages(bytes);
-}
-
-void host_free_pinned(void *ptr)
-{
-    if (ptr && !cuda_host_free(ptr)) free(ptr);
-}
-
 /* A host buffer of a huge page or more starts on a 2 MiB boundary, and its whole huge pages are advised as
  * transparent huge pages (Linux's usual THP mode, "madvise", gives them only to advised memory; elsewhere the
  * advice changes nothing). The kernels read the step's tensors in many strided streams at once (a GEMM's B
@@ -76,6 +62,18 @@ static void *host_alloc_large_pages(size_t bytes)
     if (p) (void)madvise(p, rounded / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES, MADV_HUGEPAGE); /* advice: may be refused */
 #endif
     return p;
+}
+
+void *host_alloc_pinned(size_t bytes)
+{
+    void *p = cuda_host_alloc(bytes);
+    if (p) return p;
+    return host_alloc_large_pages(bytes);
+}
+
+void host_free_pinned(void *ptr)
+{
+    if (ptr && !cuda_host_free(ptr)) free(ptr);
 }
 
 ErrorCode device_alloc(void **ptr, Device dev, size_t bytes, Error *err)

@@ -1,4 +1,5 @@
-/* Memory on a device. CPU memory is 64-byte aligned host memory; CUDA memory comes from
+/* Memory on a device. CPU memory is 64-byte aligned host memory (buffers of 2 MiB or more 2 MiB aligned and
+ * advised as transparent huge pages, tensor/device.c); CUDA memory comes from
  * cuda_kernels/ (only when built with CUDA; otherwise CUDA requests fail with ERR_DEVICE). */
 #ifndef TENSOR_DEVICE_H
 #define TENSOR_DEVICE_H
